@@ -1,0 +1,1 @@
+"""bcvlm_server: the coordinating center — SuperLink launch, ServerApp, strategies, certificates, run directories."""

@@ -1,0 +1,1 @@
+"""bcvlm_simulation: virtual hospitals on Flower's simulation engine, baselines and the HTML report."""
