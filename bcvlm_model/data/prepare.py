@@ -1,0 +1,159 @@
+"""`bcvlm prepare` engine: manifest from an adapter, parallel preprocessing into a resumable cache, rejects file."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from bcvlm_model.atomic_io import atomic_write_json, read_json
+from bcvlm_model.config_io import config_to_dict
+from bcvlm_model.data.adapters import build_manifest
+from bcvlm_model.data.cache import cache_folder, cached_array_path, save_cached_array
+from bcvlm_model.data.errors import DicomRejected
+from bcvlm_model.data.manifest import write_manifest
+from bcvlm_model.data.pipeline import load_preprocessed_with_trace
+from bcvlm_model.data.preprocess_config import PreprocessConfig, preprocess_config_hash
+from bcvlm_model.data.rejects import RejectLog, write_rejects
+from bcvlm_model.data.source_config import DataSourceConfig
+
+REJECT_MARKER_SUFFIX = ".reject.json"
+TRACE_SUFFIX = ".trace.json"
+
+
+class StrictRejectError(RuntimeError):
+    """Raised in --strict mode at the first rejected row or file."""
+
+
+@dataclass
+class PrepareSummary:
+    """Counts of one `prepare` run."""
+
+    images: int
+    processed: int
+    skipped: int
+    rejected: int
+    cache_dir: Path
+    finished: bool
+    rejects: RejectLog
+
+
+def _reject_marker(array_path: Path) -> Path:
+    return array_path.with_name(array_path.name[: -len(".npy")] + REJECT_MARKER_SUFFIX)
+
+
+def trace_path(array_path: Path) -> Path:
+    """Sidecar JSON of a cached array: orientation, crop box, VOI kind, share of tissue kept by the crop."""
+    return array_path.with_name(array_path.name[: -len(".npy")] + TRACE_SUFFIX)
+
+
+def _process_one(job: tuple[str, str, str, dict]) -> tuple[str, str | None]:
+    """Worker: preprocess one DICOM into its cache file; returns (image_id, reject reason or None)."""
+    image_id, dicom_path, array_path, cfg_dict = job
+    cfg = PreprocessConfig(**cfg_dict)
+    try:
+        image, trace = load_preprocessed_with_trace(dicom_path, cfg)
+    except DicomRejected as exc:
+        return image_id, exc.reason
+    atomic_write_json(trace_path(Path(array_path)), {"image_id": image_id, **asdict(trace)})
+    save_cached_array(array_path, image)  # last: an existing array means its job is complete
+    return image_id, None
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temp files a killed run left behind (atomic writes never leave partial final files)."""
+    removed = 0
+    if folder.is_dir():
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def run_prepare(
+    source: DataSourceConfig,
+    preprocess: PreprocessConfig,
+    out_dir: str | os.PathLike[str],
+    workers: int = 1,
+    strict: bool = False,
+    progress: bool = True,
+    max_new_images: int | None = None,
+    on_image_done: Callable[[str], None] | None = None,
+) -> PrepareSummary:
+    """Build the manifest, preprocess every image not yet cached, write manifest.csv and rejects.csv.
+
+    Resumable and idempotent: finished arrays (and remembered rejects) of the same preprocess config are skipped.
+    `max_new_images` stops after that many newly processed images (manifest.csv is then not written).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = build_manifest(source)
+    rejects = result.rejects
+    if strict and len(rejects):
+        first = rejects.rows[0]
+        raise StrictRejectError(f"--strict: {len(rejects)} reject(s); first: {first['path'] or first['image_id']}: "
+                                f"{first['reason']}")
+    manifest = result.manifest
+    folder = cache_folder(out / "cache", preprocess)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    config_record = folder / "preprocess_config.json"
+    payload = {"config_hash": preprocess_config_hash(preprocess), "preprocess": config_to_dict(preprocess)}
+    if not config_record.is_file() or read_json(config_record) != payload:
+        atomic_write_json(config_record, payload)
+    cfg_dict = config_to_dict(preprocess)
+    jobs, skipped, failed_ids = [], 0, set()
+    for image_id, path in zip(manifest["image_id"], manifest["path"]):
+        target = cached_array_path(out / "cache", preprocess, image_id)
+        marker = _reject_marker(target)
+        if target.is_file():
+            skipped += 1
+        elif marker.is_file():
+            skipped += 1
+            failed_ids.add(image_id)
+            rejects.add(image_id, path, "pixels", str(read_json(marker)["reason"]))
+        else:
+            jobs.append((image_id, path, str(target), cfg_dict))
+    if max_new_images is not None:
+        jobs = jobs[:max_new_images]
+    paths = dict(zip(manifest["image_id"], manifest["path"]))
+    processed = 0
+    bar = tqdm(total=len(jobs), desc="prepare", unit="img", disable=not progress)
+
+    def handle(image_id: str, reason: str | None) -> None:
+        nonlocal processed
+        processed += 1
+        bar.update(1)
+        if reason is not None:
+            target = cached_array_path(out / "cache", preprocess, image_id)
+            atomic_write_json(_reject_marker(target), {"image_id": image_id, "reason": reason})
+            failed_ids.add(image_id)
+            rejects.add(image_id, paths[image_id], "pixels", reason)
+            if strict:
+                raise StrictRejectError(f"--strict: {paths[image_id]}: {reason}")
+        if on_image_done is not None:
+            on_image_done(image_id)
+
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            handle(*_process_one(job))
+    else:
+        # fork: workers inherit the imported pipeline instead of re-importing it (seconds per worker on 2 cores)
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        with context.Pool(processes=workers) as pool:
+            for image_id, reason in pool.imap_unordered(_process_one, jobs, chunksize=1):
+                handle(image_id, reason)
+    bar.close()
+    finished = all(image_id in failed_ids or cached_array_path(out / "cache", preprocess, image_id).is_file()
+                   for image_id in manifest["image_id"])
+    if finished:
+        good = manifest.loc[~manifest["image_id"].isin(failed_ids)].reset_index(drop=True)
+        write_manifest(good, out / "manifest.csv")
+        write_rejects(rejects, out / "rejects.csv")
+    return PrepareSummary(images=len(manifest) + len(result.rejects), processed=processed, skipped=skipped,
+                          rejected=len(rejects), cache_dir=folder, finished=finished,
+                          rejects=rejects)

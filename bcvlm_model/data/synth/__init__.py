@@ -1,0 +1,1 @@
+"""Synthetic mammography cohort: latent risk model, breast rendering, vendor styles and DICOM writing (`bcvlm synth`)."""

@@ -1,0 +1,1 @@
+"""Clinical inference: `bcvlm predict` on DICOM studies — exam grouping, aggregation, operating point, heatmaps."""

@@ -1,0 +1,1 @@
+"""Differential privacy: making the model DP-ready and sample-level DP-SGD with Opacus."""

@@ -1,0 +1,137 @@
+"""Hierarchical metadata-to-text template: sections patient / exam / breast, paraphrases, canonical and augmented renderings."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from bcvlm_model.text.leakage_guard import check_report_fields
+from bcvlm_model.text.report_config import TEMPLATE_VERSION, TextConfig
+
+NOT_RECORDED = "not recorded"
+SECTIONS: tuple[str, ...] = ("patient", "exam", "breast")
+
+VIEW_NAMES = {"CC": "craniocaudal", "MLO": "mediolateral oblique", "ML": "mediolateral", "LM": "lateromedial",
+              "XCCL": "exaggerated craniocaudal", "AT": "axillary tail"}
+LATERALITY_NAMES = {"L": "left", "R": "right"}
+DENSITY_NAMES = {"A": "almost entirely fatty", "B": "scattered fibroglandular", "C": "heterogeneously dense",
+                 "D": "extremely dense"}
+
+
+def is_missing(value: Any) -> bool:
+    """True for None, NaN, pandas NA and blank strings."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("", "nan", "none", "null"):
+        return True
+    try:
+        return bool(value != value)  # pandas.NA, numpy nan scalars
+    except (TypeError, ValueError):
+        return False
+
+
+def _age(value: Any) -> str:
+    return f"{int(round(float(value)))} years"
+
+
+def _implant(value: Any) -> str:
+    return "present" if float(value) >= 0.5 else "absent"
+
+
+def _view(value: Any) -> str:
+    code = str(value).strip().upper()
+    return f"{VIEW_NAMES.get(code, code)} ({code})" if code in VIEW_NAMES else code
+
+
+def _laterality(value: Any) -> str:
+    code = str(value).strip().upper()[:1]
+    return LATERALITY_NAMES.get(code, str(value))
+
+
+def _density(value: Any) -> str:
+    code = str(value).strip().upper().replace("DENSITY", "").strip()
+    return f"{code}, {DENSITY_NAMES[code]}" if code in DENSITY_NAMES else code
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+@dataclass(frozen=True)
+class FieldPhrases:
+    """How one field is rendered: its section, a value formatter and its paraphrases ({v} = formatted value)."""
+
+    section: str
+    format_value: Callable[[Any], str]
+    phrases: tuple[str, ...]
+
+
+FIELD_PHRASES: dict[str, FieldPhrases] = {
+    "age": FieldPhrases("patient", _age, ("age {v}", "patient aged {v}", "{v} old")),
+    "implant": FieldPhrases("patient", _implant, ("breast implant {v}", "implant {v}", "implants: {v}")),
+    "view": FieldPhrases("exam", _view, ("{v} view", "view {v}", "projection {v}")),
+    "manufacturer": FieldPhrases("exam", _plain, ("manufacturer {v}", "unit made by {v}", "vendor {v}")),
+    "machine_id": FieldPhrases("exam", _plain, ("machine {v}", "machine id {v}", "acquired on machine {v}")),
+    "laterality": FieldPhrases("breast", _laterality, ("{v} breast", "side {v}", "laterality {v}")),
+    "density": FieldPhrases("breast", _density, ("density {v}", "breast density {v}", "tissue density {v}")),
+}
+"""Phrase table of template version TEMPLATE_VERSION; fields not listed render as "<field> <value>" in "exam"."""
+
+SECTION_TITLES = {"patient": "Patient", "exam": "Exam", "breast": "Breast"}
+
+
+def _phrases_for(field_name: str) -> FieldPhrases:
+    return FIELD_PHRASES.get(field_name, FieldPhrases("exam", _plain, (field_name.replace("_", " ") + " {v}",)))
+
+
+class ReportTemplate:
+    """Renders manifest metadata as a sectioned report; rng=None gives the one canonical rendering."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        if cfg.template_version != TEMPLATE_VERSION:
+            raise ValueError(
+                f"text.template_version={cfg.template_version!r} but this code renders template {TEMPLATE_VERSION!r}"
+            )
+        if cfg.missing not in ("say", "omit"):
+            raise ValueError(f"text.missing={cfg.missing!r}: must be 'say' or 'omit'")
+        if not 0.0 <= cfg.mask_probability <= 1.0:
+            raise ValueError(f"text.mask_probability={cfg.mask_probability} must be in [0, 1]")
+        check_report_fields(cfg.fields, cfg.allow_label_fields)
+        self.cfg = cfg
+
+    def render(self, metadata: Mapping[str, Any], rng: random.Random | None = None) -> str:
+        """Render `metadata`; with `rng` apply training augmentation (paraphrase, shuffle, field masking)."""
+        cfg = self.cfg
+        by_section: dict[str, list[str]] = {name: [] for name in SECTIONS}
+        for field_name in cfg.fields:
+            spec = _phrases_for(field_name)
+            value = metadata.get(field_name)
+            if is_missing(value):
+                if cfg.missing == "omit" or field_name in cfg.omit_missing_fields:
+                    continue
+                shown = NOT_RECORDED
+            else:
+                shown = spec.format_value(value)
+            if rng is not None and cfg.mask_probability > 0 and rng.random() < cfg.mask_probability:
+                continue
+            phrase = spec.phrases[rng.randrange(len(spec.phrases))] if (rng is not None and cfg.paraphrase) else spec.phrases[0]
+            by_section[spec.section].append(phrase.format(v=shown))
+        parts = []
+        for section in SECTIONS:
+            phrases = by_section[section]
+            if not phrases:
+                continue
+            if rng is not None and cfg.shuffle_within_section:
+                rng.shuffle(phrases)
+            parts.append(f"{SECTION_TITLES[section]}: {'; '.join(phrases)}.")
+        return " ".join(parts) if parts else "No clinical information recorded."
+
+
+def render_report(metadata: Mapping[str, Any], cfg: TextConfig, rng: random.Random | None = None) -> str:
+    """Render one case's metadata as report text (rng None = canonical deterministic rendering for evaluation)."""
+    return ReportTemplate(cfg).render(metadata, rng)

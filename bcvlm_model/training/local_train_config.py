@@ -1,0 +1,30 @@
+"""LocalTrainConfig: the optimiser and step budget of one local training call (one federated round at a site)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+
+
+@dataclass
+class LocalTrainConfig:
+    """Settings of `train_local`; sent by the server to every site each round."""
+
+    local_steps: int = 0
+    """Optimizer steps per call; 0 = one pass over the loader (len(loader) steps)."""
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    """SGD momentum (ignored by AdamW)."""
+    bf16: bool = False
+    """bf16 autocast for forward and loss (parameters and gradients stay float32)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.local_steps < 0:
+            raise ValueError(f"local_steps must be >= 0, got {self.local_steps}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got '{self.optimizer}'")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")

@@ -1,0 +1,213 @@
+"""`bcvlm-client --site cfg.yaml`: validates a hospital's site config and runs its Flower SuperNode."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Sequence
+
+import tomli_w
+
+from bcvlm_client.site_config import SiteConfig, validate_site_config
+from bcvlm_model.atomic_io import atomic_write_text
+from bcvlm_model.config_io import ConfigError, load_config, save_effective_config
+from bcvlm_server.flower_process import FlowerProcess, flower_environment, flower_executable
+
+SITE_PATH_KEYS: tuple[str, ...] = ("ca_cert", "private_key", "data.manifest", "data.cache_dir", "state_dir")
+"""SiteConfig keys holding paths; relative values are resolved against the YAML file's folder."""
+
+EFFECTIVE_CONFIG_NAME = "site_config.effective.yaml"
+NODE_CONFIG_NAME = "node_config.toml"
+DEFAULT_RUNTIME_PORT = 9094
+
+
+def _get(cfg: SiteConfig, dotted: str) -> str | None:
+    node: object = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node  # type: ignore[return-value]
+
+
+def _set(cfg: SiteConfig, dotted: str, value: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node: object = cfg
+    for part in parents:
+        node = getattr(node, part)
+    setattr(node, leaf, value)
+
+
+def load_site_for_deployment(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> SiteConfig:
+    """Load a site YAML, make its paths absolute (relative = next to the YAML) and check them.
+
+    Unknown keys, wrong types, missing values and missing files raise ConfigError naming the key.
+    """
+    source = Path(path)
+    cfg = load_config(SiteConfig, source, overrides)
+    base = source.resolve().parent
+    for key in SITE_PATH_KEYS:
+        value = _get(cfg, key)
+        if value is not None and str(value).strip():
+            _set(cfg, key, str((base / Path(str(value)).expanduser()).resolve()))
+    return validate_site_config(cfg, source=str(path), check_paths=True)
+
+
+@dataclass(frozen=True)
+class SuperNodeLaunch:
+    """The site's `flower-supernode` command and the files it is started with."""
+
+    command: list[str]
+    flwr_home: Path
+    effective_config: Path
+    node_config: Path
+    log_path: Path
+
+
+def prepare_supernode(cfg: SiteConfig, runtime_port: int = DEFAULT_RUNTIME_PORT, max_retries: int | None = None,
+                      max_wait_time_s: float | None = None) -> SuperNodeLaunch:
+    """Write the effective site config + node config into the state dir and build the SuperNode command line."""
+    state_dir = Path(cfg.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    effective = save_effective_config(cfg, state_dir / EFFECTIVE_CONFIG_NAME)
+    node_config = atomic_write_text(state_dir / NODE_CONFIG_NAME, tomli_w.dumps({"site-config": str(effective)}))
+    command = [flower_executable("flower-supernode"), "--superlink", cfg.superlink_address]
+    if cfg.insecure:
+        command += ["--insecure"]
+    else:
+        command += ["--root-certificates", str(cfg.ca_cert), "--auth-supernode-private-key", str(cfg.private_key)]
+    command += [
+        "--node-config", str(node_config),
+        "--isolation", "subprocess",
+        "--host", "127.0.0.1",
+        "--port", str(runtime_port),
+    ]
+    # Runtime dependency installation is off by default on a SuperNode; we never pass
+    # --allow-runtime-dependency-installation, so a run's app cannot install packages at the site.
+    if max_retries is not None:
+        command += ["--max-retries", str(max_retries)]
+    if max_wait_time_s is not None:
+        command += ["--max-wait-time", str(max_wait_time_s)]
+    return SuperNodeLaunch(command=command, flwr_home=state_dir / "flwr_home", effective_config=effective,
+                           node_config=node_config, log_path=state_dir / "logs" / "supernode.log")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bcvlm-client",
+        description="Run this hospital's Flower SuperNode for the bcvlm federation (training stays on site).",
+    )
+    parser.add_argument("--site", required=True, help="site config YAML (see site_configs/)")
+    parser.add_argument("--check", action="store_true", help="validate the site config and exit")
+    parser.add_argument("--runtime-port", type=int, default=DEFAULT_RUNTIME_PORT,
+                        help="local port of the SuperNode's app runtime API (127.0.0.1 only; default 9094)")
+    parser.add_argument("--max-retries", type=int, default=None,
+                        help="give up after this many failed connection attempts (default: retry forever)")
+    parser.add_argument("--max-wait-time", type=float, default=None,
+                        help="give up reconnecting after this many seconds (default: no limit)")
+    parser.add_argument("--max-restarts", type=int, default=-1,
+                        help="restart the SuperNode at most this many times after it exits with an error "
+                             "(e.g. the SuperLink is down or this site is not registered yet); -1 = always")
+    parser.add_argument("--restart-delay", type=float, default=30.0, help="seconds before a restart (default 30)")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. compute.batch_size=4")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `bcvlm-client`."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        cfg = load_site_for_deployment(args.site, args.overrides)
+    except ConfigError as exc:
+        print(f"bcvlm-client: invalid site config: {exc}", file=sys.stderr)
+        return 2
+    if not 1 <= args.runtime_port <= 65535:
+        print(f"bcvlm-client: --runtime-port must be 1..65535, got {args.runtime_port}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"site config OK: site '{cfg.site_id}', SuperLink {cfg.superlink_address}, state in {cfg.state_dir}")
+        return 0
+    launch = prepare_supernode(cfg, args.runtime_port, args.max_retries, args.max_wait_time)
+    print(f"site '{cfg.site_id}': starting SuperNode -> {cfg.superlink_address} "
+          f"(TLS {'off' if cfg.insecure else 'on'}); log: {launch.log_path}", flush=True)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    supernode: FlowerProcess | None = None
+    restarts = 0
+    try:
+        while True:
+            log_offset = launch.log_path.stat().st_size if launch.log_path.is_file() else 0
+            supernode = FlowerProcess(launch.command, flower_environment(launch.flwr_home), launch.log_path,
+                                      cwd=cfg.state_dir).start()
+            code = watch_supernode(supernode, launch.log_path, log_offset)
+            supernode.stop()
+            reason = last_error_lines(launch.log_path, log_offset)
+            print(f"site '{cfg.site_id}': SuperNode exited with code {code}" + (f": {reason}" if reason else ""),
+                  file=sys.stderr, flush=True)
+            if code == 0 or (args.max_restarts >= 0 and restarts >= args.max_restarts):
+                print(f"site '{cfg.site_id}': not restarting; full log: {launch.log_path}", file=sys.stderr)
+                return int(code)
+            restarts += 1
+            print(f"site '{cfg.site_id}': restarting the SuperNode in {args.restart_delay:.0f} s "
+                  f"(restart {restarts}" + (f"/{args.max_restarts})" if args.max_restarts >= 0 else ")"),
+                  file=sys.stderr, flush=True)
+            time.sleep(args.restart_delay)
+    except KeyboardInterrupt:
+        print(f"site '{cfg.site_id}': stopping SuperNode", flush=True)
+        return 0
+    finally:
+        if supernode is not None:
+            supernode.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+_LOOP_DIED = re.compile(r"^ERROR\s*:\s*Server error '5\d\d ", re.MULTILINE)
+"""Flower 1.42's SuperNode logs an HTTP 5xx from the SuperLink this way when it ends its message loop; its process
+then stays alive doing nothing (the runtime API thread keeps it up), so we restart it."""
+HUNG_EXIT_CODE = 70
+
+
+def watch_supernode(supernode: FlowerProcess, log_path: Path, log_offset: int, poll_s: float = 1.0) -> int:
+    """Wait for the SuperNode to exit, remembering its app processes; stop it when its message loop has died."""
+    assert supernode.process is not None
+    checked = log_offset
+    while True:
+        try:
+            return supernode.process.wait(timeout=poll_s)
+        except subprocess.TimeoutExpired:
+            pass
+        supernode.track_descendants()
+        size = log_path.stat().st_size if log_path.is_file() else 0
+        if size > checked:
+            with open(log_path, "rb") as handle:
+                handle.seek(checked)
+                text = _ANSI_ESCAPE.sub("", handle.read(size - checked).decode("utf-8", errors="replace"))
+            checked = size
+            if _LOOP_DIED.search(text):
+                supernode.stop(grace_s=5.0)
+                return HUNG_EXIT_CODE
+
+
+def last_error_lines(log_path: Path, since_byte: int = 0, max_lines: int = 3) -> str:
+    """The SuperNode log's last error lines written after `since_byte`, joined into one line for the console."""
+    if not log_path.is_file():
+        return ""
+    with open(log_path, "rb") as handle:
+        handle.seek(since_byte)
+        text = _ANSI_ESCAPE.sub("", handle.read().decode("utf-8", errors="replace"))
+    picked = [line.replace("ERROR", "").strip(" :") for line in text.splitlines() if "ERROR" in line or "[code:" in line]
+    return " | ".join(dict.fromkeys(picked[-max_lines:]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""The site's Flower ClientApp: a legacy NumPyClient (SecAgg+ needs it in Flower 1.42) around `SiteTrainer`.
+
+Mods, outermost first: egress guard (checks the wire reply, SecAgg+ fields included), `secaggplus_mod` (only for
+messages that carry SecAgg+ protocol configs: the server may run without SecAgg+), egress guard again (checks the plain fit reply:
+update arrays and metrics, before masking).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from flwr.app import Context, Message
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.client import NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp import ClientApp
+
+from bcvlm_client.egress_guard import egress_guard_mod
+from bcvlm_client.run_settings import RoundSettings
+from bcvlm_client.site_config import SiteConfig, load_site_config
+from bcvlm_client.site_training import SiteTrainer
+
+LOGGER = logging.getLogger("bcvlm_client")
+SIMULATION_DIR_ENV = "BCVLM_SIMULATION_DIR"
+_TRAINERS: dict[str, SiteTrainer] = {}
+
+
+def resolve_site_config(context: Context) -> SiteConfig:
+    """`node_config["site-config"]` (deployment), else `$BCVLM_SIMULATION_DIR/sites/site_<partition-id>.yaml`."""
+    node_config = context.node_config
+    if "site-config" in node_config:
+        path = Path(str(node_config["site-config"]))
+    elif "partition-id" in node_config and os.environ.get(SIMULATION_DIR_ENV):
+        path = Path(os.environ[SIMULATION_DIR_ENV]) / "sites" / f"site_{int(node_config['partition-id'])}.yaml"
+    else:
+        raise KeyError(
+            "no site configuration: start the SuperNode with --node-config \"site-config='/path/site.yaml'\" "
+            f"(or set {SIMULATION_DIR_ENV} in simulation)"
+        )
+    return load_site_config(path)
+
+
+def _attach_site_log(site: SiteConfig) -> None:
+    log_path = Path(site.state_dir) / "logs" / "site.log"
+    if any(getattr(h, "baseFilename", None) == str(log_path) for h in LOGGER.handlers):
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+
+
+def trainer_for(site: SiteConfig) -> SiteTrainer:
+    """One SiteTrainer per site and process (keeps the built model between messages of a long-lived process)."""
+    key = f"{site.site_id}|{Path(site.state_dir).resolve()}"
+    if key not in _TRAINERS:
+        _attach_site_log(site)
+        _TRAINERS[key] = SiteTrainer(site)
+    return _TRAINERS[key]
+
+
+def optional_secaggplus_mod(msg: Message, context: Context, call_next: Callable) -> Message:
+    """`secaggplus_mod` for SecAgg+ messages; plain messages (server without SecAgg+) pass straight through."""
+    if msg.has_content() and RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+class SiteClient(NumPyClient):
+    """NumPyClient adapter: Flower's fit/evaluate calls go to the site's SiteTrainer."""
+
+    def __init__(self, trainer: SiteTrainer) -> None:
+        self.trainer = trainer
+
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+        raise RuntimeError("sites never provide initial parameters; the server sends the global model")
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        return self.trainer.fit(parameters, RoundSettings.from_config(config))
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
+        return self.trainer.evaluate(parameters, RoundSettings.from_config(config))
+
+
+def build_client_app(
+    resolve_site: Callable[[Context], SiteConfig] | None = None,
+    extra_mods: Sequence[Callable] = (),
+    trainer_factory: Callable[[SiteConfig], SiteTrainer] | None = None,
+) -> ClientApp:
+    """A ClientApp for sites located by `resolve_site`; `extra_mods` run outermost (e.g. a test's recorder)."""
+    resolve = resolve_site or resolve_site_config
+    make_trainer = trainer_factory or trainer_for
+
+    def client_fn(context: Context):
+        return SiteClient(make_trainer(resolve(context))).to_client()
+
+    return ClientApp(client_fn=client_fn, mods=[*extra_mods, egress_guard_mod, optional_secaggplus_mod, egress_guard_mod])
+
+
+app = build_client_app()

@@ -1,0 +1,74 @@
+"""`bcvlm-server --config cfg.yaml` / `--resume RUN_DIR`: run the coordinating center of a bcvlm federation."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from types import FrameType
+from typing import Sequence
+
+from bcvlm_model.config_io import ConfigError
+from bcvlm_server.deployment import load_for_resume, run_deployment
+from bcvlm_server.deployment_config import load_deployment_config
+from bcvlm_server.flower_process import FlowerProcessError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bcvlm-server",
+        description="Start the SuperLink (TLS + SuperNode authentication), register the sites, run the federation.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="server deployment YAML (see site_configs/server.example.yaml)")
+    source.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR after its last completed round")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. federation.rounds=5")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `bcvlm-server`; exit code 0 when the run completed."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        if args.resume:
+            if args.overrides:
+                raise ConfigError("--resume continues a run with its recorded config: overrides are not accepted")
+            cfg = load_for_resume(args.resume)
+        else:
+            cfg = load_deployment_config(args.config, tuple(args.overrides))
+    except ConfigError as exc:
+        print(f"bcvlm-server: invalid config: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"config OK: {len(cfg.sites)} sites, run directory {cfg.federation.run_dir}")
+        return 0
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        status = run_deployment(cfg, resume=bool(args.resume))
+    except ConfigError as exc:
+        print(f"bcvlm-server: {exc}", file=sys.stderr)
+        return 2
+    except FlowerProcessError as exc:
+        print(f"bcvlm-server: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"bcvlm-server: stopped; continue with `bcvlm-server --resume {cfg.federation.run_dir}`",
+              file=sys.stderr)
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not status.completed:
+        print(f"bcvlm-server: run ended with status {status.status}; see {cfg.federation.run_dir}/logs",
+              file=sys.stderr)
+        return 1
+    print(f"run completed; results in {cfg.federation.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

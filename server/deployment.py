@@ -1,0 +1,185 @@
+"""One deployment of the federation: run directory files, SuperLink start, site registration, run submission, follow-up."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from bcvlm_model.atomic_io import atomic_write_json, read_json
+from bcvlm_model.config_io import ConfigError, save_effective_config
+from bcvlm_server.deployment_config import ServerDeploymentConfig, load_deployment_config
+from bcvlm_server.superlink import (
+    FlowerControl,
+    RunStatus,
+    SuperLink,
+    SuperLinkLaunch,
+    client_address,
+    follow_run,
+    wait_for_nodes,
+    write_run_config_toml,
+)
+
+FAB_TEMPLATE = Path(__file__).resolve().parent / "fab" / "pyproject.toml"
+"""The Flower App description submitted with `flwr run` (components = the installed bcvlm apps)."""
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """Files `bcvlm-server` writes into a run directory (the ServerApp adds checkpoints, metrics, state.json)."""
+
+    root: Path
+
+    @property
+    def deployment_config(self) -> Path:
+        return self.root / "deployment.yaml"
+
+    @property
+    def server_config(self) -> Path:
+        return self.root / "server_config.yaml"
+
+    @property
+    def run_config(self) -> Path:
+        return self.root / "run_config.toml"
+
+    @property
+    def app_dir(self) -> Path:
+        return self.root / "app"
+
+    @property
+    def superlink_home(self) -> Path:
+        return self.root / "superlink"
+
+    @property
+    def cli_home(self) -> Path:
+        return self.root / "flwr_home"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def flower_runs(self) -> Path:
+        return self.root / "flower_runs.json"
+
+    @property
+    def state(self) -> Path:
+        """Written by the ServerApp after each completed round (`last_completed_round`)."""
+        return self.root / "state.json"
+
+    def last_completed_round(self) -> int:
+        if not self.state.is_file():
+            return 0
+        try:
+            return int(read_json(self.state).get("last_completed_round", 0))
+        except (ValueError, json.JSONDecodeError, AttributeError):
+            return 0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def prepare_run_directory(cfg: ServerDeploymentConfig, resume: bool) -> RunDirectory:
+    """Create/refresh the run directory: effective configs, FAB app dir and the run-config file for `flwr run`."""
+    run_dir = RunDirectory(Path(cfg.federation.run_dir).resolve())
+    if not resume and (run_dir.state.exists() or run_dir.deployment_config.exists()):
+        raise ConfigError(
+            f"run directory {run_dir.root} already holds a run: continue it with `bcvlm-server --resume "
+            f"{run_dir.root}` or choose another federation.run_dir"
+        )
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    run_dir.logs.mkdir(exist_ok=True)
+    if not resume:
+        save_effective_config(cfg, run_dir.deployment_config)
+    save_effective_config(cfg.federation, run_dir.server_config)
+    run_dir.app_dir.mkdir(exist_ok=True)
+    shutil.copyfile(FAB_TEMPLATE, run_dir.app_dir / "pyproject.toml")
+    write_run_config_toml(run_dir.run_config, {
+        "server-config": str(run_dir.server_config),
+        "run-dir": str(run_dir.root),
+        "resume": bool(resume),
+    })
+    return run_dir
+
+
+def superlink_launch(cfg: ServerDeploymentConfig, run_dir: RunDirectory) -> SuperLinkLaunch:
+    database = Path(cfg.superlink.database) if cfg.superlink.database else run_dir.superlink_home / "state.db"
+    return SuperLinkLaunch(
+        host=cfg.superlink.host, port=cfg.superlink.port, ca_cert=Path(cfg.superlink.ca_cert),
+        server_cert=Path(cfg.superlink.server_cert), server_key=Path(cfg.superlink.server_key),
+        database=database, flwr_home=run_dir.superlink_home, log_path=run_dir.logs / "superlink.log",
+    )
+
+
+def _record_flower_run(run_dir: RunDirectory, entry: dict[str, object]) -> None:
+    history = read_json(run_dir.flower_runs) if run_dir.flower_runs.is_file() else []
+    history.append(entry)
+    atomic_write_json(run_dir.flower_runs, history)
+
+
+def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
+                   say: Callable[[str], None] = print) -> RunStatus:
+    """Start the SuperLink, register the sites, submit the run, follow it to the end, stop the SuperLink."""
+    run_dir = prepare_run_directory(cfg, resume)
+    log_file = run_dir.logs / "deployment.log"
+
+    def note(message: str) -> None:
+        line = f"{_now()} {message}"
+        with open(log_file, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+        say(message)
+
+    launch = superlink_launch(cfg, run_dir)
+    superlink = SuperLink(launch)
+    note(f"starting SuperLink on {launch.host}:{launch.port} (TLS, SuperNode auth, state {launch.database})")
+    try:
+        superlink.start(cfg.superlink.startup_timeout_s)
+        address = cfg.superlink.control_address or client_address(launch.host, launch.port)
+        control = FlowerControl(run_dir.cli_home, address, launch.ca_cert)
+        for site in cfg.sites:
+            node_id = control.register_site(site.public_key, site.name)
+            note(f"site '{site.name}': " + (f"registered as node {node_id}" if node_id else "already registered"))
+        online = wait_for_nodes(control, len(cfg.sites), cfg.wait_for_sites_s)
+        note(f"{online}/{len(cfg.sites)} sites online")
+        start_round = run_dir.last_completed_round()
+        run_id = control.submit_run(run_dir.app_dir, run_dir.run_config)
+        _record_flower_run(run_dir, {"run_id": run_id, "submitted_at": _now(), "resume": resume,
+                                     "last_completed_round_at_submit": start_round})
+        note(f"submitted Flower run {run_id}" + (f" (resuming after round {start_round})" if resume else ""))
+        with tqdm(total=cfg.federation.rounds, initial=start_round, desc="rounds", unit="round") as bar:
+
+            def on_tick() -> None:
+                superlink.process.track_descendants()
+                done = run_dir.last_completed_round()
+                if done > bar.n:
+                    bar.update(done - bar.n)
+
+            try:
+                status = follow_run(control, run_id, cfg.run_timeout_s, on_tick=on_tick)
+            finally:
+                control.save_run_log(run_id, run_dir.logs / f"serverapp_run_{run_id}.log")
+            on_tick()
+        _record_flower_run(run_dir, {"run_id": run_id, "finished_at": _now(), "status": status.status})
+        note(f"Flower run {run_id} ended: {status.status}")
+        return status
+    finally:
+        superlink.stop()
+        note("SuperLink stopped")
+
+
+def load_for_resume(run_dir: str | Path) -> ServerDeploymentConfig:
+    """The deployment config a run directory was started with (for `bcvlm-server --resume RUN_DIR`)."""
+    directory = RunDirectory(Path(run_dir).resolve())
+    if not directory.deployment_config.is_file():
+        raise ConfigError(f"{directory.root} is not a bcvlm-server run directory: {directory.deployment_config} missing")
+    cfg = load_deployment_config(directory.deployment_config)
+    if Path(cfg.federation.run_dir).resolve() != directory.root:
+        # The folder was moved: keep using it where it is now.
+        cfg.federation.run_dir = str(directory.root)
+    return cfg
+

@@ -1,0 +1,244 @@
+"""FederatedStrategy: wraps a Flower strategy with the bcvlm round protocol and run-directory bookkeeping.
+
+- Sites send UPDATES (local - global); this wrapper turns them into full weights for the inner strategy, drops
+  declined sites, and (without SecAgg+) rejects non-finite or oversized updates. The global model only changes
+  to a finite result.
+- Rounds are numbered continuously across resumes (`round_offset`).
+- At the end of every round: checkpoint, strategy state, metrics JSON, then `state.json` (see `RunRecords`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import Strategy
+
+from bcvlm_client.run_settings import encode_round_settings
+from bcvlm_server.run_records import RunRecords
+from bcvlm_server.server_config import ServerConfig
+from bcvlm_server.round_metrics import evaluation_metrics
+from bcvlm_server.strategies import strategy_state_arrays
+from bcvlm_server.update_guard import rejection_reason, update_norm
+
+LOGGER = logging.getLogger("bcvlm_server.strategy")
+
+CheckpointFn = Callable[[int, list[np.ndarray]], None]
+ByteCounter = Callable[[], dict[int, dict[str, int]]]
+
+
+def _as_float32(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.ascontiguousarray(np.asarray(array, dtype=np.float32)) for array in arrays]
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class FederatedStrategy(Strategy):
+    """The ServerApp's strategy: round protocol, update checks and per-round records around an inner strategy."""
+
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        inner: Strategy,
+        global_arrays: list[np.ndarray],
+        *,
+        records: RunRecords,
+        save_checkpoint: CheckpointFn,
+        round_offset: int = 0,
+        byte_counter: ByteCounter | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.inner = inner
+        self.global_arrays = _as_float32(global_arrays)
+        self.records = records
+        self.save_checkpoint = save_checkpoint
+        self.round_offset = int(round_offset)
+        self.byte_counter = byte_counter
+        self._round: dict[str, Any] = {}
+        self.sent_global: dict[int, list[np.ndarray]] = {}
+        """Global arrays sent at the start of each (absolute) round: for tests and audits."""
+
+    def __repr__(self) -> str:
+        return f"FederatedStrategy({self.cfg.strategy.name}, secagg={self.cfg.secagg.enabled})"
+
+    # --- helpers ------------------------------------------------------------------------------------------------
+    def absolute_round(self, server_round: int) -> int:
+        return self.round_offset + int(server_round)
+
+    def _settings(self, absolute: int) -> dict[str, Any]:
+        cfg = self.cfg
+        return encode_round_settings(
+            server_round=absolute,
+            planned_rounds=cfg.rounds,
+            proximal_mu=cfg.strategy.proximal_mu if cfg.strategy.name == "fedprox" else 0.0,
+            n_bins=cfg.evaluation.n_bins,
+            model=cfg.model,
+            preprocess=cfg.preprocess,
+            text=cfg.text,
+            local_train=cfg.local_train,
+            dp_trainable=cfg.dp_trainable if cfg.dp_model else None,
+        )
+
+    def _start_round(self, absolute: int) -> None:
+        if self._round.get("round") != absolute:
+            self._round = {"round": absolute, "started": time.perf_counter(), "fit": None, "evaluate": None}
+
+    # --- Strategy interface -------------------------------------------------------------------------------------
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return ndarrays_to_parameters(self.global_arrays)
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        absolute = self.absolute_round(server_round)
+        self._start_round(absolute)
+        self.sent_global[absolute] = [array.copy() for array in self.global_arrays]
+        instructions = self.inner.configure_fit(absolute, ndarrays_to_parameters(self.global_arrays), client_manager)
+        settings = self._settings(absolute)
+        LOGGER.info("round %d: training on %d sites", absolute, len(instructions))
+        return [(proxy, FitIns(fitins.parameters, {**fitins.config, **settings})) for proxy, fitins in instructions]
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Any]]:
+        absolute = self.absolute_round(server_round)
+        self._start_round(absolute)
+        secagg = self.cfg.secagg.enabled
+        sites: dict[str, dict[str, Any]] = {}
+        accepted: list[tuple[ClientProxy, FitRes]] = []
+        for proxy, fitres in results:
+            metrics = dict(fitres.metrics)
+            entry = {
+                "num_examples": int(fitres.num_examples),
+                "loss": _json_number(float(metrics.get("loss", float("nan")))),
+                "epsilon": _json_number(float(metrics.get("epsilon", float("nan")))),
+                "declined": int(metrics.get("declined", 0)),
+                "steps": int(metrics.get("steps", 0)),
+                "train_seconds": float(metrics.get("train_seconds", 0.0)),
+                "rejected": None,
+            }
+            sites[str(proxy.node_id)] = entry
+            if entry["declined"] or fitres.num_examples <= 0:
+                continue
+            update = parameters_to_ndarrays(fitres.parameters)
+            if not secagg:
+                reason = rejection_reason(update, self.global_arrays, self.cfg.update_guard.max_update_norm)
+                if reason is not None:
+                    entry["rejected"] = reason
+                    LOGGER.warning("round %d: update of node %s rejected: %s", absolute, proxy.node_id, reason)
+                    continue
+                entry["update_norm"] = update_norm(update)
+            full = [g + np.asarray(u, dtype=np.float32) for g, u in zip(self.global_arrays, update)]
+            accepted.append((proxy, FitRes(fitres.status, ndarrays_to_parameters(full), fitres.num_examples, {})))
+        outcome = "unchanged: no accepted update"
+        if accepted:
+            if secagg and not all(np.isfinite(a).all() for a in parameters_to_ndarrays(accepted[0][1].parameters)):
+                outcome = "unchanged: the secure aggregate is non-finite"
+            else:
+                aggregated, _ = self.inner.aggregate_fit(absolute, accepted, [])
+                if aggregated is None:
+                    outcome = "unchanged: the strategy returned nothing"
+                else:
+                    new_arrays = _as_float32(parameters_to_ndarrays(aggregated))
+                    if all(np.isfinite(array).all() for array in new_arrays):
+                        self.global_arrays = new_arrays
+                        outcome = f"updated from {len(accepted)} sites"
+                    else:
+                        outcome = "unchanged: the aggregate is non-finite"
+        LOGGER.info("round %d: global model %s", absolute, outcome)
+        self._round["fit"] = {
+            "sites": sites,
+            "failures": len(failures),
+            "accepted": len(accepted),
+            "outcome": outcome,
+            "finished": time.perf_counter(),
+        }
+        return ndarrays_to_parameters(self.global_arrays), {}
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        absolute = self.absolute_round(server_round)
+        self._start_round(absolute)
+        instructions = self.inner.configure_evaluate(absolute, ndarrays_to_parameters(self.global_arrays), client_manager)
+        if not instructions:
+            self._finish_round(absolute, {}, None)
+            return []
+        settings = self._settings(absolute)
+        return [(proxy, EvaluateIns(ins.parameters, {**ins.config, **settings})) for proxy, ins in instructions]
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Any]]:
+        absolute = self.absolute_round(server_round)
+        site_metrics = {str(proxy.node_id): dict(res.metrics) for proxy, res in results}
+        total = sum(res.num_examples for _, res in results)
+        loss = sum(res.loss * res.num_examples for _, res in results) / total if total else None
+        self._finish_round(absolute, site_metrics, loss, failures=len(failures))
+        return loss, {}
+
+    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Any]] | None:
+        return None  # no central data at the coordinating center
+
+    # --- round end ----------------------------------------------------------------------------------------------
+    def _finish_round(
+        self, absolute: int, site_metrics: dict[str, dict[str, Any]], loss: float | None, failures: int = 0
+    ) -> None:
+        self._start_round(absolute)
+        evaluation = evaluation_metrics(
+            site_metrics,
+            n_bins=self.cfg.evaluation.n_bins,
+            min_cases=self.cfg.evaluation.min_cases,
+            specificity=self.cfg.evaluation.specificity,
+        )
+        fit = self._round.get("fit") or {"sites": {}, "failures": 0, "accepted": 0, "outcome": "no fit stage"}
+        fit = {key: value for key, value in fit.items() if key != "finished"}
+        counts = self.byte_counter() if self.byte_counter is not None else {}
+        metrics = {
+            "round": absolute,
+            "strategy": self.cfg.strategy.name,
+            "secagg": bool(self.cfg.secagg.enabled),
+            "wall_seconds": time.perf_counter() - self._round["started"],
+            "fit": fit,
+            "epsilon": {site: entry["epsilon"] for site, entry in fit["sites"].items()},
+            "evaluate": {
+                "loss": _json_number(loss) if loss is not None else None,
+                "failures": failures,
+                "cases": {
+                    site: {key: value for key, value in metrics.items() if key.startswith("cases_")}
+                    for site, metrics in site_metrics.items()
+                },
+                **evaluation,
+            },
+            "bytes": {str(node): value for node, value in counts.items()},
+        }
+        self.save_checkpoint(absolute, self.global_arrays)
+        self.records.save_strategy_state(absolute, self.cfg.strategy.name, strategy_state_arrays(self.inner))
+        self.records.save_metrics(absolute, metrics)
+        self.records.mark_round_completed(absolute, self.cfg.rounds)
+        pooled = {task: value.get("auc") for task, value in evaluation["pooled"].items()}
+        LOGGER.info("round %d done in %.1f s; pooled AUC %s", absolute, metrics["wall_seconds"], pooled)

@@ -1,0 +1,223 @@
+"""Starting and stopping Flower's own processes (SuperLink, SuperNode, `flwr` CLI) with a private FLWR_HOME and no telemetry."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Mapping, Sequence
+
+FLOWER_ENV_DEFAULTS: dict[str, str] = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+"""Set for every Flower process we start: telemetry off, no model-hub downloads, unbuffered logs."""
+
+
+class FlowerProcessError(RuntimeError):
+    """A Flower process or CLI command failed; the message carries its output."""
+
+
+def flower_executable(name: str) -> str:
+    """Path of a Flower console script (`flwr`, `flower-superlink`, ...) from this interpreter's environment."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise FlowerProcessError(f"Flower executable '{name}' not found next to {sys.executable} or on PATH")
+    return found
+
+
+def flower_environment(flwr_home: str | os.PathLike[str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a Flower process: ours plus FLWR_HOME (so nothing touches ~/.flwr) and telemetry off."""
+    env = dict(os.environ)
+    env.update(FLOWER_ENV_DEFAULTS)
+    home = Path(flwr_home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    env["FLWR_HOME"] = str(home)
+    # Console scripts of this environment first, so Flower's own subprocesses (flower-superexec, flwr-serverapp,
+    # flwr-clientapp) come from the same venv as we do.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _children_of() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return children
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 4 (ppid) follows the parenthesised command name, which may contain spaces.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) >= 2:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (Linux /proc walk; just `pid` elsewhere)."""
+    children = _children_of()
+    tree, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        tree.append(current)
+        stack.extend(children.get(current, []))
+    return tree
+
+
+def _signal_all(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        state = Path(f"/proc/{pid}/stat").read_text()
+        return state[state.rfind(")") + 2 :].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (field 22 of /proc/PID/stat): tells a live process from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def terminate_tree(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM `pid` and its descendants (Flower starts SuperExec in its own session), SIGKILL what outlives `grace_s`."""
+    pids = process_tree(pid)
+    _signal_all(pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    # Children may have spawned more children meanwhile: collect again before the hard kill.
+    survivors = [p for p in set(pids) | set(process_tree(pid)) if _alive(p)]
+    _signal_all(survivors, signal.SIGKILL)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until `host:port` accepts TCP connections; fail early if `process` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise FlowerProcessError(f"process exited with code {process.returncode} before {host}:{port} opened")
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise FlowerProcessError(f"{host}:{port} did not open within {timeout_s:.0f} s")
+
+
+class FlowerProcess:
+    """One long-running Flower process (SuperLink or SuperNode) whose output goes to a log file."""
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str], log_path: str | os.PathLike[str],
+                 cwd: str | os.PathLike[str] | None = None) -> None:
+        self.command = list(command)
+        self.env = dict(env)
+        self.log_path = Path(log_path)
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_handle: IO[bytes] | None = None
+        self._descendants: dict[int, str] = {}
+
+    def start(self) -> FlowerProcess:
+        """Start the process in its own session (so a terminal's Ctrl-C reaches us, and we stop it in order)."""
+        if self.process is not None:
+            raise FlowerProcessError(f"already started: {self.command[0]}")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            self.command, env=self.env, cwd=self.cwd, stdout=self._log_handle, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise FlowerProcessError("not started")
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
+
+    def track_descendants(self) -> None:
+        """Remember the current descendants. Flower's SuperExec starts apps in a session of their own and may die
+        before them; orphans leave our process tree, so `stop()` also ends the remembered ones still alive."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        for pid in process_tree(self.process.pid)[1:]:
+            started = process_start_time(pid)
+            if started is not None:
+                self._descendants.setdefault(pid, started)
+
+    def _kill_remembered_orphans(self) -> None:
+        for pid, started in self._descendants.items():
+            if process_start_time(pid) == started and _alive(pid):
+                terminate_tree(pid, grace_s=2.0)
+        self._descendants.clear()
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        """Terminate the process and every descendant (also remembered orphans); return its exit code."""
+        if self.process is None:
+            return None
+        self.track_descendants()
+        if self.process.poll() is None:
+            terminate_tree(self.process.pid, grace_s)
+        self._kill_remembered_orphans()
+        try:
+            code = self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+        return code
+
+    def __enter__(self) -> FlowerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

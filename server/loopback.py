@@ -1,0 +1,192 @@
+"""A whole federation on one machine (127.0.0.1): certificates, synthetic sites, `bcvlm-server` and `bcvlm-client`
+processes — for deployment rehearsals, the loopback tests and the round-overhead benchmark."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from bcvlm_model.atomic_io import read_json
+from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
+from bcvlm_server.certs import CertificatePaths, create_certificates
+from bcvlm_server.flower_process import free_port, process_tree, terminate_tree
+from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, site_names, split_sites
+
+PYTHON = sys.executable
+CLIENT_NICENESS = 10
+"""Sites train at lower CPU priority: on one 2-core machine a CPU-starved SuperLink holds its SQLite write lock past
+Flower's 5 s busy_timeout ("database is locked") and the run fails; real sites run on their own machines."""
+TINY_FEDERATION: dict[str, Any] = {
+    "rounds": 2,
+    "min_sites": 2,
+    "round_timeout_s": 120.0,
+    "model": {"text_encoder": {"num_layers": 1}, "image_encoder": {"trainable_stages": 1},
+              "fusion": {"dim": 32, "heads": 2}, "dropout": 0.0},
+    "preprocess": {"image_height": 64, "image_width": 32},
+    "text": {"max_length": 32},
+    "local_train": {"local_steps": 2, "learning_rate": 1.0e-3},
+    "secagg": {"enabled": True, "timeout_s": 120.0, "max_weight": 1000.0},
+    "evaluation": {"min_cases": 2},
+}
+"""Smallest honest federation (tests): 64x32 images, 1 text layer, 2 local DP-SGD steps per round, 2 rounds."""
+
+
+class LoopbackError(RuntimeError):
+    """A step of the loopback federation failed or timed out."""
+
+
+def run_cli(args: Sequence[str], cwd: Path, timeout_s: float = 600.0) -> subprocess.CompletedProcess[str]:
+    """Run `bcvlm ARGS` in a subprocess; raise LoopbackError with its output when it fails."""
+    done = subprocess.run([PYTHON, "-m", "bcvlm_model.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout_s)
+    if done.returncode != 0:
+        raise LoopbackError(f"bcvlm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def build_synthetic_sites(root: Path, n_sites: int = 3, n_patients: int = 24,
+                          size: str = "64x32") -> tuple[dict[str, Path], Path]:
+    """`bcvlm synth` + `bcvlm prepare`, then one manifest per synthetic site with train/test splits by patient."""
+    run_cli(["synth", "--out", str(root / "synth"), "--n-patients", str(n_patients), "--size", size,
+             "--sites", str(n_sites), "--seed", "0", "--workers", "1", "--quiet"], cwd=root)
+    run_cli(["prepare", "--source", "synthetic", "--root", str(root / "synth"), "--out", str(root / "prepared"),
+             "--size", size, "--quiet"], cwd=root)
+    table = split_sites(read_manifest(root / "prepared" / "manifest.csv"),
+                        SplitConfig(kind="natural", natural_key="site_id", val_fraction=0.0, test_fraction=0.4,
+                                    min_patients_per_site=2, seed=0))
+    manifests = {}
+    for index, name in enumerate(site_names(table)[:n_sites]):
+        rows = table[table[SITE_COLUMN] == name].loc[:, list(MANIFEST_COLUMNS)]
+        path = root / "sites" / f"site{index}" / "manifest.csv"
+        write_manifest(rows.reset_index(drop=True), path)
+        manifests[f"site{index}"] = path
+    return manifests, root / "prepared" / "cache"
+
+
+@dataclass
+class LoopbackFederation:
+    """Certificates, site YAMLs and a server YAML on loopback; starts and always kills the processes it runs."""
+
+    root: Path
+    site_ids: tuple[str, ...]
+    federation: dict[str, Any]
+    site_privacy: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "target_epsilon": 8.0,
+                                                                   "delta": 1.0e-3})
+    n_patients: int = 24
+    image_size: str = "64x32"
+    compute: dict[str, Any] = field(default_factory=lambda: {"batch_size": 4, "eval_batch_size": 32})
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        self.certs: CertificatePaths = create_certificates(self.root / "certs", ["localhost"], ["127.0.0.1"],
+                                                           [*self.site_ids, "rogue"])
+        self.other_ca = create_certificates(self.root / "other_certs", ["localhost"], ["127.0.0.1"], ["x"])
+        manifests, cache = build_synthetic_sites(self.root, n_sites=len(self.site_ids), n_patients=self.n_patients,
+                                                 size=self.image_size)
+        self.site_yamls = {site: self._write_site(site, manifests[f"site{i}"], cache)
+                           for i, site in enumerate(self.site_ids)}
+        self.run_dir = self.root / "run"
+        self.server_yaml = self.root / "server.yaml"
+        self.server_yaml.write_text(yaml.safe_dump({
+            "superlink": {"host": "127.0.0.1", "port": self.port, "ca_cert": "certs/ca.crt",
+                          "server_cert": "certs/server.crt", "server_key": "certs/server.key"},
+            "sites": [{"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in self.site_ids],
+            "wait_for_sites_s": 120.0,
+            "run_timeout_s": 900.0,
+            "federation": {**self.federation, "run_dir": "run"},
+        }))
+        self._cache = cache
+        self._manifests = manifests
+
+    def _write_site(self, site: str, manifest: Path, cache: Path, key_site: str | None = None,
+                    ca_cert: Path | None = None) -> Path:
+        key_site = key_site or site
+        folder = self.root / "site_configs"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{site}.yaml"
+        path.write_text(yaml.safe_dump({
+            "site_id": site,
+            "superlink_address": f"127.0.0.1:{self.port}",
+            "ca_cert": str(ca_cert or self.certs.site_ca_cert(key_site)),
+            "private_key": str(self.certs.site_private_key(key_site)),
+            "data": {"manifest": str(manifest), "cache_dir": str(cache)},
+            "compute": dict(self.compute),
+            "privacy": dict(self.site_privacy),
+            "state_dir": str(self.root / "state" / site),
+        }))
+        return path
+
+    def intruder_yaml(self, name: str, key_site: str, ca_cert: Path | None = None) -> Path:
+        """A site config with a key the server never registered, or with the wrong CA certificate."""
+        return self._write_site(name, self._manifests["site0"], self._cache, key_site=key_site, ca_cert=ca_cert)
+
+    def state_dir(self, site: str) -> Path:
+        return self.root / "state" / site
+
+    def ledger(self, site: str) -> dict[str, Any]:
+        return read_json(self.state_dir(site) / "privacy_ledger.json")
+
+    def _spawn(self, args: Sequence[str], log_name: str, niceness: int = 0) -> subprocess.Popen[bytes]:
+        log = open(self.root / log_name, "ab")  # noqa: SIM115 - the child holds it
+        env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        process = subprocess.Popen([PYTHON, *args], cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
+        self.processes.append(process)
+        return process
+
+    def start_server(self, *args: str) -> subprocess.Popen[bytes]:
+        source = list(args) or ["--config", str(self.server_yaml)]
+        return self._spawn(["-m", "bcvlm_server.cli", *source], "server.out")
+
+    def start_client(self, site_yaml: Path, *args: str) -> subprocess.Popen[bytes]:
+        return self._spawn(["-m", "bcvlm_client.cli", "--site", str(site_yaml), "--runtime-port", str(free_port()),
+                            *args], f"client_{site_yaml.stem}.out", niceness=CLIENT_NICENESS)
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a process and all its descendants at once (a crash, not a clean stop)."""
+        for pid in process_tree(process.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                terminate_tree(process.pid, grace_s=5.0)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def completed_rounds(self) -> int:
+        state = self.run_dir / "state.json"
+        return int(read_json(state)["last_completed_round"]) if state.is_file() else 0
+
+    def round_metrics(self, server_round: int) -> dict[str, Any]:
+        return read_json(self.run_dir / "rounds" / f"round-{server_round:04d}" / "metrics.json")
+
+    def output(self, name: str) -> str:
+        path = self.root / name
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 1.0) -> float:
+    """Poll `condition` until true; return the seconds it took; raise LoopbackError after `timeout_s`."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout_s:
+            raise LoopbackError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+    return time.monotonic() - start

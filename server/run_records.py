@@ -1,0 +1,87 @@
+"""RunRecords: what the ServerApp writes into a run directory and reads back to resume.
+
+Layout: `effective_config.yaml`, `state.json` (`last_completed_round`, written last, atomically, after a round's
+files), `rounds/round-XXXX/{checkpoint/, strategy_state.safetensors, strategy_state.json, metrics.json}`,
+`logs/server.log`. A round counts as completed only once `state.json` names it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save as save_safetensors_bytes
+
+from bcvlm_model.atomic_io import atomic_write_bytes, atomic_write_json, read_json
+from bcvlm_model.config_io import save_effective_config
+
+STATE_FILE = "state.json"
+
+
+class RunRecords:
+    """Reader/writer of one run directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "logs" / "server.log"
+
+    def round_dir(self, server_round: int) -> Path:
+        return self.root / "rounds" / f"round-{server_round:04d}"
+
+    def checkpoint_dir(self, server_round: int) -> Path:
+        return self.round_dir(server_round) / "checkpoint"
+
+    def metrics_path(self, server_round: int) -> Path:
+        return self.round_dir(server_round) / "metrics.json"
+
+    # --- run state ----------------------------------------------------------------------------------------------
+    def last_completed_round(self) -> int:
+        if not self.state_path.is_file():
+            return 0
+        return int(read_json(self.state_path).get("last_completed_round", 0))
+
+    def write_effective_config(self, config: Any) -> Path:
+        return save_effective_config(config, self.root / "effective_config.yaml")
+
+    def mark_round_completed(self, server_round: int, planned_rounds: int) -> None:
+        """Written last: a round whose files exist but is not named here is redone on resume."""
+        atomic_write_json(
+            self.state_path,
+            {"last_completed_round": int(server_round), "planned_rounds": int(planned_rounds), "time": time.time()},
+        )
+
+    # --- per-round files ----------------------------------------------------------------------------------------
+    def save_strategy_state(self, server_round: int, strategy_name: str, arrays: dict[str, np.ndarray]) -> None:
+        folder = self.round_dir(server_round)
+        atomic_write_bytes(
+            folder / "strategy_state.safetensors",
+            save_safetensors_bytes({key: np.ascontiguousarray(value) for key, value in arrays.items()})
+            if arrays
+            else save_safetensors_bytes({"_empty": np.zeros(0, dtype=np.float32)}),
+        )
+        atomic_write_json(
+            folder / "strategy_state.json",
+            {"strategy": strategy_name, "round": int(server_round), "arrays": sorted(arrays)},
+        )
+
+    def load_strategy_state(self, server_round: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        folder = self.round_dir(server_round)
+        meta = read_json(folder / "strategy_state.json")
+        arrays = load_file(str(folder / "strategy_state.safetensors"))
+        arrays.pop("_empty", None)
+        return meta, arrays
+
+    def save_metrics(self, server_round: int, metrics: dict[str, Any]) -> Path:
+        return atomic_write_json(self.metrics_path(server_round), metrics)
+
+    def load_metrics(self, server_round: int) -> dict[str, Any]:
+        return read_json(self.metrics_path(server_round))

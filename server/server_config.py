@@ -1,0 +1,156 @@
+"""ServerConfig: the coordinating center's run settings (model, data pipeline, strategy, SecAgg+, rounds, run dir)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING
+
+from bcvlm_model.config_io import ConfigError, load_config
+from bcvlm_model.data.preprocess_config import PreprocessConfig
+from bcvlm_model.metrics import DEFAULT_BINS
+from bcvlm_model.model_config import ModelConfig, validate_model_config
+from bcvlm_model.privacy.dp_ready import DPReadyConfig
+from bcvlm_model.text import TextConfig
+from bcvlm_model.training import LocalTrainConfig
+
+STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum")
+ROBUST_STRATEGIES: tuple[str, ...] = ("fedmedian", "fedtrimmedavg", "krum")
+"""Strategies that need individual updates: incompatible with SecAgg+."""
+
+
+@dataclass
+class StrategyConfig:
+    """Aggregation strategy and its hyper-parameters."""
+
+    name: str = "fedavg"
+    proximal_mu: float = 0.01
+    """FedProx: weight of mu/2 * ||w - w_global||^2 at the sites."""
+    server_learning_rate: float = 0.01
+    """FedAdam: server step size (eta)."""
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-3
+    """FedAdam: adaptivity (epsilon-like) term."""
+    trim_fraction: float = 0.2
+    """FedTrimmedAvg: fraction cut at each end."""
+    krum_num_malicious: int = 0
+    """Krum: assumed number of malicious sites."""
+
+
+@dataclass
+class SecAggConfig:
+    """Flower SecAgg+ (protects individual updates from an honest-but-curious server)."""
+
+    enabled: bool = True
+    num_shares: float = 1.0
+    """Shares per secret; a float <= 1 is a fraction of the sampled sites, an int > 2 an absolute number."""
+    reconstruction_threshold: float = 0.67
+    """Shares needed to reconstruct; a float in (0, 1] is a fraction of num_shares, an int an absolute number."""
+    clipping_range: float = 1.0
+    """Each coordinate of a site's UPDATE (local - global) is clipped to +-clipping_range before quantisation."""
+    quantization_range: int = 4194304
+    max_weight: float = 1000.0
+    """Upper bound of a site's num_examples (its weight); set >= the largest site's training-set size."""
+    timeout_s: float = 600.0
+    """Per-stage timeout; never None (Flower's default waits forever for a dead site)."""
+
+
+@dataclass
+class UpdateGuardConfig:
+    """Server-side rejection of bad updates (only possible without SecAgg+: it needs individual updates)."""
+
+    max_update_norm: float = 100.0
+    """Reject an update whose global L2 norm exceeds this; non-finite updates are always rejected."""
+
+
+@dataclass
+class EvaluationConfig:
+    """Federated evaluation: histogram resolution and when a metric is withheld."""
+
+    min_cases: int = 10
+    """A metric needs at least this many positive AND negative cases, else it is null with a reason."""
+    specificity: float = 0.9
+    """Sensitivity is reported at this specificity."""
+    n_bins: int = DEFAULT_BINS
+
+
+@dataclass
+class ServerConfig:
+    """One federated run. Written to the run directory as `effective_config.yaml`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    local_train: LocalTrainConfig = field(default_factory=LocalTrainConfig)
+    dp_model: bool = True
+    """Make the model DP-ready (`make_dp_ready` with `dp_trainable`) at the server and every site, so sites can
+    train it with DP-SGD; the sites' own privacy budgets decide the noise."""
+    dp_trainable: DPReadyConfig = field(default_factory=DPReadyConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
+    update_guard: UpdateGuardConfig = field(default_factory=UpdateGuardConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    rounds: int = 10
+    min_sites: int = 2
+    """Sites that must be connected before a round starts, and the minimum sampled per round."""
+    fraction_fit: float = 1.0
+    fraction_evaluate: float = 1.0
+    round_timeout_s: float = 1800.0
+    """Per-round wait for fit / evaluate replies without SecAgg+ (dead sites are dropped after it)."""
+    run_dir: str = MISSING
+    seed: int = 0
+    init_checkpoint: Optional[str] = None
+    """Start from this checkpoint's trainable weights instead of the model's initialisation."""
+
+
+def validate_server_config(cfg: ServerConfig, source: str = "server config") -> ServerConfig:
+    """Cross-field checks; ConfigError names the key."""
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{source}: key '{key}': {message}")
+
+    try:
+        validate_model_config(cfg.model)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    if cfg.strategy.name not in STRATEGIES:
+        fail("strategy.name", f"must be one of {STRATEGIES}, got '{cfg.strategy.name}'")
+    if cfg.secagg.enabled and cfg.strategy.name in ROBUST_STRATEGIES:
+        fail("strategy.name", f"'{cfg.strategy.name}' needs individual updates: set secagg.enabled: false")
+    if cfg.rounds < 1:
+        fail("rounds", f"must be >= 1, got {cfg.rounds}")
+    if cfg.min_sites < 1:
+        fail("min_sites", f"must be >= 1, got {cfg.min_sites}")
+    if cfg.secagg.enabled and cfg.min_sites < 2:
+        fail("min_sites", "SecAgg+ needs at least 2 sites per round")
+    if not 0 < cfg.fraction_fit <= 1:
+        fail("fraction_fit", f"must be in (0, 1], got {cfg.fraction_fit}")
+    if not 0 <= cfg.fraction_evaluate <= 1:
+        fail("fraction_evaluate", f"must be in [0, 1], got {cfg.fraction_evaluate}")
+    if not cfg.round_timeout_s > 0:
+        fail("round_timeout_s", f"must be > 0, got {cfg.round_timeout_s}")
+    if not cfg.secagg.timeout_s > 0:
+        fail("secagg.timeout_s", f"must be > 0, got {cfg.secagg.timeout_s}")
+    if not cfg.secagg.clipping_range > 0:
+        fail("secagg.clipping_range", f"must be > 0, got {cfg.secagg.clipping_range}")
+    if cfg.strategy.proximal_mu < 0:
+        fail("strategy.proximal_mu", f"must be >= 0, got {cfg.strategy.proximal_mu}")
+    if not 0 <= cfg.strategy.trim_fraction < 0.5:
+        fail("strategy.trim_fraction", f"must be in [0, 0.5), got {cfg.strategy.trim_fraction}")
+    if not cfg.update_guard.max_update_norm > 0:
+        fail("update_guard.max_update_norm", f"must be > 0, got {cfg.update_guard.max_update_norm}")
+    if cfg.evaluation.min_cases < 1:
+        fail("evaluation.min_cases", f"must be >= 1, got {cfg.evaluation.min_cases}")
+    if not 0 < cfg.evaluation.specificity <= 1:
+        fail("evaluation.specificity", f"must be in (0, 1], got {cfg.evaluation.specificity}")
+    if cfg.evaluation.n_bins < 2:
+        fail("evaluation.n_bins", f"must be >= 2, got {cfg.evaluation.n_bins}")
+    return cfg
+
+
+def load_server_config(path: str | os.PathLike[str] | None, overrides: tuple[str, ...] = ()) -> ServerConfig:
+    """Load and validate a server YAML."""
+    cfg = load_config(ServerConfig, path, overrides)
+    return validate_server_config(cfg, source=str(path))

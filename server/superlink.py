@@ -1,0 +1,245 @@
+"""The coordinating center's SuperLink: start/stop `flower-superlink`, register site keys, submit and follow a run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import tomli_w
+
+from bcvlm_model.atomic_io import atomic_write_text
+from bcvlm_server.flower_process import (
+    FlowerProcess,
+    FlowerProcessError,
+    flower_environment,
+    flower_executable,
+    wait_for_port,
+)
+
+CONNECTION_NAME = "bcvlm"
+"""Name of the SuperLink connection in the run directory's own `config.toml` (FLWR_HOME)."""
+
+FINISHED_PREFIX = "finished"
+COMPLETED_STATUS = "finished:completed"
+ALREADY_REGISTERED_CODE = "[code: 23]"
+"""`flwr supernode register` answers this when the public key is registered already (idempotent re-registration)."""
+
+
+@dataclass(frozen=True)
+class SuperLinkLaunch:
+    """Everything `flower-superlink` is started with (absolute paths)."""
+
+    host: str
+    port: int
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    database: Path
+    flwr_home: Path
+    log_path: Path
+
+    def command(self) -> list[str]:
+        """The `flower-superlink` command line: TLS, SuperNode auth, persistent state, explicit bind address."""
+        return [
+            flower_executable("flower-superlink"),
+            "--ssl-ca-certfile", str(self.ca_cert),
+            "--ssl-certfile", str(self.server_cert),
+            "--ssl-keyfile", str(self.server_key),
+            "--enable-supernode-auth",
+            "--database", str(self.database),
+            "--host", self.host,
+            "--port", str(self.port),
+            "--isolation", "subprocess",
+            "--disable-runtime-dependency-installation",
+        ]
+
+
+def client_address(host: str, port: int) -> str:
+    """Address a local CLI uses to reach a SuperLink bound to `host` (wildcard binds are reached on loopback)."""
+    reach = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host)
+    return f"[{reach}]:{port}" if ":" in reach and not reach.startswith("[") else f"{reach}:{port}"
+
+
+class SuperLink:
+    """A running `flower-superlink` process (TLS + SuperNode authentication + SQLite state)."""
+
+    def __init__(self, launch: SuperLinkLaunch) -> None:
+        self.launch = launch
+        self.process = FlowerProcess(launch.command(), flower_environment(launch.flwr_home), launch.log_path,
+                                     cwd=launch.flwr_home)
+
+    def start(self, timeout_s: float = 60.0) -> SuperLink:
+        """Start the SuperLink and wait until its HTTPS port accepts connections."""
+        self.launch.database.parent.mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        host = client_address(self.launch.host, self.launch.port).rsplit(":", 1)[0].strip("[]")
+        try:
+            wait_for_port(host, self.launch.port, timeout_s, self.process.process)
+        except FlowerProcessError as exc:
+            self.process.stop()
+            raise FlowerProcessError(f"SuperLink did not start: {exc}\n{self.process.log_text()[-4000:]}") from exc
+        return self
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        return self.process.stop(grace_s)
+
+    def running(self) -> bool:
+        return self.process.running()
+
+    def __enter__(self) -> SuperLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """One run as the SuperLink reports it (`flwr ls --run-id`)."""
+
+    run_id: int
+    status: str
+    details: dict[str, Any]
+
+    @property
+    def finished(self) -> bool:
+        return self.status.startswith(FINISHED_PREFIX)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED_STATUS
+
+
+class FlowerControl:
+    """The `flwr` CLI pointed at one SuperLink through a private FLWR_HOME/config.toml (nothing touches ~/.flwr)."""
+
+    def __init__(self, flwr_home: str | os.PathLike[str], address: str, root_certificates: str | os.PathLike[str],
+                 command_timeout_s: float = 120.0) -> None:
+        self.flwr_home = Path(flwr_home).resolve()
+        self.address = address
+        self.root_certificates = Path(root_certificates).resolve()
+        self.command_timeout_s = command_timeout_s
+        self.write_connection_config()
+
+    def write_connection_config(self) -> Path:
+        """Write `$FLWR_HOME/config.toml` with one TLS connection to our SuperLink, set as default."""
+        config = {
+            "superlink": {
+                "default": CONNECTION_NAME,
+                CONNECTION_NAME: {"address": self.address, "root-certificates": str(self.root_certificates)},
+            }
+        }
+        return atomic_write_text(self.flwr_home / "config.toml", tomli_w.dumps(config))
+
+    def _flwr(self, args: Sequence[str], timeout_s: float | None = None) -> dict[str, Any]:
+        """Run `flwr ARGS --format json` and return its JSON answer; failures raise FlowerProcessError."""
+        command = [flower_executable("flwr"), *args, "--format", "json"]
+        try:
+            done = subprocess.run(
+                command, env=flower_environment(self.flwr_home), cwd=self.flwr_home, capture_output=True,
+                text=True, timeout=timeout_s or self.command_timeout_s, stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise FlowerProcessError(f"`flwr {' '.join(args)}` timed out after {exc.timeout} s") from exc
+        try:
+            answer = json.loads(done.stdout[done.stdout.find("{"):]) if "{" in done.stdout else None
+        except json.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise FlowerProcessError(
+                f"`flwr {' '.join(args)}` exited {done.returncode} without a JSON answer:\n{done.stdout}\n{done.stderr}"
+            )
+        return answer
+
+    def register_site(self, public_key: str | os.PathLike[str], name: str) -> int | None:
+        """Register a site's SSH-format EC public key; returns its node id (None when registered already)."""
+        answer = self._flwr(["supernode", "register", str(Path(public_key).resolve()), CONNECTION_NAME,
+                             "--name", name])
+        if answer.get("success"):
+            return int(answer["node-id"])
+        message = str(answer.get("error-message", answer))
+        if ALREADY_REGISTERED_CODE in message:
+            return None
+        raise FlowerProcessError(f"registering site '{name}' ({public_key}) failed: {message}")
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """The SuperNodes the SuperLink knows, with their status (registered / online / offline)."""
+        answer = self._flwr(["supernode", "list", CONNECTION_NAME])
+        if not answer.get("success"):
+            raise FlowerProcessError(f"listing SuperNodes failed: {answer.get('error-message', answer)}")
+        return list(answer.get("nodes", []))
+
+    def online_nodes(self) -> int:
+        return sum(1 for node in self.list_nodes() if node.get("status") == "online")
+
+    def submit_run(self, app_dir: str | os.PathLike[str], run_config_toml: str | os.PathLike[str]) -> int:
+        """`flwr run APP_DIR bcvlm -c RUN_CONFIG.toml`; returns the run id."""
+        answer = self._flwr(["run", str(Path(app_dir).resolve()), CONNECTION_NAME, "--run-config",
+                             str(Path(run_config_toml).resolve())], timeout_s=max(self.command_timeout_s, 300.0))
+        if not answer.get("success") or answer.get("run-id") is None:
+            raise FlowerProcessError(f"submitting the run failed: {answer.get('error-message', answer)}")
+        return int(answer["run-id"])
+
+    def run_status(self, run_id: int) -> RunStatus:
+        answer = self._flwr(["list", CONNECTION_NAME, "--run-id", str(run_id)])
+        runs = answer.get("runs") or []
+        if not answer.get("success") or not runs:
+            raise FlowerProcessError(f"status of run {run_id} unavailable: {answer.get('error-message', answer)}")
+        run = runs[0]
+        return RunStatus(run_id=run_id, status=str(run.get("status", "unknown")), details=run)
+
+    def stop_run(self, run_id: int) -> bool:
+        answer = self._flwr(["stop", str(run_id), CONNECTION_NAME])
+        return bool(answer.get("success"))
+
+    def save_run_log(self, run_id: int, log_path: str | os.PathLike[str]) -> Path:
+        """Write the run's full log as the SuperLink kept it (`flwr log RUN_ID --show`) to `log_path`."""
+        command = [flower_executable("flwr"), "log", str(run_id), CONNECTION_NAME, "--show"]
+        try:
+            done = subprocess.run(command, env=flower_environment(self.flwr_home), cwd=self.flwr_home,
+                                  capture_output=True, text=True, timeout=60.0, stdin=subprocess.DEVNULL)
+            text = done.stdout + (f"\n[flwr log exited {done.returncode}]\n{done.stderr}" if done.returncode else "")
+        except subprocess.TimeoutExpired:
+            text = f"[flwr log {run_id} --show timed out after 60 s]\n"
+        return atomic_write_text(log_path, text)
+
+
+def wait_for_nodes(control: FlowerControl, expected: int, timeout_s: float, poll_s: float = 5.0) -> int:
+    """Wait until `expected` SuperNodes are online (or the timeout passes); return how many are online."""
+    deadline = time.monotonic() + timeout_s
+    online = control.online_nodes()
+    while online < expected and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        online = control.online_nodes()
+    return online
+
+
+def follow_run(control: FlowerControl, run_id: int, timeout_s: float, poll_s: float = 15.0,
+               on_tick: Callable[[], None] | None = None) -> RunStatus:
+    """Poll the run's status until it finishes; stop it after `timeout_s`.
+
+    `flwr list` costs a CLI start, so it runs every `poll_s` seconds; `on_tick` is called about once a second in
+    between (e.g. to move a progress bar from the run directory's state file).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        next_poll = min(deadline, time.monotonic() + poll_s)
+        while time.monotonic() < next_poll:
+            time.sleep(1.0)
+            if on_tick is not None:
+                on_tick()
+        status = control.run_status(run_id)
+        if status.finished:
+            return status
+        if time.monotonic() >= deadline:
+            control.stop_run(run_id)
+            raise FlowerProcessError(f"run {run_id} did not finish within {timeout_s:.0f} s; stopped it")
+
+
+def write_run_config_toml(path: str | os.PathLike[str], run_config: Mapping[str, Any]) -> Path:
+    """Write run-config overrides as TOML (the form `flwr run --run-config FILE.toml` accepts)."""
+    return atomic_write_text(path, tomli_w.dumps(dict(run_config)))

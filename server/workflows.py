@@ -1,0 +1,112 @@
+"""Fit and evaluate stages for Flower's legacy DefaultWorkflow with a reply timeout (Flower's own wait forever).
+
+Same logic as `flwr.server.workflow.default_workflows.default_{fit,evaluate}_workflow`, plus
+`send_and_receive(..., timeout=...)`: a site that dies mid-round is dropped after `timeout` seconds.
+"""
+from __future__ import annotations
+
+import logging
+from typing import cast
+
+import flwr.compat.common.recorddict_compat as compat
+from flwr.app import Message
+from flwr.app.message_type import MessageType
+from flwr.common import Code, EvaluateRes, FitRes
+from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+from flwr.serverapp.grid import Grid
+
+LOGGER = logging.getLogger("bcvlm_server.workflows")
+
+
+def _current_round(context: LegacyContext) -> int:
+    return cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
+
+
+class TimedFitWorkflow:
+    """One fit round with a reply timeout (used when SecAgg+ is off)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = float(timeout)
+
+    def __call__(self, grid: Grid, context: LegacyContext) -> None:
+        current_round = _current_round(context)
+        parameters = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        instructions = context.strategy.configure_fit(
+            server_round=current_round, parameters=parameters, client_manager=context.client_manager
+        )
+        if not instructions:
+            LOGGER.info("configure_fit: no sites selected, round %s skipped", current_round)
+            return
+        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
+        messages = [
+            Message(
+                content=compat.fitins_to_recorddict(fitins, True),
+                dst_node_id=proxy.node_id,
+                message_type=MessageType.TRAIN,
+                group_id=str(current_round),
+            )
+            for proxy, fitins in instructions
+        ]
+        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
+        results: list = []
+        failures: list = []
+        for reply in replies:
+            if reply.has_content():
+                fitres: FitRes = compat.recorddict_to_fitres(reply.content, False)
+                target = results if fitres.status.code == Code.OK else failures
+                target.append((proxies[reply.metadata.src_node_id], fitres))
+            else:
+                failures.append(Exception(reply.error))
+        missing = len(messages) - len(replies)
+        for _ in range(missing):
+            failures.append(TimeoutError(f"no fit reply within {self.timeout:.0f} s"))
+        LOGGER.info("fit round %s: %d results, %d failures", current_round, len(results), len(failures))
+        parameters_aggregated, metrics = context.strategy.aggregate_fit(current_round, results, failures)
+        if parameters_aggregated:
+            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+                parameters_aggregated, True
+            )
+            context.history.add_metrics_distributed_fit(server_round=current_round, metrics=metrics)
+
+
+class TimedEvaluateWorkflow:
+    """One federated-evaluation round with a reply timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = float(timeout)
+
+    def __call__(self, grid: Grid, context: LegacyContext) -> None:
+        current_round = _current_round(context)
+        parameters = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        instructions = context.strategy.configure_evaluate(
+            server_round=current_round, parameters=parameters, client_manager=context.client_manager
+        )
+        if not instructions:
+            return
+        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
+        messages = [
+            Message(
+                content=compat.evaluateins_to_recorddict(evaluateins, True),
+                dst_node_id=proxy.node_id,
+                message_type=MessageType.EVALUATE,
+                group_id=str(current_round),
+            )
+            for proxy, evaluateins in instructions
+        ]
+        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
+        results: list = []
+        failures: list = []
+        for reply in replies:
+            if reply.has_content():
+                evalres: EvaluateRes = compat.recorddict_to_evaluateres(reply.content)
+                target = results if evalres.status.code == Code.OK else failures
+                target.append((proxies[reply.metadata.src_node_id], evalres))
+            else:
+                failures.append(Exception(reply.error))
+        for _ in range(len(messages) - len(replies)):
+            failures.append(TimeoutError(f"no evaluate reply within {self.timeout:.0f} s"))
+        loss, metrics = context.strategy.aggregate_evaluate(current_round, results, failures)
+        if loss is not None:
+            context.history.add_loss_distributed(server_round=current_round, loss=loss)
+            context.history.add_metrics_distributed(server_round=current_round, metrics=metrics)

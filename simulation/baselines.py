@@ -1,0 +1,91 @@
+"""Baselines trained with the project's own `train_local`: centralized, local-only per site, image-only (fusion ablation)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping
+
+import pandas as pd
+from torch import nn
+
+from bcvlm_model.model import build_model
+from bcvlm_model.model_config import ModelConfig
+from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
+from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_budget, poisson_sample_rate
+from bcvlm_model.training import LocalTrainConfig, train_local
+from bcvlm_simulation.evaluation import build_loader
+
+
+@dataclass
+class TrainingRecipe:
+    """What every method shares: data pipeline, local-train settings, rounds, and what trains under DP."""
+
+    preprocess: object
+    text: object
+    local_train: LocalTrainConfig
+    rounds: int
+    batch_size: int
+    cache_dir: str | None
+    dp_ready: DPReadyConfig | None
+    """Trainable set of the federated (DP) model; applied to the baselines too so the same parameters train."""
+    privacy: object | None = None
+    """A PrivacyBudgetConfig when baselines train with DP-SGD (same budget as a site), else None."""
+    seed: int = 0
+    progress: bool = True
+
+
+def _model(model_cfg: ModelConfig, recipe: TrainingRecipe) -> nn.Module:
+    model = build_model(model_cfg)
+    if recipe.dp_ready is not None:
+        make_dp_ready(model, recipe.dp_ready)
+    return model
+
+
+def _dp_state(recipe: TrainingRecipe, num_examples: int, steps_per_round: int) -> DPTrainState | None:
+    budget = recipe.privacy
+    if budget is None or not getattr(budget, "enabled", False):
+        return None
+    rate = poisson_sample_rate(num_examples, recipe.batch_size)
+    sigma = noise_multiplier_for_budget(budget.target_epsilon, budget.delta, rate,
+                                        steps_per_round * recipe.rounds, budget.accountant)
+    return DPTrainState(noise_multiplier=sigma, max_grad_norm=budget.max_grad_norm, delta=budget.delta,
+                        accountant=budget.accountant)
+
+
+def train_reference(
+    model_cfg: ModelConfig, train_table: pd.DataFrame, recipe: TrainingRecipe, steps_scale: int, label: str
+) -> nn.Module:
+    """Train one model for `recipe.rounds` train_local calls on `train_table`.
+
+    Each call is one pass over the data when `local_train.local_steps == 0` (same epochs as the federated sites),
+    else `local_steps * steps_scale` steps (steps_scale = number of sites for a model on their union).
+    """
+    if train_table.empty:
+        raise ValueError(f"{label}: no training rows")
+    model = _model(model_cfg, recipe)
+    loader = build_loader(train_table, recipe.preprocess, recipe.text, recipe.cache_dir, recipe.batch_size,
+                          train=True, seed=recipe.seed, model_cfg=model_cfg)
+    steps = recipe.local_train.local_steps * steps_scale if recipe.local_train.local_steps else 0
+    dp = _dp_state(recipe, len(train_table), steps or math.ceil(len(train_table) / recipe.batch_size))
+    for round_index in range(recipe.rounds):
+        cfg = replace(recipe.local_train, local_steps=steps, seed=recipe.seed + round_index)
+        result = train_local(model, loader, cfg, dp=dp, progress=recipe.progress,
+                             progress_label=f"{label} round {round_index + 1}/{recipe.rounds}")
+        if dp is not None:
+            dp = replace(dp, accountant_state=result.accountant_state)
+    model.eval()
+    return model
+
+
+def train_centralized(model_cfg: ModelConfig, train_tables: Mapping[str, pd.DataFrame], recipe: TrainingRecipe,
+                      label: str = "centralized") -> nn.Module:
+    """One model on the union of every site's training rows."""
+    union = pd.concat(list(train_tables.values()), ignore_index=True)
+    return train_reference(model_cfg, union, recipe, steps_scale=len(train_tables), label=label)
+
+
+def train_local_only(model_cfg: ModelConfig, train_tables: Mapping[str, pd.DataFrame], recipe: TrainingRecipe,
+                     on_model: Callable[[str, nn.Module], None]) -> None:
+    """One model per site on that site's rows alone; `on_model(site, model)` scores it before the next is built."""
+    for site, table in train_tables.items():
+        on_model(site, train_reference(model_cfg, table, recipe, steps_scale=1, label=f"local-only {site}"))

@@ -1,0 +1,115 @@
+"""SimulationConfig: the Hydra structured-config schema of `bcvlm simulate` and its loader (`key=value` overrides)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from bcvlm_client.site_config import ComputeConfig, PrivacyBudgetConfig
+from bcvlm_model.config_io import ConfigError
+from bcvlm_model.data.synth.config import SynthConfig
+from bcvlm_server.server_config import ServerConfig
+from bcvlm_simulation.splits import SplitConfig
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+"""Packaged Hydra configs: simulate.yaml (generic), demo.yaml (the main job), scale50.yaml, tiny.yaml (tests)."""
+SCHEMA_NAME = "simulation_schema"
+
+
+@dataclass
+class CohortConfig:
+    """Where the images come from: a prepared manifest, or the synthetic cohort made on the fly."""
+
+    manifest: str = ""
+    """A manifest.csv written by `bcvlm prepare` (RSNA, VinDr, ...); empty = generate the synthetic cohort."""
+    cache_dir: Optional[str] = None
+    """Preprocessed-image cache of that manifest (None = decode DICOMs on the fly)."""
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    """Synthetic cohort settings (used only when `manifest` is empty)."""
+    synth_dir: str = ""
+    """Folder for the synthetic DICOMs, manifest and cache; empty = <run_dir>/cohort. Reused when complete."""
+
+
+@dataclass
+class SiteSettings:
+    """What every virtual site gets in its SiteConfig besides its data (compute and privacy budget)."""
+
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    privacy: PrivacyBudgetConfig = field(default_factory=PrivacyBudgetConfig)
+
+
+@dataclass
+class ResourcesConfig:
+    """Ray resources: each virtual site's ClientApp gets this share (Flower gives all sites the same share)."""
+
+    num_cpus_per_site: float = 1.0
+    num_gpus_per_site: float = 0.0
+    ray_num_cpus: int = 0
+    """CPUs Ray may use in all (0 = every core of this machine)."""
+    ray_num_gpus: int = 0
+
+
+@dataclass
+class BaselinesConfig:
+    """Comparisons trained in the same run on the same test sets, for the same total number of local epochs."""
+
+    centralized: bool = True
+    """One model on the union of all sites' training data."""
+    local_only: bool = True
+    """One model per site on that site's data alone."""
+    image_only: bool = True
+    """The fusion ablation: image-only model (kind=image_only), centralized on the union of training data."""
+    private: bool = False
+    """Train the baselines with DP-SGD too (same per-site budget); False = non-private references."""
+
+
+@dataclass
+class SimulationConfig:
+    """One simulated federation: cohort, split into virtual sites, federated run, baselines, report."""
+
+    run_dir: str = "runs/simulation"
+    seed: int = 0
+    """Seeds the split, every site, the server, the baselines and Ray's workers."""
+    overwrite: bool = False
+    """Allow reusing a run_dir that already holds a finished run (its results are replaced)."""
+    cohort: CohortConfig = field(default_factory=CohortConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    site: SiteSettings = field(default_factory=SiteSettings)
+    server: ServerConfig = field(default_factory=lambda: ServerConfig(run_dir="${run_dir}/federated"))
+    """The coordinating center's config: model, preprocessing, text, local training, strategy, SecAgg+, rounds."""
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    progress: bool = True
+    """Progress bars and per-step site lines."""
+
+
+def register_schema() -> None:
+    """Register the schema in Hydra's ConfigStore so YAMLs can extend it (`defaults: [simulation_schema, _self_]`)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=SimulationConfig)
+
+
+def load_simulation_config(
+    config_name: str = "simulate",
+    overrides: Sequence[str] = (),
+    config_dir: str | Path | None = None,
+) -> SimulationConfig:
+    """Compose `config_name` from `config_dir` (default: the packaged conf/) with `key=value` overrides, validated."""
+    register_schema()
+    folder = Path(config_dir).resolve() if config_dir else CONF_DIR
+    if not folder.is_dir():
+        raise ConfigError(f"config folder not found: {folder}")
+    try:
+        with initialize_config_dir(config_dir=str(folder), version_base=None):
+            composed = compose(config_name=config_name, overrides=list(overrides))
+        return OmegaConf.to_object(composed)  # type: ignore[return-value]
+    except (HydraException, OmegaConfBaseException) as exc:
+        message = " ".join(str(exc).split()) if str(exc) else type(exc).__name__
+        raise ConfigError(f"{folder / config_name}.yaml + overrides {list(overrides)}: {message}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{folder / config_name}.yaml + overrides {list(overrides)}: {exc}") from exc

@@ -1,0 +1,132 @@
+"""Score every method on the virtual sites' test sets the same way: per-site and pooled AUC, ROC, from histograms."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from bcvlm_model import TASKS
+from bcvlm_model.data.dataset import MammographyDataset
+from bcvlm_model.data.preprocess_config import PreprocessConfig
+from bcvlm_model.metrics import (
+    DEFAULT_BINS,
+    ScoreHistogram,
+    auc_from_histogram,
+    roc_curve_from_histogram,
+    score_histogram,
+)
+from bcvlm_model.model_config import PACKAGE_DEFAULT, ModelConfig
+from bcvlm_model.text.collator import ReportCollator
+from bcvlm_model.text.report_config import TextConfig
+from bcvlm_model.training import evaluate
+
+
+@dataclass
+class SiteScores:
+    """One method's test-set probabilities and labels at one site, per task (unlabelled entries removed)."""
+
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def build_loader(
+    table: pd.DataFrame,
+    preprocess: PreprocessConfig,
+    text: TextConfig,
+    cache_dir: str | None,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    model_cfg: ModelConfig,
+) -> DataLoader:
+    """DataLoader of manifest rows -> ReportCollator batches (shuffled and augmented when `train`; seeded).
+
+    The tokenizer is the text config's, or the model's text encoder folder when that says "package-default"
+    (the same rule as the sites' loaders in `bcvlm_client.site_training`).
+    """
+    dataset = MammographyDataset(table.reset_index(drop=True), preprocess, cache_dir=cache_dir)
+    tokenizer_dir = model_cfg.text_encoder.path if text.tokenizer == PACKAGE_DEFAULT else None
+    collator = ReportCollator(text, tokenizer_dir=tokenizer_dir, train=train, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, collate_fn=collator, generator=generator,
+                      num_workers=0, drop_last=False)
+
+
+def score_model_on_sites(
+    model: nn.Module,
+    test_tables: Mapping[str, pd.DataFrame],
+    preprocess: PreprocessConfig,
+    text: TextConfig,
+    model_cfg: ModelConfig,
+    cache_dir: str | None,
+    batch_size: int,
+) -> dict[str, SiteScores]:
+    """Evaluate one model on each site's test rows (deterministic: eval mode, canonical report text)."""
+    results: dict[str, SiteScores] = {}
+    for site, table in test_tables.items():
+        loader = build_loader(table, preprocess, text, cache_dir, batch_size, train=False, seed=0, model_cfg=model_cfg)
+        outcome = evaluate(model, loader)
+        results[site] = SiteScores(scores=dict(outcome.scores), labels=dict(outcome.labels))
+    return results
+
+
+def oracle_scores_on_sites(test_tables: Mapping[str, pd.DataFrame]) -> dict[str, SiteScores] | None:
+    """The synthetic cohort's oracle probabilities (from the generative latent) on the same test rows, or None."""
+    results: dict[str, SiteScores] = {}
+    for site, table in test_tables.items():
+        entry = SiteScores()
+        for task in TASKS:
+            column = f"oracle_{task}"
+            if column not in table.columns:
+                return None
+            labels = table[task].to_numpy(dtype=float)
+            scores = table[column].to_numpy(dtype=float)
+            keep = ~np.isnan(labels)
+            if np.isnan(scores[keep]).any():
+                return None
+            entry.scores[task], entry.labels[task] = scores[keep], labels[keep]
+        results[site] = entry
+    return results
+
+
+def _auc_or_none(histogram: ScoreHistogram, min_cases: int) -> float | None:
+    if min(histogram.n_positive, histogram.n_negative) < max(1, min_cases):
+        return None
+    value = auc_from_histogram(histogram)
+    return None if math.isnan(value) else float(value)
+
+
+def _roc_points(histogram: ScoreHistogram) -> dict[str, list[float]]:
+    fpr, tpr, _ = roc_curve_from_histogram(histogram)
+    keep = np.ones(len(fpr), dtype=bool)
+    keep[1:-1] = (np.diff(fpr)[:-1] != 0) | (np.diff(tpr)[:-1] != 0)  # drop repeated points
+    return {"fpr": [round(float(v), 6) for v in fpr[keep]], "tpr": [round(float(v), 6) for v in tpr[keep]]}
+
+
+def summarise_method(
+    per_site: Mapping[str, SiteScores], n_bins: int = DEFAULT_BINS, min_cases: int = 1
+) -> dict[str, Any]:
+    """`{"pooled_auc": {task}, "site_auc": {site: {task}}, "roc": {task: {fpr, tpr}}, "cases": {task: {pos, neg}}}`.
+
+    Pooled = the sum of the sites' score histograms (the same binned AUC the federated server computes).
+    """
+    summary: dict[str, Any] = {"pooled_auc": {}, "site_auc": {}, "roc": {}, "cases": {}}
+    for task in TASKS:
+        pooled = ScoreHistogram.empty(n_bins)
+        for site, entry in per_site.items():
+            scores = entry.scores.get(task, np.zeros(0))
+            labels = entry.labels.get(task, np.zeros(0))
+            histogram = score_histogram(np.clip(scores, 0.0, 1.0), labels, n_bins)
+            summary["site_auc"].setdefault(site, {})[task] = _auc_or_none(histogram, min_cases)
+            pooled = pooled + histogram
+        summary["pooled_auc"][task] = _auc_or_none(pooled, min_cases)
+        summary["cases"][task] = {"positive": pooled.n_positive, "negative": pooled.n_negative}
+        if pooled.n_positive and pooled.n_negative:
+            summary["roc"][task] = _roc_points(pooled)
+    return summary

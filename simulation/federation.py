@@ -1,0 +1,125 @@
+"""Run the real ServerApp and ClientApp on Flower's simulation engine (Ray), one virtual SuperNode per site."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zlib
+from typing import Callable
+
+import numpy as np
+from flwr.app import Context, Message
+
+from bcvlm_model.atomic_io import atomic_write_json, read_json
+from bcvlm_simulation.config import ResourcesConfig
+
+SIMULATION_DIR_ENV = "BCVLM_SIMULATION_DIR"
+"""Environment variable naming the run dir; the apps' default resolvers read it (docs/architecture.md)."""
+
+
+def site_config_path(run_dir: Path, partition_id: int) -> Path:
+    """`<run dir>/sites/site_<k>.yaml`: the SiteConfig of virtual site k (partition-id k)."""
+    return run_dir / "sites" / f"site_{partition_id}.yaml"
+
+
+def server_config_path(run_dir: Path) -> Path:
+    """`<run dir>/server.yaml`: the ServerConfig of the simulated coordinating center."""
+    return run_dir / "server.yaml"
+
+
+def node_map_dir(run_dir: Path) -> Path:
+    """Where the simulation records which Flower node id ran which virtual site (simulation bookkeeping only)."""
+    return run_dir / "node_map"
+
+
+@dataclass
+class SimulatedSiteResolver:
+    """ClientApp site resolution for simulation: partition-id k -> sites/site_k.yaml, noting node id -> site."""
+
+    run_dir: str
+
+    def __call__(self, context: Context) -> Any:
+        from bcvlm_client.site_config import load_site_config
+
+        partition_id = int(context.node_config["partition-id"])
+        path = site_config_path(Path(self.run_dir), partition_id)
+        site = load_site_config(path)
+        marker = node_map_dir(Path(self.run_dir)) / f"{context.node_id}.json"
+        if not marker.is_file():
+            atomic_write_json(marker, {"node_id": str(context.node_id), "partition_id": partition_id,
+                                       "site": site.site_id})
+        return site
+
+
+@dataclass
+class SeedNumpyPerMessage:
+    """ClientApp mod: seed NumPy's global RNG from (seed, partition, round, message type, SecAgg+ stage).
+
+    Flower's SecAgg+ quantisation rounds stochastically with `np.random`; seeding each message from what it is
+    (never from arrival order) makes a simulated run give the same aggregate twice.
+    """
+
+    seed: int
+
+    def __call__(self, msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        stage = ""
+        config = msg.content.config_records.get("secaggplus") if msg.has_content() else None
+        if config is not None:
+            stage = str(config.get("stage", ""))
+        key = (f"{self.seed}|{context.node_config.get('partition-id', context.node_id)}|{msg.metadata.group_id}|"
+               f"{msg.metadata.message_type}|{stage}")
+        np.random.seed(zlib.crc32(key.encode()))
+        return call_next(msg, context)
+
+
+def read_node_map(run_dir: Path) -> dict[str, str]:
+    """Flower node id (as str) -> virtual site name, from the markers the resolver wrote."""
+    mapping: dict[str, str] = {}
+    folder = node_map_dir(run_dir)
+    if folder.is_dir():
+        for marker in sorted(folder.glob("*.json")):
+            entry = read_json(marker)
+            mapping[str(entry["node_id"])] = str(entry["site"])
+    return mapping
+
+
+def backend_config(resources: ResourcesConfig) -> dict[str, Any]:
+    """Flower's Ray backend config: every virtual site's ClientApp gets the same CPU/GPU share."""
+    init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    init_args["num_cpus"] = int(resources.ray_num_cpus or (os.cpu_count() or 1))
+    init_args["num_gpus"] = int(resources.ray_num_gpus)
+    return {
+        "client_resources": {"num_cpus": float(resources.num_cpus_per_site),
+                             "num_gpus": float(resources.num_gpus_per_site)},
+        "init_args": init_args,
+    }
+
+
+def run_federation(run_dir: Path, num_sites: int, resources: ResourcesConfig, seed: int = 0) -> float:
+    """Run `bcvlm_server`'s ServerApp with `num_sites` simulated `bcvlm_client` ClientApps; return wall seconds."""
+    import ray
+    from flwr.simulation import run_simulation
+
+    from bcvlm_client.client_app import build_client_app
+    from bcvlm_server.server_app import build_server_app
+
+    run_dir = run_dir.resolve()
+    os.environ[SIMULATION_DIR_ENV] = str(run_dir)
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray starts workers at nice 15: sites would starve
+    client_app = build_client_app(resolve_site=SimulatedSiteResolver(str(run_dir)),
+                                  extra_mods=[SeedNumpyPerMessage(seed)])
+    server_app = build_server_app()  # reads $BCVLM_SIMULATION_DIR/server.yaml (bcvlm_server.server_app)
+    started = time.perf_counter()
+    try:
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_sites,
+                       backend_config=backend_config(resources))
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    return time.perf_counter() - started

@@ -1,0 +1,252 @@
+"""Virtual-site splits of a manifest, always grouped by patient: natural, IID, Dirichlet label skew, quantity skew."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bcvlm_model import TASKS
+
+SITE_COLUMN = "sim_site"
+"""Column added by `split_sites`: the virtual site a row belongs to."""
+
+SPLIT_KINDS = ("natural", "iid", "dirichlet", "quantity")
+NATURAL_KEYS = ("site_id", "machine_id", "manufacturer", "manufacturer_model", "source")
+
+
+class SplitError(ValueError):
+    """The manifest or the split settings cannot produce the requested virtual sites."""
+
+
+@dataclass
+class SplitConfig:
+    """How a manifest is cut into virtual sites, then each site into train/val/test by patient."""
+
+    kind: str = "natural"
+    natural_key: str = "site_id"
+    num_sites: int = 3
+    dirichlet_alpha: float = 0.5
+    dirichlet_task: str = "malignancy"
+    quantity_sigma: float = 1.0
+    min_patients_per_site: int = 4
+    val_fraction: float = 0.15
+    test_fraction: float = 0.25
+    seed: int = 0
+    # Mixed federation: source -> tasks whose labels that source's sites keep (others are masked to NaN).
+    # e.g. {"rsna": ["malignancy"], "vindr": ["calcification"]}; empty keeps every label.
+    tasks_by_source: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _validate(manifest: pd.DataFrame, cfg: SplitConfig) -> None:
+    if cfg.kind not in SPLIT_KINDS:
+        raise SplitError(f"split.kind '{cfg.kind}' is not one of {SPLIT_KINDS}")
+    needed = {"patient_id", "image_id"}
+    if cfg.kind == "natural":
+        if cfg.natural_key not in NATURAL_KEYS:
+            raise SplitError(f"split.natural_key '{cfg.natural_key}' is not one of {NATURAL_KEYS}")
+        needed |= {"manufacturer", "machine_id"} if cfg.natural_key == "manufacturer_model" else {cfg.natural_key}
+    if cfg.kind == "dirichlet":
+        if cfg.dirichlet_task not in TASKS:
+            raise SplitError(f"split.dirichlet_task '{cfg.dirichlet_task}' is not one of {TASKS}")
+        if cfg.dirichlet_alpha <= 0:
+            raise SplitError(f"split.dirichlet_alpha must be > 0, got {cfg.dirichlet_alpha}")
+        needed.add(cfg.dirichlet_task)
+    missing = sorted(needed - set(manifest.columns))
+    if missing:
+        raise SplitError(f"manifest lacks column(s) needed by split kind '{cfg.kind}': {', '.join(missing)}")
+    if cfg.kind != "natural" and cfg.num_sites < 1:
+        raise SplitError(f"split.num_sites must be >= 1, got {cfg.num_sites}")
+    if not 0 <= cfg.val_fraction < 1 or not 0 < cfg.test_fraction < 1 or cfg.val_fraction + cfg.test_fraction >= 1:
+        raise SplitError(
+            f"split.val_fraction={cfg.val_fraction} and split.test_fraction={cfg.test_fraction} must leave training data"
+        )
+    for source, tasks in cfg.tasks_by_source.items():
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown:
+            raise SplitError(f"split.tasks_by_source['{source}'] names unknown task(s) {unknown}; tasks are {TASKS}")
+    if manifest["image_id"].duplicated().any():
+        raise SplitError("manifest has duplicated image_id values")
+    if manifest["patient_id"].isna().any():
+        raise SplitError("manifest has rows without patient_id; patient grouping needs it on every row")
+
+
+def _patient_mode(manifest: pd.DataFrame, key: pd.Series) -> pd.Series:
+    """Per patient, the most frequent value of `key` (ties -> smallest), so a patient lands in exactly one site."""
+    frame = pd.DataFrame({"patient_id": manifest["patient_id"].astype(str), "key": key.astype(str)})
+    counts = frame.groupby(["patient_id", "key"]).size().reset_index(name="n")
+    counts = counts.sort_values(["patient_id", "n", "key"], ascending=[True, False, True])
+    return counts.drop_duplicates("patient_id").set_index("patient_id")["key"]
+
+
+def _natural_key_values(manifest: pd.DataFrame, key: str) -> pd.Series:
+    if key == "manufacturer_model":
+        return manifest["manufacturer"].fillna("unknown").astype(str) + "/" + manifest["machine_id"].fillna(
+            "unknown"
+        ).astype(str)
+    return manifest[key].fillna("unknown").astype(str)
+
+
+def _patient_labels(manifest: pd.DataFrame, task: str) -> pd.Series:
+    """Per patient: 1 if any image is positive, 0 if labelled and none positive, -1 if never labelled."""
+    frame = pd.DataFrame({"patient_id": manifest["patient_id"].astype(str), "y": manifest[task].astype(float)})
+    grouped = frame.groupby("patient_id")["y"]
+    label = grouped.max().fillna(-1).astype(int)
+    return label
+
+
+def _site_name(index: int, total: int) -> str:
+    return f"site_{index:0{max(2, len(str(total - 1)))}d}"
+
+
+def _assign_natural(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
+    values = _patient_mode(manifest, _natural_key_values(manifest, cfg.natural_key))
+    return values.map(lambda v: f"{cfg.natural_key}-{v}")
+
+
+def _assign_iid(patients: np.ndarray, cfg: SplitConfig, rng: np.random.Generator) -> pd.Series:
+    if len(patients) < cfg.num_sites * cfg.min_patients_per_site:
+        raise SplitError(
+            f"{len(patients)} patients cannot give {cfg.num_sites} sites with >= {cfg.min_patients_per_site} patients each"
+        )
+    order = rng.permutation(len(patients))
+    sites = np.empty(len(patients), dtype=object)
+    for rank, idx in enumerate(order):
+        sites[idx] = _site_name(rank % cfg.num_sites, cfg.num_sites)
+    return pd.Series(sites, index=patients)
+
+
+def _assign_quantity(patients: np.ndarray, cfg: SplitConfig, rng: np.random.Generator) -> pd.Series:
+    n, k = len(patients), cfg.num_sites
+    floor = cfg.min_patients_per_site
+    if n < k * floor:
+        raise SplitError(f"{n} patients cannot give {k} sites with >= {floor} patients each")
+    weights = rng.lognormal(mean=0.0, sigma=cfg.quantity_sigma, size=k)
+    extra = np.floor(weights / weights.sum() * (n - k * floor)).astype(int)
+    extra[np.argmax(weights)] += (n - k * floor) - extra.sum()
+    sizes = extra + floor
+    order = rng.permutation(n)
+    sites = np.empty(n, dtype=object)
+    start = 0
+    for site_index, size in enumerate(sizes):
+        for idx in order[start : start + size]:
+            sites[idx] = _site_name(site_index, k)
+        start += size
+    return pd.Series(sites, index=patients)
+
+
+def _assign_dirichlet(labels: pd.Series, cfg: SplitConfig, rng: np.random.Generator, tries: int = 100) -> pd.Series:
+    """Per label class, spread patients over sites with proportions drawn from Dirichlet(alpha)."""
+    k = cfg.num_sites
+    if len(labels) < k * cfg.min_patients_per_site:
+        raise SplitError(f"{len(labels)} patients cannot give {k} sites with >= {cfg.min_patients_per_site} each")
+    classes = sorted(labels.unique())
+    for _ in range(tries):
+        sites = pd.Series(index=labels.index, dtype=object)
+        for cls in classes:
+            members = labels.index[labels == cls].to_numpy()
+            members = members[rng.permutation(len(members))]
+            proportions = rng.dirichlet(np.full(k, cfg.dirichlet_alpha))
+            cuts = (np.cumsum(proportions)[:-1] * len(members)).round().astype(int)
+            for site_index, chunk in enumerate(np.split(members, cuts)):
+                sites.loc[chunk] = _site_name(site_index, k)
+        sizes = sites.value_counts().reindex([_site_name(i, k) for i in range(k)], fill_value=0)
+        if sizes.min() >= cfg.min_patients_per_site:
+            return sites
+    raise SplitError(
+        f"Dirichlet(alpha={cfg.dirichlet_alpha}) gave a site with < {cfg.min_patients_per_site} patients in {tries} "
+        "draws; raise alpha, lower num_sites or min_patients_per_site"
+    )
+
+
+def _split_within_site(labels: pd.Series, cfg: SplitConfig, rng: np.random.Generator) -> pd.Series:
+    """Patient-level train/val/test inside one site, stratified by the patient's label."""
+    split = pd.Series("train", index=labels.index, dtype=object)
+    for cls in sorted(labels.unique()):
+        members = labels.index[labels == cls].to_numpy()
+        members = members[rng.permutation(len(members))]
+        n_test = int(round(len(members) * cfg.test_fraction))
+        n_val = int(round(len(members) * cfg.val_fraction))
+        if len(members) >= 3 and cls == 1:  # keep at least one positive patient in test and train
+            n_test = max(n_test, 1)
+        split.loc[members[:n_test]] = "test"
+        split.loc[members[n_test : n_test + n_val]] = "val"
+    if (split == "test").sum() == 0 and len(split) >= 2:
+        split.iloc[0] = "test"
+    if (split == "train").sum() == 0:
+        raise SplitError("a site has too few patients to keep any for training")
+    return split
+
+
+def _stratification_labels(manifest: pd.DataFrame) -> pd.Series:
+    """Patient label used to stratify train/val/test: first task that has any label, 2*malig+calc style combined."""
+    combined = None
+    for task in TASKS:
+        if task in manifest.columns and manifest[task].notna().any():
+            labels = _patient_labels(manifest, task).clip(lower=0)
+            combined = labels if combined is None else combined * 2 + labels
+    if combined is None:
+        patients = manifest["patient_id"].astype(str).unique()
+        return pd.Series(0, index=patients)
+    return combined
+
+
+def split_sites(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """Return a copy of `manifest` with `sim_site` (virtual site) and `split` (train/val/test) set per patient."""
+    _validate(manifest, cfg)
+    rng = np.random.default_rng(cfg.seed)
+    table = manifest.copy()
+    table["patient_id"] = table["patient_id"].astype(str)
+    patients = np.array(sorted(table["patient_id"].unique()), dtype=object)
+    if cfg.kind == "natural":
+        site_of_patient = _assign_natural(table, cfg)
+    elif cfg.kind == "iid":
+        site_of_patient = _assign_iid(patients, cfg, rng)
+    elif cfg.kind == "quantity":
+        site_of_patient = _assign_quantity(patients, cfg, rng)
+    else:
+        site_of_patient = _assign_dirichlet(_patient_labels(table, cfg.dirichlet_task).reindex(patients), cfg, rng)
+    table[SITE_COLUMN] = table["patient_id"].map(site_of_patient).astype(str)
+
+    strat = _stratification_labels(table)
+    split_of_patient = pd.Series(dtype=object)
+    for site in sorted(table[SITE_COLUMN].unique()):
+        site_patients = sorted(table.loc[table[SITE_COLUMN] == site, "patient_id"].unique())
+        split_of_patient = pd.concat([split_of_patient, _split_within_site(strat.reindex(site_patients), cfg, rng)])
+    table["split"] = table["patient_id"].map(split_of_patient).astype(str)
+
+    if cfg.tasks_by_source:
+        for source, kept in cfg.tasks_by_source.items():
+            rows = table["source"].astype(str) == source
+            for task in TASKS:
+                if task not in kept and task in table.columns:
+                    table.loc[rows, task] = np.nan
+    return table
+
+
+def site_names(table: pd.DataFrame) -> list[str]:
+    """Virtual sites in partition order (partition-id k <-> k-th name)."""
+    return sorted(table[SITE_COLUMN].astype(str).unique())
+
+
+def split_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per virtual site: patients, images per split, labelled and positive images per task, manufacturers."""
+    rows = []
+    for site in site_names(table):
+        part = table[table[SITE_COLUMN] == site]
+        row: dict[str, object] = {
+            "site": site,
+            "patients": int(part["patient_id"].nunique()),
+            "images": int(len(part)),
+        }
+        for split in ("train", "val", "test"):
+            row[f"images_{split}"] = int((part["split"] == split).sum())
+        for task in TASKS:
+            values = part[task].astype(float) if task in part.columns else pd.Series(np.nan, index=part.index)
+            row[f"{task}_labelled"] = int(values.notna().sum())
+            row[f"{task}_positive"] = int((values == 1).sum())
+            row[f"{task}_positive_test"] = int(((values == 1) & (part["split"] == "test")).sum())
+        manufacturers = part["manufacturer"].dropna().astype(str).unique() if "manufacturer" in part else []
+        row["manufacturers"] = ";".join(sorted(manufacturers))
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,94 @@
+"""Egress guard: whitelisted replies pass; ids, free text, per-image values, extra arrays and leaky errors do not."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters
+from flwr.compat.common import recorddict_compat as compat
+from flwr.supercore.task_identity import TaskIdentity
+
+from bcvlm_client.egress_guard import EgressViolation, SiteFailure, check_reply, egress_guard_mod
+from bcvlm_client.reply_schema import decode_histogram, encode_histogram
+from bcvlm_model.metrics import score_histogram
+
+N_BINS = 10
+GLOBAL = [np.zeros((3, 2), dtype=np.float32), np.zeros(4, dtype=np.float32)]
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> None:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+
+
+def _instruction() -> Message:
+    fitins = FitIns(ndarrays_to_parameters(GLOBAL), {"n-bins": N_BINS, "server-round": 1})
+    message = Message(compat.fitins_to_recorddict(fitins, True), dst_node_id=7, message_type="train", group_id="1")
+    message.metadata.__dict__["_message_id"] = "m1"
+    return message
+
+
+def _fit_reply(instruction: Message, arrays=None, metrics=None, message: str = "Success") -> Message:
+    fitres = FitRes(
+        Status(Code.OK, message),
+        ndarrays_to_parameters(arrays if arrays is not None else [a + 0.1 for a in GLOBAL]),
+        12,
+        metrics if metrics is not None else {"loss": 0.5, "epsilon": 1.2, "declined": 0, "steps": 3, "train_seconds": 1.0},
+    )
+    return Message(compat.fitres_to_recorddict(fitres, True), reply_to=instruction)
+
+
+def test_a_whitelisted_fit_reply_passes() -> None:
+    instruction = _instruction()
+    check_reply(_fit_reply(instruction), instruction)
+
+
+@pytest.mark.parametrize(
+    "arrays, metrics, status",
+    [
+        (None, {"loss": 0.5, "image_id": "rsna-10006-462822612"}, "Success"),
+        (None, {"loss": "0.5"}, "Success"),
+        (None, {"loss": 0.5, "scores": b"\x00" * 16}, "Success"),
+        ([np.zeros((3, 2), np.float32)], None, "Success"),
+        ([np.zeros((3, 2), np.float32), np.zeros(5, np.float32)], None, "Success"),
+        ([np.zeros((3, 2), np.int64), np.zeros(4, np.float32)], None, "Success"),
+        (None, None, "failed reading /data/site/patient-123/img.dcm"),
+    ],
+    ids=["id-metric", "str-value", "per-image-bytes", "missing-array", "wrong-shape", "int-array", "free-text-status"],
+)
+def test_anything_else_in_a_fit_reply_is_blocked(arrays, metrics, status) -> None:
+    instruction = _instruction()
+    with pytest.raises(EgressViolation):
+        check_reply(_fit_reply(instruction, arrays, metrics, status), instruction)
+
+
+def test_an_extra_record_with_a_list_of_scores_is_blocked() -> None:
+    instruction = _instruction()
+    reply = _fit_reply(instruction)
+    reply.content.config_records["debug"] = ConfigRecord({"scores": [0.1, 0.9, 0.4]})
+    with pytest.raises(EgressViolation, match="debug"):
+        check_reply(reply, instruction)
+
+
+def test_evaluate_histograms_must_have_the_announced_bin_count() -> None:
+    instruction = _instruction()
+    histogram = score_histogram(np.array([0.1, 0.8, 0.85]), np.array([0.0, 1.0, 1.0]), N_BINS)
+    assert decode_histogram(encode_histogram(histogram), N_BINS) == histogram
+    content = RecordDict({"evaluateres.metrics": ConfigRecord({"cases_malignancy": 3,
+                                                               "hist_malignancy": encode_histogram(histogram)})})
+    check_reply(Message(content, reply_to=instruction), instruction)
+    wrong = score_histogram(np.array([0.1]), np.array([1.0]), N_BINS + 1)
+    content.config_records["evaluateres.metrics"]["hist_malignancy"] = encode_histogram(wrong)
+    with pytest.raises(EgressViolation, match="histogram"):
+        check_reply(Message(content, reply_to=instruction), instruction)
+
+
+def test_the_mod_replaces_exception_text_that_could_leak() -> None:
+    instruction = _instruction()
+
+    def failing(message, context):
+        raise FileNotFoundError("/data/site/patient-123/img.dcm")
+
+    with pytest.raises(SiteFailure) as raised:
+        egress_guard_mod(instruction, None, failing)  # type: ignore[arg-type]
+    assert "patient" not in str(raised.value) and "FileNotFoundError" in str(raised.value)

@@ -1,0 +1,51 @@
+"""SiteConfig YAML validation: unknown keys, wrong types, missing values and missing paths name the key."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from bcvlm_client.site_config import load_site_config
+from bcvlm_model.config_io import ConfigError
+
+
+def _write(tmp_path, payload) -> str:
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(payload))
+    return str(path)
+
+
+@pytest.fixture
+def valid(tmp_path) -> dict:
+    for name in ("manifest.csv", "ca.crt", "site.key"):
+        (tmp_path / name).write_text("x")
+    return {
+        "site_id": "hospital-a",
+        "ca_cert": str(tmp_path / "ca.crt"),
+        "private_key": str(tmp_path / "site.key"),
+        "data": {"manifest": str(tmp_path / "manifest.csv")},
+        "privacy": {"target_epsilon": 6.0, "delta": 1e-5},
+        "state_dir": str(tmp_path / "state"),
+    }
+
+
+def test_a_valid_site_loads(tmp_path, valid) -> None:
+    cfg = load_site_config(_write(tmp_path, valid))
+    assert cfg.site_id == "hospital-a" and cfg.privacy.target_epsilon == 6.0 and cfg.compute.batch_size == 8
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda p: p.update(unknown_key=1), "unknown_key"),
+        (lambda p: p["compute"].update(batch_size="eight") if "compute" in p else p.update(compute={"batch_size": "eight"}), "batch_size"),
+        (lambda p: p.pop("state_dir"), "state_dir"),
+        (lambda p: p["data"].update(manifest="/nonexistent/manifest.csv"), "data.manifest"),
+        (lambda p: p["privacy"].update(delta=2.0), "privacy.delta"),
+        (lambda p: p.pop("ca_cert"), "ca_cert"),
+    ],
+    ids=["unknown", "wrong-type", "missing", "missing-path", "out-of-range", "no-ca-without-insecure"],
+)
+def test_bad_site_configs_name_the_key(tmp_path, valid, edit, key) -> None:
+    edit(valid)
+    with pytest.raises(ConfigError, match=key):
+        load_site_config(_write(tmp_path, valid))

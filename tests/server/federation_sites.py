@@ -1,0 +1,136 @@
+"""Test helpers for federation tests: small learnable sites (cached arrays + manifest + site YAML) and configs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bcvlm_model.data.cache import cached_array_path, save_cached_array
+from bcvlm_model.data.manifest import MANIFEST_COLUMNS, write_manifest
+from bcvlm_model.data.preprocess_config import PreprocessConfig
+from bcvlm_model.model_config import FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+from bcvlm_model.privacy.dp_ready import DPReadyConfig
+from bcvlm_model.training import LocalTrainConfig
+
+HEIGHT, WIDTH = 64, 32
+
+
+def tiny_model_config() -> ModelConfig:
+    """Real pretrained encoders (Lite0 last stage trains, 1-layer frozen MiniLM), 32-d fusion, no dropout."""
+    return ModelConfig(
+        kind="vlm",
+        image_encoder=ImageEncoderConfig(trainable_stages=1),
+        text_encoder=TextEncoderConfig(num_layers=1, trainable_layers=0),
+        fusion=FusionConfig(dim=32, heads=4, mlp_ratio=2.0),
+        dropout=0.0,
+    )
+
+
+def tiny_preprocess() -> PreprocessConfig:
+    return PreprocessConfig(image_height=HEIGHT, image_width=WIDTH)
+
+
+def make_site(root: Path, name: str, *, n_train: int = 12, n_test: int = 12, seed: int = 0,
+              privacy: dict[str, Any] | None = None) -> Path:
+    """Write a site's cached images, manifest and site YAML under root/name; returns the YAML path.
+
+    Malignant images carry a bright blob, so the task is learnable; calcification is labelled on half the rows.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / name
+    cache = folder / "cache"
+    preprocess = tiny_preprocess()
+    rows = []
+    for index in range(n_train + n_test):
+        malignant = float(index % 2)
+        image = rng.uniform(0.1, 0.4, size=(HEIGHT, WIDTH)).astype(np.float32)
+        if malignant:
+            image[20:36, 8:24] += 0.5
+        image_id = f"{name}-img-{index}"
+        save_cached_array(cached_array_path(cache, preprocess, image_id), np.clip(image, 0, 1))
+        row = {column: None for column in MANIFEST_COLUMNS}
+        row.update(
+            source="synthetic", site_id=name, patient_id=f"{name}-p{index}", study_id=f"{name}-s{index}",
+            image_id=image_id, path=str(folder / "missing.dcm"), laterality="LR"[index % 2], view=("CC", "MLO")[index % 2],
+            age=float(40 + index), density="ABCD"[index % 4], implant=0.0, manufacturer="Hologic", machine_id="1",
+            malignancy=malignant, calcification=float(index % 3 == 0) if index % 2 == 0 else float("nan"),
+            split="train" if index < n_train else "test",
+            oracle_malignancy=float("nan"), oracle_calcification=float("nan"),
+        )
+        rows.append(row)
+    manifest = folder / "manifest.csv"
+    write_manifest(pd.DataFrame(rows), manifest)
+    site = {
+        "site_id": name,
+        "insecure": True,
+        "data": {"manifest": str(manifest), "cache_dir": str(cache)},
+        "compute": {"batch_size": 4, "eval_batch_size": 8},
+        "privacy": privacy or {"enabled": True, "target_epsilon": 50.0, "delta": 1e-3, "max_grad_norm": 1.0},
+        "state_dir": str(folder / "state"),
+        "seed": seed,
+    }
+    path = folder / "site.yaml"
+    path.write_text(yaml.safe_dump(site))
+    return path
+
+
+def server_config_dict(run_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """A small ServerConfig (as a dict for YAML) over the tiny model and images."""
+    from bcvlm_model.config_io import config_to_dict
+
+    payload: dict[str, Any] = {
+        "model": config_to_dict(tiny_model_config()),
+        "preprocess": config_to_dict(tiny_preprocess()),
+        "local_train": config_to_dict(LocalTrainConfig(local_steps=2, learning_rate=1e-3)),
+        "dp_trainable": config_to_dict(DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)),
+        "rounds": 2,
+        "min_sites": 3,
+        "run_dir": str(run_dir),
+        "evaluation": {"min_cases": 2, "n_bins": 100},
+        "secagg": {"timeout_s": 60.0, "max_weight": 100.0},
+        "round_timeout_s": 60.0,
+    }
+    for key, value in overrides.items():
+        target = payload
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return payload
+
+
+class SharedModelFactory:
+    """Builds each (model config, DP trainable set) once per test session; every caller gets a deep copy."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __call__(self, model_cfg: ModelConfig, dp_trainable: DPReadyConfig | None):
+        import copy
+
+        import torch
+
+        from bcvlm_client.run_settings import build_federated_model
+
+        key = repr((model_cfg, dp_trainable))
+        if key not in self._cache:
+            torch.manual_seed(0)
+            self._cache[key] = build_federated_model(model_cfg, dp_trainable)
+        return copy.deepcopy(self._cache[key])
+
+
+SHARED_MODELS = SharedModelFactory()
+
+
+def site_trainer_factory(site_cfg):
+    """SiteTrainer over the shared model cache (tests only: avoids rebuilding the pretrained encoders per site)."""
+    from bcvlm_client.site_training import SiteTrainer
+
+    return SiteTrainer(site_cfg, model_factory=SHARED_MODELS)
+
+
+def server_model_factory(cfg):
+    return SHARED_MODELS(cfg.model, cfg.dp_trainable if cfg.dp_model else None)

@@ -1,0 +1,76 @@
+"""Without SecAgg+: non-finite and oversized updates are rejected, declined sites skipped, the global stays finite."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server.client_proxy import ClientProxy
+
+from bcvlm_server.federated_strategy import FederatedStrategy
+from bcvlm_server.run_records import RunRecords
+from bcvlm_server.server_config import ServerConfig
+from bcvlm_server.strategies import build_inner_strategy
+
+GLOBAL = [np.ones((4, 3), dtype=np.float32), np.zeros(5, dtype=np.float32)]
+
+
+class Site(ClientProxy):
+    """Only the node id matters to aggregate_fit (Flower's GridClientProxy carries `node_id` the same way)."""
+
+    def __init__(self, node_id: int) -> None:
+        super().__init__(str(node_id))
+        self.node_id = node_id
+
+    def get_properties(self, *args, **kwargs):  # pragma: no cover - never called
+        raise NotImplementedError
+
+    get_parameters = fit = evaluate = reconnect = get_properties
+
+
+def _result(node: int, update: list[np.ndarray], declined: int = 0, examples: int = 10):
+    metrics = {"loss": 0.3, "epsilon": 1.0, "declined": declined, "steps": 2, "train_seconds": 0.1}
+    return Site(node), FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(update), examples, metrics)
+
+
+def _update(value: float) -> list[np.ndarray]:
+    return [np.full_like(array, value) for array in GLOBAL]
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedmedian", "fedtrimmedavg", "krum"])
+def test_malicious_updates_are_rejected_and_the_global_model_stays_finite(tmp_path, strategy) -> None:
+    cfg = ServerConfig(run_dir=str(tmp_path))
+    cfg.secagg.enabled = False
+    cfg.strategy.name = strategy
+    cfg.strategy.trim_fraction = 0.0
+    cfg.update_guard.max_update_norm = 10.0
+    wrapper = FederatedStrategy(cfg, build_inner_strategy(cfg, GLOBAL), GLOBAL, records=RunRecords(tmp_path),
+                                save_checkpoint=lambda *args: None)
+    nan_update = _update(0.1)
+    nan_update[1][2] = np.nan
+    results = [
+        _result(1, _update(0.1)),
+        _result(2, _update(0.1)),
+        _result(3, _update(0.1)),
+        _result(4, nan_update),
+        _result(5, _update(1e6)),
+        _result(6, _update(-50.0), declined=1, examples=0),
+    ]
+    parameters, _ = wrapper.aggregate_fit(1, results, [])
+    new_global = parameters_to_ndarrays(parameters)
+    assert all(np.isfinite(array).all() for array in new_global)
+    for array, before in zip(new_global, GLOBAL):
+        np.testing.assert_allclose(array, before + 0.1, rtol=1e-6)
+    sites = wrapper._round["fit"]["sites"]
+    assert "non-finite" in sites["4"]["rejected"] and "norm" in sites["5"]["rejected"]
+    assert sites["6"]["declined"] == 1 and sites["1"]["rejected"] is None
+    assert wrapper._round["fit"]["accepted"] == 3
+
+
+def test_no_acceptable_update_keeps_the_global_model(tmp_path) -> None:
+    cfg = ServerConfig(run_dir=str(tmp_path))
+    cfg.secagg.enabled = False
+    wrapper = FederatedStrategy(cfg, build_inner_strategy(cfg, GLOBAL), GLOBAL, records=RunRecords(tmp_path),
+                                save_checkpoint=lambda *args: None)
+    parameters, _ = wrapper.aggregate_fit(1, [_result(1, _update(np.inf))], [])
+    for array, before in zip(parameters_to_ndarrays(parameters), GLOBAL):
+        np.testing.assert_array_equal(array, before)
