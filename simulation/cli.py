@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -38,6 +39,8 @@ def _run(prog: str, default_config: str, description: str, argv: Sequence[str]) 
         return 0
     from bcvlm_simulation.runner import SimulationError, run_simulation_job
 
+    # SIGTERM -> SystemExit, so `finally` blocks run and Ray's worker processes are shut down, not orphaned.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         run_simulation_job(cfg)
     except (SimulationError, FileNotFoundError, ConfigError) as exc:
