@@ -18,5 +18,5 @@ for package, folder in FOLDER_OF_PACKAGE.items():
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={package: ["**/*.yaml", "**/*.json", "**/*.html"] for package in FOLDER_OF_PACKAGE},
+    package_data={package: ["**/*.yaml", "**/*.json", "**/*.html", "**/*.toml"] for package in FOLDER_OF_PACKAGE},
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from flwr.app import Context, Message
@@ -19,9 +19,10 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from bcvlm_client.egress_guard import egress_guard_mod
-from bcvlm_client.run_settings import RoundSettings
 from bcvlm_client.site_config import SiteConfig, load_site_config
-from bcvlm_client.site_training import SiteTrainer
+
+if TYPE_CHECKING:  # torch, timm, transformers and opacus load only when a site trains or evaluates:
+    from bcvlm_client.site_training import SiteTrainer  # Flower starts a fresh process for every SecAgg+ stage.
 
 LOGGER = logging.getLogger("bcvlm_client")
 SIMULATION_DIR_ENV = "BCVLM_SIMULATION_DIR"
@@ -58,6 +59,8 @@ def trainer_for(site: SiteConfig) -> SiteTrainer:
     """One SiteTrainer per site and process (keeps the built model between messages of a long-lived process)."""
     key = f"{site.site_id}|{Path(site.state_dir).resolve()}"
     if key not in _TRAINERS:
+        from bcvlm_client.site_training import SiteTrainer
+
         _attach_site_log(site)
         _TRAINERS[key] = SiteTrainer(site)
     return _TRAINERS[key]
@@ -80,9 +83,13 @@ class SiteClient(NumPyClient):
         raise RuntimeError("sites never provide initial parameters; the server sends the global model")
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        from bcvlm_client.run_settings import RoundSettings
+
         return self.trainer.fit(parameters, RoundSettings.from_config(config))
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
+        from bcvlm_client.run_settings import RoundSettings
+
         return self.trainer.evaluate(parameters, RoundSettings.from_config(config))
 
 

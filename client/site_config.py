@@ -9,7 +9,6 @@ from typing import Optional
 from omegaconf import MISSING
 
 from bcvlm_model.config_io import ConfigError, load_config
-from bcvlm_model.privacy.dp_training import ACCOUNTANTS
 
 
 @dataclass
@@ -95,6 +94,8 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
             fail("privacy.delta", f"must be in (0, 1), got {privacy.delta}")
         if not privacy.max_grad_norm > 0:
             fail("privacy.max_grad_norm", f"must be > 0, got {privacy.max_grad_norm}")
+    from bcvlm_model.privacy.dp_training import ACCOUNTANTS  # lazy: opacus/torch are heavy to import
+
     if privacy.accountant not in ACCOUNTANTS:
         fail("privacy.accountant", f"must be one of {ACCOUNTANTS}, got '{privacy.accountant}'")
     if not cfg.insecure:

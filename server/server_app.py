@@ -15,7 +15,7 @@ import torch
 from flwr.app import Context
 from flwr.server import ServerConfig as FlowerServerConfig
 from flwr.server import LegacyContext
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
@@ -27,7 +27,7 @@ from bcvlm_server.metered_grid import MeteredGrid
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig, load_server_config
 from bcvlm_server.strategies import build_inner_strategy, load_strategy_state
-from bcvlm_server.workflows import TimedEvaluateWorkflow, TimedFitWorkflow
+from bcvlm_server.workflows import DropoutTolerantSecAggPlusWorkflow, TimedEvaluateWorkflow, TimedFitWorkflow
 
 LOGGER = logging.getLogger("bcvlm_server")
 SIMULATION_DIR_ENV = "BCVLM_SIMULATION_DIR"
@@ -141,7 +141,7 @@ def run_federation(
         strategy=strategy,
     )
     if cfg.secagg.enabled:
-        fit_workflow = SecAggPlusWorkflow(
+        fit_workflow = DropoutTolerantSecAggPlusWorkflow(
             num_shares=cfg.secagg.num_shares,
             reconstruction_threshold=cfg.secagg.reconstruction_threshold,
             clipping_range=cfg.secagg.clipping_range,

@@ -13,7 +13,9 @@ from flwr.app import Message
 from flwr.app.message_type import MessageType
 from flwr.common import Code, EvaluateRes, FitRes
 from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp.grid import Grid
 
 LOGGER = logging.getLogger("bcvlm_server.workflows")
@@ -110,3 +112,22 @@ class TimedEvaluateWorkflow:
         if loss is not None:
             context.history.add_loss_distributed(server_round=current_round, loss=loss)
             context.history.add_metrics_distributed(server_round=current_round, metrics=metrics)
+
+
+class DropoutTolerantSecAggPlusWorkflow(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow, fixed for sites lost before or during the key exchange.
+
+    In Flower 1.42 a site that stops answering in the setup or share-keys stage stays in `sampled_node_ids`, so
+    the unmask stage asks the survivors for key shares of that site, which they never received: every survivor
+    fails with KeyError and the round's update is lost. Such a site has no pairwise mask with anyone (survivors
+    mask only with the sites whose encrypted shares they received), so after the share-keys stage only the sites
+    still active count as sampled; sites lost later are unmasked as Flower intends.
+    """
+
+    def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:  # type: ignore[override]
+        proceed = super().share_keys_stage(grid, context, state)
+        lost = state.sampled_node_ids - state.active_node_ids
+        if lost:
+            LOGGER.info("SecAgg+: %d site(s) lost before masking; not unmasked later: %s", len(lost), sorted(lost))
+        state.sampled_node_ids = set(state.active_node_ids)
+        return proceed

@@ -93,7 +93,8 @@ def plot_auc_per_round(metrics: dict[str, Any]) -> plt.Figure:
         ax.set_ylim(0.3, 1.0)
         ax.set_xticks(x)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=4)
     fig.tight_layout()
     return fig
 
@@ -124,8 +125,11 @@ def plot_epsilon(metrics: dict[str, Any]) -> plt.Figure:
     rounds = metrics["rounds"]
     x = [r["round"] for r in rounds]
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for site in metrics["sites"]:
-        ax.plot(x, _finite(r.get("epsilon", {}).get(site) for r in rounds), marker="o", label=site)
+    markers = "os^vD<>px*"
+    for index, site in enumerate(metrics["sites"]):
+        ax.plot(x, _finite(r.get("epsilon", {}).get(site) for r in rounds), marker=markers[index % len(markers)],
+                markersize=8 - 1.5 * (index % 3), alpha=0.8, label=site)
+    ax.set_ylim(bottom=0)
     ax.set_title("privacy spent per site (cumulative epsilon)")
     ax.set_xlabel("round")
     ax.set_ylabel("epsilon")

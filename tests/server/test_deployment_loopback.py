@@ -7,7 +7,9 @@ deployment must survive, in this order:
   registered key) that does not have the federation's CA certificate;
 - site `spent` starts with its privacy budget already used up (charged through its real ledger): it declines;
 - after round 1 the whole server process tree is SIGKILLed, then `bcvlm-server --resume RUN_DIR` continues;
-- during round 2 site `gamma` is SIGKILLed: the round must complete with the others within a bounded time.
+- during round 2 site `gamma` is SIGKILLed while it trains (SecAgg+ stage 2, after the key exchange): the round must
+  complete with the others within a bounded time. (A site lost before the key exchange breaks the round in
+  Flower 1.42's SecAggPlusWorkflow: it asks the survivors for key shares they never received.)
 """
 from __future__ import annotations
 
@@ -86,6 +88,11 @@ class Observed:
         return dict(found)
 
 
+def _stage_2_starts(fed: LoopbackFederation, site: str) -> int:
+    """How often the site's SecAgg+ client began stage 2 (masked training update), from its SuperNode log."""
+    return len(re.findall(r"starting stage 2", fed.output(f"state/{site}/logs/supernode.log")))
+
+
 def _round_2_started_after_resume(fed: LoopbackFederation) -> bool:
     log = (fed.run_dir / "logs" / "server.log").read_text(errors="replace")
     return "resuming after round 1" in log and "round 2: training on" in log.split("resuming after round 1")[-1]
@@ -116,11 +123,13 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
         checkpoint_sha = file_sha256(checkpoint / "model.safetensors")
         arrays_sha = arrays_sha256(trainable_arrays(load_checkpoint(checkpoint).model))
 
-        # Resume; once round 2 is under way, a site dies.
+        # Resume; once the killed site has started training in round 2 (SecAgg+ stage 2), it dies.
+        stage_2_before = _stage_2_starts(fed, KILLED)
         resumed = fed.start_server("--resume", str(fed.run_dir))
-        wait_until(lambda: _round_2_started_after_resume(fed) or resumed.poll() is not None, 600,
-                   "round 2 after the resume")
+        wait_until(lambda: _stage_2_starts(fed, KILLED) > stage_2_before or resumed.poll() is not None, 900,
+                   f"site {KILLED} to start training in round 2 after the resume")
         assert resumed.poll() is None, f"resumed server ended early:\n{fed.output('server.out')[-3000:]}"
+        assert _round_2_started_after_resume(fed)
         fed.kill(clients[KILLED])
         killed_at = time.monotonic()
         resumed_code = resumed.wait(timeout=900)

@@ -193,3 +193,22 @@ class ServerKilled(RuntimeError):
 
 def load_ledger_epsilon(site_path: Path) -> float:
     return json.loads((Path(load_site_config(site_path).state_dir) / "privacy_ledger.json").read_text())["epsilon_spent"]
+
+
+def test_secagg_round_survives_a_site_lost_before_the_key_exchange(tmp_path) -> None:
+    """Flower 1.42's SecAgg+ loses the whole round here (survivors asked for shares they never got); ours does not."""
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+
+    sites = {100 + k: make_site(tmp_path, f"site{k}", n_train=8, n_test=8, seed=k) for k in range(3)}
+
+    def lost_at_setup(message) -> bool:
+        if message.metadata.dst_node_id != 102 or not message.has_content():
+            return False
+        configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
+        return configs is not None and configs.get(Key.STAGE) == Stage.SETUP
+
+    _run(tmp_path, sites, "server", silent=lost_at_setup,
+         **{"secagg.enabled": True, "rounds": 1,
+            "local_train.local_steps": 1})
+    metrics = RunRecords(tmp_path / "run").load_metrics(1)
+    assert metrics["fit"]["accepted"] == 2
