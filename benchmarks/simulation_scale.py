@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_simulation_config(args.config_name, [*args.overrides, f"run_dir={run_dir}", "progress=false"])
     load_before = os.getloadavg()
     started = time.perf_counter()
-    run_simulation_job(cfg)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON result
+        run_simulation_job(cfg)
     wall = time.perf_counter() - started
     metrics = read_json(run_dir / "metrics.json")
     rounds = metrics["rounds"]

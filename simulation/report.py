@@ -24,6 +24,8 @@ METHOD_LABELS = {
     "oracle": "oracle (synthetic latent)",
 }
 REQUIRED_KEYS = ("tasks", "sites", "rounds", "methods")
+MAX_SITES_IN_LEGEND = 12
+"""With more virtual sites, per-site lines are drawn unlabelled (a 50-entry legend would hide the plot)."""
 
 
 class ReportError(ValueError):
@@ -79,7 +81,8 @@ def plot_auc_per_round(metrics: dict[str, Any]) -> plt.Figure:
         for site in metrics["sites"]:
             ys = _finite(r.get("site_auc", {}).get(site, {}).get(task) for r in rounds)
             if any(not math.isnan(y) for y in ys):
-                ax.plot(x, ys, marker=".", linewidth=1, alpha=0.6, label=f"{site}")
+                label = site if len(metrics["sites"]) <= MAX_SITES_IN_LEGEND else None
+                ax.plot(x, ys, marker=".", linewidth=1, alpha=0.6, label=label)
         ax.plot(x, _finite(r.get("pooled_auc", {}).get(task) for r in rounds), marker="o", linewidth=2.5,
                 color="black", label="pooled (federated)")
         for method, style, colour in (("centralized", "--", "tab:red"), ("local_only", ":", "tab:purple"),
@@ -128,14 +131,16 @@ def plot_epsilon(metrics: dict[str, Any]) -> plt.Figure:
     markers = "os^vD<>px*"
     for index, site in enumerate(metrics["sites"]):
         ax.plot(x, _finite(r.get("epsilon", {}).get(site) for r in rounds), marker=markers[index % len(markers)],
-                markersize=8 - 1.5 * (index % 3), alpha=0.8, label=site)
+                markersize=8 - 1.5 * (index % 3), alpha=0.8,
+                label=site if len(metrics["sites"]) <= MAX_SITES_IN_LEGEND else None)
     ax.set_ylim(bottom=0)
     ax.set_title("privacy spent per site (cumulative epsilon)")
     ax.set_xlabel("round")
     ax.set_ylabel("epsilon")
     ax.set_xticks(x)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if len(metrics["sites"]) <= MAX_SITES_IN_LEGEND:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
