@@ -19,6 +19,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from bcvlm_client.egress_guard import egress_guard_mod
+from bcvlm_model.file_logging import attach_log_file
 from bcvlm_client.site_config import SiteConfig, load_site_config
 
 if TYPE_CHECKING:  # torch, timm, transformers and opacus load only when a site trains or evaluates:
@@ -45,14 +46,7 @@ def resolve_site_config(context: Context) -> SiteConfig:
 
 
 def _attach_site_log(site: SiteConfig) -> None:
-    log_path = Path(site.state_dir) / "logs" / "site.log"
-    if any(getattr(h, "baseFilename", None) == str(log_path) for h in LOGGER.handlers):
-        return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.INFO)
+    attach_log_file(LOGGER, Path(site.state_dir) / "logs" / "site.log")
 
 
 def trainer_for(site: SiteConfig) -> SiteTrainer:

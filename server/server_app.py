@@ -27,6 +27,7 @@ from bcvlm_server.metered_grid import MeteredGrid
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig, load_server_config
 from bcvlm_server.strategies import build_inner_strategy, load_strategy_state
+from bcvlm_model.file_logging import attach_log_file
 from bcvlm_server.workflows import DropoutTolerantSecAggPlusWorkflow, TimedEvaluateWorkflow, TimedFitWorkflow
 
 LOGGER = logging.getLogger("bcvlm_server")
@@ -82,14 +83,7 @@ class CheckpointWriter:
 
 
 def _attach_log(records: RunRecords) -> None:
-    path = records.log_path
-    if any(getattr(handler, "baseFilename", None) == str(path) for handler in LOGGER.handlers):
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.INFO)
+    attach_log_file(LOGGER, records.log_path)
 
 
 def prepare_start(
