@@ -16,19 +16,24 @@ MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 DIGITAL_MAMMOGRAPHY_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
 
 
-def read_dicom(path: str | os.PathLike[str], stop_before_pixels: bool = False) -> Dataset:
-    """Parse a DICOM file; unreadable, non-DICOM or empty files raise DicomRejected."""
+def _dcmread_or_reject(path: str | os.PathLike[str], **dcmread_options: object) -> Dataset:
+    """`pydicom.dcmread` with missing, empty, non-DICOM and unreadable files turned into DicomRejected."""
     source = Path(path)
     if not source.is_file():
         raise DicomRejected("file not found", str(source))
     if source.stat().st_size == 0:
         raise DicomRejected("empty file", str(source))
     try:
-        return pydicom.dcmread(source, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(source, **dcmread_options)  # type: ignore[arg-type]
     except InvalidDicomError as exc:
         raise DicomRejected(f"not a DICOM file ({exc})", str(source)) from exc
     except Exception as exc:  # truncated headers raise EOFError/struct errors/ValueError inside pydicom
         raise DicomRejected(f"unreadable DICOM header ({type(exc).__name__}: {exc})", str(source)) from exc
+
+
+def read_dicom(path: str | os.PathLike[str], stop_before_pixels: bool = False) -> Dataset:
+    """Parse a DICOM file; unreadable, non-DICOM or empty files raise DicomRejected."""
+    return _dcmread_or_reject(path, stop_before_pixels=stop_before_pixels)
 
 
 def check_mammography(ds: Dataset, path: str | None = None) -> None:
@@ -70,14 +75,4 @@ def decode_pixels(ds: Dataset, path: str | None = None) -> np.ndarray:
 
 def read_dicom_header(path: str | os.PathLike[str]) -> Dataset:
     """Parse a DICOM file's tags without loading large values (pixel data stays on disk but is known to exist)."""
-    source = Path(path)
-    if not source.is_file():
-        raise DicomRejected("file not found", str(source))
-    if source.stat().st_size == 0:
-        raise DicomRejected("empty file", str(source))
-    try:
-        return pydicom.dcmread(source, defer_size="64 KB")
-    except InvalidDicomError as exc:
-        raise DicomRejected(f"not a DICOM file ({exc})", str(source)) from exc
-    except Exception as exc:
-        raise DicomRejected(f"unreadable DICOM header ({type(exc).__name__}: {exc})", str(source)) from exc
+    return _dcmread_or_reject(path, defer_size="64 KB")
