@@ -77,3 +77,25 @@ def config_from_dict(schema: type[T], payload: dict[str, Any]) -> T:
 def save_effective_config(config: Any, path: str | os.PathLike[str]) -> Path:
     """Write the effective config as YAML atomically (into run directories and checkpoints)."""
     return atomic_write_text(path, config_to_yaml(config))
+
+
+def get_dotted(config: Any, dotted: str) -> Any:
+    """The value at `a.b.c` in nested config dataclasses."""
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def set_dotted(config: Any, dotted: str, value: Any) -> None:
+    """Set the value at `a.b.c` in nested config dataclasses."""
+    *parents, leaf = dotted.split(".")
+    setattr(get_dotted(config, ".".join(parents)) if parents else config, leaf, value)
+
+
+def resolve_relative_paths(config: Any, keys: Sequence[str], base: str | os.PathLike[str]) -> None:
+    """Make the non-empty path values at `keys` absolute in place; a relative one is taken relative to `base`
+    (the folder of the YAML file it was written in) and `~` is expanded."""
+    for key in keys:
+        value = get_dotted(config, key)
+        if value is not None and str(value).strip():
+            set_dotted(config, key, str((Path(base) / Path(str(value)).expanduser()).resolve()))

@@ -17,7 +17,7 @@ import tomli_w
 
 from bcvlm_client.site_config import SiteConfig, validate_site_config
 from bcvlm_model.atomic_io import atomic_write_text
-from bcvlm_model.config_io import ConfigError, load_config, save_effective_config
+from bcvlm_model.config_io import ConfigError, load_config, resolve_relative_paths, save_effective_config
 from bcvlm_server.flower_process import FlowerProcess, flower_environment, flower_executable
 
 SITE_PATH_KEYS: tuple[str, ...] = ("ca_cert", "private_key", "data.manifest", "data.cache_dir", "state_dir")
@@ -28,21 +28,6 @@ NODE_CONFIG_NAME = "node_config.toml"
 DEFAULT_RUNTIME_PORT = 9094
 
 
-def _get(cfg: SiteConfig, dotted: str) -> str | None:
-    node: object = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node  # type: ignore[return-value]
-
-
-def _set(cfg: SiteConfig, dotted: str, value: str) -> None:
-    *parents, leaf = dotted.split(".")
-    node: object = cfg
-    for part in parents:
-        node = getattr(node, part)
-    setattr(node, leaf, value)
-
-
 def load_site_for_deployment(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> SiteConfig:
     """Load a site YAML, make its paths absolute (relative = next to the YAML) and check them.
 
@@ -50,11 +35,7 @@ def load_site_for_deployment(path: str | os.PathLike[str], overrides: Sequence[s
     """
     source = Path(path)
     cfg = load_config(SiteConfig, source, overrides)
-    base = source.resolve().parent
-    for key in SITE_PATH_KEYS:
-        value = _get(cfg, key)
-        if value is not None and str(value).strip():
-            _set(cfg, key, str((base / Path(str(value)).expanduser()).resolve()))
+    resolve_relative_paths(cfg, SITE_PATH_KEYS, source.resolve().parent)
     return validate_site_config(cfg, source=str(path), check_paths=True)
 
 

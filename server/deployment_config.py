@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from omegaconf import MISSING
 
-from bcvlm_model.config_io import ConfigError, load_config
+from bcvlm_model.config_io import ConfigError, get_dotted, load_config, resolve_relative_paths
 from bcvlm_server.certs import CertificateError, validate_site_names
 from bcvlm_server.server_config import ServerConfig, validate_server_config
 
@@ -61,19 +61,6 @@ PATH_KEYS: tuple[str, ...] = ("superlink.ca_cert", "superlink.server_cert", "sup
 """Keys holding paths; relative values are resolved against the YAML file's folder."""
 
 
-def _get(cfg: object, dotted: str) -> object:
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
-def _set(cfg: object, dotted: str, value: object) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        cfg = getattr(cfg, part)
-    setattr(cfg, leaf, value)
-
-
 def validate_deployment_config(cfg: ServerDeploymentConfig, source: str) -> ServerDeploymentConfig:
     """Checks the schema cannot express (files exist, ports, site names); ConfigError names the key."""
 
@@ -81,7 +68,7 @@ def validate_deployment_config(cfg: ServerDeploymentConfig, source: str) -> Serv
         raise ConfigError(f"{source}: key '{key}': {message}")
 
     for key in ("superlink.ca_cert", "superlink.server_cert", "superlink.server_key"):
-        value = str(_get(cfg, key))
+        value = str(get_dotted(cfg, key))
         if not Path(value).is_file():
             fail(key, f"file not found: {value}")
     if not 1 <= cfg.superlink.port <= 65535:
@@ -108,10 +95,7 @@ def load_deployment_config(path: str | os.PathLike[str], overrides: tuple[str, .
     source = Path(path)
     cfg = load_config(ServerDeploymentConfig, source, overrides)
     base = source.resolve().parent
-    for key in PATH_KEYS:
-        value = _get(cfg, key)
-        if value is not None and str(value).strip():
-            _set(cfg, key, str((base / Path(str(value)).expanduser()).resolve()))
+    resolve_relative_paths(cfg, PATH_KEYS, base)
     for site in cfg.sites:
         site.public_key = str((base / Path(site.public_key).expanduser()).resolve())
     return validate_deployment_config(cfg, str(path))

@@ -6,12 +6,12 @@ Same logic as `flwr.server.workflow.default_workflows.default_{fit,evaluate}_wor
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import Any, Callable, cast
 
 import flwr.compat.common.recorddict_compat as compat
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 from flwr.app.message_type import MessageType
-from flwr.common import Code, EvaluateRes, FitRes
+from flwr.common import Code
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
@@ -23,6 +23,36 @@ LOGGER = logging.getLogger("bcvlm_server.workflows")
 
 def _current_round(context: LegacyContext) -> int:
     return cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
+
+
+def _send_and_collect(
+    grid: Grid,
+    instructions: list,
+    encode: Callable[[Any], RecordDict],
+    decode: Callable[[RecordDict], Any],
+    message_type: str,
+    current_round: int,
+    timeout: float,
+) -> tuple[list, list]:
+    """Send each site its instruction, wait at most `timeout` s; return (ok results, failures), a missing reply
+    counted as a TimeoutError failure."""
+    proxies = {proxy.node_id: proxy for proxy, _ in instructions}
+    messages = [Message(content=encode(ins), dst_node_id=proxy.node_id, message_type=message_type,
+                        group_id=str(current_round))
+                for proxy, ins in instructions]
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    results: list = []
+    failures: list = []
+    for reply in replies:
+        if reply.has_content():
+            result = decode(reply.content)
+            target = results if result.status.code == Code.OK else failures
+            target.append((proxies[reply.metadata.src_node_id], result))
+        else:
+            failures.append(Exception(reply.error))
+    for _ in range(len(messages) - len(replies)):
+        failures.append(TimeoutError(f"no {message_type} reply within {timeout:.0f} s"))
+    return results, failures
 
 
 class TimedFitWorkflow:
@@ -40,29 +70,10 @@ class TimedFitWorkflow:
         if not instructions:
             LOGGER.info("configure_fit: no sites selected, round %s skipped", current_round)
             return
-        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
-        messages = [
-            Message(
-                content=compat.fitins_to_recorddict(fitins, True),
-                dst_node_id=proxy.node_id,
-                message_type=MessageType.TRAIN,
-                group_id=str(current_round),
-            )
-            for proxy, fitins in instructions
-        ]
-        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
-        results: list = []
-        failures: list = []
-        for reply in replies:
-            if reply.has_content():
-                fitres: FitRes = compat.recorddict_to_fitres(reply.content, False)
-                target = results if fitres.status.code == Code.OK else failures
-                target.append((proxies[reply.metadata.src_node_id], fitres))
-            else:
-                failures.append(Exception(reply.error))
-        missing = len(messages) - len(replies)
-        for _ in range(missing):
-            failures.append(TimeoutError(f"no fit reply within {self.timeout:.0f} s"))
+        results, failures = _send_and_collect(
+            grid, instructions, lambda fitins: compat.fitins_to_recorddict(fitins, True),
+            lambda content: compat.recorddict_to_fitres(content, False), MessageType.TRAIN, current_round,
+            self.timeout)
         LOGGER.info("fit round %s: %d results, %d failures", current_round, len(results), len(failures))
         parameters_aggregated, metrics = context.strategy.aggregate_fit(current_round, results, failures)
         if parameters_aggregated:
@@ -86,28 +97,9 @@ class TimedEvaluateWorkflow:
         )
         if not instructions:
             return
-        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
-        messages = [
-            Message(
-                content=compat.evaluateins_to_recorddict(evaluateins, True),
-                dst_node_id=proxy.node_id,
-                message_type=MessageType.EVALUATE,
-                group_id=str(current_round),
-            )
-            for proxy, evaluateins in instructions
-        ]
-        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
-        results: list = []
-        failures: list = []
-        for reply in replies:
-            if reply.has_content():
-                evalres: EvaluateRes = compat.recorddict_to_evaluateres(reply.content)
-                target = results if evalres.status.code == Code.OK else failures
-                target.append((proxies[reply.metadata.src_node_id], evalres))
-            else:
-                failures.append(Exception(reply.error))
-        for _ in range(len(messages) - len(replies)):
-            failures.append(TimeoutError(f"no evaluate reply within {self.timeout:.0f} s"))
+        results, failures = _send_and_collect(
+            grid, instructions, lambda evaluateins: compat.evaluateins_to_recorddict(evaluateins, True),
+            compat.recorddict_to_evaluateres, MessageType.EVALUATE, current_round, self.timeout)
         loss, metrics = context.strategy.aggregate_evaluate(current_round, results, failures)
         if loss is not None:
             context.history.add_loss_distributed(server_round=current_round, loss=loss)

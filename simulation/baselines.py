@@ -13,6 +13,7 @@ from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
 from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_budget, poisson_sample_rate
 from bcvlm_model.training import LocalTrainConfig, train_local
+from bcvlm_simulation.config import SimulationConfig
 from bcvlm_simulation.evaluation import build_loader
 
 
@@ -32,6 +33,18 @@ class TrainingRecipe:
     """A PrivacyBudgetConfig when baselines train with DP-SGD (same budget as a site), else None."""
     seed: int = 0
     progress: bool = True
+
+
+def recipe_from_config(cfg: SimulationConfig, cache_dir: str | None) -> TrainingRecipe:
+    """The baselines' recipe: the federated run's preprocessing, text, local training, rounds, batch size and
+    DP trainable set (so the same parameters train), DP-SGD only when `baselines.private`."""
+    server = cfg.server
+    return TrainingRecipe(
+        preprocess=server.preprocess, text=server.text, local_train=server.local_train, rounds=server.rounds,
+        batch_size=cfg.site.compute.batch_size, cache_dir=cache_dir,
+        dp_ready=server.dp_trainable if server.dp_model else None,
+        privacy=cfg.site.privacy if cfg.baselines.private else None, seed=cfg.seed, progress=cfg.progress,
+    )
 
 
 def _model(model_cfg: ModelConfig, recipe: TrainingRecipe) -> nn.Module:

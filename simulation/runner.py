@@ -20,8 +20,7 @@ from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.config_io import config_to_dict, save_effective_config
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from bcvlm_model.model_config import ModelConfig
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
-from bcvlm_simulation.baselines import TrainingRecipe, train_centralized, train_local_only
+from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
 from bcvlm_simulation.cohort import prepare_cohort
 from bcvlm_simulation.config import SimulationConfig
 from bcvlm_simulation.evaluation import oracle_scores_on_sites, score_model_on_sites, summarise_method
@@ -132,12 +131,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     methods["federated"]["note"] = (f"{server.rounds} rounds x local epochs, DP-SGD per site, "
                                     f"SecAgg+ {'on' if server.secagg.enabled else 'off'}")
 
-    recipe = TrainingRecipe(
-        preprocess=server.preprocess, text=server.text, local_train=server.local_train, rounds=server.rounds,
-        batch_size=cfg.site.compute.batch_size, cache_dir=cache_dir,
-        dp_ready=DPReadyConfig() if cfg.site.privacy.enabled else None,
-        privacy=cfg.site.privacy if cfg.baselines.private else None, seed=cfg.seed, progress=cfg.progress,
-    )
+    recipe = recipe_from_config(cfg, cache_dir)
     privacy_note = "DP-SGD, same budget" if cfg.baselines.private else "no DP"
     if cfg.baselines.centralized:
         print("[simulate] baseline: centralized", flush=True)

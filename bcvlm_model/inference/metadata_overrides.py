@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bcvlm_model.data.adapters.common import DataSourceError, read_table
 from bcvlm_model.data.manifest import METADATA_TEXT_FIELDS, validate
 from bcvlm_model.inference.exams import canonical_patient_id
 
@@ -20,12 +21,10 @@ class MetadataOverrideError(ValueError):
 def read_metadata_overrides(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read the CSV (all cells as text) and check it has a key column and only known metadata columns."""
     source = Path(path)
-    if not source.is_file():
-        raise MetadataOverrideError(f"metadata CSV not found: {source}")
     try:
-        table = pd.read_csv(source, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise MetadataOverrideError(f"{source}: not a readable CSV ({exc})") from exc
+        table = read_table(source, required=(), field="metadata CSV")
+    except DataSourceError as exc:
+        raise MetadataOverrideError(str(exc)) from exc
     keys = [column for column in KEY_COLUMNS if column in table.columns]
     if not keys:
         raise MetadataOverrideError(f"{source}: needs a key column, one of {', '.join(KEY_COLUMNS)}")

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from bcvlm_model.config_io import ConfigError, config_from_dict, config_to_dict, load_config, save_effective_config
+from bcvlm_model.config_io import (
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    resolve_relative_paths,
+    save_effective_config,
+)
 
 
 @dataclass
@@ -52,3 +59,13 @@ def test_dict_roundtrip_and_effective_yaml(tmp_path: Path) -> None:
     assert config_from_dict(_Outer, config_to_dict(cfg)) == cfg
     written = save_effective_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(_Outer, written) == cfg
+
+
+def test_relative_paths_resolve_against_the_yaml_folder(tmp_path: Path) -> None:
+    cfg = _Outer(name="data/manifest.csv", compute=_Inner(device="~/cache"))
+    resolve_relative_paths(cfg, ("name", "compute.device"), tmp_path / "site")
+    assert cfg.name == str((tmp_path / "site" / "data" / "manifest.csv").resolve())
+    assert cfg.compute.device == str((Path.home() / "cache").resolve())
+    absolute = _Outer(name=str(tmp_path / "abs.csv"), compute=_Inner(device=""))
+    resolve_relative_paths(absolute, ("name", "compute.device"), "/elsewhere")
+    assert absolute.name == str(tmp_path / "abs.csv") and absolute.compute.device == ""
