@@ -5,6 +5,8 @@ import sys
 from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
+from bcvlm_model.cpu_memory import keep_freed_memory
+
 
 def _commands() -> dict[str, Callable[[Sequence[str]], int | None]]:
     found = {}
@@ -16,6 +18,7 @@ def _commands() -> dict[str, Callable[[Sequence[str]], int | None]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch `bcvlm NAME ARGS...` to the plugin registered as NAME."""
     args = list(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
     commands = _commands()
     if not args or args[0] in {"-h", "--help"}:
         print("usage: bcvlm <command> [args...]\n\ncommands:")

@@ -18,6 +18,7 @@ import tomli_w
 from bcvlm_client.site_config import SiteConfig, validate_site_config
 from bcvlm_model.atomic_io import atomic_write_text
 from bcvlm_model.config_io import ConfigError, load_config, resolve_relative_paths, save_effective_config
+from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_server.flower_process import FlowerProcess, flower_environment, flower_executable
 
 SITE_PATH_KEYS: tuple[str, ...] = ("ca_cert", "private_key", "data.manifest", "data.cache_dir", "state_dir")
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `bcvlm-client`."""
+    keep_freed_memory()  # inherited by the Flower processes this starts
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         cfg = load_site_for_deployment(args.site, args.overrides)

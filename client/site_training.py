@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bcvlm_model import TASKS
+from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_model.data.dataset import MammographyDataset
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.metrics import score_histogram
@@ -60,6 +61,7 @@ class SiteTrainer:
         site: SiteConfig,
         model_factory: Callable[[ModelConfig, DPReadyConfig | None], nn.Module] | None = None,
     ) -> None:
+        keep_freed_memory()  # the ClientApp may run in a process no bcvlm CLI started (Ray worker, flwr-clientapp)
         self.site = site
         self.model_factory = model_factory or build_federated_model
         self._models: dict[str, nn.Module] = {}

@@ -8,6 +8,7 @@ from types import FrameType
 from typing import Sequence
 
 from bcvlm_model.config_io import ConfigError
+from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_server.deployment import load_for_resume, run_deployment
 from bcvlm_server.deployment_config import load_deployment_config
 from bcvlm_server.flower_process import FlowerProcessError
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `bcvlm-server`; exit code 0 when the run completed."""
+    keep_freed_memory()  # inherited by the Flower processes this starts
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         if args.resume:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import pandas as pd
 from torch import nn
 
-from bcvlm_model.model import build_model
+from bcvlm_model.checkpoint import load_checkpoint
+from bcvlm_model.model import build_model, get_trainable_state, set_trainable_state
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
 from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_budget, poisson_sample_rate
@@ -33,6 +34,9 @@ class TrainingRecipe:
     """A PrivacyBudgetConfig when baselines train with DP-SGD (same budget as a site), else None."""
     seed: int = 0
     progress: bool = True
+    init_checkpoints: dict[str, str] = field(default_factory=dict)
+    """Model kind -> checkpoint folder whose trainable weights a new model of that kind starts from (public
+    pretraining); kinds not listed start from the model's initialisation."""
 
 
 def recipe_from_config(cfg: SimulationConfig, cache_dir: str | None) -> TrainingRecipe:
@@ -51,6 +55,9 @@ def _model(model_cfg: ModelConfig, recipe: TrainingRecipe) -> nn.Module:
     model = build_model(model_cfg)
     if recipe.dp_ready is not None:
         make_dp_ready(model, recipe.dp_ready)
+    start = recipe.init_checkpoints.get(model_cfg.kind)
+    if start:
+        set_trainable_state(model, get_trainable_state(load_checkpoint(start).model))
     return model
 
 

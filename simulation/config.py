@@ -69,6 +69,27 @@ class BaselinesConfig:
     """Train the baselines with DP-SGD too (same per-site budget); False = non-private references."""
 
 
+def _public_synth() -> SynthConfig:
+    return SynthConfig(n_patients=60, seed=1)
+
+
+@dataclass
+class PretrainConfig:
+    """Non-private pretraining of the trainable parts on a public cohort before the private training.
+
+    DP-SGD noise grows with the number of parameters trained under DP, so a fusion trained from random
+    initialisation on a few hundred private images learns little; starting from weights trained on public data
+    (CBIS-DDSM, VinDr-Mammo, or the synthetic stand-in) is the standard DP recipe. The federated run
+    (`server.init_checkpoint`) and every baseline start from the same public weights of their model kind.
+    """
+
+    enabled: bool = False
+    cohort: CohortConfig = field(default_factory=lambda: CohortConfig(synth=_public_synth()))
+    """The public cohort: a prepared manifest, or a synthetic cohort with its own seed (other patients)."""
+    epochs: int = 3
+    """Passes over the public training rows."""
+
+
 @dataclass
 class SimulationConfig:
     """One simulated federation: cohort, split into virtual sites, federated run, baselines, report."""
@@ -85,6 +106,7 @@ class SimulationConfig:
     """The coordinating center's config: model, preprocessing, text, local training, strategy, SecAgg+, rounds."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     progress: bool = True
     """Progress bars and per-step site lines."""
 

@@ -21,10 +21,11 @@ from bcvlm_model.config_io import config_to_dict, save_effective_config
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
-from bcvlm_simulation.cohort import prepare_cohort
+from bcvlm_simulation.cohort import load_cohort
 from bcvlm_simulation.config import SimulationConfig
 from bcvlm_simulation.evaluation import oracle_scores_on_sites, score_model_on_sites, summarise_method
 from bcvlm_simulation.federation import read_node_map, run_federation, server_config_path, site_config_path
+from bcvlm_simulation.pretrain import pretrain_on_public
 from bcvlm_simulation.report import build_report
 from bcvlm_simulation.round_metrics import final_checkpoint_dir, read_round_metrics
 from bcvlm_simulation.splits import SITE_COLUMN, site_names, split_sites, split_summary
@@ -95,7 +96,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     save_effective_config(cfg, run_dir / "effective_config.yaml")
     seed_everything(cfg.seed)
 
-    manifest, cache_dir = prepare_cohort(cfg, run_dir)
+    manifest, cache_dir = load_cohort(cfg.cohort, cfg.server.preprocess, run_dir / "cohort", cfg.progress)
     table = split_sites(manifest, cfg.split)
     summary = split_summary(table)
     atomic_write_text(run_dir / "split_summary.csv", summary.to_csv(index=False))
@@ -103,6 +104,13 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     atomic_write_text(run_dir / "site_assignment.csv",
                       table.loc[:, ["image_id", "patient_id", SITE_COLUMN, "split"]].to_csv(index=False))
     print_split_summary(summary)
+    init_checkpoints: dict[str, str] = {}
+    if cfg.pretrain.enabled:
+        if cfg.server.init_checkpoint:
+            raise SimulationError("pretrain.enabled=true and server.init_checkpoint are both set: pick one start")
+        kinds = [cfg.server.model.kind] + (["image_only"] if cfg.baselines.image_only else [])
+        init_checkpoints = pretrain_on_public(cfg, run_dir, kinds)
+        cfg = replace(cfg, server=replace(cfg.server, init_checkpoint=init_checkpoints[cfg.server.model.kind]))
     names = write_sites(cfg, run_dir, table, cache_dir)
     if len(names) < 1:
         raise SimulationError("the split produced no virtual site")
@@ -129,10 +137,13 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     final = load_checkpoint(final_checkpoint_dir(run_dir / "federated"))
     methods["federated"] = scored(final.model, final.model_cfg)
     methods["federated"]["note"] = (f"{server.rounds} rounds x local epochs, DP-SGD per site, "
-                                    f"SecAgg+ {'on' if server.secagg.enabled else 'off'}")
+                                    f"SecAgg+ {'on' if server.secagg.enabled else 'off'}"
+                                    + (", from public pretraining" if init_checkpoints else ""))
 
-    recipe = recipe_from_config(cfg, cache_dir)
+    recipe = replace(recipe_from_config(cfg, cache_dir), init_checkpoints=init_checkpoints)
     privacy_note = "DP-SGD, same budget" if cfg.baselines.private else "no DP"
+    if init_checkpoints:
+        privacy_note += ", from the same public pretraining"
     if cfg.baselines.centralized:
         print("[simulate] baseline: centralized", flush=True)
         methods["centralized"] = scored(train_centralized(server.model, trains, recipe), server.model)
@@ -169,6 +180,9 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             "model_kind": server.model.kind, "image_size": f"{server.preprocess.image_height}x{server.preprocess.image_width}",
             "dp": cfg.site.privacy.enabled, "target_epsilon": cfg.site.privacy.target_epsilon,
             "secagg": server.secagg.enabled, "federated_wall_time_s": round(federated_seconds, 1),
+            "public_pretraining": ({"epochs": cfg.pretrain.epochs,
+                                    "cohort": cfg.pretrain.cohort.manifest or "synthetic public cohort",
+                                    "checkpoints": init_checkpoints} if init_checkpoints else None),
             "wall_time_s": round(time.perf_counter() - started, 1),
         },
         "notes": [

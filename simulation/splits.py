@@ -59,7 +59,8 @@ def _validate(manifest: pd.DataFrame, cfg: SplitConfig) -> None:
         raise SplitError(f"split.num_sites must be >= 1, got {cfg.num_sites}")
     if not 0 <= cfg.val_fraction < 1 or not 0 < cfg.test_fraction < 1 or cfg.val_fraction + cfg.test_fraction >= 1:
         raise SplitError(
-            f"split.val_fraction={cfg.val_fraction} and split.test_fraction={cfg.test_fraction} must leave training data"
+            f"split.val_fraction={cfg.val_fraction} and split.test_fraction={cfg.test_fraction}: need "
+            "0 <= val_fraction, 0 < test_fraction (every site needs a test set) and val + test < 1 (training data)"
         )
     for source, tasks in cfg.tasks_by_source.items():
         unknown = sorted(set(tasks) - set(TASKS))

@@ -1,0 +1,40 @@
+"""Public pretraining: train each model kind non-privately on a public cohort; the federated run and the
+baselines start from those weights (the usual recipe before DP-SGD on private data)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable
+
+from bcvlm_model.checkpoint import save_checkpoint
+from bcvlm_simulation.baselines import recipe_from_config, train_reference
+from bcvlm_simulation.cohort import load_cohort
+from bcvlm_simulation.config import SimulationConfig
+
+
+def pretrain_dir(run_dir: Path, kind: str) -> Path:
+    """`<run_dir>/pretrain/<kind>`: the public checkpoint of one model kind."""
+    return run_dir / "pretrain" / kind
+
+
+def pretrain_on_public(cfg: SimulationConfig, run_dir: Path, kinds: Iterable[str]) -> dict[str, str]:
+    """Train every model kind in `kinds` on all rows of the public cohort (no DP, same trainable set, optimizer and
+    batch size as the private training) for `pretrain.epochs` passes; return {kind: checkpoint folder}."""
+    if cfg.pretrain.epochs < 1:
+        raise ValueError(f"pretrain.epochs must be >= 1, got {cfg.pretrain.epochs}")
+    manifest, cache_dir = load_cohort(cfg.pretrain.cohort, cfg.server.preprocess, run_dir / "public_cohort",
+                                      cfg.progress)
+    recipe = replace(recipe_from_config(cfg, cache_dir), rounds=cfg.pretrain.epochs, privacy=None,
+                     local_train=replace(cfg.server.local_train, local_steps=0), init_checkpoints={})
+    checkpoints: dict[str, str] = {}
+    for kind in dict.fromkeys(kinds):
+        model_cfg = replace(cfg.server.model, kind=kind)
+        print(f"[simulate] public pretraining: {kind} on {len(manifest)} public images, "
+              f"{cfg.pretrain.epochs} epochs", flush=True)
+        model = train_reference(model_cfg, manifest, recipe, steps_scale=1, label=f"public pretraining {kind}")
+        folder = pretrain_dir(run_dir, kind)
+        save_checkpoint(folder, model, model_cfg, cfg.server.preprocess, cfg.server.text,
+                        extra={"pretrained_on": cfg.pretrain.cohort.manifest or "synthetic public cohort",
+                               "epochs": cfg.pretrain.epochs})
+        checkpoints[kind] = str(folder)
+    return checkpoints

@@ -1,0 +1,36 @@
+"""Public pretraining: checkpoints per model kind, and the baselines start from exactly those weights."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from bcvlm_model.checkpoint import load_checkpoint
+from bcvlm_model.model import get_trainable_state
+from bcvlm_simulation.baselines import _model, recipe_from_config
+from bcvlm_simulation.config import load_simulation_config
+from bcvlm_simulation.pretrain import pretrain_on_public
+
+
+def test_pretrained_weights_reach_the_baselines(tmp_path: Path) -> None:
+    cfg = load_simulation_config("tiny", [
+        "pretrain.enabled=true", "pretrain.epochs=1", "pretrain.cohort.synth.n_patients=4",
+        "pretrain.cohort.synth.height=64", "pretrain.cohort.synth.width=32", "progress=false",
+        "server.local_train.learning_rate=0.05"])
+    checkpoints = pretrain_on_public(cfg, tmp_path, ["vlm", "image_only", "vlm"])
+    assert sorted(checkpoints) == ["image_only", "vlm"]
+    assert (tmp_path / "public_cohort" / "prepared" / "manifest.csv").is_file()
+    pretrained = get_trainable_state(load_checkpoint(checkpoints["vlm"]).model)
+    torch.manual_seed(0)
+    fresh = get_trainable_state(_model(cfg.server.model, recipe_from_config(cfg, None)))
+    assert pretrained.keys() == fresh.keys()
+    assert any(not torch.equal(pretrained[name], fresh[name]) for name in pretrained), "pretraining changed nothing"
+
+    recipe = replace(recipe_from_config(cfg, None), init_checkpoints=checkpoints)
+    started = get_trainable_state(_model(cfg.server.model, recipe))
+    assert all(torch.equal(started[name], pretrained[name]) for name in pretrained)
+    image_cfg = replace(cfg.server.model, kind="image_only")
+    image_started = get_trainable_state(_model(image_cfg, recipe))
+    image_pretrained = get_trainable_state(load_checkpoint(checkpoints["image_only"]).model)
+    assert all(torch.equal(image_started[name], image_pretrained[name]) for name in image_pretrained)
