@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--synth-patients", type=int, default=25)
     parser.add_argument("--synth-size", default="512x256")
     args = parser.parse_args()
+    from bcvlm_model.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()  # as every bcvlm command does (see bcvlm_model/cpu_memory.py)
     cfg = PreprocessConfig()  # 2048 x 1024
     source = _source_image()
     ds = read_dicom(source, stop_before_pixels=True)

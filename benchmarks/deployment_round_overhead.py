@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="per-round / per-SecAgg-stage timeout, seconds")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
+    from bcvlm_model.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()  # as every bcvlm command does (see bcvlm_model/cpu_memory.py)
     modes = {"both": [True, False], "on": [True], "off": [False]}[args.secagg]
     results = []
     with tempfile.TemporaryDirectory(prefix="bcvlm_bench_") as tmp:

@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="plain,secagg", help="comma list of plain,secagg")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
+    from bcvlm_model.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()  # as every bcvlm command does (see bcvlm_model/cpu_memory.py)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bcvlm_fedbench_"))
     from federation_sites import server_model_factory
     from bcvlm_server.server_config import load_server_config

@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = parser.parse_args(argv)
+    from bcvlm_model.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()  # as every bcvlm command does (see bcvlm_model/cpu_memory.py)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.lower().split("x"))

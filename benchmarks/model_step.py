@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from bcvlm_model.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()  # as every bcvlm command does (see bcvlm_model/cpu_memory.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:

@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-name", default="scale50")
     parser.add_argument("--run-dir", default=None, help="default: a temporary folder")
     args = parser.parse_args(argv)
+    from bcvlm_model.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()  # as every bcvlm command does (see bcvlm_model/cpu_memory.py)
     for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("FLWR_TELEMETRY_ENABLED", "0"),
                        ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(key, value)

@@ -15,12 +15,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bcvlm_model.atomic_io import atomic_write_json, atomic_write_text  # noqa: E402
 
-METHOD_ORDER = ("federated", "centralized", "local_only", "image_only", "oracle")
+METHOD_ORDER = ("federated", "centralized", "local_only", "image_only", "public_pretrained", "oracle")
 METHOD_LABELS = {
     "federated": "federated (VLM, DP + SecAgg+)",
     "centralized": "centralized (union of sites)",
     "local_only": "local-only (each site alone)",
     "image_only": "image-only (fusion ablation)",
+    "public_pretrained": "public pretraining only (start point)",
     "oracle": "oracle (synthetic latent)",
 }
 REQUIRED_KEYS = ("tasks", "sites", "rounds", "methods")

@@ -164,6 +164,11 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         image_cfg = replace(server.model, kind="image_only")
         methods["image_only"] = scored(train_centralized(image_cfg, trains, recipe, label="image-only"), image_cfg)
         methods["image_only"]["note"] = f"kind=image_only, centralized, same epochs, {privacy_note}"
+    if init_checkpoints:
+        print("[simulate] scoring the public pretrained model (where every method started)", flush=True)
+        public = load_checkpoint(init_checkpoints[server.model.kind])
+        methods["public_pretrained"] = scored(public.model, public.model_cfg)
+        methods["public_pretrained"]["note"] = "the public checkpoint every method started from, no private data"
     oracle = oracle_scores_on_sites(tests)
     if oracle is not None:
         methods["oracle"] = summarise_method(oracle, n_bins)
@@ -180,9 +185,9 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             "model_kind": server.model.kind, "image_size": f"{server.preprocess.image_height}x{server.preprocess.image_width}",
             "dp": cfg.site.privacy.enabled, "target_epsilon": cfg.site.privacy.target_epsilon,
             "secagg": server.secagg.enabled, "federated_wall_time_s": round(federated_seconds, 1),
-            "public_pretraining": ({"epochs": cfg.pretrain.epochs,
-                                    "cohort": cfg.pretrain.cohort.manifest or "synthetic public cohort",
-                                    "checkpoints": init_checkpoints} if init_checkpoints else None),
+            "public_pretraining": (f"{cfg.pretrain.epochs} epochs on "
+                                   f"{cfg.pretrain.cohort.manifest or 'the synthetic public cohort'}"
+                                   if init_checkpoints else "off"),
             "wall_time_s": round(time.perf_counter() - started, 1),
         },
         "notes": [

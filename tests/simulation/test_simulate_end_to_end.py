@@ -51,7 +51,12 @@ def test_tiny_simulation_writes_sites_rounds_and_baselines(tiny_run: Path) -> No
     assert set(last["epsilon"]) == set(summary["site"]), "epsilon must be reported for every virtual site"
     assert all(value is not None and value > 0 for value in last["epsilon"].values())
     assert last["bytes_up"] > 0 and last["bytes_down"] > 0 and last["wall_time_s"] > 0
-    assert set(metrics["methods"]) == {"federated", "centralized", "local_only", "image_only", "oracle"}
+    assert set(metrics["methods"]) == {"federated", "centralized", "local_only", "image_only", "public_pretrained",
+                                       "oracle"}
+    # Public pretraining: the federated run started from the public VLM checkpoint (trainable weights only).
+    public_vlm = tiny_run / "pretrain" / "vlm"
+    assert (public_vlm / "model.safetensors").is_file() and (tiny_run / "pretrain" / "image_only").is_dir()
+    assert f"init_checkpoint: {public_vlm}" in (tiny_run / "server.yaml").read_text()
     for method in metrics["methods"].values():
         auc = method["pooled_auc"]["malignancy"]
         assert auc is None or 0.0 <= auc <= 1.0
