@@ -50,15 +50,34 @@ def trace_path(array_path: Path) -> Path:
     return array_path.with_name(array_path.name[: -len(".npy")] + TRACE_SUFFIX)
 
 
+def source_fingerprint(path: str) -> dict[str, int] | None:
+    """Size and modification time of a source file, stored with its cache entry (None if it cannot be read)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return {"size": int(status.st_size), "mtime_ns": int(status.st_mtime_ns)}
+
+
+def _made_from_another_file(record: Path, path: str) -> bool:
+    """True when a cache record (trace or reject marker) was made from a file other than what is at `path` now.
+    Records written before fingerprints existed are trusted."""
+    if not record.is_file():
+        return False
+    saved = read_json(record).get("source")
+    return saved is not None and saved != source_fingerprint(path)
+
+
 def _process_one(job: tuple[str, str, str, dict]) -> tuple[str, str | None]:
     """Worker: preprocess one DICOM into its cache file; returns (image_id, reject reason or None)."""
     image_id, dicom_path, array_path, cfg_dict = job
     cfg = PreprocessConfig(**cfg_dict)
+    source = source_fingerprint(dicom_path)  # before reading: a file replaced mid-read is redone next run
     try:
         image, trace = load_preprocessed_with_trace(dicom_path, cfg)
     except DicomRejected as exc:
         return image_id, exc.reason
-    atomic_write_json(trace_path(Path(array_path)), {"image_id": image_id, **asdict(trace)})
+    atomic_write_json(trace_path(Path(array_path)), {"image_id": image_id, "source": source, **asdict(trace)})
     save_cached_array(array_path, image)  # last: an existing array means its job is complete
     return image_id, None
 
@@ -109,6 +128,9 @@ def run_prepare(
     for image_id, path in zip(manifest["image_id"], manifest["path"]):
         target = cached_array_path(out / "cache", preprocess, image_id)
         marker = _reject_marker(target)
+        if _made_from_another_file(trace_path(target), path) or _made_from_another_file(marker, path):
+            for stale in (target, trace_path(target), marker):  # the source changed under the same image id
+                stale.unlink(missing_ok=True)
         if target.is_file():
             skipped += 1
         elif marker.is_file():
@@ -129,7 +151,8 @@ def run_prepare(
         bar.update(1)
         if reason is not None:
             target = cached_array_path(out / "cache", preprocess, image_id)
-            atomic_write_json(_reject_marker(target), {"image_id": image_id, "reason": reason})
+            atomic_write_json(_reject_marker(target), {"image_id": image_id, "reason": reason,
+                                                       "source": source_fingerprint(paths[image_id])})
             failed_ids.add(image_id)
             rejects.add(image_id, paths[image_id], "pixels", reason)
             if strict:

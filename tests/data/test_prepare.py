@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -93,3 +94,26 @@ def test_cli_and_dataset_read_the_cache(tmp_path, synth_cohort_dir, capsys):
     stored = load_cached_array(next(cache_folder(tmp_path / "cache", CFG).glob("*.npy")))
     assert stored.dtype == np.float32 and 0 <= stored.min() and stored.max() <= 1
     assert pd.read_csv(tmp_path / "rejects.csv").empty
+
+
+def test_a_changed_source_file_is_processed_again(tmp_path, synth_cohort_dir):
+    root = tmp_path / "cohort"
+    shutil.copytree(synth_cohort_dir, root)
+    source = DataSourceConfig(kind="synthetic", root=str(root))
+    out = tmp_path / "out"
+    first = run_prepare(source, CFG, out, workers=1, progress=False)
+    manifest = read_manifest(out / "manifest.csv")
+    (id_a, path_a), (id_b, path_b) = list(zip(manifest["image_id"], manifest["path"]))[:2]
+    arrays = _arrays(first.cache_dir)
+    assert arrays[f"{id_a}.npy"] != arrays[f"{id_b}.npy"]
+
+    Path(path_a).write_bytes(b"not a DICOM any more")  # the file under image id A is replaced by a broken one
+    broken = run_prepare(source, CFG, out, workers=1, progress=False)
+    assert (broken.processed, broken.skipped, broken.rejected) == (1, 23, 1)
+    assert id_a not in set(read_manifest(out / "manifest.csv")["image_id"])
+
+    Path(path_a).write_bytes(Path(path_b).read_bytes())  # repaired, with other pixels: the old array must not return
+    repaired = run_prepare(source, CFG, out, workers=1, progress=False)
+    assert (repaired.processed, repaired.skipped, repaired.rejected) == (1, 23, 0)
+    assert _arrays(first.cache_dir)[f"{id_a}.npy"] == arrays[f"{id_b}.npy"]
+    assert id_a in set(read_manifest(out / "manifest.csv")["image_id"])
