@@ -1,14 +1,17 @@
 """Baselines trained with the project's own `train_local`: centralized, local-only per site, image-only (fusion ablation)."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Mapping
 
 import pandas as pd
+import torch
 from torch import nn
 
-from bcvlm_model.checkpoint import load_checkpoint
+from bcvlm_model.checkpoint import WEIGHTS_FILE, load_checkpoint
 from bcvlm_model.model import build_model, get_trainable_state, set_trainable_state
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
@@ -57,8 +60,17 @@ def _model(model_cfg: ModelConfig, recipe: TrainingRecipe) -> nn.Module:
         make_dp_ready(model, recipe.dp_ready)
     start = recipe.init_checkpoints.get(model_cfg.kind)
     if start:
-        set_trainable_state(model, get_trainable_state(load_checkpoint(start).model))
+        weights = Path(start) / WEIGHTS_FILE
+        stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
+        set_trainable_state(model, _checkpoint_trainable_state(str(start), stamp))
     return model
+
+
+@functools.lru_cache(maxsize=4)
+def _checkpoint_trainable_state(folder: str, weights_mtime_ns: int) -> dict[str, torch.Tensor]:
+    """Trainable weights of a checkpoint, read once per version of its weights file (local-only builds one model
+    per site from it); `set_trainable_state` copies them, so the cached tensors are never changed."""
+    return get_trainable_state(load_checkpoint(folder).model)
 
 
 def _dp_state(recipe: TrainingRecipe, num_examples: int, steps_per_round: int) -> DPTrainState | None:
