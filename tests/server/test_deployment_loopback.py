@@ -88,9 +88,28 @@ class Observed:
         return dict(found)
 
 
-def _stage_2_starts(fed: LoopbackFederation, site: str) -> int:
-    """How often the site's SecAgg+ client began stage 2 (masked training update), from its SuperNode log."""
-    return len(re.findall(r"starting stage 2", fed.output(f"state/{site}/logs/supernode.log")))
+def _run_ids(text: str) -> list[str]:
+    return re.findall(r"\[RUN (\d+), ROUND \d+\]", text)
+
+
+def _train_messages_of_new_runs(fed: LoopbackFederation, site: str, old_runs: set[str]) -> int:
+    """How many train messages the site's SuperNode received for Flower runs not in `old_runs` (from its log).
+
+    Under SecAgg+ a round sends each site three train messages before the unmasking one: stage 0 (keys),
+    stage 1 (key shares) and stage 2 (train, then upload the masked update). The SuperNode logs the receipt
+    before it starts the `flwr-clientapp` process; that process then imports torch, builds the model and trains,
+    which leaves seconds for a kill, while the SecAgg+ mod's own "starting stage 2" line comes only after
+    training, a fraction of a second before the upload.
+    """
+    count = 0
+    run = ""
+    for line in fed.output(f"state/{site}/logs/supernode.log").splitlines():
+        header = _run_ids(line)
+        if header:
+            run = header[0]
+        elif "Receiving: train message" in line and run and run not in old_runs:
+            count += 1
+    return count
 
 
 def _round_2_started_after_resume(fed: LoopbackFederation) -> bool:
@@ -123,11 +142,11 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
         checkpoint_sha = file_sha256(checkpoint / "model.safetensors")
         arrays_sha = arrays_sha256(trainable_arrays(load_checkpoint(checkpoint).model))
 
-        # Resume; once the killed site has started training in round 2 (SecAgg+ stage 2), it dies.
-        stage_2_before = _stage_2_starts(fed, KILLED)
+        # Resume; once the killed site has received round 2's SecAgg+ stage-2 (train) message, it dies.
+        old_runs = set(_run_ids(fed.output(f"state/{KILLED}/logs/supernode.log")))
         resumed = fed.start_server("--resume", str(fed.run_dir))
-        wait_until(lambda: _stage_2_starts(fed, KILLED) > stage_2_before or resumed.poll() is not None, 900,
-                   f"site {KILLED} to start training in round 2 after the resume")
+        wait_until(lambda: _train_messages_of_new_runs(fed, KILLED, old_runs) >= 3 or resumed.poll() is not None,
+                   900, f"site {KILLED} to receive its round-2 training message after the resume", poll_s=0.1)
         assert resumed.poll() is None, f"resumed server ended early:\n{fed.output('server.out')[-3000:]}"
         assert _round_2_started_after_resume(fed)
         fed.kill(clients[KILLED])
