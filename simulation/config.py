@@ -88,6 +88,15 @@ class PretrainConfig:
     """The public cohort: a prepared manifest, or a synthetic cohort with its own seed (other patients)."""
     epochs: int = 3
     """Passes over the public training rows."""
+    learning_rate: Optional[float] = None
+    """Learning rate of the public pretraining (None = `server.local_train.learning_rate`). Non-private training
+    on public data usually wants a larger step than DP fine-tuning from its result."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"pretrain.epochs must be >= 1, got {self.epochs}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ValueError(f"pretrain.learning_rate must be > 0, got {self.learning_rate}")
 
 
 @dataclass

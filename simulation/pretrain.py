@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterable
 
 from bcvlm_model.checkpoint import save_checkpoint
-from bcvlm_simulation.baselines import recipe_from_config, train_reference
+from bcvlm_simulation.baselines import TrainingRecipe, recipe_from_config, train_reference
 from bcvlm_simulation.cohort import load_cohort
 from bcvlm_simulation.config import SimulationConfig
 
@@ -17,15 +17,22 @@ def pretrain_dir(run_dir: Path, kind: str) -> Path:
     return run_dir / "pretrain" / kind
 
 
+def pretraining_recipe(cfg: SimulationConfig, cache_dir: str | None) -> TrainingRecipe:
+    """The baselines' recipe without DP, from the model's initialisation, `pretrain.epochs` passes over the data,
+    at `pretrain.learning_rate` (default: the private training's)."""
+    learning_rate = cfg.pretrain.learning_rate or cfg.server.local_train.learning_rate
+    return replace(recipe_from_config(cfg, cache_dir), rounds=cfg.pretrain.epochs, privacy=None,
+                   local_train=replace(cfg.server.local_train, local_steps=0, learning_rate=learning_rate),
+                   init_checkpoints={})
+
+
 def pretrain_on_public(cfg: SimulationConfig, run_dir: Path, kinds: Iterable[str]) -> dict[str, str]:
     """Train every model kind in `kinds` on all rows of the public cohort (no DP, same trainable set, optimizer and
-    batch size as the private training) for `pretrain.epochs` passes; return {kind: checkpoint folder}."""
-    if cfg.pretrain.epochs < 1:
-        raise ValueError(f"pretrain.epochs must be >= 1, got {cfg.pretrain.epochs}")
+    batch size as the private training; learning rate `pretrain.learning_rate` when set) for `pretrain.epochs`
+    passes; return {kind: checkpoint folder}."""
     manifest, cache_dir = load_cohort(cfg.pretrain.cohort, cfg.server.preprocess, run_dir / "public_cohort",
                                       cfg.progress)
-    recipe = replace(recipe_from_config(cfg, cache_dir), rounds=cfg.pretrain.epochs, privacy=None,
-                     local_train=replace(cfg.server.local_train, local_steps=0), init_checkpoints={})
+    recipe = pretraining_recipe(cfg, cache_dir)
     checkpoints: dict[str, str] = {}
     for kind in dict.fromkeys(kinds):
         model_cfg = replace(cfg.server.model, kind=kind)

@@ -9,8 +9,10 @@ import torch
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.model import get_trainable_state
 from bcvlm_simulation.baselines import _model, recipe_from_config
-from bcvlm_simulation.config import load_simulation_config
-from bcvlm_simulation.pretrain import pretrain_on_public
+import pytest
+
+from bcvlm_simulation.config import ConfigError, load_simulation_config
+from bcvlm_simulation.pretrain import pretrain_on_public, pretraining_recipe
 
 
 def test_pretrained_weights_reach_the_baselines(tmp_path: Path) -> None:
@@ -34,3 +36,21 @@ def test_pretrained_weights_reach_the_baselines(tmp_path: Path) -> None:
     image_started = get_trainable_state(_model(image_cfg, recipe))
     image_pretrained = get_trainable_state(load_checkpoint(checkpoints["image_only"]).model)
     assert all(torch.equal(image_started[name], image_pretrained[name]) for name in image_pretrained)
+
+
+def test_pretraining_has_its_own_learning_rate_and_no_dp() -> None:
+    own = load_simulation_config("tiny", ["pretrain.learning_rate=0.3", "server.local_train.learning_rate=0.05",
+                                          "pretrain.epochs=2", "site.privacy.enabled=true", "baselines.private=true"])
+    recipe = pretraining_recipe(own, None)
+    assert recipe.local_train.learning_rate == 0.3
+    assert own.server.local_train.learning_rate == 0.05  # the private training keeps its own
+    assert recipe.rounds == 2 and recipe.privacy is None and recipe.init_checkpoints == {}
+    shared = load_simulation_config("tiny", ["server.local_train.learning_rate=0.05"])
+    assert shared.pretrain.learning_rate is None
+    assert pretraining_recipe(shared, None).local_train.learning_rate == 0.05
+
+
+@pytest.mark.parametrize("override", ["pretrain.learning_rate=0", "pretrain.epochs=0"])
+def test_bad_pretraining_settings_are_refused_at_load(override: str) -> None:
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_simulation_config("tiny", [override])
