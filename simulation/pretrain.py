@@ -19,16 +19,17 @@ def pretrain_dir(run_dir: Path, kind: str) -> Path:
 
 def pretraining_recipe(cfg: SimulationConfig, cache_dir: str | None) -> TrainingRecipe:
     """The baselines' recipe without DP, from the model's initialisation, `pretrain.epochs` passes over the data,
-    at `pretrain.learning_rate` (default: the private training's)."""
-    learning_rate = cfg.pretrain.learning_rate or cfg.server.local_train.learning_rate
+    with `pretrain.optimizer` and `pretrain.learning_rate` (defaults: the private training's)."""
+    private = cfg.server.local_train
+    local_train = replace(private, local_steps=0, optimizer=cfg.pretrain.optimizer or private.optimizer,
+                          learning_rate=cfg.pretrain.learning_rate or private.learning_rate)
     return replace(recipe_from_config(cfg, cache_dir), rounds=cfg.pretrain.epochs, privacy=None,
-                   local_train=replace(cfg.server.local_train, local_steps=0, learning_rate=learning_rate),
-                   init_checkpoints={})
+                   local_train=local_train, init_checkpoints={})
 
 
 def pretrain_on_public(cfg: SimulationConfig, run_dir: Path, kinds: Iterable[str]) -> dict[str, str]:
     """Train every model kind in `kinds` on all rows of the public cohort (no DP, same trainable set, optimizer and
-    batch size as the private training; learning rate `pretrain.learning_rate` when set) for `pretrain.epochs`
+    batch size as the private training; optimizer and learning rate from `pretrain.*` when set) for `pretrain.epochs`
     passes; return {kind: checkpoint folder}."""
     manifest, cache_dir = load_cohort(cfg.pretrain.cohort, cfg.server.preprocess, run_dir / "public_cohort",
                                       cfg.progress)

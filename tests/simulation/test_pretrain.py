@@ -38,19 +38,23 @@ def test_pretrained_weights_reach_the_baselines(tmp_path: Path) -> None:
     assert all(torch.equal(image_started[name], image_pretrained[name]) for name in image_pretrained)
 
 
-def test_pretraining_has_its_own_learning_rate_and_no_dp() -> None:
-    own = load_simulation_config("tiny", ["pretrain.learning_rate=0.3", "server.local_train.learning_rate=0.05",
-                                          "pretrain.epochs=2", "site.privacy.enabled=true", "baselines.private=true"])
+def test_pretraining_has_its_own_optimizer_and_learning_rate_and_no_dp() -> None:
+    own = load_simulation_config("tiny", [
+        "pretrain.optimizer=adamw", "pretrain.learning_rate=0.003", "server.local_train.optimizer=sgd",
+        "server.local_train.learning_rate=0.05", "pretrain.epochs=2", "site.privacy.enabled=true",
+        "baselines.private=true"])
     recipe = pretraining_recipe(own, None)
-    assert recipe.local_train.learning_rate == 0.3
-    assert own.server.local_train.learning_rate == 0.05  # the private training keeps its own
+    assert (recipe.local_train.optimizer, recipe.local_train.learning_rate) == ("adamw", 0.003)
+    assert (own.server.local_train.optimizer, own.server.local_train.learning_rate) == ("sgd", 0.05)
     assert recipe.rounds == 2 and recipe.privacy is None and recipe.init_checkpoints == {}
-    shared = load_simulation_config("tiny", ["server.local_train.learning_rate=0.05"])
-    assert shared.pretrain.learning_rate is None
-    assert pretraining_recipe(shared, None).local_train.learning_rate == 0.05
+    shared = load_simulation_config("tiny", ["server.local_train.optimizer=sgd",
+                                             "server.local_train.learning_rate=0.05"])
+    assert shared.pretrain.optimizer is None and shared.pretrain.learning_rate is None
+    assert (pretraining_recipe(shared, None).local_train.optimizer,
+            pretraining_recipe(shared, None).local_train.learning_rate) == ("sgd", 0.05)
 
 
-@pytest.mark.parametrize("override", ["pretrain.learning_rate=0", "pretrain.epochs=0"])
+@pytest.mark.parametrize("override", ["pretrain.learning_rate=0", "pretrain.epochs=0", "pretrain.optimizer=adam"])
 def test_bad_pretraining_settings_are_refused_at_load(override: str) -> None:
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         load_simulation_config("tiny", [override])
