@@ -112,11 +112,14 @@ def _roc_points(histogram: ScoreHistogram) -> dict[str, list[float]]:
 def summarise_method(
     per_site: Mapping[str, SiteScores], n_bins: int = DEFAULT_BINS, min_cases: int = 1
 ) -> dict[str, Any]:
-    """`{"pooled_auc": {task}, "site_auc": {site: {task}}, "roc": {task: {fpr, tpr}}, "cases": {task: {pos, neg}}}`.
+    """`{"pooled_auc": {task}, "site_auc": {site: {task}}, "mean_site_auc": {task}, "roc": {task: {fpr, tpr}},
+    "cases": {task: {pos, neg}}}`.
 
-    Pooled = the sum of the sites' score histograms (the same binned AUC the federated server computes).
+    Pooled = the sum of the sites' score histograms (the same binned AUC the federated server computes); it also
+    rewards scores that sit on one scale across sites (a site's own model tracking its prevalence). The mean of the
+    per-site AUCs (sites with both classes) measures ranking within each hospital only.
     """
-    summary: dict[str, Any] = {"pooled_auc": {}, "site_auc": {}, "roc": {}, "cases": {}}
+    summary: dict[str, Any] = {"pooled_auc": {}, "site_auc": {}, "mean_site_auc": {}, "roc": {}, "cases": {}}
     for task in TASKS:
         pooled = ScoreHistogram.empty(n_bins)
         for site, entry in per_site.items():
@@ -126,6 +129,8 @@ def summarise_method(
             summary["site_auc"].setdefault(site, {})[task] = _auc_or_none(histogram, min_cases)
             pooled = pooled + histogram
         summary["pooled_auc"][task] = _auc_or_none(pooled, min_cases)
+        site_aucs = [aucs[task] for aucs in summary["site_auc"].values() if aucs.get(task) is not None]
+        summary["mean_site_auc"][task] = float(np.mean(site_aucs)) if site_aucs else None
         summary["cases"][task] = {"positive": pooled.n_positive, "negative": pooled.n_negative}
         if pooled.n_positive and pooled.n_negative:
             summary["roc"][task] = _roc_points(pooled)

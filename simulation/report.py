@@ -198,11 +198,13 @@ def plot_methods(metrics: dict[str, Any]) -> plt.Figure:
 def _methods_table(metrics: dict[str, Any]) -> str:
     tasks = metrics["tasks"]
     head = "".join(f"<th>{html.escape(t)} pooled AUC</th>" for t in tasks)
+    head += "".join(f"<th>{html.escape(t)} mean per-site AUC</th>" for t in tasks)
     rows = []
     for method in METHOD_ORDER:
         if method not in metrics["methods"]:
             continue
         cells = "".join(_cell(metrics, f"methods.{method}.pooled_auc.{t}") for t in tasks)
+        cells += "".join(_cell(metrics, f"methods.{method}.mean_site_auc.{t}") for t in tasks)
         note = html.escape(str(metrics["methods"][method].get("note", "")))
         rows.append(f"<tr><th>{html.escape(METHOD_LABELS.get(method, method))}</th>{cells}<td>{note}</td></tr>")
     return f"<table><tr><th>method</th>{head}<th>how</th></tr>{''.join(rows)}</table>"

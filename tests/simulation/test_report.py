@@ -22,9 +22,11 @@ def example_metrics(seed: int = 0) -> dict:
     def method(strength: float) -> dict:
         scores = {t: y * strength + rng.normal(size=200) for t in tasks}
         fpr_tpr = {t: roc_curve(y, scores[t])[:2] for t in tasks}
+        site_auc = {s: {t: float(roc_auc_score(y[i::3], scores[t][i::3])) for t in tasks} for i, s in enumerate(sites)}
         return {
             "pooled_auc": {t: float(roc_auc_score(y, scores[t])) for t in tasks},
-            "site_auc": {s: {t: float(roc_auc_score(y[i::3], scores[t][i::3])) for t in tasks} for i, s in enumerate(sites)},
+            "site_auc": site_auc,
+            "mean_site_auc": {t: float(np.mean([site_auc[s][t] for s in sites])) for t in tasks},
             "roc": {t: {"fpr": fpr_tpr[t][0].tolist(), "tpr": fpr_tpr[t][1].tolist()} for t in tasks},
         }
 
@@ -60,6 +62,7 @@ def test_report_files_exist_and_numbers_agree(tmp_path: Path) -> None:
     for method in metrics["methods"]:
         for task in metrics["tasks"]:
             assert f"methods.{method}.pooled_auc.{task}" in keys
+            assert f"methods.{method}.mean_site_auc.{task}" in keys
     assert {f"rounds.{i}.epsilon.site_01" for i in range(3)} <= keys
     shown_fed = dict(cells)["methods.federated.pooled_auc.malignancy"]
     assert abs(float(shown_fed) - metrics["methods"]["federated"]["pooled_auc"]["malignancy"]) < 5e-5
