@@ -28,9 +28,8 @@ def pretraining_recipe(cfg: SimulationConfig, cache_dir: str | None) -> Training
 
 
 def pretrain_on_public(cfg: SimulationConfig, run_dir: Path, kinds: Iterable[str]) -> dict[str, str]:
-    """Train every model kind in `kinds` on all rows of the public cohort (no DP, same trainable set, optimizer and
-    batch size as the private training; optimizer and learning rate from `pretrain.*` when set) for `pretrain.epochs`
-    passes; return {kind: checkpoint folder}."""
+    """Train every model kind in `kinds` on all rows of the public cohort (`pretraining_recipe`: no DP, the private
+    training's trainable set and batch size) for `pretrain.epochs` passes; return {kind: checkpoint folder}."""
     manifest, cache_dir = load_cohort(cfg.pretrain.cohort, cfg.server.preprocess, run_dir / "public_cohort",
                                       cfg.progress)
     recipe = pretraining_recipe(cfg, cache_dir)

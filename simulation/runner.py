@@ -89,6 +89,8 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     run_dir = Path(cfg.run_dir).resolve()
     if (run_dir / "metrics.json").exists() and not cfg.overwrite:
         raise SimulationError(f"{run_dir} already holds a finished run; pick another run_dir or set overwrite=true")
+    if cfg.pretrain.enabled and cfg.server.init_checkpoint:
+        raise SimulationError("pretrain.enabled=true and server.init_checkpoint are both set: pick one start")
     for stale in ("federated", "sites", "node_map"):
         if (run_dir / stale).exists() and cfg.overwrite:
             shutil.rmtree(run_dir / stale)
@@ -106,8 +108,6 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     print_split_summary(summary)
     init_checkpoints: dict[str, str] = {}
     if cfg.pretrain.enabled:
-        if cfg.server.init_checkpoint:
-            raise SimulationError("pretrain.enabled=true and server.init_checkpoint are both set: pick one start")
         kinds = [cfg.server.model.kind] + (["image_only"] if cfg.baselines.image_only else [])
         init_checkpoints = pretrain_on_public(cfg, run_dir, kinds)
         cfg = replace(cfg, server=replace(cfg.server, init_checkpoint=init_checkpoints[cfg.server.model.kind]))

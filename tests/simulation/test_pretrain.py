@@ -4,15 +4,15 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.model import get_trainable_state
 from bcvlm_simulation.baselines import _model, recipe_from_config
-import pytest
-
 from bcvlm_simulation.config import ConfigError, load_simulation_config
 from bcvlm_simulation.pretrain import pretrain_on_public, pretraining_recipe
+from bcvlm_simulation.runner import SimulationError, run_simulation_job
 
 
 def test_pretrained_weights_reach_the_baselines(tmp_path: Path) -> None:
@@ -58,3 +58,14 @@ def test_pretraining_has_its_own_optimizer_and_learning_rate_and_no_dp() -> None
 def test_bad_pretraining_settings_are_refused_at_load(override: str) -> None:
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         load_simulation_config("tiny", [override])
+
+
+def test_pretraining_and_an_init_checkpoint_are_refused_before_anything_is_touched(tmp_path: Path) -> None:
+    earlier = tmp_path / "run" / "federated"
+    earlier.mkdir(parents=True)
+    cfg = load_simulation_config("tiny", [f"run_dir={tmp_path / 'run'}", "overwrite=true", "pretrain.enabled=true",
+                                          f"server.init_checkpoint={tmp_path / 'some_checkpoint'}"])
+    with pytest.raises(SimulationError, match="pick one start"):
+        run_simulation_job(cfg)
+    assert earlier.is_dir()  # the earlier run's output was not removed
+    assert not (tmp_path / "run" / "cohort").exists()
