@@ -1,15 +1,38 @@
 """What a site may send back: reply metric names and types, and the byte encoding of score histograms."""
 from __future__ import annotations
 
+from enum import IntEnum
+
 import numpy as np
 
 from bcvlm_model import TASKS
 from bcvlm_model.metrics import ScoreHistogram
 
+
+class DeclineReason(IntEnum):
+    """Why a site did not train in a round; sent as the fit metric `declined` (0 = it trained)."""
+
+    TRAINED = 0
+    BUDGET_EXHAUSTED = 1
+    """The round would take the site's epsilon past its budget."""
+    NO_TRAINING_DATA = 2
+    DP_REQUIRED = 3
+    """The server asked for training without DP; this site requires DP."""
+    DP_UNSAFE_MODEL = 4
+    """The model the server described has no DP-ready trainable set, or fails the DP-safety checks."""
+    LOCAL_STEPS_OVER_LIMIT = 5
+    ROUNDS_OVER_LIMIT = 6
+    MODEL_KIND_NOT_ALLOWED = 7
+    ROUND_REPLAYED = 8
+    """The server sent a round this site already trained in the same run."""
+    DP_UNAVAILABLE = 9
+    """The server asked for DP; this site has DP turned off."""
+
+
 FIT_METRICS: dict[str, type] = {
     "loss": float,
     "epsilon": float,
-    "declined": int,
+    "declined": int,  # a DeclineReason code, 0 = trained
     "steps": int,
     "train_seconds": float,
 }
