@@ -35,7 +35,7 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "server"))
+sys.path.insert(0, str(REPO / "tests"))
 
 FEDERATED_30M: dict[str, Any] = {
     "model": {"image_encoder": {"trainable_stages": -1}, "text_encoder": {"num_layers": 0, "trainable_layers": -1},

@@ -15,10 +15,13 @@ from typing import Sequence
 
 import tomli_w
 
-from bcvlm_client.site_config import SiteConfig, validate_site_config
+from bcvlm_client.privacy_ledger import LedgerError, SitePrivacyLedger, init_ledger
+from bcvlm_client.site_config import SiteConfig, refuse_simulation_only_settings, validate_site_config
+from bcvlm_client.site_data import SiteDataSummary, check_delta_bound, ledger_terms, summarise_site_data
 from bcvlm_model.atomic_io import atomic_write_text
 from bcvlm_model.config_io import ConfigError, load_config, resolve_relative_paths, save_effective_config
 from bcvlm_model.cpu_memory import keep_freed_memory
+from bcvlm_model.data.errors import DataSourceError
 from bcvlm_server.flower_process import FlowerProcess, flower_environment, flower_executable
 
 SITE_PATH_KEYS: tuple[str, ...] = ("ca_cert", "private_key", "data.manifest", "data.cache_dir", "state_dir")
@@ -37,7 +40,29 @@ def load_site_for_deployment(path: str | os.PathLike[str], overrides: Sequence[s
     source = Path(path)
     cfg = load_config(SiteConfig, source, overrides)
     resolve_relative_paths(cfg, SITE_PATH_KEYS, source.resolve().parent)
-    return validate_site_config(cfg, source=str(path), check_paths=True)
+    validate_site_config(cfg, source=str(path), check_paths=True)
+    refuse_simulation_only_settings(cfg, source=str(path))
+    return cfg
+
+
+def check_site_data(cfg: SiteConfig) -> SiteDataSummary:
+    """Manifest counts, the delta bound and the ledger's state; ConfigError/LedgerError name the problem."""
+    summary = summarise_site_data(cfg)
+    if summary.train_rows == 0:
+        raise ConfigError(f"site '{cfg.site_id}': the manifest {cfg.data.manifest} has no rows with split "
+                          f"'{cfg.data.train_split}' (key 'data.train_split'): this site has nothing to train on")
+    check_delta_bound(cfg, summary.train_rows)
+    return summary
+
+
+def describe_ledger(cfg: SiteConfig, summary: SiteDataSummary) -> str:
+    """One line on the ledger: spent/target epsilon, or why it is not usable (LedgerError raised)."""
+    if not cfg.privacy.enabled:
+        return "privacy ledger: DP is off at this site (privacy.enabled: false)"
+    ledger = SitePrivacyLedger.open(cfg.state_dir, ledger_terms(cfg, summary))
+    return (f"privacy ledger: epsilon {ledger.epsilon_spent:.3f} of {ledger.target_epsilon} spent "
+            f"(delta {ledger.delta:g}, {ledger.accountant}, unit {ledger.privacy_unit}) over all runs on this "
+            f"training set; {ledger.path}")
 
 
 @dataclass(frozen=True)
@@ -85,7 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run this hospital's Flower SuperNode for the bcvlm federation (training stays on site).",
     )
     parser.add_argument("--site", required=True, help="site config YAML (see site_configs/)")
-    parser.add_argument("--check", action="store_true", help="validate the site config and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the site config, its data and its privacy ledger, then exit")
+    parser.add_argument("--init-ledger", action="store_true",
+                        help="create this site's privacy ledger (once, before the first round), then exit")
+    parser.add_argument("--new-data-set", action="store_true",
+                        help="with --init-ledger: the training set changed; archive the old ledger and start a "
+                             "new, declared budget for the new data set")
     parser.add_argument("--runtime-port", type=int, default=DEFAULT_RUNTIME_PORT,
                         help="local port of the SuperNode's app runtime API (127.0.0.1 only; default 9094)")
     parser.add_argument("--max-retries", type=int, default=None,
@@ -112,8 +143,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.runtime_port <= 65535:
         print(f"bcvlm-client: --runtime-port must be 1..65535, got {args.runtime_port}", file=sys.stderr)
         return 2
+    if args.new_data_set and not args.init_ledger:
+        print("bcvlm-client: --new-data-set only goes with --init-ledger", file=sys.stderr)
+        return 2
+    try:
+        summary = check_site_data(cfg)
+        if args.init_ledger:
+            if not cfg.privacy.enabled:
+                raise ConfigError("key 'privacy.enabled' is false: a site without DP keeps no privacy ledger")
+            path = init_ledger(cfg.state_dir, ledger_terms(cfg, summary), new_data_set=args.new_data_set)
+            print(f"site '{cfg.site_id}': privacy ledger created at {path} (epsilon budget "
+                  f"{cfg.privacy.target_epsilon}, delta {cfg.privacy.delta:g}, {summary.train_patients} training "
+                  f"patients); keep it and {Path(path).with_name('privacy_ledger.key')} across runs and restarts")
+            return 0
+        ledger_line = describe_ledger(cfg, summary)
+    except (ConfigError, LedgerError, DataSourceError) as exc:
+        print(f"bcvlm-client: {exc}", file=sys.stderr)
+        return 2
     if args.check:
         print(f"site config OK: site '{cfg.site_id}', SuperLink {cfg.superlink_address}, state in {cfg.state_dir}")
+        print(f"data: {summary.train_rows} training images of {summary.train_patients} patients, "
+              f"{summary.eval_rows} evaluation images of {summary.eval_patients} patients")
+        print(ledger_line)
         return 0
     launch = prepare_supernode(cfg, args.runtime_port, args.max_retries, args.max_wait_time)
     print(f"site '{cfg.site_id}': starting SuperNode -> {cfg.superlink_address} "

@@ -20,7 +20,7 @@ from flwr.clientapp import ClientApp
 
 from bcvlm_client.egress_guard import egress_guard_mod
 from bcvlm_model.file_logging import attach_log_file
-from bcvlm_client.site_config import SiteConfig, load_site_config
+from bcvlm_client.site_config import SiteConfig, load_site_config, refuse_simulation_only_settings
 
 if TYPE_CHECKING:  # torch, timm, transformers and opacus load only when a site trains or evaluates:
     from bcvlm_client.site_training import SiteTrainer  # Flower starts a fresh process for every SecAgg+ stage.
@@ -31,11 +31,13 @@ _TRAINERS: dict[str, SiteTrainer] = {}
 
 
 def resolve_site_config(context: Context) -> SiteConfig:
-    """`node_config["site-config"]` (deployment), else `$BCVLM_SIMULATION_DIR/sites/site_<partition-id>.yaml`."""
+    """`node_config["site-config"]` (deployment: simulation-only settings refused), else
+    `$BCVLM_SIMULATION_DIR/sites/site_<partition-id>.yaml`."""
     node_config = context.node_config
     if "site-config" in node_config:
         path = Path(str(node_config["site-config"]))
-    elif "partition-id" in node_config and os.environ.get(SIMULATION_DIR_ENV):
+        return refuse_simulation_only_settings(load_site_config(path), source=str(path))
+    if "partition-id" in node_config and os.environ.get(SIMULATION_DIR_ENV):
         path = Path(os.environ[SIMULATION_DIR_ENV]) / "sites" / f"site_{int(node_config['partition-id'])}.yaml"
     else:
         raise KeyError(
@@ -70,8 +72,9 @@ def optional_secaggplus_mod(msg: Message, context: Context, call_next: Callable)
 class SiteClient(NumPyClient):
     """NumPyClient adapter: Flower's fit/evaluate calls go to the site's SiteTrainer."""
 
-    def __init__(self, trainer: SiteTrainer) -> None:
+    def __init__(self, trainer: SiteTrainer, run_id: int) -> None:
         self.trainer = trainer
+        self.run_id = int(run_id)
 
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         raise RuntimeError("sites never provide initial parameters; the server sends the global model")
@@ -79,7 +82,7 @@ class SiteClient(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         from bcvlm_client.run_settings import RoundSettings
 
-        return self.trainer.fit(parameters, RoundSettings.from_config(config))
+        return self.trainer.fit(parameters, RoundSettings.from_config(config), run_id=self.run_id)
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
         from bcvlm_client.run_settings import RoundSettings
@@ -97,7 +100,7 @@ def build_client_app(
     make_trainer = trainer_factory or trainer_for
 
     def client_fn(context: Context):
-        return SiteClient(make_trainer(resolve(context))).to_client()
+        return SiteClient(make_trainer(resolve(context)), context.run_id).to_client()
 
     return ClientApp(client_fn=client_fn, mods=[*extra_mods, egress_guard_mod, optional_secaggplus_mod, egress_guard_mod])
 

@@ -36,11 +36,15 @@ class RoundSettings:
     local_train: LocalTrainConfig
     dp_trainable: DPReadyConfig | None
     """What trains when the federation's model is DP-ready (None = the model config's own trainable set)."""
+    dp: bool = True
+    """The server asks the sites to train with DP-SGD (a site with DP on declines a round that says otherwise)."""
+    dp_target_epsilon: float | None = None
+    """A budget the server asks sites to stay within; a site uses the smaller of it and its own."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "RoundSettings":
         """Parse a fit/evaluate instruction config; a missing key is a clear error."""
-        missing = [key for key in ("server-round", "planned-rounds", *CONFIG_KEYS) if key not in config]
+        missing = [key for key in ("server-round", "planned-rounds", "dp", *CONFIG_KEYS) if key not in config]
         if missing:
             raise KeyError(f"round instructions lack {missing}: is the server a bcvlm ServerApp of the same version?")
         return cls(
@@ -53,7 +57,14 @@ class RoundSettings:
             text=config_from_dict(TextConfig, json.loads(str(config["text-config"]))),
             local_train=config_from_dict(LocalTrainConfig, json.loads(str(config["local-train"]))),
             dp_trainable=_optional_dp_trainable(config.get("dp-trainable", "null")),
+            dp=bool(config["dp"]),
+            dp_target_epsilon=_optional_positive(config.get("dp-target-epsilon", 0.0)),
         )
+
+
+def _optional_positive(value: Any) -> float | None:
+    number = float(value)
+    return number if number > 0 else None
 
 
 def _optional_dp_trainable(payload: Any) -> DPReadyConfig | None:
@@ -83,9 +94,13 @@ def encode_round_settings(
     text: TextConfig,
     local_train: LocalTrainConfig,
     dp_trainable: DPReadyConfig | None,
+    dp: bool = True,
+    dp_target_epsilon: float | None = None,
 ) -> dict[str, Any]:
-    """The instruction config (flat scalars and JSON strings) for one round."""
+    """The instruction config (flat scalars and JSON strings) for one round (0.0 = no requested epsilon)."""
     return {
+        "dp": bool(dp),
+        "dp-target-epsilon": float(dp_target_epsilon or 0.0),
         "server-round": int(server_round),
         "planned-rounds": int(planned_rounds),
         "proximal-mu": float(proximal_mu),

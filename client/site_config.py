@@ -9,6 +9,8 @@ from typing import Optional
 from omegaconf import MISSING
 
 from bcvlm_model.config_io import ConfigError, load_config
+from bcvlm_model.model_config import MODEL_KINDS
+from bcvlm_model.privacy.accountants import ACCOUNTANTS
 
 
 @dataclass
@@ -39,13 +41,32 @@ class ComputeConfig:
 
 @dataclass
 class PrivacyBudgetConfig:
-    """The site's differential-privacy budget for the whole run (sample-level DP-SGD)."""
+    """The site's differential-privacy budget: all runs of this site on this training set (sample-level DP-SGD).
+
+    Only the site sets these; a server can ask for a smaller epsilon, never a larger one."""
 
     enabled: bool = True
     target_epsilon: float = 8.0
     delta: float = 1e-5
+    """Must be at most 1 / (10 x number of training records); checked when a fit starts."""
     max_grad_norm: float = 1.0
     accountant: str = "rdp"
+    """"rdp" or "prv" (Opacus' "gdp" is refused: it forgets all but the last round of a history)."""
+    insecure_reproducible_noise: bool = False
+    """SIMULATION ONLY: derive DP sampling and noise from `seed` and the round, so anyone who knows both can strip
+    the noise from an update. `bcvlm-client` refuses it; False = secret seeds from the OS CSPRNG."""
+
+
+@dataclass
+class SiteLimitsConfig:
+    """What the server may ask of this site per run; an instruction outside these makes the site decline the round."""
+
+    max_local_steps: int = 1000
+    """Most DP-SGD steps in one round (a server asking for more, or for a pass over more batches, is declined)."""
+    max_rounds: int = 100
+    """Most rounds in one run (`planned-rounds` above this, or a round number past the plan, is declined)."""
+    model_kinds: list[str] = field(default_factory=lambda: ["vlm", "image_only"])
+    """Model kinds this site agrees to train."""
 
 
 @dataclass
@@ -65,9 +86,12 @@ class SiteConfig:
     data: SiteDataConfig = field(default_factory=SiteDataConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     privacy: PrivacyBudgetConfig = field(default_factory=PrivacyBudgetConfig)
+    limits: SiteLimitsConfig = field(default_factory=SiteLimitsConfig)
     state_dir: str = MISSING
-    """Site-private folder for the privacy ledger and logs (persisted across restarts)."""
+    """Site-private folder for the privacy ledger, its key and logs (persisted across restarts and runs)."""
     seed: int = 0
+    """Shuffling and report augmentation only; DP sampling and noise never depend on it (unless
+    `privacy.insecure_reproducible_noise`, simulation only)."""
 
 
 def validate_site_config(cfg: SiteConfig, source: str = "site config", check_paths: bool = True) -> SiteConfig:
@@ -94,10 +118,16 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
             fail("privacy.delta", f"must be in (0, 1), got {privacy.delta}")
         if not privacy.max_grad_norm > 0:
             fail("privacy.max_grad_norm", f"must be > 0, got {privacy.max_grad_norm}")
-    from bcvlm_model.privacy.dp_training import ACCOUNTANTS  # lazy: opacus/torch are heavy to import
-
     if privacy.accountant not in ACCOUNTANTS:
         fail("privacy.accountant", f"must be one of {ACCOUNTANTS}, got '{privacy.accountant}'")
+    limits = cfg.limits
+    if limits.max_local_steps < 1:
+        fail("limits.max_local_steps", f"must be >= 1, got {limits.max_local_steps}")
+    if limits.max_rounds < 1:
+        fail("limits.max_rounds", f"must be >= 1, got {limits.max_rounds}")
+    unknown = [kind for kind in limits.model_kinds if kind not in MODEL_KINDS]
+    if unknown or not limits.model_kinds:
+        fail("limits.model_kinds", f"must be a non-empty list of {MODEL_KINDS}, got {list(limits.model_kinds)}")
     if not cfg.insecure:
         for key in ("ca_cert", "private_key"):
             if getattr(cfg, key) is None:
@@ -111,6 +141,14 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
                 fail(key, f"file not found: {value}")
         if cfg.data.cache_dir is not None and not Path(cfg.data.cache_dir).is_dir():
             fail("data.cache_dir", f"folder not found: {cfg.data.cache_dir}")
+    return cfg
+
+
+def refuse_simulation_only_settings(cfg: SiteConfig, source: str = "site config") -> SiteConfig:
+    """A deployed site never runs with reproducible (server-predictable) DP noise; ConfigError names the key."""
+    if cfg.privacy.insecure_reproducible_noise:
+        raise ConfigError(f"{source}: key 'privacy.insecure_reproducible_noise': simulation only (anyone who knows "
+                          "the seed and round can strip the DP noise); remove it from a deployed site's config")
     return cfg
 
 

@@ -1,4 +1,4 @@
-"""SiteTrainer: one site's federated round (privacy budget check, DP training, update) and evaluation, no Flower.
+"""SiteTrainer: one site's federated round (admission, privacy budget, DP training, update) and evaluation, no Flower.
 
 Inputs are the global trainable arrays (order of `federated_parameter_names`) and the round's `RoundSettings`;
 outputs are the update arrays (local - global) and whitelisted aggregate metrics (`reply_schema`).
@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,14 +24,16 @@ from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.metrics import score_histogram
 from bcvlm_model.model_config import PACKAGE_DEFAULT, ModelConfig
 from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
+from bcvlm_model.privacy.dp_ready import DPReadyConfig, find_dp_problems
 from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_budget, poisson_sample_rate
 from bcvlm_model.text import ReportCollator
 from bcvlm_model.training import evaluate, train_local
-from bcvlm_client.privacy_ledger import SitePrivacyLedger
-from bcvlm_client.reply_schema import encode_histogram
+from bcvlm_client.privacy_ledger import LedgerTerms, SitePrivacyLedger
+from bcvlm_client.reply_schema import DeclineReason, encode_histogram
+from bcvlm_client.round_admission import Refusal, effective_target_epsilon, refuse_round
 from bcvlm_client.run_settings import RoundSettings, build_federated_model
 from bcvlm_client.site_config import SiteConfig
+from bcvlm_client.site_data import check_delta_bound, ledger_terms, split_rows, summarise_site_data
 
 LOGGER = logging.getLogger("bcvlm_client.site")
 
@@ -65,25 +66,32 @@ class SiteTrainer:
         self.site = site
         self.model_factory = model_factory or build_federated_model
         self._models: dict[str, nn.Module] = {}
+        self._dp_problems: dict[str, list[str]] = {}
         self._manifest: pd.DataFrame | None = None
         Path(site.state_dir).mkdir(parents=True, exist_ok=True)
 
     # --- shared pieces ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _model_key(settings: RoundSettings) -> str:
+        return repr((settings.model, settings.dp_trainable))
+
     def _model(self, settings: RoundSettings) -> nn.Module:
-        key = repr((settings.model, settings.dp_trainable))
+        key = self._model_key(settings)
         if key not in self._models:
             self._models[key] = self.model_factory(settings.model, settings.dp_trainable)
         return self._models[key]
 
-    def _rows(self, split: str) -> pd.DataFrame:
-        if self._manifest is None:
-            self._manifest = read_manifest(self.site.data.manifest)
-        return self._manifest[self._manifest["split"] == split].reset_index(drop=True)
+    def _dp_problems_of(self, settings: RoundSettings) -> list[str]:
+        """DP-safety problems of the model these settings build, checked on the model itself, whatever was sent."""
+        key = self._model_key(settings)
+        if key not in self._dp_problems:
+            self._dp_problems[key] = find_dp_problems(self._model(settings))
+        return self._dp_problems[key]
 
-    def _loader(self, settings: RoundSettings, split: str, train: bool) -> DataLoader | None:
-        rows = self._rows(split)
-        if len(rows) == 0:
-            return None
+    def _rows(self, split: str) -> pd.DataFrame:
+        return split_rows(self._manifest_table(), split)
+
+    def _loader(self, settings: RoundSettings, rows: pd.DataFrame, train: bool) -> DataLoader:
         dataset = MammographyDataset(rows, settings.preprocess, self.site.data.cache_dir)
         tokenizer_dir = settings.model.text_encoder.path if settings.text.tokenizer == PACKAGE_DEFAULT else None
         collate = ReportCollator(
@@ -98,67 +106,106 @@ class SiteTrainer:
             generator=torch.Generator().manual_seed(self.site.seed + settings.server_round),
         )
 
+    def _manifest_table(self) -> pd.DataFrame:
+        if self._manifest is None:
+            self._manifest = read_manifest(self.site.data.manifest)
+        return self._manifest
+
+    def ledger_terms(self) -> LedgerTerms:
+        """The terms this site's ledger must carry (its budget and its current training set)."""
+        return ledger_terms(self.site, summarise_site_data(self.site, self._manifest_table()))
+
     def ledger(self) -> SitePrivacyLedger:
-        privacy = self.site.privacy
-        return SitePrivacyLedger.open(
-            self.site.state_dir, target_epsilon=privacy.target_epsilon, delta=privacy.delta, accountant=privacy.accountant
-        )
+        """A verified read-only view of this site's ledger."""
+        return SitePrivacyLedger.open(self.site.state_dir, self.ledger_terms())
 
-    def _declined(self, arrays: list[np.ndarray], epsilon: float, reason: str, settings: RoundSettings) -> FitReply:
-        LOGGER.warning("site=%s round=%d declines to train: %s", self.site.site_id, settings.server_round, reason)
+    def _declined(self, arrays: list[np.ndarray], epsilon: float, refusal: Refusal, settings: RoundSettings) -> FitReply:
+        LOGGER.warning("site=%s round=%d declines to train (%s): %s", self.site.site_id, settings.server_round,
+                       refusal.reason.name, refusal.detail)
         zeros = [np.zeros_like(np.asarray(array), dtype=np.float32) for array in arrays]
-        return zeros, 0, {"loss": 0.0, "epsilon": float(epsilon), "declined": 1, "steps": 0, "train_seconds": 0.0}
+        metrics = {"loss": 0.0, "epsilon": float(epsilon), "declined": int(refusal.reason), "steps": 0,
+                   "train_seconds": 0.0}
+        return zeros, 0, metrics
 
-    # --- fit ----------------------------------------------------------------------------------------------------
-    def fit(self, arrays: list[np.ndarray], settings: RoundSettings) -> FitReply:
-        """Train on the local train split from the global arrays; return the update and aggregate metrics."""
-        site, privacy = self.site, self.site.privacy
-        loader = self._loader(settings, site.data.train_split, train=True)
-        ledger = self.ledger() if privacy.enabled else None
-        epsilon_now = ledger.epsilon_spent if ledger is not None else math.inf
-        if loader is None:
-            return self._declined(arrays, epsilon_now, f"no '{site.data.train_split}' rows in the manifest", settings)
-        num_train = len(loader.dataset)  # type: ignore[arg-type]
-        steps = settings.local_train.local_steps or len(loader)
-        dp_state = None
-        if ledger is not None:
-            sample_rate = poisson_sample_rate(num_train, site.compute.batch_size)
-            noise = noise_multiplier_for_budget(
-                privacy.target_epsilon, privacy.delta, sample_rate, settings.planned_rounds * steps, privacy.accountant
-            )
+    def _charge(self, run_id: int, settings: RoundSettings, terms: LedgerTerms, noise: float, sample_rate: float,
+                steps: int) -> tuple[dict[str, Any] | None, Refusal | None, float]:
+        """Under the ledger's lock: refuse a replayed round or one over budget, else charge it before training.
+
+        Returns (accountant history before the charge, refusal, epsilon after)."""
+        with SitePrivacyLedger.locked(self.site.state_dir, terms) as ledger:
+            if ledger.has_charged(run_id, settings.server_round):
+                refusal = Refusal(DeclineReason.ROUND_REPLAYED,
+                                  f"round {settings.server_round} of run {run_id} was already trained")
+                ledger.record_declined(run_id, settings.server_round, refusal.reason.name)
+                return None, refusal, ledger.epsilon_spent
             check = ledger.check_next_round(noise, sample_rate, steps)
             if not check.allowed:
-                ledger.record_declined(settings.server_round, check)
-                return self._declined(
-                    arrays,
-                    ledger.epsilon_spent,
-                    f"epsilon would reach {check.epsilon_after:.3f} > budget {check.target_epsilon}",
-                    settings,
-                )
+                refusal = Refusal(DeclineReason.BUDGET_EXHAUSTED,
+                                  f"epsilon would reach {check.epsilon_after:.3f} > budget {check.target_epsilon}")
+                ledger.record_declined(run_id, settings.server_round, refusal.reason.name, check.epsilon_after)
+                return None, refusal, ledger.epsilon_spent
             history_before = ledger.accountant_state
-            ledger.charge_round(settings.server_round, noise, sample_rate, steps)
-            dp_state = DPTrainState(noise, privacy.max_grad_norm, privacy.delta, privacy.accountant, history_before)
+            epsilon_after = ledger.charge_round(run_id, settings.server_round, noise, sample_rate, steps)
+            return history_before, None, epsilon_after
+
+    # --- fit ----------------------------------------------------------------------------------------------------
+    def fit(self, arrays: list[np.ndarray], settings: RoundSettings, run_id: int) -> FitReply:
+        """Train on the local train split from the global arrays; return the update and aggregate metrics.
+
+        Order: the server's instructions are checked against the site's limits, the model the site built is checked
+        for DP safety, the data and the first batch load, and only then is the ledger charged (under its lock).
+        """
+        site, privacy = self.site, self.site.privacy
+        rows = self._rows(site.data.train_split)
+        if rows.empty:
+            refusal = Refusal(DeclineReason.NO_TRAINING_DATA, f"no '{site.data.train_split}' rows in the manifest")
+            return self._declined(arrays, math.nan, refusal, settings)
+        loader = self._loader(settings, rows, train=True)
+        steps = settings.local_train.local_steps or len(loader)
+        refusal = refuse_round(site, settings, steps)
+        if refusal is None and privacy.enabled and self._dp_problems_of(settings):
+            refusal = Refusal(DeclineReason.DP_UNSAFE_MODEL, "; ".join(self._dp_problems_of(settings)[:3]))
+        if refusal is not None:
+            return self._declined(arrays, math.nan, refusal, settings)
+        check_delta_bound(site, len(rows))
+        next(iter(loader))  # the data must load before any budget is spent
+
+        dp_state = None
+        epsilon_now = math.inf
+        if privacy.enabled:
+            terms = self.ledger_terms()
+            sample_rate = poisson_sample_rate(len(rows), site.compute.batch_size)
+            noise = noise_multiplier_for_budget(effective_target_epsilon(site, settings), privacy.delta, sample_rate,
+                                                settings.planned_rounds * steps, privacy.accountant)
+            history_before, refusal, epsilon_now = self._charge(run_id, settings, terms, noise, sample_rate, steps)
+            if refusal is not None:
+                return self._declined(arrays, epsilon_now, refusal, settings)
+            insecure_seed = site.seed + settings.server_round if privacy.insecure_reproducible_noise else None
+            dp_state = DPTrainState(noise, privacy.max_grad_norm, privacy.delta, privacy.accountant, history_before,
+                                    insecure_seed=insecure_seed)
 
         model = self._model(settings)
         global_state = arrays_to_state(model, arrays)
         set_trainable_state(model, global_state)
-        local_cfg = replace(settings.local_train, bf16=site.compute.bf16, seed=site.seed + settings.server_round)
         started = time.perf_counter()
         result = train_local(
             model,
             loader,
-            local_cfg,
+            settings.local_train,
             dp=dp_state,
             proximal_mu=settings.proximal_mu,
             global_state=global_state if settings.proximal_mu > 0 else None,
             device=site.compute.device,
+            bf16=site.compute.bf16,
+            seed=site.seed + settings.server_round if dp_state is None or privacy.insecure_reproducible_noise else None,
             progress=True,
             progress_label=f"site={site.site_id} round={settings.server_round}",
         )
         seconds = time.perf_counter() - started
-        if ledger is not None and result.accountant_state is not None:
-            ledger.confirm_round(settings.server_round, result.accountant_state)
-            epsilon_now = ledger.epsilon_spent
+        if dp_state is not None and result.accountant_state is not None:
+            with SitePrivacyLedger.locked(site.state_dir, terms) as ledger:
+                ledger.confirm_round(run_id, settings.server_round, result.accountant_state)
+                epsilon_now = ledger.epsilon_spent
         local_state = get_trainable_state(model)
         update = {name: local_state[name].float() - global_state[name].float() for name in local_state}
         LOGGER.info(
@@ -168,22 +215,23 @@ class SiteTrainer:
         metrics = {
             "loss": float(result.mean_loss) if math.isfinite(result.mean_loss) else 0.0,
             "epsilon": float(epsilon_now),
-            "declined": 0,
+            "declined": int(DeclineReason.TRAINED),
             "steps": int(result.steps),
             "train_seconds": float(seconds),
         }
-        return state_to_arrays(model, update), int(num_train), metrics
+        return state_to_arrays(model, update), len(rows), metrics
 
     # --- evaluate -----------------------------------------------------------------------------------------------
     def evaluate(self, arrays: list[np.ndarray], settings: RoundSettings) -> EvaluateReply:
         """Evaluate the global model on the local evaluation split; reply with per-task histograms only."""
-        loader = self._loader(settings, self.site.data.eval_split, train=False)
+        rows = self._rows(self.site.data.eval_split)
         metrics: dict[str, Any] = {}
-        if loader is None:
+        if rows.empty:
             for task in TASKS:
                 metrics[f"cases_{task}"] = 0
                 metrics[f"hist_{task}"] = encode_histogram(score_histogram(np.zeros(0), np.zeros(0), settings.n_bins))
             return 0.0, 0, metrics
+        loader = self._loader(settings, rows, train=False)
         model = self._model(settings)
         set_trainable_state(model, arrays_to_state(model, arrays))
         result = evaluate(model, loader, device=self.site.compute.device, bf16=self.site.compute.bf16)

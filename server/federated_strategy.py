@@ -95,6 +95,8 @@ class FederatedStrategy(Strategy):
             text=cfg.text,
             local_train=cfg.local_train,
             dp_trainable=cfg.dp_trainable if cfg.dp_model else None,
+            dp=cfg.dp_model,
+            dp_target_epsilon=cfg.dp_target_epsilon,
         )
 
     def _start_round(self, absolute: int) -> None:

@@ -51,6 +51,14 @@ def run_cli(args: Sequence[str], cwd: Path, timeout_s: float = 600.0) -> subproc
     return done
 
 
+def init_site_ledger(site_yaml: Path, cwd: Path) -> None:
+    """`bcvlm-client --site SITE --init-ledger`, as a site does once before its first round."""
+    done = subprocess.run([PYTHON, "-m", "bcvlm_client.cli", "--site", str(site_yaml), "--init-ledger"], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise LoopbackError(f"bcvlm-client --init-ledger failed for {site_yaml}:\n{done.stdout}\n{done.stderr}")
+
+
 def build_synthetic_sites(root: Path, n_sites: int = 3, n_patients: int = 24,
                           size: str = "64x32") -> tuple[dict[str, Path], Path]:
     """`bcvlm synth` + `bcvlm prepare`, then one manifest per synthetic site with train/test splits by patient."""
@@ -122,6 +130,8 @@ class LoopbackFederation:
             "privacy": dict(self.site_privacy),
             "state_dir": str(self.root / "state" / site),
         }))
+        if self.site_privacy.get("enabled", True):
+            init_site_ledger(path, self.root)
         return path
 
     def intruder_yaml(self, name: str, key_site: str, ca_cert: Path | None = None) -> Path:

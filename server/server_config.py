@@ -88,6 +88,8 @@ class ServerConfig:
     """Make the model DP-ready (`make_dp_ready` with `dp_trainable`) at the server and every site, so sites can
     train it with DP-SGD; the sites' own privacy budgets decide the noise."""
     dp_trainable: DPReadyConfig = field(default_factory=DPReadyConfig)
+    dp_target_epsilon: Optional[float] = None
+    """Ask sites to stay within this epsilon; each site uses the smaller of it and its own budget (None = theirs)."""
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
     update_guard: UpdateGuardConfig = field(default_factory=UpdateGuardConfig)
@@ -145,6 +147,8 @@ def validate_server_config(cfg: ServerConfig, source: str = "server config") -> 
         fail("evaluation.min_cases", f"must be >= 1, got {cfg.evaluation.min_cases}")
     if not 0 < cfg.evaluation.specificity <= 1:
         fail("evaluation.specificity", f"must be in (0, 1], got {cfg.evaluation.specificity}")
+    if cfg.dp_target_epsilon is not None and not cfg.dp_target_epsilon > 0:
+        fail("dp_target_epsilon", f"must be > 0 or null, got {cfg.dp_target_epsilon}")
     if cfg.evaluation.n_bins < 2:
         fail("evaluation.n_bins", f"must be >= 2, got {cfg.evaluation.n_bins}")
     return cfg

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from bcvlm_client.site_config import PrivacyBudgetConfig
 from bcvlm_model.checkpoint import WEIGHTS_FILE, load_checkpoint
 from bcvlm_model.model import build_model, get_trainable_state, set_trainable_state
 from bcvlm_model.model_config import ModelConfig
@@ -33,8 +34,8 @@ class TrainingRecipe:
     cache_dir: str | None
     dp_ready: DPReadyConfig | None
     """Trainable set of the federated (DP) model; applied to the baselines too so the same parameters train."""
-    privacy: object | None = None
-    """A PrivacyBudgetConfig when baselines train with DP-SGD (same budget as a site), else None."""
+    privacy: PrivacyBudgetConfig | None = None
+    """A site budget when baselines train with DP-SGD (same budget as a site), else None."""
     seed: int = 0
     progress: bool = True
     init_checkpoints: dict[str, str] = field(default_factory=dict)
@@ -73,9 +74,13 @@ def _checkpoint_trainable_state(folder: str, weights_mtime_ns: int) -> dict[str,
     return get_trainable_state(load_checkpoint(folder).model)
 
 
+def _reproducible_noise(recipe: TrainingRecipe) -> bool:
+    return recipe.privacy is not None and recipe.privacy.insecure_reproducible_noise
+
+
 def _dp_state(recipe: TrainingRecipe, num_examples: int, steps_per_round: int) -> DPTrainState | None:
     budget = recipe.privacy
-    if budget is None or not getattr(budget, "enabled", False):
+    if budget is None or not budget.enabled:
         return None
     rate = poisson_sample_rate(num_examples, recipe.batch_size)
     sigma = noise_multiplier_for_budget(budget.target_epsilon, budget.delta, rate,
@@ -99,9 +104,11 @@ def train_reference(
                           train=True, seed=recipe.seed, model_cfg=model_cfg)
     steps = recipe.local_train.local_steps * steps_scale if recipe.local_train.local_steps else 0
     dp = _dp_state(recipe, len(train_table), steps or math.ceil(len(train_table) / recipe.batch_size))
+    cfg = replace(recipe.local_train, local_steps=steps)
     for round_index in range(recipe.rounds):
-        cfg = replace(recipe.local_train, local_steps=steps, seed=recipe.seed + round_index)
-        result = train_local(model, loader, cfg, dp=dp, progress=recipe.progress,
+        if dp is not None and _reproducible_noise(recipe):
+            dp = replace(dp, insecure_seed=recipe.seed + round_index)
+        result = train_local(model, loader, cfg, dp=dp, seed=recipe.seed + round_index, progress=recipe.progress,
                              progress_label=f"{label} round {round_index + 1}/{recipe.rounds}")
         if dp is not None:
             dp = replace(dp, accountant_state=result.accountant_state)

@@ -98,8 +98,12 @@ def backend_config(resources: ResourcesConfig) -> dict[str, Any]:
     }
 
 
-def run_federation(run_dir: Path, num_sites: int, resources: ResourcesConfig, seed: int = 0) -> float:
-    """Run `bcvlm_server`'s ServerApp with `num_sites` simulated `bcvlm_client` ClientApps; return wall seconds."""
+def run_federation(run_dir: Path, num_sites: int, resources: ResourcesConfig, seed: int = 0,
+                   reproducible: bool = False) -> float:
+    """Run `bcvlm_server`'s ServerApp with `num_sites` simulated `bcvlm_client` ClientApps; return wall seconds.
+
+    `reproducible` (the sites' `privacy.insecure_reproducible_noise`) also seeds SecAgg+'s stochastic rounding per
+    message; otherwise nothing privacy-relevant at the sites is seeded."""
     import ray
     from flwr.simulation import run_simulation
 
@@ -113,7 +117,7 @@ def run_federation(run_dir: Path, num_sites: int, resources: ResourcesConfig, se
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")  # Ray starts workers at nice 15: sites would starve
     client_app = build_client_app(resolve_site=SimulatedSiteResolver(str(run_dir)),
-                                  extra_mods=[SeedNumpyPerMessage(seed)])
+                                  extra_mods=[SeedNumpyPerMessage(seed)] if reproducible else [])
     server_app = build_server_app()  # reads $BCVLM_SIMULATION_DIR/server.yaml (bcvlm_server.server_app)
     started = time.perf_counter()
     try:

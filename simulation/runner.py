@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bcvlm_client.privacy_ledger import init_ledger
 from bcvlm_client.site_config import SiteConfig, SiteDataConfig
+from bcvlm_client.site_data import ledger_terms, summarise_site_data
 from bcvlm_model import TASKS
 from bcvlm_model.atomic_io import atomic_write_json, atomic_write_text
 from bcvlm_model.checkpoint import load_checkpoint
@@ -62,6 +64,8 @@ def write_sites(cfg: SimulationConfig, run_dir: Path, table: pd.DataFrame, cache
             compute=cfg.site.compute, privacy=cfg.site.privacy,
         )
         save_effective_config(site, site_config_path(run_dir, index))
+        if site.privacy.enabled:  # a virtual hospital is new in every run: its ledger starts with the run
+            init_ledger(site.state_dir, ledger_terms(site, summarise_site_data(site)))
     server = replace(cfg.server, run_dir=str(run_dir / "federated"), seed=cfg.seed)
     save_effective_config(server, server_config_path(run_dir))
     return names
@@ -118,7 +122,8 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     print(f"[simulate] federated run: {len(names)} virtual sites, {cfg.server.rounds} rounds "
           f"(DP {'on' if cfg.site.privacy.enabled else 'off'}, SecAgg+ {'on' if cfg.server.secagg.enabled else 'off'})",
           flush=True)
-    federated_seconds = run_federation(run_dir, len(names), cfg.resources, cfg.seed)
+    federated_seconds = run_federation(run_dir, len(names), cfg.resources, cfg.seed,
+                                       reproducible=cfg.site.privacy.insecure_reproducible_noise)
     node_to_site = read_node_map(run_dir)
     rounds = _rounds_with_site_names(read_round_metrics(run_dir / "federated"), node_to_site)
 

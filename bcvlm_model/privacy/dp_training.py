@@ -3,9 +3,13 @@
 The accountant's history (noise multiplier, sample rate, steps) is plain data: `accountant_state` round-trips
 through JSON, so the epsilon a site has spent accumulates across rounds and process restarts.
 
-`secure_mode` is NOT used: it needs `torchcsprng`, which has no release for current torch. The Gaussian noise
-therefore comes from torch's default PRNG, which is not cryptographically secure (floating-point and PRNG attacks on
-DP-SGD implementations are known); this is the usual research-grade setting of Opacus.
+The Poisson sample and the noise come from private generators with secret seeds (`dp_randomness`), never from
+torch's global stream. Opacus' `secure_mode` is not used (its `torchcsprng` has no release for current torch): the
+generators are torch's Philox/Mersenne streams seeded with 64 secret bits, so they cannot be replayed by anyone who
+lacks the seed, but they are not a CSPRNG (floating-point attacks on Gaussian sampling are out of scope here).
+
+Accountants: RDP and PRV. Opacus' GDP accountant is refused because it keeps only the last (noise, rate) pair of
+its history, so a ledger replayed through it under-reports a multi-round spend.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
-ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv", "gdp")
+from bcvlm_model.privacy.accountants import ACCOUNTANTS
+from bcvlm_model.privacy.dp_randomness import dp_generators
 
 RDP_ALPHAS: tuple[float, ...] = (1.05, 1.1, 1.25, 1.5, 1.75, *range(2, 65), 80, 96, 128, 256)
 """RDP orders used everywhere (budget search, ledger, training). Opacus' default list has 99 fractional orders whose
@@ -45,6 +50,9 @@ class DPTrainState:
     delta: float
     accountant: str = "rdp"
     accountant_state: dict[str, Any] | None = field(default=None)
+    insecure_seed: int | None = None
+    """Derive sampling and noise from this seed (simulation only: anyone who knows it can strip the noise).
+    None = secret seeds from the OS CSPRNG for every call."""
 
     def __post_init__(self) -> None:
         if self.accountant not in ACCOUNTANTS:
@@ -171,15 +179,22 @@ class TensorFieldsOnly:
 def make_private(
     model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, dp: DPTrainState
 ) -> PrivateTraining:
-    """Wrap for sample-level DP-SGD (flat clipping, Poisson sampling), continuing the accountant in `dp`."""
+    """Wrap for sample-level DP-SGD (flat clipping, Poisson sampling), continuing the accountant in `dp`.
+
+    Sampling and noise use private generators (secret seeds unless `dp.insecure_seed` is set): Opacus' Poisson
+    loader takes the wrapped loader's generator, its optimizer the `noise_generator`.
+    """
+    device = next((p.device for p in model.parameters() if p.requires_grad), torch.device("cpu"))
+    generators = dp_generators(device, dp.insecure_seed)
     loader = DataLoader(
         loader.dataset,
         batch_size=loader.batch_size,
         collate_fn=TensorFieldsOnly(loader.collate_fn),
         num_workers=loader.num_workers,
         pin_memory=loader.pin_memory,
+        generator=generators.sampling,
     )
-    with warnings.catch_warnings():  # "Secure RNG turned off": known and documented above (secure_mode unusable)
+    with warnings.catch_warnings():  # "Secure RNG turned off": we pass our own secretly seeded generators instead
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         engine = PrivacyEngine(accountant=dp.accountant)
     if dp.accountant_state is not None and dp.accountant_state.get("history"):
@@ -191,6 +206,7 @@ def make_private(
         noise_multiplier=dp.noise_multiplier,
         max_grad_norm=dp.max_grad_norm,
         poisson_sampling=True,
+        noise_generator=generators.noise,
         grad_sample_mode="hooks",
     )
     return PrivateTraining(module=module, optimizer=dp_optimizer, loader=dp_loader, engine=engine)

@@ -8,7 +8,10 @@ OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 
 @dataclass
 class LocalTrainConfig:
-    """Settings of `train_local`; sent by the server to every site each round."""
+    """Settings of `train_local`; sent by the server to every site each round.
+
+    Precision and seeding are not here: they belong to whoever runs the loop (a site's own compute config), and a
+    server must not be able to choose a site's random streams."""
 
     local_steps: int = 0
     """Optimizer steps per call; 0 = one pass over the loader (len(loader) steps)."""
@@ -17,9 +20,6 @@ class LocalTrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     """SGD momentum (ignored by AdamW)."""
-    bf16: bool = False
-    """bf16 autocast for forward and loss (parameters and gradients stay float32)."""
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.local_steps < 0:

@@ -139,16 +139,23 @@ def train_local(
     proximal_mu: float = 0.0,
     global_state: Mapping[str, torch.Tensor] | None = None,
     device: str | torch.device = "cpu",
+    bf16: bool = False,
+    seed: int | None = None,
     progress: bool = False,
     progress_label: str = "train",
 ) -> LocalTrainResult:
-    """Train `model` in place for `cfg.local_steps` optimizer steps (0 = one pass); DP-SGD when `dp` is given."""
+    """Train `model` in place for `cfg.local_steps` optimizer steps (0 = one pass); DP-SGD when `dp` is given.
+
+    `bf16` autocasts forward and loss (parameters and gradients stay float32). `seed` re-seeds torch's global stream
+    (dropout) for reproducible non-private runs; DP sampling and noise never use that stream (`dp_randomness`).
+    """
     if proximal_mu < 0:
         raise ValueError(f"proximal_mu must be >= 0, got {proximal_mu}")
     if proximal_mu > 0 and global_state is None:
         raise ValueError("proximal_mu > 0 needs global_state (the round's global parameters)")
     device = torch.device(device)
-    torch.manual_seed(cfg.seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     model.to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -172,7 +179,7 @@ def train_local(
             if batch_size > 0:
                 inputs = model_inputs(batch, device)
                 labels = batch["labels"].to(device)
-                with _autocast(device, cfg.bf16):
+                with _autocast(device, bf16):
                     logits = train_module(*(inputs[key] for key in MODEL_INPUTS))
                 # Under DP the per-example form matches Opacus' loss_reduction="mean" (each example's summed task
                 # losses, averaged over the batch); without DP the mean over labelled entries.

@@ -22,14 +22,14 @@ from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_server.certs import create_certificates
 from bcvlm_server.flower_process import FlowerProcess, flower_environment
+from federation_sites import make_site
 
 
 @pytest.fixture()
 def site_yaml(tmp_path: Path) -> Path:
     """A complete site folder: certificates from `bcvlm certs`, a manifest, a cache dir, a YAML with relative paths."""
     bundle = create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], ["hosp_a"])
-    (tmp_path / "site" / "prepared" / "cache").mkdir(parents=True)
-    (tmp_path / "site" / "prepared" / "manifest.csv").write_text("image_id\n")
+    make_site(tmp_path / "site", "prepared", n_train=12, n_test=6)  # prepared/manifest.csv + prepared/cache
     path = tmp_path / "site" / "site.yaml"
     path.write_text(yaml.safe_dump({
         "site_id": "hosp_a",
@@ -79,6 +79,9 @@ def test_relative_paths_resolve_next_to_the_yaml(site_yaml: Path, monkeypatch: p
         ({"private_key": None}, "private_key"),
         ({"data__manifest": "prepared/nope.csv"}, "data.manifest"),
         ({"data__cache_dir": "prepared/no_cache"}, "data.cache_dir"),
+        ({"privacy": {"insecure_reproducible_noise": True}}, "privacy.insecure_reproducible_noise"),
+        ({"privacy": {"accountant": "gdp"}}, "privacy.accountant"),
+        ({"limits": {"model_kinds": ["resnet"]}}, "limits.model_kinds"),
     ],
 )
 def test_bad_config_is_refused_naming_the_key(site_yaml: Path, changes: dict[str, object], key: str,
@@ -91,9 +94,39 @@ def test_bad_config_is_refused_naming_the_key(site_yaml: Path, changes: dict[str
     assert "invalid site config" in err and key in err
 
 
-def test_check_accepts_a_valid_site(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_accepts_a_valid_site_with_its_ledger(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--site", str(site_yaml), "--init-ledger"]) == 0
+    assert "privacy ledger created" in capsys.readouterr().out
     assert main(["--site", str(site_yaml), "--check"]) == 0
-    assert "site config OK: site 'hosp_a'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "site config OK: site 'hosp_a'" in out
+    assert "12 training images of 12 patients, 6 evaluation images of 6 patients" in out
+    assert "epsilon 0.000 of 8.0 spent" in out
+
+
+def test_check_without_a_ledger_says_how_to_create_it(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--site", str(site_yaml), "--check"]) == 2
+    assert "--init-ledger" in capsys.readouterr().err
+    assert not (site_yaml.parent / "state" / "privacy_ledger.json").exists()
+
+
+def test_a_ledger_is_created_only_once(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--site", str(site_yaml), "--init-ledger"]) == 0
+    assert main(["--site", str(site_yaml), "--init-ledger"]) == 2
+    assert "never reset" in capsys.readouterr().err
+
+
+def test_check_refuses_a_site_with_no_training_rows(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _edit(site_yaml, data__train_split="val")
+    assert main(["--site", str(site_yaml), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "data.train_split" in err and "nothing to train on" in err
+
+
+def test_check_refuses_a_delta_above_the_bound(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _edit(site_yaml, privacy={"delta": 0.01})  # 12 training images: bound 1/120
+    assert main(["--site", str(site_yaml), "--check"]) == 2
+    assert "privacy.delta" in capsys.readouterr().err
 
 
 def test_supernode_command_carries_the_site_settings(site_yaml: Path) -> None:

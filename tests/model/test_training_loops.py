@@ -74,14 +74,15 @@ def test_evaluate_keeps_only_labelled_entries_per_task(model_factory, loader) ->
 def test_proximal_gradient_matches_manual_computation(dp_model, loader, use_dp: bool) -> None:
     """One SGD step with mu > 0 differs from mu = 0 by exactly -lr * mu * (w - w_global) (same noise, same batch)."""
     lr, mu = 0.1, 0.5
-    cfg = LocalTrainConfig(local_steps=1, optimizer="sgd", momentum=0.0, learning_rate=lr, seed=3)
+    cfg = LocalTrainConfig(local_steps=1, optimizer="sgd", momentum=0.0, learning_rate=lr)
     start = copy.deepcopy(dp_model)
     offset = {name: torch.full_like(p, 0.01) for name, p in start.named_parameters() if p.requires_grad}
     global_state = {name: p.detach() - offset[name] for name, p in start.named_parameters() if p.requires_grad}
-    dp = (lambda: DPTrainState(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5)) if use_dp else (lambda: None)
+    dp = (lambda: DPTrainState(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5, insecure_seed=3)) if use_dp \
+        else (lambda: None)
     without, with_prox = copy.deepcopy(start), copy.deepcopy(start)
-    train_local(without, loader, cfg, dp=dp(), proximal_mu=0.0)
-    train_local(with_prox, loader, cfg, dp=dp(), proximal_mu=mu, global_state=global_state)
+    train_local(without, loader, cfg, dp=dp(), proximal_mu=0.0, seed=3)
+    train_local(with_prox, loader, cfg, dp=dp(), proximal_mu=mu, global_state=global_state, seed=3)
     trained = dict(without.named_parameters())
     for name, parameter in with_prox.named_parameters():
         if name in offset:

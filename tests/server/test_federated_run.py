@@ -16,8 +16,9 @@ from flwr.app import Context, Message, RecordDict
 from bcvlm_client.client_app import build_client_app
 from bcvlm_client.egress_guard import SECAGG_REPLY_KEYS
 from bcvlm_client.privacy_ledger import SitePrivacyLedger
-from bcvlm_client.reply_schema import EVALUATE_METRICS, FIT_METRICS
+from bcvlm_client.reply_schema import EVALUATE_METRICS, FIT_METRICS, DeclineReason
 from bcvlm_client.site_config import load_site_config
+from bcvlm_client.site_training import SiteTrainer
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.privacy.dp_training import noise_multiplier_for_budget
@@ -114,10 +115,11 @@ def test_every_site_ledger_shows_persisted_monotonic_epsilon(secagg_run) -> None
     root, sites, cfg, _, _ = secagg_run
     for path in sites.values():
         site = load_site_config(path)
-        ledger = SitePrivacyLedger.open(site.state_dir, target_epsilon=site.privacy.target_epsilon,
-                                        delta=site.privacy.delta)
-        epsilons = [entry["epsilon_after"] for entry in ledger.rounds]
-        assert [entry["round"] for entry in ledger.rounds] == [1, 2]
+        ledger = SitePrivacyLedger.open(site.state_dir)
+        charged = [entry for entry in ledger.rounds if entry["kind"] == "charged"]
+        epsilons = [entry["epsilon_after"] for entry in charged]
+        assert [entry["round"] for entry in charged] == [1, 2]
+        assert [entry["kind"] for entry in ledger.rounds] == ["charged", "trained"] * 2
         assert 0 < epsilons[0] < epsilons[1] <= site.privacy.target_epsilon
         assert ledger.epsilon_spent == pytest.approx(epsilons[-1])
 
@@ -151,9 +153,9 @@ def test_sites_sent_only_whitelisted_content(secagg_run) -> None:
 def test_resume_continues_bit_for_bit_and_a_site_over_budget_declines(tmp_path) -> None:
     sites = {200 + k: make_site(tmp_path, f"site{k}", n_train=8, n_test=8, seed=10 + k) for k in range(3)}
     poor = load_site_config(sites[202])  # a site whose ledger has (almost) no budget left
-    ledger = SitePrivacyLedger.open(poor.state_dir, target_epsilon=poor.privacy.target_epsilon, delta=poor.privacy.delta)
-    ledger.charge_round(0, noise_multiplier_for_budget(poor.privacy.target_epsilon, poor.privacy.delta, 0.5, 20),
-                        0.5, 20)
+    with SitePrivacyLedger.locked(poor.state_dir, SiteTrainer(poor).ledger_terms()) as ledger:
+        ledger.charge_round(0, 0, noise_multiplier_for_budget(poor.privacy.target_epsilon, poor.privacy.delta, 0.5,
+                                                              20), 0.5, 20)
     dead = 203
     sites[dead] = make_site(tmp_path, "site-dead", n_train=8, n_test=8, seed=99)
     overrides = {"secagg.enabled": False, "strategy.name": "fedadam", "local_train.local_steps": 1, "min_sites": 2}
@@ -171,7 +173,8 @@ def test_resume_continues_bit_for_bit_and_a_site_over_budget_declines(tmp_path) 
     records = RunRecords(tmp_path / "run")
     assert records.last_completed_round() == 1
     round1 = records.load_metrics(1)
-    assert round1["fit"]["sites"]["202"]["declined"] == 1 and round1["fit"]["accepted"] == 2
+    assert round1["fit"]["sites"]["202"]["declined"] == DeclineReason.BUDGET_EXHAUSTED
+    assert round1["fit"]["accepted"] == 2
     assert round1["fit"]["failures"] == 1 and str(dead) not in round1["fit"]["sites"]
     assert set(records.load_strategy_state(1)[1]) >= {"m_t.00000", "v_t.00000"}
     epsilon_before = load_ledger_epsilon(sites[200])

@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from bcvlm_client.privacy_ledger import init_ledger
+from bcvlm_client.site_config import load_site_config
+from bcvlm_client.site_data import ledger_terms, summarise_site_data
 from bcvlm_model.data.cache import cached_array_path, save_cached_array
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, write_manifest
 from bcvlm_model.data.preprocess_config import PreprocessConfig
@@ -34,7 +37,7 @@ def tiny_preprocess() -> PreprocessConfig:
 
 
 def make_site(root: Path, name: str, *, n_train: int = 12, n_test: int = 12, seed: int = 0,
-              privacy: dict[str, Any] | None = None) -> Path:
+              privacy: dict[str, Any] | None = None, limits: dict[str, Any] | None = None) -> Path:
     """Write a site's cached images, manifest and site YAML under root/name; returns the YAML path.
 
     Malignant images carry a bright blob, so the task is learnable; calcification is labelled on half the rows.
@@ -71,9 +74,13 @@ def make_site(root: Path, name: str, *, n_train: int = 12, n_test: int = 12, see
         "privacy": privacy or {"enabled": True, "target_epsilon": 50.0, "delta": 1e-3, "max_grad_norm": 1.0},
         "state_dir": str(folder / "state"),
         "seed": seed,
+        **({"limits": limits} if limits else {}),
     }
     path = folder / "site.yaml"
     path.write_text(yaml.safe_dump(site))
+    site_cfg = load_site_config(path)
+    if site_cfg.privacy.enabled:
+        init_ledger(site_cfg.state_dir, ledger_terms(site_cfg, summarise_site_data(site_cfg)))
     return path
 
 

@@ -1,0 +1,101 @@
+"""SiteTrainer.fit: secret DP noise, the delta bound, and no budget spent before the data loads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bcvlm_client.privacy_ledger import SitePrivacyLedger
+from bcvlm_client.reply_schema import DeclineReason
+from bcvlm_client.run_settings import RoundSettings, encode_round_settings
+from bcvlm_client.site_config import load_site_config
+from bcvlm_model.config_io import ConfigError
+from bcvlm_model.data.cache import cached_array_path
+from bcvlm_model.data.manifest import read_manifest
+from bcvlm_model.privacy.dp_ready import DPReadyConfig
+from bcvlm_model.text import TextConfig
+from bcvlm_model.training import LocalTrainConfig
+from bcvlm_server.server_app import trainable_arrays
+from federation_sites import SHARED_MODELS, make_site, site_trainer_factory, tiny_model_config, tiny_preprocess
+
+DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
+RUN_ID = 5
+
+
+def settings(server_round: int = 1) -> RoundSettings:
+    return RoundSettings.from_config(encode_round_settings(
+        server_round=server_round, planned_rounds=2, proximal_mu=0.0, n_bins=100, model=tiny_model_config(),
+        preprocess=tiny_preprocess(), text=TextConfig(), local_train=LocalTrainConfig(local_steps=2),
+        dp_trainable=DP_TRAINABLE, dp=True))
+
+
+@pytest.fixture(scope="module")
+def global_arrays() -> list[np.ndarray]:
+    return trainable_arrays(SHARED_MODELS(tiny_model_config(), DP_TRAINABLE))
+
+
+def fit_update(site_yaml: Path, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    update, num_examples, metrics = site_trainer_factory(load_site_config(site_yaml)).fit(arrays, settings(), RUN_ID)
+    assert metrics["declined"] == DeclineReason.TRAINED and num_examples > 0
+    return update
+
+
+def charged(site_yaml: Path) -> list[dict]:
+    return [entry for entry in SitePrivacyLedger.open(load_site_config(site_yaml).state_dir).rounds
+            if entry["kind"] == "charged"]
+
+
+def test_identical_fits_upload_different_noise(tmp_path, global_arrays) -> None:
+    """Same data, site seed, round and global model in two site folders: the DP updates differ."""
+    first = fit_update(make_site(tmp_path / "a", "site", seed=3), global_arrays)
+    second = fit_update(make_site(tmp_path / "b", "site", seed=3), global_arrays)
+    assert any(not np.allclose(x, y) for x, y in zip(first, second))
+
+
+def test_the_insecure_setting_makes_identical_fits_identical(tmp_path, global_arrays) -> None:
+    """The control for the test above: with simulation's reproducible noise the same fits agree bit for bit."""
+    privacy = {"enabled": True, "target_epsilon": 50.0, "delta": 1e-3, "insecure_reproducible_noise": True}
+    first = fit_update(make_site(tmp_path / "a", "site", seed=3, privacy=privacy), global_arrays)
+    second = fit_update(make_site(tmp_path / "b", "site", seed=3, privacy=privacy), global_arrays)
+    assert all(np.array_equal(x, y) for x, y in zip(first, second))
+
+
+def test_a_delta_above_the_bound_is_refused_before_any_charge(tmp_path, global_arrays) -> None:
+    site_yaml = make_site(tmp_path, "site", n_train=12)  # bound: 1 / (10 x 12) = 0.0083
+    raw = yaml.safe_load(site_yaml.read_text())
+    raw["privacy"]["delta"] = 0.01
+    site_yaml.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"privacy\.delta.*0\.00833"):
+        site_trainer_factory(load_site_config(site_yaml)).fit(global_arrays, settings(), RUN_ID)
+
+
+def test_a_data_failure_charges_no_budget(tmp_path, global_arrays) -> None:
+    site_yaml = make_site(tmp_path, "site")
+    site = load_site_config(site_yaml)
+    train = read_manifest(site.data.manifest).query("split == 'train'")
+    for image_id in train["image_id"]:  # every training image lost: no cache entry, no DICOM
+        cached_array_path(site.data.cache_dir, tiny_preprocess(), image_id).unlink()
+    with pytest.raises(Exception, match="missing.dcm|not found|No such file"):
+        site_trainer_factory(site).fit(global_arrays, settings(), RUN_ID)
+    assert charged(site_yaml) == []
+    assert SitePrivacyLedger.open(site.state_dir).epsilon_spent == 0.0
+
+
+def test_a_server_request_for_a_smaller_epsilon_is_honoured_and_a_larger_one_capped(tmp_path, global_arrays) -> None:
+    site_yaml = make_site(tmp_path, "site")  # own budget 50
+    trainer = site_trainer_factory(load_site_config(site_yaml))
+    tighter = settings(1)
+    tighter.dp_target_epsilon = 5.0
+    trainer.fit(global_arrays, tighter, RUN_ID)
+    looser = settings(2)
+    looser.dp_target_epsilon = 500.0
+    trainer.fit(global_arrays, looser, RUN_ID)
+    noise_tight, noise_loose = (entry["noise_multiplier"] for entry in charged(site_yaml))
+    assert noise_tight > noise_loose
+    own = settings(2)
+    own.dp_target_epsilon = None
+    fresh = make_site(tmp_path / "fresh", "site")
+    site_trainer_factory(load_site_config(fresh)).fit(global_arrays, own, RUN_ID)
+    assert charged(fresh)[0]["noise_multiplier"] == pytest.approx(noise_loose)
