@@ -189,6 +189,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             "run_dir": str(run_dir), "seed": cfg.seed, "num_sites": len(names), "rounds": server.rounds,
             "model_kind": server.model.kind, "image_size": f"{server.preprocess.image_height}x{server.preprocess.image_width}",
             "dp": cfg.site.privacy.enabled, "target_epsilon": cfg.site.privacy.target_epsilon,
+            "dp_noise": "insecure-reproducible" if cfg.site.privacy.insecure_reproducible_noise else "secret",
             "secagg": server.secagg.enabled, "federated_wall_time_s": round(federated_seconds, 1),
             "public_pretraining": (f"{cfg.pretrain.epochs} epochs on "
                                    f"{cfg.pretrain.cohort.manifest or 'the synthetic public cohort'}"
