@@ -24,7 +24,7 @@ from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.metrics import score_histogram
 from bcvlm_model.model_config import PACKAGE_DEFAULT, ModelConfig
 from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, find_dp_problems
+from bcvlm_model.privacy.dp_ready import DPCompatibilityError, DPReadyConfig, find_dp_problems
 from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_budget, poisson_sample_rate
 from bcvlm_model.text import ReportCollator
 from bcvlm_model.training import evaluate, train_local
@@ -85,7 +85,10 @@ class SiteTrainer:
         """DP-safety problems of the model these settings build, checked on the model itself, whatever was sent."""
         key = self._model_key(settings)
         if key not in self._dp_problems:
-            self._dp_problems[key] = find_dp_problems(self._model(settings))
+            try:
+                self._dp_problems[key] = find_dp_problems(self._model(settings))
+            except DPCompatibilityError as exc:  # make_dp_ready refused the trainable set the server described
+                self._dp_problems[key] = [str(exc)]
         return self._dp_problems[key]
 
     def _rows(self, split: str) -> pd.DataFrame:

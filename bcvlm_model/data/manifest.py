@@ -114,7 +114,8 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read and validate a manifest CSV (ids stay strings)."""
+    """Read and validate a manifest CSV (ids stay strings); a relative image `path` is relative to the manifest's
+    folder, never to the reader's working folder."""
     source = Path(path)
     if not source.is_file():
         raise ManifestError(f"manifest file not found: {source}")
@@ -123,4 +124,7 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
         df = pd.read_csv(source, dtype=string_like, keep_default_na=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise ManifestError(f"{source}: not a readable CSV: {exc}") from exc
-    return validate(df, origin=str(source))
+    table = validate(df, origin=str(source))
+    folder = source.resolve().parent
+    table["path"] = [value if Path(value).is_absolute() else str(folder / value) for value in table["path"]]
+    return table

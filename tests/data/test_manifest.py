@@ -47,3 +47,11 @@ def test_duplicate_image_ids_and_missing_columns_fail():
         validate(pd.DataFrame([_row(), _row()]))
     with pytest.raises(ManifestError, match="missing column.*oracle_malignancy"):
         validate(pd.DataFrame([_row()]).drop(columns=["oracle_malignancy"]))
+
+
+def test_a_relative_image_path_is_relative_to_the_manifest_folder(tmp_path, monkeypatch):
+    df = pd.DataFrame([_row(path="images/a.dcm"), _row(image_id="b", path="/abs/b.dcm")])
+    write_manifest(df, tmp_path / "prepared" / "m.csv")
+    monkeypatch.chdir(tmp_path)  # the reader runs elsewhere
+    back = read_manifest("prepared/m.csv")
+    assert back["path"].tolist() == [str(tmp_path / "prepared" / "images" / "a.dcm"), "/abs/b.dcm"]

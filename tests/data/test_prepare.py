@@ -117,3 +117,13 @@ def test_a_changed_source_file_is_processed_again(tmp_path, synth_cohort_dir):
     assert (repaired.processed, repaired.skipped, repaired.rejected) == (1, 23, 0)
     assert _arrays(first.cache_dir)[f"{id_a}.npy"] == arrays[f"{id_b}.npy"]
     assert id_a in set(read_manifest(out / "manifest.csv")["image_id"])
+
+
+def test_a_relative_source_root_gives_absolute_manifest_paths(tmp_path, synth_cohort_dir, monkeypatch):
+    """The issue a center hit: paths relative to where `prepare` ran broke every reader started elsewhere."""
+    monkeypatch.chdir(synth_cohort_dir.parent)
+    code = prepare_main(["--source", "synthetic", "--root", synth_cohort_dir.name, "--out", str(tmp_path / "out"),
+                         "--size", "64x32", "--workers", "1", "--quiet"])
+    assert code == 0
+    raw = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert all(Path(path).is_absolute() and Path(path).is_file() for path in raw["path"])
