@@ -249,6 +249,12 @@ class SitePrivacyLedger:
         return str(self._entries[0]["data_fingerprint"])
 
     @property
+    def terms(self) -> LedgerTerms:
+        """The terms this ledger was opened with."""
+        return LedgerTerms(target_epsilon=self.target_epsilon, delta=self.delta, accountant=self.accountant,
+                           data_fingerprint=self.data_fingerprint, privacy_unit=self.privacy_unit)
+
+    @property
     def accountant_state(self) -> dict[str, Any]:
         history = [[entry["noise_multiplier"], entry["sample_rate"], entry["steps"]]
                    for entry in self._entries if entry["kind"] == "charged"]

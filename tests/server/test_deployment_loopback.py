@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from bcvlm_client.privacy_ledger import SitePrivacyLedger
+from bcvlm_client.reply_schema import DeclineReason
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_server.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
@@ -42,12 +43,11 @@ SPENT = "spent"
 
 def spend_budget(fed: LoopbackFederation, site: str) -> float:
     """Charge a site's real ledger with earlier DP-SGD steps until one more round could not fit."""
-    privacy = fed.site_privacy
-    ledger = SitePrivacyLedger.open(fed.state_dir(site), target_epsilon=privacy["target_epsilon"],
-                                    delta=privacy["delta"])
-    while ledger.check_next_round(noise_multiplier=1.0, sample_rate=0.5, steps=5).allowed:
-        ledger.charge_round(0, noise_multiplier=1.0, sample_rate=0.5, steps=5)
-    return ledger.epsilon_spent
+    terms = SitePrivacyLedger.open(fed.state_dir(site)).terms
+    with SitePrivacyLedger.locked(fed.state_dir(site), terms) as ledger:
+        while ledger.check_next_round(noise_multiplier=1.0, sample_rate=0.5, steps=5).allowed:
+            ledger.charge_round(0, 0, noise_multiplier=1.0, sample_rate=0.5, steps=5)
+        return ledger.epsilon_spent
 
 
 def arrays_sha256(arrays: list[np.ndarray]) -> str:
@@ -207,7 +207,7 @@ def test_every_training_site_ledger_spent_epsilon_on_disk_and_monotonic(observed
         ledger = observed.fed.ledger(site)
         assert 0.0 < observed.epsilon_after_round_1[site] <= observed.epsilon_after_crash[site]
         assert observed.epsilon_after_crash[site] <= ledger["epsilon_spent"] <= target + 1e-6, site
-        assert 1 in [entry["round"] for entry in ledger["rounds"] if entry["status"] == "trained"], site
+        assert 1 in [entry["round"] for entry in ledger["entries"] if entry["kind"] == "trained"], site
     # Alive in round 2: trained again after the resume, so their ledgers grew across the crash.
     grown = [site for site in ("alpha", "beta") if observed.ledger_epsilon(site) > observed.epsilon_after_round_1[site]]
     assert grown, "no live site trained in round 2"
@@ -220,12 +220,12 @@ def test_every_training_site_ledger_spent_epsilon_on_disk_and_monotonic(observed
 
 def test_site_over_budget_declines_and_the_run_goes_on(observed: Observed) -> None:
     assert observed.ledger_epsilon(SPENT) == pytest.approx(observed.spent_epsilon_before, rel=1e-9)
-    ledger_rounds = observed.fed.ledger(SPENT)["rounds"]
-    assert {entry["status"] for entry in ledger_rounds if entry["round"] >= 1} == {"declined"}
+    ledger_rounds = [entry for entry in observed.fed.ledger(SPENT)["entries"] if entry["kind"] != "open"]
+    assert {entry["kind"] for entry in ledger_rounds if entry["round"] >= 1} == {"declined"}
     assert 1 in [entry["round"] for entry in ledger_rounds]
     fit = observed.fed.round_metrics(1)["fit"]
     spent_reply = fit["sites"][observed.node_ids()[SPENT]]
-    assert spent_reply["declined"] == 1 and spent_reply["num_examples"] == 0
+    assert spent_reply["declined"] == DeclineReason.BUDGET_EXHAUSTED and spent_reply["num_examples"] == 0
     assert fit["accepted"] >= 1 and fit["outcome"].startswith("updated")
     assert "declines to train" in (observed.fed.state_dir(SPENT) / "logs" / "site.log").read_text()
 
