@@ -25,7 +25,7 @@ from bcvlm_model.metrics import score_histogram
 from bcvlm_model.model_config import PACKAGE_DEFAULT, ModelConfig
 from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
 from bcvlm_model.privacy.dp_ready import DPCompatibilityError, DPReadyConfig, find_dp_problems
-from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_budget, poisson_sample_rate
+from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_remaining_budget, poisson_sample_rate
 from bcvlm_model.text import ReportCollator
 from bcvlm_model.training import evaluate, train_local
 from bcvlm_client.privacy_ledger import LedgerTerms, SitePrivacyLedger
@@ -130,26 +130,37 @@ class SiteTrainer:
                    "train_seconds": 0.0}
         return zeros, 0, metrics
 
-    def _charge(self, run_id: int, settings: RoundSettings, terms: LedgerTerms, noise: float, sample_rate: float,
-                steps: int) -> tuple[dict[str, Any] | None, Refusal | None, float]:
-        """Under the ledger's lock: refuse a replayed round or one over budget, else charge it before training.
+    def _charge(self, run_id: int, settings: RoundSettings, terms: LedgerTerms, sample_rate: float,
+                steps: int) -> tuple[DPTrainState | None, Refusal | None, float]:
+        """Under the ledger's lock: refuse a replayed round or one the budget cannot pay for, else calibrate the
+        noise to the budget left over the rounds left in this run and charge the round before it trains.
 
-        Returns (accountant history before the charge, refusal, epsilon after)."""
+        Returns (the round's DP state, refusal, epsilon after)."""
+        privacy = self.site.privacy
         with SitePrivacyLedger.locked(self.site.state_dir, terms) as ledger:
             if ledger.has_charged(run_id, settings.server_round):
                 refusal = Refusal(DeclineReason.ROUND_REPLAYED,
                                   f"round {settings.server_round} of run {run_id} was already trained")
                 ledger.record_declined(run_id, settings.server_round, refusal.reason.name)
                 return None, refusal, ledger.epsilon_spent
-            check = ledger.check_next_round(noise, sample_rate, steps)
-            if not check.allowed:
+            history = ledger.accountant_state
+            remaining_rounds = settings.planned_rounds - settings.server_round + 1
+            noise = noise_multiplier_for_remaining_budget(
+                history, effective_target_epsilon(self.site, settings), privacy.delta, sample_rate,
+                remaining_rounds * steps, privacy.accountant)
+            check = ledger.check_next_round(noise, sample_rate, steps) if noise is not None else None
+            if check is None or not check.allowed:
+                projected = check.epsilon_after if check is not None else None
                 refusal = Refusal(DeclineReason.BUDGET_EXHAUSTED,
-                                  f"epsilon would reach {check.epsilon_after:.3f} > budget {check.target_epsilon}")
-                ledger.record_declined(run_id, settings.server_round, refusal.reason.name, check.epsilon_after)
+                                  f"epsilon {ledger.epsilon_spent:.3f} of {ledger.target_epsilon} is spent; no noise "
+                                  f"level lets {remaining_rounds} more round(s) of {steps} steps fit the budget")
+                ledger.record_declined(run_id, settings.server_round, refusal.reason.name, projected)
                 return None, refusal, ledger.epsilon_spent
-            history_before = ledger.accountant_state
             epsilon_after = ledger.charge_round(run_id, settings.server_round, noise, sample_rate, steps)
-            return history_before, None, epsilon_after
+        insecure_seed = self.site.seed + settings.server_round if privacy.insecure_reproducible_noise else None
+        state = DPTrainState(noise, privacy.max_grad_norm, privacy.delta, privacy.accountant, history,
+                             insecure_seed=insecure_seed)
+        return state, None, epsilon_after
 
     # --- fit ----------------------------------------------------------------------------------------------------
     def fit(self, arrays: list[np.ndarray], settings: RoundSettings, run_id: int) -> FitReply:
@@ -178,14 +189,9 @@ class SiteTrainer:
         if privacy.enabled:
             terms = self.ledger_terms()
             sample_rate = poisson_sample_rate(len(rows), site.compute.batch_size)
-            noise = noise_multiplier_for_budget(effective_target_epsilon(site, settings), privacy.delta, sample_rate,
-                                                settings.planned_rounds * steps, privacy.accountant)
-            history_before, refusal, epsilon_now = self._charge(run_id, settings, terms, noise, sample_rate, steps)
+            dp_state, refusal, epsilon_now = self._charge(run_id, settings, terms, sample_rate, steps)
             if refusal is not None:
                 return self._declined(arrays, epsilon_now, refusal, settings)
-            insecure_seed = site.seed + settings.server_round if privacy.insecure_reproducible_noise else None
-            dp_state = DPTrainState(noise, privacy.max_grad_norm, privacy.delta, privacy.accountant, history_before,
-                                    insecure_seed=insecure_seed)
 
         model = self._model(settings)
         global_state = arrays_to_state(model, arrays)

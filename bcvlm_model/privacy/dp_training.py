@@ -100,6 +100,72 @@ def _cached_noise_multiplier(target_epsilon: float, delta: float, sample_rate: f
     )
 
 
+NOISE_SEARCH_RELATIVE_TOLERANCE = 1e-3
+MAX_USEFUL_NOISE_MULTIPLIER = 10.0
+"""Above this the noise swamps any clipped gradient sum of a realistic batch: a budget that needs more noise than
+this for the rounds left is treated as spent (the round is declined rather than trained into pure noise)."""
+
+
+def noise_multiplier_for_remaining_budget(
+    state: dict[str, Any] | None,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    remaining_steps: int,
+    accountant: str = "rdp",
+    *,
+    relative_tolerance: float = NOISE_SEARCH_RELATIVE_TOLERANCE,
+    max_noise_multiplier: float = MAX_USEFUL_NOISE_MULTIPLIER,
+) -> float | None:
+    """Smallest noise multiplier (within `relative_tolerance`) with which `remaining_steps` more steps keep the
+    history within `target_epsilon`; None when no noise up to `max_noise_multiplier` fits.
+
+    With an empty history this is (up to the tolerance) `noise_multiplier_for_budget`; with rounds already spent
+    (earlier runs of the same site on the same data, or rounds declined in this run) the rest of the budget is
+    spread over what remains.
+    """
+    if remaining_steps <= 0:
+        raise ValueError(f"remaining_steps must be > 0, got {remaining_steps}")
+    if epsilon_of_history(state, delta, accountant) >= target_epsilon:
+        return None
+    fits = _fits_budget(state, target_epsilon, delta, accountant, sample_rate, remaining_steps)
+    high = noise_multiplier_for_budget(target_epsilon, delta, sample_rate, remaining_steps, accountant)
+    while not fits(high):
+        high *= 2.0
+        if high > 2.0 * max_noise_multiplier:
+            return None
+    low = high / 2.0
+    while fits(low) and low > 1e-3:
+        high, low = low, low / 2.0
+    while (high - low) > relative_tolerance * high:
+        middle = (low + high) / 2.0
+        high, low = (middle, low) if fits(middle) else (high, middle)
+    return high if high <= max_noise_multiplier else None
+
+
+def _fits_budget(state: dict[str, Any] | None, target_epsilon: float, delta: float, accountant: str,
+                 sample_rate: float, steps: int) -> Callable[[float], bool]:
+    """sigma -> whether `steps` more steps at sigma keep the history within the target.
+
+    For RDP the history's Renyi divergences are summed once (RDP composes additively, exactly as Opacus'
+    RDPAccountant computes it), so each probe costs one `compute_rdp`; other accountants replay the history."""
+    if accountant != "rdp":
+        return lambda sigma: projected_epsilon(state, delta, accountant, sigma, sample_rate, steps) <= target_epsilon
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
+    orders = list(RDP_ALPHAS)
+    history_rdp = sum(rdp_analysis.compute_rdp(q=rate, noise_multiplier=sigma, steps=count, orders=orders)
+                      for sigma, rate, count in (state or {}).get("history", []))
+
+    def fits(sigma: float) -> bool:
+        total = history_rdp + rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=sigma, steps=steps,
+                                                       orders=orders)
+        epsilon, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=total, delta=delta)
+        return float(epsilon) <= target_epsilon
+
+    return fits
+
+
 def accountant_state_to_json(state: dict[str, Any] | None) -> dict[str, Any] | None:
     """JSON form of an accountant `state_dict()` (tuples become lists)."""
     if state is None:

@@ -84,18 +84,24 @@ def test_a_data_failure_charges_no_budget(tmp_path, global_arrays) -> None:
 
 
 def test_a_server_request_for_a_smaller_epsilon_is_honoured_and_a_larger_one_capped(tmp_path, global_arrays) -> None:
-    site_yaml = make_site(tmp_path, "site")  # own budget 50
+    noise = {}
+    for name, requested in (("tighter", 5.0), ("looser", 500.0), ("own", None)):  # the site's own budget is 50
+        site_yaml = make_site(tmp_path / name, "site")
+        round_settings = settings(1)
+        round_settings.dp_target_epsilon = requested
+        site_trainer_factory(load_site_config(site_yaml)).fit(global_arrays, round_settings, RUN_ID)
+        noise[name] = charged(site_yaml)[0]["noise_multiplier"]
+    assert noise["tighter"] > noise["own"]
+    assert noise["looser"] == pytest.approx(noise["own"])
+
+
+def test_a_new_run_spends_the_budget_left_by_an_earlier_one(tmp_path, global_arrays) -> None:
+    """A run stopped after round 1 of 2; a new run of 2 rounds trains both, within the site's budget."""
+    site_yaml = make_site(tmp_path, "site", privacy={"enabled": True, "target_epsilon": 4.0, "delta": 1e-3})
     trainer = site_trainer_factory(load_site_config(site_yaml))
-    tighter = settings(1)
-    tighter.dp_target_epsilon = 5.0
-    trainer.fit(global_arrays, tighter, RUN_ID)
-    looser = settings(2)
-    looser.dp_target_epsilon = 500.0
-    trainer.fit(global_arrays, looser, RUN_ID)
-    noise_tight, noise_loose = (entry["noise_multiplier"] for entry in charged(site_yaml))
-    assert noise_tight > noise_loose
-    own = settings(2)
-    own.dp_target_epsilon = None
-    fresh = make_site(tmp_path / "fresh", "site")
-    site_trainer_factory(load_site_config(fresh)).fit(global_arrays, own, RUN_ID)
-    assert charged(fresh)[0]["noise_multiplier"] == pytest.approx(noise_loose)
+    *_, first = trainer.fit(global_arrays, settings(1), run_id=1)
+    second_run = [trainer.fit(global_arrays, settings(r), run_id=2)[2] for r in (1, 2)]
+    assert [metrics["declined"] for metrics in second_run] == [DeclineReason.TRAINED] * 2
+    assert first["epsilon"] < second_run[0]["epsilon"] < second_run[1]["epsilon"] <= 4.0 + 1e-9
+    noise = [entry["noise_multiplier"] for entry in charged(site_yaml)]
+    assert noise[1] > noise[0]  # less budget left per remaining round: more noise

@@ -28,6 +28,7 @@ from bcvlm_client.privacy_ledger import SitePrivacyLedger
 from bcvlm_client.reply_schema import DeclineReason
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.checkpoint import load_checkpoint
+from bcvlm_model.privacy.dp_training import noise_multiplier_for_remaining_budget
 from bcvlm_server.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
 from bcvlm_server.server_app import default_model_factory, trainable_arrays
 from bcvlm_server.server_config import load_server_config
@@ -42,11 +43,12 @@ SPENT = "spent"
 
 
 def spend_budget(fed: LoopbackFederation, site: str) -> float:
-    """Charge a site's real ledger with earlier DP-SGD steps until one more round could not fit."""
+    """Charge a site's real ledger with an earlier DP-SGD step that spends (all but 1e-9 of) its budget."""
     terms = SitePrivacyLedger.open(fed.state_dir(site)).terms
     with SitePrivacyLedger.locked(fed.state_dir(site), terms) as ledger:
-        while ledger.check_next_round(noise_multiplier=1.0, sample_rate=0.5, steps=5).allowed:
-            ledger.charge_round(0, 0, noise_multiplier=1.0, sample_rate=0.5, steps=5)
+        sigma = noise_multiplier_for_remaining_budget(None, terms.target_epsilon, terms.delta, 1.0, 1,
+                                                      relative_tolerance=1e-9)
+        ledger.charge_round(0, 0, noise_multiplier=sigma, sample_rate=1.0, steps=1)
         return ledger.epsilon_spent
 
 

@@ -21,7 +21,7 @@ from bcvlm_client.site_config import load_site_config
 from bcvlm_client.site_training import SiteTrainer
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.data.manifest import read_manifest
-from bcvlm_model.privacy.dp_training import noise_multiplier_for_budget
+from bcvlm_model.privacy.dp_training import noise_multiplier_for_remaining_budget
 from bcvlm_server.inprocess_grid import InProcessGrid
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_app import run_federation, trainable_arrays
@@ -154,8 +154,8 @@ def test_resume_continues_bit_for_bit_and_a_site_over_budget_declines(tmp_path) 
     sites = {200 + k: make_site(tmp_path, f"site{k}", n_train=8, n_test=8, seed=10 + k) for k in range(3)}
     poor = load_site_config(sites[202])  # a site whose ledger has (almost) no budget left
     with SitePrivacyLedger.locked(poor.state_dir, SiteTrainer(poor).ledger_terms()) as ledger:
-        ledger.charge_round(0, 0, noise_multiplier_for_budget(poor.privacy.target_epsilon, poor.privacy.delta, 0.5,
-                                                              20), 0.5, 20)
+        ledger.charge_round(0, 0, noise_multiplier_for_remaining_budget(
+            None, poor.privacy.target_epsilon, poor.privacy.delta, 1.0, 1, relative_tolerance=1e-9), 1.0, 1)
     dead = 203
     sites[dead] = make_site(tmp_path, "site-dead", n_train=8, n_test=8, seed=99)
     overrides = {"secagg.enabled": False, "strategy.name": "fedadam", "local_train.local_steps": 1, "min_sites": 2}
