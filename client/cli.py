@@ -17,7 +17,13 @@ import tomli_w
 
 from bcvlm_client.privacy_ledger import LedgerError, SitePrivacyLedger, init_ledger
 from bcvlm_client.site_config import SiteConfig, refuse_simulation_only_settings, validate_site_config
-from bcvlm_client.site_data import SiteDataSummary, check_delta_bound, ledger_terms, summarise_site_data
+from bcvlm_client.site_data import (
+    SiteDataSummary,
+    check_delta_bound,
+    data_availability,
+    ledger_terms,
+    summarise_site_data,
+)
 from bcvlm_model.atomic_io import atomic_write_text
 from bcvlm_model.config_io import ConfigError, load_config, resolve_relative_paths, save_effective_config
 from bcvlm_model.cpu_memory import keep_freed_memory
@@ -46,13 +52,28 @@ def load_site_for_deployment(path: str | os.PathLike[str], overrides: Sequence[s
 
 
 def check_site_data(cfg: SiteConfig) -> SiteDataSummary:
-    """Manifest counts, the delta bound and the ledger's state; ConfigError/LedgerError name the problem."""
+    """Manifest counts, readable images and the delta bound; ConfigError names the problem."""
     summary = summarise_site_data(cfg)
     if summary.train_rows == 0:
         raise ConfigError(f"site '{cfg.site_id}': the manifest {cfg.data.manifest} has no rows with split "
                           f"'{cfg.data.train_split}' (key 'data.train_split'): this site has nothing to train on")
     check_delta_bound(cfg, summary.train_rows)
     return summary
+
+
+def describe_data_availability(cfg: SiteConfig) -> list[str]:
+    """Lines on cache coverage and missing DICOMs; ConfigError when training images cannot be read at all."""
+    availability = data_availability(cfg)
+    lines = [f"cache {cache.image_size}: {cache.train_cached} training and {cache.eval_cached} evaluation images "
+             f"({cache.folder})" for cache in availability.caches] or ["cache: none (images are decoded on the fly)"]
+    if availability.dicoms_missing:
+        lines.append(f"data: {availability.dicoms_missing} DICOM files not found (cached arrays are used where "
+                     "present; the server must then ask for a cached preprocessing)")
+    if availability.unreadable_train:
+        raise ConfigError(f"site '{cfg.site_id}': {len(availability.unreadable_train)} training images have neither "
+                          f"a DICOM file nor a cached array (first: {availability.unreadable_train[0]}); "
+                          "re-run bcvlm prepare or fix data.manifest / data.cache_dir")
+    return lines
 
 
 def describe_ledger(cfg: SiteConfig, summary: SiteDataSummary) -> str:
@@ -157,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"patients); keep it and {Path(path).with_name('privacy_ledger.key')} across runs and restarts")
             return 0
         ledger_line = describe_ledger(cfg, summary)
+        data_lines = describe_data_availability(cfg) if args.check else []
     except (ConfigError, LedgerError, DataSourceError) as exc:
         print(f"bcvlm-client: {exc}", file=sys.stderr)
         return 2
@@ -164,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"site config OK: site '{cfg.site_id}', SuperLink {cfg.superlink_address}, state in {cfg.state_dir}")
         print(f"data: {summary.train_rows} training images of {summary.train_patients} patients, "
               f"{summary.eval_rows} evaluation images of {summary.eval_patients} patients")
+        print("\n".join(data_lines))
         print(ledger_line)
         return 0
     launch = prepare_supernode(cfg, args.runtime_port, args.max_retries, args.max_wait_time)

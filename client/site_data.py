@@ -1,16 +1,20 @@
-"""A site's view of its own training data: row and patient counts, the delta bound, and the ledger's terms.
+"""A site's view of its own data: row and patient counts, readable images and cache coverage, the delta bound,
+and the ledger's terms.
 
 Used by `bcvlm-client --check`, `--init-ledger` and every fit, so all three agree on what the data set is.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from bcvlm_client.privacy_ledger import LedgerTerms, training_set_fingerprint
 from bcvlm_client.site_config import SiteConfig
+from bcvlm_model.atomic_io import read_json
 from bcvlm_model.config_io import ConfigError
+from bcvlm_model.data.cache import CONFIG_RECORD_NAME, safe_file_stem
 from bcvlm_model.data.manifest import read_manifest
 
 DELTA_RECORDS_FACTOR = 10
@@ -26,6 +30,26 @@ class SiteDataSummary:
     eval_rows: int
     eval_patients: int
     data_fingerprint: str
+
+
+@dataclass(frozen=True)
+class CacheCoverage:
+    """How much of the site's data one preprocessing in the cache covers."""
+
+    image_size: str
+    folder: Path
+    train_cached: int
+    eval_cached: int
+
+
+@dataclass(frozen=True)
+class DataAvailability:
+    """Which images can be read: per cached preprocessing, and images with neither a DICOM nor a cached array."""
+
+    caches: list[CacheCoverage]
+    dicoms_missing: int
+    unreadable_train: list[str]
+    """Training image ids with no DICOM file and no cached array in any preprocessing."""
 
 
 def split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -64,3 +88,27 @@ def ledger_terms(site: SiteConfig, summary: SiteDataSummary) -> LedgerTerms:
     privacy = site.privacy
     return LedgerTerms(target_epsilon=float(privacy.target_epsilon), delta=float(privacy.delta),
                        accountant=privacy.accountant, data_fingerprint=summary.data_fingerprint)
+
+
+def data_availability(site: SiteConfig, manifest: pd.DataFrame | None = None) -> DataAvailability:
+    """Cache coverage per preprocessing found under `data.cache_dir`, and images that cannot be read at all."""
+    table = read_manifest(site.data.manifest) if manifest is None else manifest
+    train = split_rows(table, site.data.train_split)
+    evaluation = split_rows(table, site.data.eval_split)
+    caches: list[CacheCoverage] = []
+    cached_anywhere: set[str] = set()
+    if site.data.cache_dir is not None:
+        for record in sorted(Path(site.data.cache_dir).glob(f"*/{CONFIG_RECORD_NAME}")):
+            config = read_json(record).get("preprocess", {})
+            present = {path.stem for path in record.parent.glob("*.npy")}
+            covered = {image_id for image_id in table["image_id"] if safe_file_stem(image_id) in present}
+            cached_anywhere |= covered
+            caches.append(CacheCoverage(
+                image_size=f"{config.get('image_height')}x{config.get('image_width')}", folder=record.parent,
+                train_cached=int(train["image_id"].isin(covered).sum()),
+                eval_cached=int(evaluation["image_id"].isin(covered).sum())))
+    dicom_present = {image_id: Path(path).is_file() for image_id, path in zip(table["image_id"], table["path"])}
+    unreadable = [image_id for image_id in train["image_id"]
+                  if not dicom_present[image_id] and image_id not in cached_anywhere]
+    return DataAvailability(caches=caches, dicoms_missing=sum(not present for present in dicom_present.values()),
+                            unreadable_train=unreadable)

@@ -11,7 +11,7 @@ import yaml
 from bcvlm_client.privacy_ledger import init_ledger
 from bcvlm_client.site_config import load_site_config
 from bcvlm_client.site_data import ledger_terms, summarise_site_data
-from bcvlm_model.data.cache import cached_array_path, save_cached_array
+from bcvlm_model.data.cache import cached_array_path, record_cache_config, save_cached_array
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, write_manifest
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.model_config import FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
@@ -46,6 +46,7 @@ def make_site(root: Path, name: str, *, n_train: int = 12, n_test: int = 12, see
     folder = root / name
     cache = folder / "cache"
     preprocess = tiny_preprocess()
+    record_cache_config(cache, preprocess)
     rows = []
     for index in range(n_train + n_test):
         malignant = float(index % 2)

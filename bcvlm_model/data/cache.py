@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bcvlm_model.atomic_io import atomic_write_bytes
+from bcvlm_model.atomic_io import atomic_write_bytes, atomic_write_json, read_json
+from bcvlm_model.config_io import config_to_dict
 from bcvlm_model.data.preprocess_config import PreprocessConfig, preprocess_config_hash
 
 UINT16_SCALE = 65535.0
+CONFIG_RECORD_NAME = "preprocess_config.json"
+"""In every cache folder: the preprocessing its arrays were made with (what `bcvlm-client --check` reports)."""
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -27,6 +30,17 @@ def safe_file_stem(image_id: str) -> str:
 def cache_folder(cache_dir: str | os.PathLike[str], cfg: PreprocessConfig) -> Path:
     """The folder holding arrays made with `cfg`: <cache_dir>/<config hash>."""
     return Path(cache_dir) / preprocess_config_hash(cfg)
+
+
+def record_cache_config(cache_dir: str | os.PathLike[str], cfg: PreprocessConfig) -> Path:
+    """Create `cfg`'s cache folder and write its config record (unchanged records are not rewritten)."""
+    folder = cache_folder(cache_dir, cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / CONFIG_RECORD_NAME
+    payload = {"config_hash": preprocess_config_hash(cfg), "preprocess": config_to_dict(cfg)}
+    if not record.is_file() or read_json(record) != payload:
+        atomic_write_json(record, payload)
+    return folder
 
 
 def cached_array_path(cache_dir: str | os.PathLike[str], cfg: PreprocessConfig, image_id: str) -> Path:

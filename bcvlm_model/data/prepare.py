@@ -12,11 +12,11 @@ from tqdm import tqdm
 from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_model.config_io import config_to_dict
 from bcvlm_model.data.adapters import build_manifest
-from bcvlm_model.data.cache import cache_folder, cached_array_path, save_cached_array
+from bcvlm_model.data.cache import cached_array_path, record_cache_config, save_cached_array
 from bcvlm_model.data.errors import DicomRejected
 from bcvlm_model.data.manifest import write_manifest
 from bcvlm_model.data.pipeline import load_preprocessed_with_trace
-from bcvlm_model.data.preprocess_config import PreprocessConfig, preprocess_config_hash
+from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.rejects import RejectLog, write_rejects
 from bcvlm_model.data.source_config import DataSourceConfig
 
@@ -116,13 +116,8 @@ def run_prepare(
         raise StrictRejectError(f"--strict: {len(rejects)} reject(s); first: {first['path'] or first['image_id']}: "
                                 f"{first['reason']}")
     manifest = result.manifest
-    folder = cache_folder(out / "cache", preprocess)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = record_cache_config(out / "cache", preprocess)
     remove_stale_temporaries(folder)
-    config_record = folder / "preprocess_config.json"
-    payload = {"config_hash": preprocess_config_hash(preprocess), "preprocess": config_to_dict(preprocess)}
-    if not config_record.is_file() or read_json(config_record) != payload:
-        atomic_write_json(config_record, payload)
     cfg_dict = config_to_dict(preprocess)
     jobs, skipped, failed_ids = [], 0, set()
     for image_id, path in zip(manifest["image_id"], manifest["path"]):

@@ -101,7 +101,19 @@ def test_check_accepts_a_valid_site_with_its_ledger(site_yaml: Path, capsys: pyt
     out = capsys.readouterr().out
     assert "site config OK: site 'hosp_a'" in out
     assert "12 training images of 12 patients, 6 evaluation images of 6 patients" in out
+    assert "cache 64x32: 12 training and 6 evaluation images" in out
+    assert "18 DICOM files not found" in out
     assert "epsilon 0.000 of 8.0 spent" in out
+
+
+def test_check_refuses_training_images_that_cannot_be_read(site_yaml: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--site", str(site_yaml), "--init-ledger"]) == 0
+    for cached in (site_yaml.parent / "prepared" / "cache").glob("*/prepared-img-1.npy"):
+        cached.unlink()  # a training image with neither a cached array nor a DICOM
+    assert main(["--site", str(site_yaml), "--check"]) == 2
+    assert "1 training images have neither a DICOM file nor a cached array (first: prepared-img-1)" in (
+        capsys.readouterr().err)
 
 
 def test_check_without_a_ledger_says_how_to_create_it(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
