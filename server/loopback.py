@@ -16,7 +16,7 @@ import yaml
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from bcvlm_server.certs import CertificatePaths, create_certificates
-from bcvlm_server.flower_process import free_port, process_tree, terminate_tree
+from bcvlm_server.flower_process import FLOWER_ENV_DEFAULTS, free_port, process_tree, terminate_tree
 from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, site_names, split_sites
 
 PYTHON = sys.executable
@@ -136,8 +136,7 @@ class LoopbackFederation:
 
     def _spawn(self, args: Sequence[str], log_name: str, niceness: int = 0) -> subprocess.Popen[bytes]:
         log = open(self.root / log_name, "ab")  # noqa: SIM115 - the child holds it
-        env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {**os.environ, **FLOWER_ENV_DEFAULTS, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         process = subprocess.Popen([PYTHON, *args], cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True,
                                    preexec_fn=(lambda: os.nice(niceness)) if niceness else None)

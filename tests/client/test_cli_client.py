@@ -119,6 +119,7 @@ def test_supernode_command_carries_the_site_settings(site_yaml: Path) -> None:
     assert reloaded.data.manifest == cfg.data.manifest and reloaded.site_id == "hosp_a"
     env = flower_environment(launch.flwr_home)
     assert env["FLWR_TELEMETRY_ENABLED"] == "0"
+    assert env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
     assert env["FLWR_HOME"] == str(Path(cfg.state_dir) / "flwr_home")
 
 
