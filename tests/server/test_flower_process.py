@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bcvlm_server.certs import create_certificates
+from bcvlm_server.certs import create_certificates, create_site_key
 from bcvlm_server.flower_process import (
     FlowerProcess,
     flower_environment,
@@ -74,7 +74,9 @@ def _flwr(args: list[str], flwr_home: Path, trace: Path) -> dict[str, object]:
 
 def test_flower_processes_connect_only_to_loopback(tmp_path: Path) -> None:
     """SuperLink, `bcvlm-client` with its SuperNode and SuperExec, and the `flwr` CLI, as bcvlm starts them."""
-    certs = create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], ["hosp_a"])
+    site_key = create_site_key(tmp_path / "site" / "keys", "hosp_a")
+    certs = create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], {"hosp_a": site_key.public_key},
+                                ca_passphrase=b"test CA passphrase")
     traces = tmp_path / "traces"
     traces.mkdir()
     port = free_port()
@@ -85,12 +87,12 @@ def test_flower_processes_connect_only_to_loopback(tmp_path: Path) -> None:
     superlink = FlowerProcess(_traced(launch.command(), traces / "superlink"), flower_environment(server_home),
                               launch.log_path, cwd=server_home)
     site_dir = tmp_path / "site"
-    (site_dir / "cache").mkdir(parents=True)
+    (site_dir / "cache").mkdir()
     (site_dir / "manifest.csv").write_text("image_id\n")
     site_yaml = site_dir / "site.yaml"
     site_yaml.write_text(yaml.safe_dump({
         "site_id": "hosp_a", "superlink_address": f"127.0.0.1:{port}", "ca_cert": str(certs.site_ca_cert("hosp_a")),
-        "private_key": str(certs.site_private_key("hosp_a")), "state_dir": str(site_dir / "state"),
+        "private_key": str(site_key.private_key), "state_dir": str(site_dir / "state"),
         "data": {"manifest": str(site_dir / "manifest.csv"), "cache_dir": str(site_dir / "cache")},
     }))
     client = FlowerProcess(
