@@ -15,7 +15,7 @@ from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
 from bcvlm_client.reply_schema import EVALUATE_METRICS, FIT_METRICS, decode_histogram
-from bcvlm_model.privacy.secagg_masks import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
+from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
 
 LOGGER = logging.getLogger("bcvlm_client.egress_guard")
 

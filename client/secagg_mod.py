@@ -11,7 +11,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.common.secure_aggregation import secaggplus_utils
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
-from bcvlm_model.privacy.secagg_masks import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME, expand_masks
+from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME, expand_masks
 
 _FLOWER_MOD = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
 

@@ -13,7 +13,7 @@ from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp.grid import Grid
 
-from bcvlm_model.privacy.secagg_masks import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME, expand_masks
+from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME, expand_masks
 from bcvlm_server.workflows import DropoutTolerantSecAggPlusWorkflow
 
 LOGGER = logging.getLogger("bcvlm_server.secagg_masks")

@@ -11,7 +11,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from bcvlm_client.egress_guard import EgressViolation, SiteFailure, check_reply, egress_guard_mod
 from bcvlm_client.reply_schema import decode_histogram, encode_histogram
 from bcvlm_model.metrics import score_histogram
-from bcvlm_model.privacy.secagg_masks import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
+from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
 
 N_BINS = 10
 GLOBAL = [np.zeros((3, 2), dtype=np.float32), np.zeros(4, dtype=np.float32)]

@@ -8,7 +8,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
 from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
-from bcvlm_model.privacy.secagg_masks import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
+from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
 from bcvlm_server.inprocess_grid import InProcessGrid
 
 NODE = 7

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
 
-from bcvlm_model.privacy.secagg_masks import expand_masks
+from bcvlm_model.privacy.mask_expansion import expand_masks
 
 SHAPES = [(64, 3), (), (1000,)]
 

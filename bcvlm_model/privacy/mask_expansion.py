@@ -28,6 +28,7 @@ _NONCE = bytes(16)
 """ChaCha20's 16-byte counter+nonce: a fixed start is safe because every key is used for one mask expansion only
 (a fresh seed or key pair per site and round); both ends must derive the same stream from the same seed."""
 _MAX_RANGE = 2**62
+_SLACK_BYTES = 64
 
 
 def mask_key(seed: bytes) -> bytes:
@@ -52,16 +53,22 @@ def expand_masks(seed: bytes, num_range: int, shapes: Sequence[tuple[int, ...]])
     encryptor = Cipher(algorithms.ChaCha20(mask_key(seed), _NONCE), mode=None).encryptor()
     power_of_two = num_range & (num_range - 1) == 0
     word = np.dtype("<u4") if power_of_two and num_range <= 2**32 else np.dtype("<u8")
-    masks = []
-    for shape in shapes:
-        count = int(np.prod(shape, dtype=np.int64))
-        # The keystream continues across arrays: one stream per seed, split in order of `shapes`.
-        words = np.frombuffer(encryptor.update(bytes(count * word.itemsize)), dtype=word)
+    counts = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    total = sum(counts)
+    # One keystream per seed, split over the arrays in order. update_into writes it straight into the word buffer
+    # (the input is zeros, so the ciphertext is the keystream); it may need one block of slack at the end.
+    words = np.empty(total * word.itemsize + _SLACK_BYTES, dtype=np.uint8)
+    encryptor.update_into(bytes(total * word.itemsize), words)
+    stream = words[: total * word.itemsize].view(word)
+    masks, start = [], 0
+    for shape, count in zip(shapes, counts):
+        chunk = stream[start:start + count]
+        start += count
         if word.itemsize == 4:
-            values = words.astype(np.int64)
+            values = chunk.astype(np.int64)
             if num_range < 2**32:
                 values &= num_range - 1
         else:
-            values = (words % np.uint64(num_range)).astype(np.int64)
+            values = (chunk % np.uint64(num_range)).astype(np.int64)
         masks.append(values.reshape(shape))
     return masks
