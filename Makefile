@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bcvlm-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-export FLWR_TELEMETRY_ENABLED := 0
 export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test venv clean-venv

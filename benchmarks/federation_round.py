@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from bcvlm_server.flower_process import apply_flower_env_defaults
+
+apply_flower_env_defaults()  # before Flower is imported: telemetry is read at import
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 import yaml  # noqa: E402
 

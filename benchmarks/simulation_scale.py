@@ -22,9 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     from bcvlm_model.cpu_memory import keep_freed_memory
 
     keep_freed_memory()  # as every bcvlm command does (see bcvlm_model/cpu_memory.py)
-    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("FLWR_TELEMETRY_ENABLED", "0"),
-                       ("TOKENIZERS_PARALLELISM", "false")):
-        os.environ.setdefault(key, value)
+    from bcvlm_server.flower_process import apply_flower_env_defaults
+
+    apply_flower_env_defaults()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from bcvlm_model.atomic_io import read_json
     from bcvlm_simulation.config import load_simulation_config
     from bcvlm_simulation.runner import run_simulation_job

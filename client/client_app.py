@@ -1,8 +1,8 @@
 """The site's Flower ClientApp: a legacy NumPyClient (SecAgg+ needs it in Flower 1.42) around `SiteTrainer`.
 
-Mods, outermost first: egress guard (checks the wire reply, SecAgg+ fields included), `secaggplus_mod` (only for
-messages that carry SecAgg+ protocol configs: the server may run without SecAgg+), egress guard again (checks the plain fit reply:
-update arrays and metrics, before masking).
+Mods, outermost first: egress guard (checks the wire reply, SecAgg+ fields included), Flower's `secaggplus_mod` with
+full-strength masks (`bcvlm_client.secagg_mod`; only for messages that carry SecAgg+ protocol configs: the server may
+run without SecAgg+), egress guard again (checks the plain fit reply: update arrays and metrics, before masking).
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.client import NumPyClient
-from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from bcvlm_client.egress_guard import egress_guard_mod
+from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
 from bcvlm_model.file_logging import attach_log_file
 from bcvlm_client.site_config import SiteConfig, load_site_config, refuse_simulation_only_settings
 
@@ -63,9 +63,9 @@ def trainer_for(site: SiteConfig) -> SiteTrainer:
 
 
 def optional_secaggplus_mod(msg: Message, context: Context, call_next: Callable) -> Message:
-    """`secaggplus_mod` for SecAgg+ messages; plain messages (server without SecAgg+) pass straight through."""
+    """SecAgg+ (full-strength masks) for SecAgg+ messages; plain messages (server without SecAgg+) pass through."""
     if msg.has_content() and RECORD_KEY_CONFIGS in msg.content.config_records:
-        return secaggplus_mod(msg, context, call_next)
+        return full_strength_secaggplus_mod(msg, context, call_next)
     return call_next(msg, context)
 
 

@@ -15,6 +15,7 @@ from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
 from bcvlm_client.reply_schema import EVALUATE_METRICS, FIT_METRICS, decode_histogram
+from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
 
 LOGGER = logging.getLogger("bcvlm_client.egress_guard")
 
@@ -26,6 +27,7 @@ SECAGG_REPLY_KEYS: dict[str, str] = {
     Key.MASKED_PARAMETERS: "bytes_list",
     Key.NODE_ID_LIST: "int_list",
     Key.SHARE_LIST: "bytes_list",
+    MASK_PRG_CONFIG_KEY: "mask_prg",
 }
 """SecAgg+ protocol fields (keys, ciphertexts, masked vectors) a site's reply may carry."""
 
@@ -100,6 +102,8 @@ def _check_secagg(record: str, values: dict[str, Any]) -> None:
             raise EgressViolation(f"{record} carries a non-whitelisted SecAgg+ field {_describe_key(key)}")
         if kind == "bytes":
             ok = isinstance(value, bytes)
+        elif kind == "mask_prg":
+            ok = value == MASK_PRG_NAME  # a fixed protocol name, never anything of the site's
         elif kind == "bytes_list":
             ok = isinstance(value, list) and all(isinstance(item, bytes) for item in value)
         else:

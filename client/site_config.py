@@ -8,6 +8,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
+from bcvlm_client.superlink_address import is_loopback_address
 from bcvlm_model.config_io import ConfigError, load_config
 from bcvlm_model.model_config import MODEL_KINDS
 from bcvlm_model.privacy.accountants import ACCOUNTANTS
@@ -132,6 +133,10 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
         for key in ("ca_cert", "private_key"):
             if getattr(cfg, key) is None:
                 fail(key, "is required unless insecure: true")
+    elif not is_loopback_address(cfg.superlink_address):
+        # Without TLS anyone on the path reads and alters the model updates and could pose as the server.
+        fail("insecure", f"true is only allowed for a SuperLink on this machine (127.0.0.1, ::1, localhost), not "
+                         f"'{cfg.superlink_address}': use TLS with ca_cert and private_key")
     if check_paths:
         paths = {"data.manifest": cfg.data.manifest}
         if not cfg.insecure:

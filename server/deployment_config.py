@@ -9,7 +9,7 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from bcvlm_model.config_io import ConfigError, get_dotted, load_config, resolve_relative_paths
-from bcvlm_server.certs import CertificateError, validate_site_names
+from bcvlm_server.certs import CertificateError, load_site_public_key, validate_site_names
 from bcvlm_server.server_config import ServerConfig, validate_server_config
 
 
@@ -82,6 +82,10 @@ def validate_deployment_config(cfg: ServerDeploymentConfig, source: str) -> Serv
     for index, site in enumerate(cfg.sites):
         if not Path(site.public_key).is_file():
             fail(f"sites[{index}].public_key", f"file not found: {site.public_key}")
+        try:
+            load_site_public_key(site.public_key)  # refuses a private key sent by mistake, or a key Flower rejects
+        except CertificateError as exc:
+            fail(f"sites[{index}].public_key", str(exc))
     if not str(cfg.federation.run_dir).strip():
         fail("federation.run_dir", "must name the run directory")
     if cfg.run_timeout_s <= 0:

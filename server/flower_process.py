@@ -1,4 +1,4 @@
-"""Starting and stopping Flower's own processes (SuperLink, SuperNode, `flwr` CLI) with a private FLWR_HOME and no telemetry."""
+"""Starting and stopping Flower's own processes (SuperLink, SuperNode, `flwr` CLI) with a private FLWR_HOME and no phone-home."""
 from __future__ import annotations
 
 import os
@@ -9,15 +9,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Mapping, Sequence
+from typing import IO, Mapping, MutableMapping, Sequence
 
 FLOWER_ENV_DEFAULTS: dict[str, str] = {
     "FLWR_TELEMETRY_ENABLED": "0",
+    # Without this, flower-superlink, flower-supernode, flower-superexec and the `flwr` CLI each post their version,
+    # Python and OS to api.flower.ai at start (flwr/supercore/update_check.py).
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "PYTHONUNBUFFERED": "1",
 }
-"""Set for every Flower process we start: telemetry off, no model-hub downloads, unbuffered logs."""
+"""Set for every Flower process we start: telemetry and update check off, no model-hub downloads, unbuffered logs.
+The one definition: everything that starts Flower (processes, in-process simulation, tests, benchmarks) uses it."""
+
+
+def apply_flower_env_defaults(environ: MutableMapping[str, str] = os.environ) -> MutableMapping[str, str]:
+    """Put FLOWER_ENV_DEFAULTS into `environ` (default: this process, for Flower run in-process, e.g. simulation)."""
+    environ.update(FLOWER_ENV_DEFAULTS)
+    return environ
 
 
 class FlowerProcessError(RuntimeError):
@@ -36,9 +46,9 @@ def flower_executable(name: str) -> str:
 
 
 def flower_environment(flwr_home: str | os.PathLike[str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for a Flower process: ours plus FLWR_HOME (so nothing touches ~/.flwr) and telemetry off."""
+    """Environment for a Flower process: ours plus FLWR_HOME (so nothing touches ~/.flwr), no telemetry or update check."""
     env = dict(os.environ)
-    env.update(FLOWER_ENV_DEFAULTS)
+    apply_flower_env_defaults(env)
     home = Path(flwr_home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     env["FLWR_HOME"] = str(home)

@@ -3,6 +3,7 @@ processes — for deployment rehearsals, the loopback tests and the round-overhe
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,8 +16,8 @@ import yaml
 
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
-from bcvlm_server.certs import CertificatePaths, create_certificates
-from bcvlm_server.flower_process import free_port, process_tree, terminate_tree
+from bcvlm_server.certs import CertificatePaths, SiteKeyPaths, create_certificates, create_site_key
+from bcvlm_server.flower_process import FLOWER_ENV_DEFAULTS, free_port, process_tree, terminate_tree
 from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, site_names, split_sites
 
 PYTHON = sys.executable
@@ -94,9 +95,17 @@ class LoopbackFederation:
 
     def __post_init__(self) -> None:
         self.port = free_port()
-        self.certs: CertificatePaths = create_certificates(self.root / "certs", ["localhost"], ["127.0.0.1"],
-                                                           [*self.site_ids, "rogue"])
-        self.other_ca = create_certificates(self.root / "other_certs", ["localhost"], ["127.0.0.1"], ["x"])
+        # As in a real deployment: each site makes its own key pair and hands the center only the .pub. "rogue" has
+        # a key the center never registers. The CA keys are encrypted with throwaway passphrases nobody needs again.
+        self.site_keys: dict[str, SiteKeyPaths] = {
+            site: create_site_key(self.root / "site_keys" / site, site) for site in [*self.site_ids, "rogue"]}
+        self.certs: CertificatePaths = create_certificates(
+            self.root / "certs", ["localhost"], ["127.0.0.1"],
+            {site: self.site_keys[site].public_key for site in self.site_ids},
+            ca_passphrase=secrets.token_urlsafe(24).encode(), ca_key_path=self.root / "ca_private" / "ca.key")
+        self.other_ca = create_certificates(
+            self.root / "other_certs", ["localhost"], ["127.0.0.1"], {"rogue": self.site_keys["rogue"].public_key},
+            ca_passphrase=secrets.token_urlsafe(24).encode(), ca_key_path=self.root / "other_ca_private" / "ca.key")
         manifests, cache = build_synthetic_sites(self.root, n_sites=len(self.site_ids), n_patients=self.n_patients,
                                                  size=self.image_size)
         self.site_yamls = {site: self._write_site(site, manifests[f"site{i}"], cache)
@@ -123,8 +132,8 @@ class LoopbackFederation:
         path.write_text(yaml.safe_dump({
             "site_id": site,
             "superlink_address": f"127.0.0.1:{self.port}",
-            "ca_cert": str(ca_cert or self.certs.site_ca_cert(key_site)),
-            "private_key": str(self.certs.site_private_key(key_site)),
+            "ca_cert": str(ca_cert or self.certs.ca_cert),
+            "private_key": str(self.site_keys[key_site].private_key),
             "data": {"manifest": str(manifest), "cache_dir": str(cache)},
             "compute": dict(self.compute),
             "privacy": dict(self.site_privacy),
@@ -146,8 +155,7 @@ class LoopbackFederation:
 
     def _spawn(self, args: Sequence[str], log_name: str, niceness: int = 0) -> subprocess.Popen[bytes]:
         log = open(self.root / log_name, "ab")  # noqa: SIM115 - the child holds it
-        env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {**os.environ, **FLOWER_ENV_DEFAULTS, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         process = subprocess.Popen([PYTHON, *args], cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True,
                                    preexec_fn=(lambda: os.nice(niceness)) if niceness else None)

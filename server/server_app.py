@@ -28,7 +28,8 @@ from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig, load_server_config
 from bcvlm_server.strategies import build_inner_strategy, load_strategy_state
 from bcvlm_model.file_logging import attach_log_file
-from bcvlm_server.workflows import DropoutTolerantSecAggPlusWorkflow, TimedEvaluateWorkflow, TimedFitWorkflow
+from bcvlm_server.secagg_masks import FullStrengthSecAggPlusWorkflow
+from bcvlm_server.workflows import TimedEvaluateWorkflow, TimedFitWorkflow
 
 LOGGER = logging.getLogger("bcvlm_server")
 SIMULATION_DIR_ENV = "BCVLM_SIMULATION_DIR"
@@ -135,7 +136,7 @@ def run_federation(
         strategy=strategy,
     )
     if cfg.secagg.enabled:
-        fit_workflow = DropoutTolerantSecAggPlusWorkflow(
+        fit_workflow = FullStrengthSecAggPlusWorkflow(
             num_shares=cfg.secagg.num_shares,
             reconstruction_threshold=cfg.secagg.reconstruction_threshold,
             clipping_range=cfg.secagg.clipping_range,

@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from bcvlm_model.config_io import ConfigError, config_to_yaml
+from bcvlm_server.flower_process import apply_flower_env_defaults
 
 
 def _parser(prog: str, default_config: str, description: str) -> argparse.ArgumentParser:
@@ -23,9 +24,7 @@ def _parser(prog: str, default_config: str, description: str) -> argparse.Argume
 
 def _run(prog: str, default_config: str, description: str, argv: Sequence[str]) -> int:
     args = _parser(prog, default_config, description).parse_args(list(argv))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    apply_flower_env_defaults()  # Flower runs in this process (and Ray's workers inherit it)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from bcvlm_simulation.config import load_simulation_config
 

@@ -14,6 +14,7 @@ import numpy as np
 from flwr.app import Context, Message
 
 from bcvlm_model.atomic_io import atomic_write_json, read_json
+from bcvlm_server.flower_process import apply_flower_env_defaults
 from bcvlm_simulation.config import ResourcesConfig
 
 SIMULATION_DIR_ENV = "BCVLM_SIMULATION_DIR"
@@ -112,7 +113,7 @@ def run_federation(run_dir: Path, num_sites: int, resources: ResourcesConfig, se
 
     run_dir = run_dir.resolve()
     os.environ[SIMULATION_DIR_ENV] = str(run_dir)
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    apply_flower_env_defaults()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")  # Ray starts workers at nice 15: sites would starve

@@ -1,11 +1,11 @@
-"""Test-wide settings: offline model hubs, Flower telemetry off, nothing written outside tmp dirs."""
+"""Test-wide settings: offline model hubs, Flower telemetry and update check off, nothing written outside tmp dirs."""
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+from bcvlm_server.flower_process import apply_flower_env_defaults
+
+apply_flower_env_defaults()  # the same settings every Flower process bcvlm starts gets
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bcvlm_model.cpu_memory import keep_freed_memory  # noqa: E402  (after the environment above)

@@ -20,22 +20,25 @@ from bcvlm_client.cli import (
 )
 from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
-from bcvlm_server.certs import create_certificates
+from bcvlm_server.certs import create_certificates, create_site_key
 from bcvlm_server.flower_process import FlowerProcess, flower_environment
 from federation_sites import make_site
 
 
 @pytest.fixture()
 def site_yaml(tmp_path: Path) -> Path:
-    """A complete site folder: certificates from `bcvlm certs`, a manifest, a cache dir, a YAML with relative paths."""
-    bundle = create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], ["hosp_a"])
+    """A complete site folder: its own key pair, the CA certificate from `bcvlm certs`, a manifest, a cache dir, a YAML
+    with relative paths."""
+    keys = create_site_key(tmp_path / "site" / "certs", "hosp_a")
+    bundle = create_certificates(tmp_path / "center" / "certs", ["localhost"], ["127.0.0.1"],
+                                 {"hosp_a": keys.public_key}, ca_passphrase=b"test CA passphrase")
     make_site(tmp_path / "site", "prepared", n_train=12, n_test=6)  # prepared/manifest.csv + prepared/cache
     path = tmp_path / "site" / "site.yaml"
     path.write_text(yaml.safe_dump({
         "site_id": "hosp_a",
         "superlink_address": "127.0.0.1:9443",
         "ca_cert": str(bundle.site_ca_cert("hosp_a")),
-        "private_key": os.path.relpath(bundle.site_private_key("hosp_a"), path.parent),
+        "private_key": os.path.relpath(keys.private_key, path.parent),
         "data": {"manifest": "prepared/manifest.csv", "cache_dir": "prepared/cache"},
         "state_dir": "state",
     }))
@@ -65,7 +68,7 @@ def test_relative_paths_resolve_next_to_the_yaml(site_yaml: Path, monkeypatch: p
     cfg = load_site_for_deployment(site_yaml)
     assert cfg.data.manifest == str(site_yaml.parent / "prepared" / "manifest.csv")
     assert cfg.state_dir == str(site_yaml.parent / "state")
-    assert cfg.private_key == str(tmp_path / "certs" / "sites" / "hosp_a" / "supernode_auth_key")
+    assert cfg.private_key == str(tmp_path / "site" / "certs" / "supernode_auth_key")
 
 
 @pytest.mark.parametrize(
@@ -164,6 +167,7 @@ def test_supernode_command_carries_the_site_settings(site_yaml: Path) -> None:
     assert reloaded.data.manifest == cfg.data.manifest and reloaded.site_id == "hosp_a"
     env = flower_environment(launch.flwr_home)
     assert env["FLWR_TELEMETRY_ENABLED"] == "0"
+    assert env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
     assert env["FLWR_HOME"] == str(Path(cfg.state_dir) / "flwr_home")
 
 

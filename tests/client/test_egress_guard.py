@@ -11,6 +11,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from bcvlm_client.egress_guard import EgressViolation, SiteFailure, check_reply, egress_guard_mod
 from bcvlm_client.reply_schema import decode_histogram, encode_histogram
 from bcvlm_model.metrics import score_histogram
+from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
 
 N_BINS = 10
 GLOBAL = [np.zeros((3, 2), dtype=np.float32), np.zeros(4, dtype=np.float32)]
@@ -68,6 +69,19 @@ def test_an_extra_record_with_a_list_of_scores_is_blocked() -> None:
     reply.content.config_records["debug"] = ConfigRecord({"scores": [0.1, 0.9, 0.4]})
     with pytest.raises(EgressViolation, match="debug"):
         check_reply(reply, instruction)
+
+
+@pytest.mark.parametrize(("value", "passes"), [(MASK_PRG_NAME, True), (b"hosp_a /data/site", False),
+                                               (MASK_PRG_NAME.decode(), False)])
+def test_only_the_fixed_mask_expansion_name_passes_in_its_secagg_field(value: object, passes: bool) -> None:
+    instruction = _instruction()
+    reply = Message(RecordDict({"secaggplus_configs": ConfigRecord({MASK_PRG_CONFIG_KEY: value})}),
+                    reply_to=instruction)
+    if passes:
+        check_reply(reply, instruction)
+    else:
+        with pytest.raises(EgressViolation, match=MASK_PRG_CONFIG_KEY):
+            check_reply(reply, instruction)
 
 
 def test_evaluate_histograms_must_have_the_announced_bin_count() -> None:

@@ -49,3 +49,17 @@ def test_bad_site_configs_name_the_key(tmp_path, valid, edit, key) -> None:
     edit(valid)
     with pytest.raises(ConfigError, match=key):
         load_site_config(_write(tmp_path, valid))
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:9092", "127.8.9.10:9092", "localhost:9092", "[::1]:9092"])
+def test_insecure_is_allowed_to_a_loopback_superlink(tmp_path, valid, address) -> None:
+    valid.update(insecure=True, superlink_address=address, ca_cert=None, private_key=None)
+    assert load_site_config(_write(tmp_path, valid)).insecure is True
+
+
+@pytest.mark.parametrize("address", ["superlink.example.org:9443", "10.0.0.5:9443", "0.0.0.0:9443",
+                                     "[2001:db8::1]:9443", "localhost.example.org:9443"])
+def test_insecure_is_refused_for_a_remote_superlink(tmp_path, valid, address) -> None:
+    valid.update(insecure=True, superlink_address=address)
+    with pytest.raises(ConfigError, match="key 'insecure'.*only allowed for a SuperLink on this machine"):
+        load_site_config(_write(tmp_path, valid))

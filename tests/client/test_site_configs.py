@@ -11,7 +11,7 @@ from bcvlm_client.cli import load_site_for_deployment
 from bcvlm_client.site_config import SiteConfig, validate_site_config
 from bcvlm_model.config_io import load_config
 from bcvlm_model.data.prepare_cli import PrepareConfig
-from bcvlm_server.certs import create_certificates
+from bcvlm_server.certs import create_certificates, create_site_key
 from bcvlm_server.deployment_config import ServerDeploymentConfig, load_deployment_config
 from bcvlm_server.server_config import validate_server_config
 
@@ -42,8 +42,11 @@ def test_site_example_validates_and_matches_its_prepare_config(site: str) -> Non
 @pytest.mark.parametrize("site", sorted(SITE_LAYOUTS))
 def test_site_example_loads_for_deployment_once_its_files_exist(site: str, tmp_path: Path) -> None:
     raw = yaml.safe_load((SITE_CONFIGS / f"{site}.yaml").read_text())
-    bundle = create_certificates(tmp_path / "issued", ["localhost"], [], [raw["site_id"]])
-    shutil.copytree(bundle.site_dir(raw["site_id"]), tmp_path / "certs")
+    # The site makes its key pair in certs/; the center's CA certificate arrives there too.
+    keys = create_site_key(tmp_path / "certs", raw["site_id"])
+    bundle = create_certificates(tmp_path / "center" / "certs", ["localhost"], [], {raw["site_id"]: keys.public_key},
+                                 ca_passphrase=b"test CA passphrase")
+    shutil.copy(bundle.site_ca_cert(raw["site_id"]), tmp_path / "certs" / "ca.crt")
     raw["data"] = {**raw["data"], "manifest": "prepared/manifest.csv", "cache_dir": "prepared/cache"}
     raw["state_dir"] = "state"
     (tmp_path / "prepared" / "cache").mkdir(parents=True)
@@ -62,8 +65,10 @@ def test_server_example_validates_and_loads_once_certificates_exist(tmp_path: Pa
     assert cfg.federation.secagg.enabled is True
     assert cfg.superlink.port == 9443
     shutil.copy(SITE_CONFIGS / "server.example.yaml", tmp_path / "server.yaml")
-    create_certificates(tmp_path / "certs", ["superlink.example.org"], ["203.0.113.10"],
-                        [site.name for site in cfg.sites])
+    public_keys = {site.name: create_site_key(tmp_path / "received" / site.name, site.name).public_key
+                   for site in cfg.sites}
+    create_certificates(tmp_path / "certs", ["superlink.example.org"], ["203.0.113.10"], public_keys,
+                        ca_passphrase=b"test CA passphrase")
     loaded = load_deployment_config(tmp_path / "server.yaml")
     assert [Path(site.public_key).parent.name for site in loaded.sites] == [site.name for site in cfg.sites]
     assert loaded.federation.run_dir == str(tmp_path / "runs" / "federation-001")

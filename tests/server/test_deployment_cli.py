@@ -10,7 +10,7 @@ from flwr.cli.config_utils import load_and_validate
 from flwr.common.config import parse_config_args
 
 from bcvlm_model.config_io import ConfigError
-from bcvlm_server.certs import create_certificates
+from bcvlm_server.certs import create_certificates, create_site_key
 from bcvlm_server.cli import main
 from bcvlm_server.deployment import FAB_TEMPLATE, RunDirectory, load_for_resume, prepare_run_directory, superlink_launch
 from bcvlm_server.deployment_config import load_deployment_config
@@ -18,7 +18,9 @@ from bcvlm_server.deployment_config import load_deployment_config
 
 @pytest.fixture()
 def server_yaml(tmp_path: Path) -> Path:
-    create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], ["a", "b"])
+    public_keys = {s: create_site_key(tmp_path / f"site_{s}", s).public_key for s in ("a", "b")}
+    create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], public_keys,
+                        ca_passphrase=b"test CA passphrase")
     path = tmp_path / "server.yaml"
     path.write_text(yaml.safe_dump({
         "superlink": {"host": "127.0.0.1", "port": 9555, "ca_cert": "certs/ca.crt",
@@ -102,6 +104,22 @@ def test_missing_site_key_is_named(server_yaml: Path) -> None:
     raw["sites"][1]["public_key"] = "certs/sites/b/nope.pub"
     server_yaml.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"sites\[1\]\.public_key"):
+        load_deployment_config(server_yaml)
+
+
+def test_a_site_private_key_is_refused_in_place_of_its_public_key(server_yaml: Path) -> None:
+    raw = yaml.safe_load(server_yaml.read_text())
+    raw["sites"][0]["public_key"] = "site_a/supernode_auth_key"
+    server_yaml.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"sites\[0\]\.public_key.*PRIVATE key"):
+        load_deployment_config(server_yaml)
+
+
+def test_superlink_has_no_plaintext_mode(server_yaml: Path) -> None:
+    """TLS is always on at the center: there is no `insecure` setting to turn it off, for any bind address."""
+    _edit(server_yaml, "superlink", "host", "0.0.0.0")
+    _edit(server_yaml, "superlink", "insecure", True)
+    with pytest.raises(ConfigError, match="insecure"):
         load_deployment_config(server_yaml)
 
 

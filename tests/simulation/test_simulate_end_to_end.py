@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from bcvlm_model.atomic_io import read_json
+from bcvlm_server.flower_process import FLOWER_ENV_DEFAULTS
 from bcvlm_simulation.report import format_number, lookup
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -20,8 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("sim") / "run"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "FLWR_TELEMETRY_ENABLED": "0",
-           "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **FLOWER_ENV_DEFAULTS, "RAY_DEDUP_LOGS": "0"}
     command = [sys.executable, "-c", "from bcvlm_model.cli import main; raise SystemExit(main())",
                "simulate", "--config-name", "tiny", f"run_dir={run_dir}", "progress=false"]
     log_path = run_dir.parent / "simulate.log"
