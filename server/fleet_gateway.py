@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-FLEET_PATH = re.compile(r"^/v1/fleet/[a-z][a-z0-9-]{0,63}$")
+FLEET_PATH = re.compile(r"/v1/fleet/[a-z][a-z0-9-]{0,63}")
 """The only paths forwarded. A strict pattern, not a prefix test: httpx removes dot segments from URLs, so a prefix
 test would let `/v1/fleet/../control/list-runs` reach the Control API."""
 FLEET_METHOD = "POST"
@@ -81,7 +81,7 @@ def create_gateway_app(upstream: str, ca_cert: Path, upstream_timeout_s: float =
 
     async def forward(request: Request) -> Response:
         path = request.scope["path"]
-        if not FLEET_PATH.match(path) or request.scope.get("query_string"):
+        if not FLEET_PATH.fullmatch(path) or request.scope.get("query_string"):
             return PlainTextResponse("not found: this address serves only the Flower Fleet API\n", status_code=404)
         if request.method != FLEET_METHOD:
             return PlainTextResponse(f"method {request.method} not allowed\n", status_code=405,

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.supercore.error import ApiErrorCode
+from flwr.supercore.runtime.runtime_http_client import RuntimeHttpClient
 
 from bcvlm_server.center_services import CenterServices, SuperExecLaunch
 from bcvlm_server.certs import create_certificates
@@ -61,6 +64,19 @@ app = ClientApp()
 '''
 
 
+def acquire_task_error(port: int) -> str:
+    """What the site's SuperNode answers a local process that asks for a task without the SuperExec secret."""
+    client = RuntimeHttpClient.from_server_address(f"127.0.0.1:{port}", insecure=True, root_certificates=None,
+                                                   interceptors=[])
+    try:
+        client.AcquireTask(AcquireTaskRequest())
+    except Exception as exc:  # noqa: BLE001 - the refusal's text is checked by the test
+        return f"{exc} {getattr(getattr(exc, 'response', None), 'text', '')}"
+    finally:
+        client.close()
+    return ""
+
+
 def crafted_app(root: Path, name: str, clientapp: str, files: dict[str, str]) -> Path:
     folder = root / "apps" / name
     folder.mkdir(parents=True)
@@ -80,6 +96,7 @@ class Observed:
     report_dir: Path
     run_ids: dict[str, int]
     run_logs: dict[str, str]
+    runtime_without_secret_error: str
 
     def site_log(self) -> str:
         path = self.root / "state" / "logs" / "site.log"
@@ -122,13 +139,14 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
         "data": {"manifest": str(root / "manifest.csv")}, "state_dir": str(root / "state"),
     }))
     site = None
+    runtime_port = free_port()
     try:
         center.start()
         control = FlowerControl(root / "cli", internal, certs.ca_cert)
         control.register_site(certs.site_public_key("alpha"), "alpha")
         with open(root / "client.out", "wb") as log:
             site = subprocess.Popen([sys.executable, "-m", "bcvlm_client.cli", "--site", str(site_yaml),
-                                     "--runtime-port", str(free_port())], stdout=log, stderr=subprocess.STDOUT,
+                                     "--runtime-port", str(runtime_port)], stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         assert wait_for_nodes(control, 1, 180, poll_s=2) == 1, (root / "client.out").read_text()
         apps = {
@@ -144,7 +162,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
         run_logs = {}
         for name, run_id in run_ids.items():
             run_logs[name] = control.save_run_log(run_id, root / f"run_{name}.log").read_text(errors="replace")
-        return Observed(root=root, marker_dir=marker_dir, report_dir=report_dir, run_ids=run_ids, run_logs=run_logs)
+        return Observed(root=root, marker_dir=marker_dir, report_dir=report_dir, run_ids=run_ids, run_logs=run_logs,
+                        runtime_without_secret_error=acquire_task_error(runtime_port))
     finally:
         if site is not None:
             terminate_tree(site.pid, grace_s=5.0)
@@ -178,3 +197,11 @@ def test_the_site_log_says_why(observed: Observed) -> None:
     log = observed.site_log()
     assert "carries code: evil_client.py" in log
     assert "names clientapp 'probe_client:app'" in log
+
+
+def test_a_local_process_without_the_site_secret_gets_no_task(observed: Observed) -> None:
+    secret = observed.root / "state" / "superexec_auth.secret"
+    assert secret.stat().st_mode & 0o077 == 0
+    # Flower's answer when the SuperExec auth headers are missing or wrong: 401, RUNTIME_AUTHENTICATION_FAILED.
+    assert "401 Unauthorized" in observed.runtime_without_secret_error
+    assert f'"code":{int(ApiErrorCode.RUNTIME_AUTHENTICATION_FAILED)}' in observed.runtime_without_secret_error

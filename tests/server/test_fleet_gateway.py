@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.supercore.error import ApiErrorCode
 from flwr.supercore.runtime.runtime_http_client import RuntimeHttpClient
 
 from bcvlm_model.atomic_io import read_json
@@ -79,7 +80,9 @@ class Observed:
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
-    fed = LoopbackFederation(tmp_path_factory.mktemp("gateway"), SITES, {**TINY_FEDERATION, "rounds": 1})
+    # One round without SecAgg+ (its extra stages cost minutes here and are covered by test_deployment_loopback).
+    federation = {**TINY_FEDERATION, "rounds": 1, "secagg": {**TINY_FEDERATION["secagg"], "enabled": False}}
+    fed = LoopbackFederation(tmp_path_factory.mktemp("gateway"), SITES, federation)
     internal_port = free_port()
     raw = yaml.safe_load(fed.server_yaml.read_text())
     raw["superlink"]["internal_port"] = internal_port
@@ -171,7 +174,9 @@ def test_flwr_commands_fail_through_the_public_address(observed: Observed) -> No
 def test_runtime_api_needs_the_superexec_secret(observed: Observed) -> None:
     secret = observed.fed.run_dir / "superlink" / "superexec_auth.secret"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.stat().st_size >= 32
-    assert "SuperExec authentication failed" in observed.runtime_without_secret_error
+    # Flower's answer when the SuperExec auth headers are missing or wrong: 401, RUNTIME_AUTHENTICATION_FAILED.
+    assert "401 Unauthorized" in observed.runtime_without_secret_error
+    assert f'"code":{int(ApiErrorCode.RUNTIME_AUTHENTICATION_FAILED)}' in observed.runtime_without_secret_error
 
 
 def test_superlink_listens_only_on_loopback(observed: Observed) -> None:
