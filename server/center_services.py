@@ -18,6 +18,9 @@ from bcvlm_server.superlink import SuperLink, SuperLinkLaunch, client_address
 
 LOOPBACK_HOST = "127.0.0.1"
 """The SuperLink's Fleet, Control and Runtime APIs listen only here."""
+SUPEREXEC_POLL_S = "3"
+"""Seconds between the SuperExec's task requests (Flower's default: 1). Each authenticated request writes a nonce
+into the SuperLink's SQLite state, which has a 5 s lock timeout; the ServerApp task may start up to 3 s later."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,9 @@ class CenterServices:
             self.superlink.start(timeout_s)
             launch = self.superexec_launch
             self.superexec = FlowerProcess(launch.command(self.superlink.process.pid),
-                                           flower_environment(launch.flwr_home), launch.log_path,
+                                           flower_environment(launch.flwr_home,
+                                                              {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_S}),
+                                           launch.log_path,
                                            cwd=launch.flwr_home).start()
             self.gateway.start()
             host = client_address(self.gateway_settings.listen_host, self.gateway_settings.listen_port)
