@@ -24,11 +24,12 @@ from bcvlm_client.site_data import (
     ledger_terms,
     summarise_site_data,
 )
+from bcvlm_client.site_processes import SiteProcesses
 from bcvlm_model.atomic_io import atomic_write_text
 from bcvlm_model.config_io import ConfigError, load_config, resolve_relative_paths, save_effective_config
 from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_model.data.errors import DataSourceError
-from bcvlm_server.flower_process import FlowerProcess, flower_environment, flower_executable
+from bcvlm_server.flower_process import FlowerProcess, flower_executable
 
 SITE_PATH_KEYS: tuple[str, ...] = ("ca_cert", "private_key", "data.manifest", "data.cache_dir", "state_dir")
 """SiteConfig keys holding paths; relative values are resolved against the YAML file's folder."""
@@ -36,6 +37,7 @@ SITE_PATH_KEYS: tuple[str, ...] = ("ca_cert", "private_key", "data.manifest", "d
 EFFECTIVE_CONFIG_NAME = "site_config.effective.yaml"
 NODE_CONFIG_NAME = "node_config.toml"
 DEFAULT_RUNTIME_PORT = 9094
+SUPEREXEC_SECRET_NAME = "superexec_auth.secret"
 
 
 def load_site_for_deployment(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> SiteConfig:
@@ -95,6 +97,9 @@ class SuperNodeLaunch:
     effective_config: Path
     node_config: Path
     log_path: Path
+    runtime_address: str = ""
+    superexec_secret: Path | None = None
+    """Shared by the SuperNode and the site's SuperExec (bcvlm_client.site_superexec), which checks every FAB."""
 
 
 def prepare_supernode(cfg: SiteConfig, runtime_port: int = DEFAULT_RUNTIME_PORT, max_retries: int | None = None,
@@ -111,7 +116,9 @@ def prepare_supernode(cfg: SiteConfig, runtime_port: int = DEFAULT_RUNTIME_PORT,
         command += ["--root-certificates", str(cfg.ca_cert), "--auth-supernode-private-key", str(cfg.private_key)]
     command += [
         "--node-config", str(node_config),
-        "--isolation", "subprocess",
+        # Process isolation: the site's own SuperExec (site_processes.SiteProcesses) runs ClientApps, approved FABs only.
+        "--isolation", "process",
+        "--superexec-auth-secret-file", str(state_dir / SUPEREXEC_SECRET_NAME),
         "--host", "127.0.0.1",
         "--port", str(runtime_port),
     ]
@@ -122,7 +129,9 @@ def prepare_supernode(cfg: SiteConfig, runtime_port: int = DEFAULT_RUNTIME_PORT,
     if max_wait_time_s is not None:
         command += ["--max-wait-time", str(max_wait_time_s)]
     return SuperNodeLaunch(command=command, flwr_home=state_dir / "flwr_home", effective_config=effective,
-                           node_config=node_config, log_path=state_dir / "logs" / "supernode.log")
+                           node_config=node_config, log_path=state_dir / "logs" / "supernode.log",
+                           runtime_address=f"127.0.0.1:{runtime_port}",
+                           superexec_secret=state_dir / SUPEREXEC_SECRET_NAME)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,13 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    supernode: FlowerProcess | None = None
+    supernode: SiteProcesses | None = None
     restarts = 0
     try:
         while True:
             log_offset = launch.log_path.stat().st_size if launch.log_path.is_file() else 0
-            supernode = FlowerProcess(launch.command, flower_environment(launch.flwr_home), launch.log_path,
-                                      cwd=cfg.state_dir).start()
+            supernode = SiteProcesses(launch.command, launch.flwr_home, launch.log_path, Path(cfg.state_dir),
+                                      launch.runtime_address, launch.effective_config,
+                                      launch.superexec_secret or Path(cfg.state_dir) / SUPEREXEC_SECRET_NAME).start()
             code = watch_supernode(supernode, launch.log_path, log_offset)
             supernode.stop()
             reason = last_error_lines(launch.log_path, log_offset)
@@ -234,7 +244,7 @@ then stays alive doing nothing (the runtime API thread keeps it up), so we resta
 HUNG_EXIT_CODE = 70
 
 
-def watch_supernode(supernode: FlowerProcess, log_path: Path, log_offset: int, poll_s: float = 1.0) -> int:
+def watch_supernode(supernode: FlowerProcess | SiteProcesses, log_path: Path, log_offset: int, poll_s: float = 1.0) -> int:
     """Wait for the SuperNode to exit, remembering its app processes; stop it when its message loop has died."""
     assert supernode.process is not None
     checked = log_offset

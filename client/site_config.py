@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from omegaconf import MISSING
 
@@ -93,6 +94,12 @@ class SiteConfig:
     seed: int = 0
     """Shuffling and report augmentation only; DP sampling and noise never depend on it (unless
     `privacy.insecure_reproducible_noise`, simulation only)."""
+    approved_fab_sha256: List[str] = field(default_factory=list)
+    """SHA-256 (hex) of app bundles this site also runs although they carry code or name another ClientApp (each one
+    reviewed by the site first). Without an entry, only code-free bundles naming the installed bcvlm ClientApp run."""
+
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 def validate_site_config(cfg: SiteConfig, source: str = "site config", check_paths: bool = True) -> SiteConfig:
@@ -129,6 +136,9 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
     unknown = [kind for kind in limits.model_kinds if kind not in MODEL_KINDS]
     if unknown or not limits.model_kinds:
         fail("limits.model_kinds", f"must be a non-empty list of {MODEL_KINDS}, got {list(limits.model_kinds)}")
+    for index, digest in enumerate(cfg.approved_fab_sha256):
+        if not _SHA256_HEX.match(str(digest)):
+            fail(f"approved_fab_sha256[{index}]", f"must be 64 lowercase hex digits (a SHA-256), got '{digest}'")
     if not cfg.insecure:
         for key in ("ca_cert", "private_key"):
             if getattr(cfg, key) is None:

@@ -12,11 +12,13 @@ from tqdm import tqdm
 
 from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_model.config_io import ConfigError, save_effective_config
+from bcvlm_server.center_services import LOOPBACK_HOST, CenterServices, SuperExecLaunch
+from bcvlm_server.fleet_gateway import GatewaySettings
+from bcvlm_server.flower_process import free_port
 from bcvlm_server.deployment_config import ServerDeploymentConfig, load_deployment_config
 from bcvlm_server.superlink import (
     FlowerControl,
     RunStatus,
-    SuperLink,
     SuperLinkLaunch,
     client_address,
     follow_run,
@@ -53,6 +55,11 @@ class RunDirectory:
     @property
     def superlink_home(self) -> Path:
         return self.root / "superlink"
+
+    @property
+    def superexec_secret(self) -> Path:
+        """The SuperExec auth secret of this run directory (mode 0600), made at the first start."""
+        return self.superlink_home / "superexec_auth.secret"
 
     @property
     def cli_home(self) -> Path:
@@ -108,12 +115,25 @@ def prepare_run_directory(cfg: ServerDeploymentConfig, resume: bool) -> RunDirec
 
 
 def superlink_launch(cfg: ServerDeploymentConfig, run_dir: RunDirectory) -> SuperLinkLaunch:
+    """The SuperLink on 127.0.0.1 only (all its APIs); sites reach its Fleet API through the gateway."""
     database = Path(cfg.superlink.database) if cfg.superlink.database else run_dir.superlink_home / "state.db"
     return SuperLinkLaunch(
-        host=cfg.superlink.host, port=cfg.superlink.port, ca_cert=Path(cfg.superlink.ca_cert),
-        server_cert=Path(cfg.superlink.server_cert), server_key=Path(cfg.superlink.server_key),
-        database=database, flwr_home=run_dir.superlink_home, log_path=run_dir.logs / "superlink.log",
+        host=LOOPBACK_HOST, port=cfg.superlink.internal_port or free_port(LOOPBACK_HOST),
+        ca_cert=Path(cfg.superlink.ca_cert), server_cert=Path(cfg.superlink.server_cert),
+        server_key=Path(cfg.superlink.server_key), database=database, flwr_home=run_dir.superlink_home,
+        log_path=run_dir.logs / "superlink.log", superexec_secret=run_dir.superexec_secret,
     )
+
+
+def center_services(cfg: ServerDeploymentConfig, run_dir: RunDirectory, launch: SuperLinkLaunch) -> CenterServices:
+    """The loopback SuperLink, the center's SuperExec and the public Fleet gateway on superlink.host:port."""
+    internal = f"{LOOPBACK_HOST}:{launch.port}"
+    superexec = SuperExecLaunch(runtime_address=internal, ca_cert=launch.ca_cert, secret_file=run_dir.superexec_secret,
+                                flwr_home=run_dir.superlink_home, log_path=run_dir.logs / "superexec.log")
+    gateway = GatewaySettings(listen_host=cfg.superlink.host, listen_port=cfg.superlink.port,
+                              upstream=f"https://{internal}", ca_cert=launch.ca_cert, server_cert=launch.server_cert,
+                              server_key=launch.server_key)
+    return CenterServices(launch, superexec, gateway, run_dir.logs / "fleet_gateway.log")
 
 
 def _record_flower_run(run_dir: RunDirectory, entry: dict[str, object]) -> None:
@@ -135,11 +155,12 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
         say(message)
 
     launch = superlink_launch(cfg, run_dir)
-    superlink = SuperLink(launch)
-    note(f"starting SuperLink on {launch.host}:{launch.port} (TLS, SuperNode auth, state {launch.database})")
+    superlink = center_services(cfg, run_dir, launch)
+    note(f"starting SuperLink on {launch.host}:{launch.port} (TLS, SuperNode auth, SuperExec auth, state "
+         f"{launch.database}) and the Fleet-only gateway on {cfg.superlink.host}:{cfg.superlink.port}")
     try:
         superlink.start(cfg.superlink.startup_timeout_s)
-        address = cfg.superlink.control_address or client_address(launch.host, launch.port)
+        address = client_address(launch.host, launch.port)
         control = FlowerControl(run_dir.cli_home, address, launch.ca_cert)
         for site in cfg.sites:
             node_id = control.register_site(site.public_key, site.name)
@@ -154,7 +175,7 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
         with tqdm(total=cfg.federation.rounds, initial=start_round, desc="rounds", unit="round") as bar:
 
             def on_tick() -> None:
-                superlink.process.track_descendants()
+                superlink.track_descendants()
                 done = run_dir.last_completed_round()
                 if done > bar.n:
                     bar.update(done - bar.n)
@@ -169,7 +190,7 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
         return status
     finally:
         superlink.stop()
-        note("SuperLink stopped")
+        note("SuperLink, SuperExec and gateway stopped")
 
 
 def load_for_resume(run_dir: str | Path) -> ServerDeploymentConfig:

@@ -18,9 +18,12 @@ class SuperLinkSettings:
     """How `flower-superlink` is started (TLS and SuperNode authentication are always on)."""
 
     host: str = "127.0.0.1"
-    """Bind address of the SuperLink's HTTPS port (Fleet, Control and Runtime APIs). 0.0.0.0 to serve remote sites."""
+    """Bind address of the public Fleet gateway (TLS; it forwards only the Fleet API). 0.0.0.0 to serve remote
+    sites. The SuperLink itself (Fleet, Control and Runtime APIs) always listens on 127.0.0.1 only."""
     port: int = 9443
-    """The one TCP port sites connect to (open it inbound at the coordinating center)."""
+    """The one TCP port sites connect to (the gateway's; open it inbound at the coordinating center)."""
+    internal_port: Optional[int] = None
+    """The SuperLink's own port on 127.0.0.1 (the center's `flwr` commands use it); None = a free port at each start."""
     ca_cert: str = MISSING
     """CA certificate (PEM) from `bcvlm certs` (ca.crt)."""
     server_cert: str = MISSING
@@ -28,8 +31,7 @@ class SuperLinkSettings:
     server_key: str = MISSING
     """SuperLink TLS private key (server.key, mode 0600)."""
     control_address: Optional[str] = None
-    """host:port that `bcvlm-server`'s own `flwr` commands use to reach the SuperLink; default: 127.0.0.1 for a
-    wildcard bind, else `host`. It must match a SAN of the server certificate (`bcvlm certs` always adds loopback)."""
+    """No longer used and must stay null: the Control API is reachable only on 127.0.0.1:`internal_port`."""
     database: Optional[str] = None
     """SQLite state of the SuperLink (registered sites, runs); default `<run_dir>/superlink/state.db`."""
     startup_timeout_s: float = 60.0
@@ -73,6 +75,13 @@ def validate_deployment_config(cfg: ServerDeploymentConfig, source: str) -> Serv
             fail(key, f"file not found: {value}")
     if not 1 <= cfg.superlink.port <= 65535:
         fail("superlink.port", f"must be 1..65535, got {cfg.superlink.port}")
+    if cfg.superlink.internal_port is not None and not 1 <= cfg.superlink.internal_port <= 65535:
+        fail("superlink.internal_port", f"must be 1..65535 or null, got {cfg.superlink.internal_port}")
+    if cfg.superlink.internal_port == cfg.superlink.port:
+        fail("superlink.internal_port", "must differ from superlink.port (the gateway's public port)")
+    if cfg.superlink.control_address is not None:
+        fail("superlink.control_address", "is no longer used: the SuperLink's Control API listens only on "
+             "127.0.0.1:superlink.internal_port (remove the key)")
     if not cfg.sites:
         fail("sites", "at least one site (name + public_key) is needed")
     try:

@@ -41,9 +41,17 @@ class SuperLinkLaunch:
     database: Path
     flwr_home: Path
     log_path: Path
+    superexec_secret: Path | None = None
+    """With a secret: `--isolation process`, and the Runtime API accepts only a SuperExec holding it (bcvlm-server
+    starts that SuperExec itself). Without: Flower's own unauthenticated SuperExec (`--isolation subprocess`)."""
 
     def command(self) -> list[str]:
         """The `flower-superlink` command line: TLS, SuperNode auth, persistent state, explicit bind address."""
+        if self.superexec_secret is not None:
+            # Flower 1.42 ignores the secret in subprocess isolation (flwr/superlink/cli/flower_superlink.py).
+            isolation = ["--isolation", "process", "--superexec-auth-secret-file", str(self.superexec_secret)]
+        else:
+            isolation = ["--isolation", "subprocess"]
         return [
             flower_executable("flower-superlink"),
             "--ssl-ca-certfile", str(self.ca_cert),
@@ -53,7 +61,7 @@ class SuperLinkLaunch:
             "--database", str(self.database),
             "--host", self.host,
             "--port", str(self.port),
-            "--isolation", "subprocess",
+            *isolation,
             "--disable-runtime-dependency-installation",
         ]
 

@@ -85,6 +85,7 @@ def test_relative_paths_resolve_next_to_the_yaml(site_yaml: Path, monkeypatch: p
         ({"privacy": {"insecure_reproducible_noise": True}}, "privacy.insecure_reproducible_noise"),
         ({"privacy": {"accountant": "gdp"}}, "privacy.accountant"),
         ({"limits": {"model_kinds": ["resnet"]}}, "limits.model_kinds"),
+        ({"approved_fab_sha256": ["not-a-hash"]}, "approved_fab_sha256"),
     ],
 )
 def test_bad_config_is_refused_naming_the_key(site_yaml: Path, changes: dict[str, object], key: str,
@@ -160,6 +161,9 @@ def test_supernode_command_carries_the_site_settings(site_yaml: Path) -> None:
     assert value("--max-retries") == "3"
     assert "--insecure" not in command
     assert "--allow-runtime-dependency-installation" not in command
+    # The site's own SuperExec (which checks every FAB) runs the apps, not one Flower starts.
+    assert value("--isolation") == "process"
+    assert value("--superexec-auth-secret-file") == str(Path(cfg.state_dir) / "superexec_auth.secret")
     # Flower parses the node config the way the SuperNode will, and the ClientApp can load the file it names.
     node_config = parse_config_args([value("--node-config")])
     assert node_config == {"site-config": str(launch.effective_config)}

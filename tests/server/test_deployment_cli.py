@@ -64,6 +64,7 @@ def test_run_directory_holds_configs_app_and_run_config(server_yaml: Path) -> No
 
 
 def test_superlink_command_has_tls_auth_database_and_bind_address(server_yaml: Path) -> None:
+    _edit(server_yaml, "superlink", "internal_port", 9556)
     cfg = load_deployment_config(server_yaml)
     launch = superlink_launch(cfg, RunDirectory(Path(cfg.federation.run_dir)))
     command = launch.command()
@@ -75,9 +76,19 @@ def test_superlink_command_has_tls_auth_database_and_bind_address(server_yaml: P
     assert value("--ssl-certfile").endswith("certs/server.crt")
     assert value("--ssl-keyfile").endswith("certs/server.key")
     assert value("--database") == str(Path(cfg.federation.run_dir) / "superlink" / "state.db")
-    assert (value("--host"), value("--port")) == ("127.0.0.1", "9555")
+    assert (value("--host"), value("--port")) == ("127.0.0.1", "9556")  # loopback; 9555 is the gateway's
     assert "--enable-supernode-auth" in command and "--insecure" not in command
     assert "--disable-runtime-dependency-installation" in command
+    assert value("--isolation") == "process"
+    assert value("--superexec-auth-secret-file") == str(Path(cfg.federation.run_dir) / "superlink"
+                                                        / "superexec_auth.secret")
+
+
+def test_superlink_listens_on_loopback_even_for_a_wildcard_public_address(server_yaml: Path) -> None:
+    _edit(server_yaml, "superlink", "host", "0.0.0.0")
+    cfg = load_deployment_config(server_yaml)
+    command = superlink_launch(cfg, RunDirectory(Path(cfg.federation.run_dir))).command()
+    assert command[command.index("--host") + 1] == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -85,6 +96,8 @@ def test_superlink_command_has_tls_auth_database_and_bind_address(server_yaml: P
     [
         ("superlink", "server_key", "certs/missing.key", "superlink.server_key"),
         ("superlink", "port", 70000, "superlink.port"),
+        ("superlink", "internal_port", 9555, "superlink.internal_port"),
+        ("superlink", "control_address", "127.0.0.1:9555", "superlink.control_address"),
         ("superlink", "bogus", 1, "bogus"),
         ("federation", "strategy", {"name": "krum"}, "strategy.name"),
         ("federation", "rounds", "many", "rounds"),

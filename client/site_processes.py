@@ -1,0 +1,53 @@
+"""A site's two long-running Flower processes as one: the SuperNode (`--isolation process`) and the site's own
+SuperExec (`bcvlm_client.site_superexec`), started and stopped together."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+from bcvlm_client import site_superexec
+from bcvlm_server.flower_process import FlowerProcess, flower_environment
+from bcvlm_server.superexec_secret import ensure_superexec_secret
+
+
+class SiteProcesses:
+    """Same surface as the FlowerProcess it replaces in `bcvlm-client` (start, process, track_descendants, stop)."""
+
+    def __init__(self, supernode_command: Sequence[str], flwr_home: Path, supernode_log: Path, cwd: Path,
+                 runtime_address: str, site_config: Path, secret_file: Path) -> None:
+        self.env = flower_environment(flwr_home)
+        self.supernode = FlowerProcess(supernode_command, self.env, supernode_log, cwd=cwd)
+        self.superexec_log = supernode_log.parent / "superexec.log"
+        self.cwd = cwd
+        self.runtime_address = runtime_address
+        self.site_config = site_config
+        self.secret_file = secret_file
+        self.superexec: FlowerProcess | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The SuperNode's process: its exit is the site's exit."""
+        return self.supernode.process
+
+    def start(self) -> SiteProcesses:
+        ensure_superexec_secret(self.secret_file)
+        self.supernode.start()
+        self.superexec = FlowerProcess(
+            site_superexec.command(self.runtime_address, self.site_config, self.secret_file, self.supernode.pid),
+            self.env, self.superexec_log, cwd=self.cwd).start()
+        return self
+
+    def track_descendants(self) -> None:
+        """Remember app processes of both; a dead SuperExec stops the SuperNode, so the caller restarts both."""
+        self.supernode.track_descendants()
+        if self.superexec is not None:
+            self.superexec.track_descendants()
+            if not self.superexec.running() and self.supernode.running():
+                self.supernode.stop(grace_s=5.0)
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        """Stop the SuperExec (and its ClientApps), then the SuperNode; return the SuperNode's exit code."""
+        if self.superexec is not None:
+            self.superexec.stop(grace_s)
+        return self.supernode.stop(grace_s)

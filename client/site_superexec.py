@@ -1,0 +1,87 @@
+"""The site's own SuperExec: Flower's task loop (`run_superexec`) with an executor that starts only ClientApp tasks,
+each through `bcvlm_client.approved_clientapp` (the FAB check) instead of `flwr-clientapp`.
+
+`bcvlm-client` runs the SuperNode with `--isolation process` and starts this process next to it, so no process
+of Flower's own choosing ever runs a run's app at the site.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from flwr.supercore.constant import TaskType
+from flwr.supercore.superexec import run_superexec as flower_superexec
+from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
+
+
+class ApprovingClientAppExecutor:
+    """A Flower executor (the `Executor` protocol of flwr.supercore.superexec.executor) for ClientApp tasks only."""
+
+    def __init__(self, site_config: Path) -> None:
+        self.site_config = site_config
+
+    def get_eligible_capacity(self, supported_task_types: set[TaskType], **_: Any) -> tuple[set[TaskType], set[str]]:
+        """Ask the SuperNode for ClientApp tasks only: a site runs nothing else."""
+        return supported_task_types & {TaskType.CLIENT_APP}, set()
+
+    def wait_for_capacity(self, *_: Any, **__: Any) -> None:
+        """No capacity gate: one local process per task, as Flower's SubprocessExecutor."""
+
+    def launch(self, spec: ExecutionSpec) -> LaunchResult:
+        if spec.task_type != TaskType.CLIENT_APP:
+            return LaunchResult.failed(f"this site runs only ClientApp tasks, not {spec.task_type}")
+        command = [sys.executable, "-m", "bcvlm_client.approved_clientapp",
+                   "--runtime-api-address", spec.runtime_api_address, "--token", spec.token,
+                   "--site-config", str(self.site_config)]
+        command += ["--insecure"] if spec.insecure else ["--root-certificates", str(spec.root_certificates_path)]
+        if spec.parent_pid is not None:
+            command += ["--parent-pid", str(spec.parent_pid)]
+        subprocess.Popen(command)  # noqa: S603 - our own module; output goes to the SuperExec's log
+        return LaunchResult.accepted()
+
+    def reconcile(self) -> None:
+        """Nothing pooled to maintain."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def command(runtime_address: str, site_config: Path, secret_file: Path, supernode_pid: int) -> list[str]:
+    """The command line `bcvlm-client` starts this process with."""
+    return [sys.executable, "-m", "bcvlm_client.site_superexec", "--runtime-api-address", runtime_address,
+            "--site-config", str(site_config), "--superexec-auth-secret-file", str(secret_file),
+            "--parent-pid", str(supernode_pid)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bcvlm_client.site_superexec",
+                                     description="The site's SuperExec: ClientApp tasks only, approved FABs only.")
+    parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API (127.0.0.1:PORT)")
+    parser.add_argument("--site-config", required=True, type=Path, help="the effective site config YAML")
+    parser.add_argument("--superexec-auth-secret-file", required=True, type=Path)
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) exits")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run Flower's SuperExec loop with the approving executor (plain HTTP on loopback, like Flower's own)."""
+    args = build_parser().parse_args(argv)
+    executor = ApprovingClientAppExecutor(args.site_config.resolve())
+    if not hasattr(flower_superexec, "get_executor"):
+        raise SystemExit("flwr.supercore.superexec.run_superexec has no get_executor: Flower version mismatch")
+    # run_superexec builds its executor through this module-level factory; hand it ours.
+    flower_superexec.get_executor = lambda *_, **__: executor
+    flower_superexec.run_superexec(
+        runtime_api_address=args.runtime_api_address,
+        insecure=True,
+        superexec_auth_secret=args.superexec_auth_secret_file.read_bytes(),
+        parent_pid=args.parent_pid,
+        runtime_dependency_install=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
