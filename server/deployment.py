@@ -13,6 +13,8 @@ from tqdm import tqdm
 from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_model.config_io import ConfigError, save_effective_config
 from bcvlm_server.deployment_config import ServerDeploymentConfig, load_deployment_config
+from bcvlm_server.run_records import RunRecords
+from bcvlm_server.run_status import round_line
 from bcvlm_server.superlink import (
     FlowerControl,
     RunStatus,
@@ -141,9 +143,12 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
         superlink.start(cfg.superlink.startup_timeout_s)
         address = cfg.superlink.control_address or client_address(launch.host, launch.port)
         control = FlowerControl(run_dir.cli_home, address, launch.ca_cert)
+        records = RunRecords(run_dir.root)
         for site in cfg.sites:
             node_id = control.register_site(site.public_key, site.name)
             note(f"site '{site.name}': " + (f"registered as node {node_id}" if node_id else "already registered"))
+            if node_id:  # the ServerApp and `bcvlm-server status` name sites by this map
+                records.save_site_names({str(node_id): site.name})
         online = wait_for_nodes(control, len(cfg.sites), cfg.wait_for_sites_s)
         note(f"{online}/{len(cfg.sites)} sites online")
         start_round = run_dir.last_completed_round()
@@ -157,6 +162,9 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
                 superlink.process.track_descendants()
                 done = run_dir.last_completed_round()
                 if done > bar.n:
+                    for server_round in range(int(bar.n) + 1, done + 1):
+                        if records.metrics_path(server_round).is_file():
+                            note(round_line(records.load_metrics(server_round), records.site_names()))
                     bar.update(done - bar.n)
 
             try:
