@@ -1,4 +1,4 @@
-"""`bcvlm-server --config cfg.yaml` / `--resume RUN_DIR` / `status RUN_DIR`: the coordinating center of a bcvlm federation."""
+"""`bcvlm-server --config cfg.yaml` / `--resume RUN_DIR` / `status RUN_DIR`: a bcvlm federation's coordinating center."""
 from __future__ import annotations
 
 import argparse

@@ -129,8 +129,8 @@ class FederatedStrategy(Strategy):
         instructions = self.inner.configure_fit(absolute, ndarrays_to_parameters(self.global_arrays), quorum)
         if quorum.shortfall:
             self._round["quorum_missing"] = True
-            self._round["fit"] = {"sites": {}, "failures": 0, "accepted": 0, "outcome": f"unchanged: {quorum.shortfall}",
-                                  "finished": time.perf_counter()}
+            self._round["fit"] = {"sites": {}, "failures": 0, "accepted": 0,
+                                  "outcome": f"unchanged: {quorum.shortfall}", "finished": time.perf_counter()}
         settings = self._settings(absolute)
         LOGGER.info("round %d: training on %d sites", absolute, len(instructions))
         return [(proxy, FitIns(fitins.parameters, {**fitins.config, **settings})) for proxy, fitins in instructions]

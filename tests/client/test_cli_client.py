@@ -342,3 +342,27 @@ def test_a_supernode_that_exits_0_is_restarted(site_yaml: Path, tmp_path: Path, 
     assert starts.read_text().count("started") == 3
     err = capsys.readouterr().err
     assert err.count("SuperNode exited with code 0") == 3 and "restarting the SuperNode in 0 s (restart 2/2)" in err
+
+
+def test_documented_systemd_unit_restarts_the_client_whatever_its_exit_and_runs_a_valid_command() -> None:
+    import configparser
+    import re
+    import shlex
+
+    from bcvlm_client.cli import build_parser
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
+    blocks = re.findall(r"```ini\n(.*?)```", docs, flags=re.S)
+    assert len(blocks) == 1, "docs/deployment.md should show exactly one systemd unit"
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.optionxform = str  # systemd keys are case-sensitive
+    unit.read_string("\n".join(line.strip() for line in blocks[0].splitlines()))
+    service = unit["Service"]
+    # bcvlm-client restarts its SuperNode itself; systemd must bring bcvlm-client back after ANY end (a crash, an
+    # OOM kill, or exit 0), which Restart=on-failure would not do.
+    assert service["Restart"] == "always"
+    assert service.get("KillSignal", "SIGTERM") == "SIGTERM"  # what bcvlm-client treats as the site's own stop
+    program, *arguments = shlex.split(service["ExecStart"])
+    assert Path(program).name == "bcvlm-client"
+    args = build_parser().parse_args(arguments)
+    assert args.site.endswith(".yaml") and not args.check
