@@ -61,6 +61,7 @@ def test_server_example_validates_and_loads_once_certificates_exist(tmp_path: Pa
     validate_server_config(cfg.federation)
     assert cfg.federation.secagg.enabled is True
     assert cfg.superlink.port == 9443
+    assert cfg.federation.min_sites < len(cfg.sites)  # the quorum survives a lost site
     shutil.copy(SITE_CONFIGS / "server.example.yaml", tmp_path / "server.yaml")
     create_certificates(tmp_path / "certs", ["superlink.example.org"], ["203.0.113.10"],
                         [site.name for site in cfg.sites])
