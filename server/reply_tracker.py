@@ -60,7 +60,7 @@ class ReplyTracker(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
-        waited = "without a reply" if timeout is None else f"no reply within {timeout:.0f} s (site lost or too slow)"
+        waited = "no reply" if timeout is None else f"no reply (site lost or too slow; waited at most {timeout:.0f} s)"
         for message in messages:
             self._record(message, {"state": "no_reply", "reason": waited})
         replies = list(self.inner.send_and_receive(messages, timeout=timeout))
