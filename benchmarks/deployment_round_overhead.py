@@ -3,7 +3,7 @@ without SecAgg+, and bytes uploaded per site per round. Runs real `bcvlm-server`
 (TLS, SuperNode auth, DP-SGD) on synthetic sites; prints JSON (and writes it with --out).
 
     python benchmarks/deployment_round_overhead.py --sites 3 --rounds 2               # tiny model (fast)
-    python benchmarks/deployment_round_overhead.py --sites 3 --model default          # default VLM (~30M params)
+    python benchmarks/deployment_round_overhead.py --sites 3 --model default          # default VLM (27.8M params, 2.9M federated)
 
 On one machine the sites, the SuperLink and the ServerApp share the CPU, so the overhead includes contention that
 a real deployment (one machine per site) does not have; run it on a machine with spare cores for real figures.

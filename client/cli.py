@@ -25,11 +25,12 @@ from bcvlm_client.site_data import (
     summarise_site_data,
 )
 from bcvlm_client.site_processes import SiteProcesses
+from bcvlm_client.supernode_supervisor import KEY_REFUSED, RestartBackoff, refusal_message, thread_environment
 from bcvlm_model.atomic_io import atomic_write_text
 from bcvlm_model.config_io import ConfigError, load_config, resolve_relative_paths, save_effective_config
 from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_model.data.errors import DataSourceError
-from bcvlm_server.flower_process import FlowerProcess, flower_executable
+from bcvlm_server.flower_process import FlowerProcess, flower_environment, flower_executable, free_port
 
 SITE_PATH_KEYS: tuple[str, ...] = ("ca_cert", "private_key", "data.manifest", "data.cache_dir", "state_dir")
 """SiteConfig keys holding paths; relative values are resolved against the YAML file's folder."""
@@ -147,16 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--new-data-set", action="store_true",
                         help="with --init-ledger: the training set changed; archive the old ledger and start a "
                              "new, declared budget for the new data set")
-    parser.add_argument("--runtime-port", type=int, default=DEFAULT_RUNTIME_PORT,
-                        help="local port of the SuperNode's app runtime API (127.0.0.1 only; default 9094)")
+    parser.add_argument("--runtime-port", type=int, default=None,
+                        help="local port of the SuperNode's app runtime API (127.0.0.1 only; default: a free port "
+                             "picked at each start, so several sites can share a machine)")
     parser.add_argument("--max-retries", type=int, default=None,
                         help="give up after this many failed connection attempts (default: retry forever)")
     parser.add_argument("--max-wait-time", type=float, default=None,
                         help="give up reconnecting after this many seconds (default: no limit)")
     parser.add_argument("--max-restarts", type=int, default=-1,
-                        help="restart the SuperNode at most this many times after it exits with an error "
-                             "(e.g. the SuperLink is down or this site is not registered yet); -1 = always")
-    parser.add_argument("--restart-delay", type=float, default=30.0, help="seconds before a restart (default 30)")
+                        help="restart the SuperNode at most this many times after it ends without this site asking "
+                             "(SuperLink down or replaced by a new run, this site not registered yet); -1 = always")
+    parser.add_argument("--restart-delay", type=float, default=30.0,
+                        help="seconds before a restart (default 30); doubled after each quick exit")
+    parser.add_argument("--max-restart-delay", type=float, default=600.0,
+                        help="the longest wait between restarts (default 600)")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. compute.batch_size=4")
     return parser
 
@@ -170,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bcvlm-client: invalid site config: {exc}", file=sys.stderr)
         return 2
-    if not 1 <= args.runtime_port <= 65535:
+    if args.runtime_port is not None and not 1 <= args.runtime_port <= 65535:
         print(f"bcvlm-client: --runtime-port must be 1..65535, got {args.runtime_port}", file=sys.stderr)
         return 2
     if args.new_data_set and not args.init_ledger:
@@ -198,9 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(data_lines))
         print(ledger_line)
         return 0
-    launch = prepare_supernode(cfg, args.runtime_port, args.max_retries, args.max_wait_time)
+    launch = prepare_supernode(cfg, args.runtime_port or DEFAULT_RUNTIME_PORT, args.max_retries, args.max_wait_time)
     print(f"site '{cfg.site_id}': starting SuperNode -> {cfg.superlink_address} "
           f"(TLS {'off' if cfg.insecure else 'on'}); log: {launch.log_path}", flush=True)
+    environment = flower_environment(launch.flwr_home, thread_environment(cfg))
+    backoff = RestartBackoff(args.restart_delay, max(args.restart_delay, args.max_restart_delay))
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -211,22 +218,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         while True:
             log_offset = launch.log_path.stat().st_size if launch.log_path.is_file() else 0
-            supernode = SiteProcesses(launch.command, launch.flwr_home, launch.log_path, Path(cfg.state_dir),
+            # A fresh runtime port per start unless one was given: several sites on one host never collide, and a
+            # port still held by a dying predecessor is never reused.
+            launch = prepare_supernode(cfg, args.runtime_port or free_port(), args.max_retries, args.max_wait_time)
+            started = time.monotonic()
+            supernode = SiteProcesses(launch.command, environment, launch.log_path, Path(cfg.state_dir),
                                       launch.runtime_address, launch.effective_config,
-                                      launch.superexec_secret or Path(cfg.state_dir) / SUPEREXEC_SECRET_NAME).start()
+                                      launch.superexec_secret or Path(cfg.state_dir) / SUPEREXEC_SECRET_NAME,
+                                      keeper=True).start()
             code = watch_supernode(supernode, launch.log_path, log_offset)
             supernode.stop()
+            ran_s = time.monotonic() - started
             reason = last_error_lines(launch.log_path, log_offset)
             print(f"site '{cfg.site_id}': SuperNode exited with code {code}" + (f": {reason}" if reason else ""),
                   file=sys.stderr, flush=True)
-            if code == 0 or (args.max_restarts >= 0 and restarts >= args.max_restarts):
+            if KEY_REFUSED.search(new_log_text(launch.log_path, log_offset)):
+                print(f"site '{cfg.site_id}': {refusal_message(cfg)}", file=sys.stderr, flush=True)
+            if args.max_restarts >= 0 and restarts >= args.max_restarts:
                 print(f"site '{cfg.site_id}': not restarting; full log: {launch.log_path}", file=sys.stderr)
-                return int(code)
+                return int(code) or 1  # the site did not ask to stop: never report this as success
             restarts += 1
-            print(f"site '{cfg.site_id}': restarting the SuperNode in {args.restart_delay:.0f} s "
+            delay = backoff.next_delay(ran_s)
+            # Exit 0 is no reason to stay down: Flower's SuperNode exits 0 after a 401 from a new SuperLink.
+            print(f"site '{cfg.site_id}': restarting the SuperNode in {delay:.0f} s "
                   f"(restart {restarts}" + (f"/{args.max_restarts})" if args.max_restarts >= 0 else ")"),
                   file=sys.stderr, flush=True)
-            time.sleep(args.restart_delay)
+            time.sleep(delay)
     except KeyboardInterrupt:
         print(f"site '{cfg.site_id}': stopping SuperNode", flush=True)
         return 0
@@ -265,13 +282,18 @@ def watch_supernode(supernode: FlowerProcess | SiteProcesses, log_path: Path, lo
                 return HUNG_EXIT_CODE
 
 
-def last_error_lines(log_path: Path, since_byte: int = 0, max_lines: int = 3) -> str:
-    """The SuperNode log's last error lines written after `since_byte`, joined into one line for the console."""
+def new_log_text(log_path: Path, since_byte: int = 0) -> str:
+    """The log's text written after `since_byte`, without terminal colour codes."""
     if not log_path.is_file():
         return ""
     with open(log_path, "rb") as handle:
         handle.seek(since_byte)
-        text = _ANSI_ESCAPE.sub("", handle.read().decode("utf-8", errors="replace"))
+        return _ANSI_ESCAPE.sub("", handle.read().decode("utf-8", errors="replace"))
+
+
+def last_error_lines(log_path: Path, since_byte: int = 0, max_lines: int = 3) -> str:
+    """The SuperNode log's last error lines written after `since_byte`, joined into one line for the console."""
+    text = new_log_text(log_path, since_byte)
     picked = [line.replace("ERROR", "").strip(" :") for line in text.splitlines() if "ERROR" in line or "[code:" in line]
     return " | ".join(dict.fromkeys(picked[-max_lines:]))
 

@@ -51,6 +51,14 @@ def _attach_site_log(site: SiteConfig) -> None:
     attach_log_file(LOGGER, Path(site.state_dir) / "logs" / "site.log")
 
 
+def _use_threads(site: SiteConfig) -> None:
+    """torch's intra-op threads from `compute.num_threads` (the SuperNode's env already carries OMP/MKL's)."""
+    if site.compute.num_threads is not None:
+        import torch
+
+        torch.set_num_threads(int(site.compute.num_threads))
+
+
 def trainer_for(site: SiteConfig) -> SiteTrainer:
     """One SiteTrainer per site and process (keeps the built model between messages of a long-lived process)."""
     key = f"{site.site_id}|{Path(site.state_dir).resolve()}"
@@ -58,6 +66,7 @@ def trainer_for(site: SiteConfig) -> SiteTrainer:
         from bcvlm_client.site_training import SiteTrainer
 
         _attach_site_log(site)
+        _use_threads(site)
         _TRAINERS[key] = SiteTrainer(site)
     return _TRAINERS[key]
 

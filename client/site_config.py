@@ -29,7 +29,7 @@ class SiteDataConfig:
 
 @dataclass
 class ComputeConfig:
-    """The site's compute: device and batch sizes."""
+    """The site's compute: device, batch sizes and CPU threads."""
 
     device: str = "cpu"
     """"cpu", "cuda" or "cuda:N"."""
@@ -39,6 +39,9 @@ class ComputeConfig:
     bf16: bool = False
     """bf16 autocast on this site's device (overrides nothing the server sends except precision)."""
     num_workers: int = 0
+    num_threads: Optional[int] = None
+    """CPU threads for training (torch, OpenMP, MKL); None = the machine's cores (or OMP_NUM_THREADS if set). Use 1
+    per site when several sites share one machine."""
 
 
 @dataclass
@@ -114,6 +117,8 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
         fail("compute.batch_size", f"must be >= 1, got {cfg.compute.batch_size}")
     if cfg.compute.eval_batch_size < 1:
         fail("compute.eval_batch_size", f"must be >= 1, got {cfg.compute.eval_batch_size}")
+    if cfg.compute.num_threads is not None and cfg.compute.num_threads < 1:
+        fail("compute.num_threads", f"must be >= 1 (or null for all cores), got {cfg.compute.num_threads}")
     if cfg.compute.num_workers < 0:
         fail("compute.num_workers", f"must be >= 0, got {cfg.compute.num_workers}")
     if not (cfg.compute.device == "cpu" or cfg.compute.device.startswith("cuda")):

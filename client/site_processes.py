@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from bcvlm_client import site_superexec
-from bcvlm_server.flower_process import FlowerProcess, flower_environment
+from bcvlm_server.flower_process import FlowerProcess
 from bcvlm_server.superexec_secret import ensure_superexec_secret
 
 
 class SiteProcesses:
     """Same surface as the FlowerProcess it replaces in `bcvlm-client` (start, process, track_descendants, stop)."""
 
-    def __init__(self, supernode_command: Sequence[str], flwr_home: Path, supernode_log: Path, cwd: Path,
-                 runtime_address: str, site_config: Path, secret_file: Path) -> None:
-        self.env = flower_environment(flwr_home)
-        self.supernode = FlowerProcess(supernode_command, self.env, supernode_log, cwd=cwd)
+    def __init__(self, supernode_command: Sequence[str], env: Mapping[str, str], supernode_log: Path, cwd: Path,
+                 runtime_address: str, site_config: Path, secret_file: Path, keeper: bool = False) -> None:
+        self.env = dict(env)
+        self.keeper = keeper
+        """Both processes run under `bcvlm_server.process_keeper`: they end with `bcvlm-client`, even on SIGKILL."""
+        self.supernode = FlowerProcess(supernode_command, self.env, supernode_log, cwd=cwd, keeper=keeper)
         self.superexec_log = supernode_log.parent / "superexec.log"
         self.cwd = cwd
         self.runtime_address = runtime_address
@@ -35,7 +37,7 @@ class SiteProcesses:
         self.supernode.start()
         self.superexec = FlowerProcess(
             site_superexec.command(self.runtime_address, self.site_config, self.secret_file, self.supernode.pid),
-            self.env, self.superexec_log, cwd=self.cwd).start()
+            self.env, self.superexec_log, cwd=self.cwd, keeper=self.keeper).start()
         return self
 
     def track_descendants(self) -> None:

@@ -1,23 +1,29 @@
-"""`bcvlm-server --config cfg.yaml` / `--resume RUN_DIR`: run the coordinating center of a bcvlm federation."""
+"""`bcvlm-server --config cfg.yaml` / `--resume RUN_DIR` / `status RUN_DIR`: a bcvlm federation's coordinating center."""
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Sequence
 
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.cpu_memory import keep_freed_memory
-from bcvlm_server.deployment import load_for_resume, run_deployment
+from bcvlm_server.deployment import RunDirectory, load_for_resume, run_deployment
 from bcvlm_server.deployment_config import load_deployment_config
 from bcvlm_server.flower_process import FlowerProcessError
+from bcvlm_server.run_status import failed_rounds, render_status
+
+FAILED_ROUNDS_EXIT_CODE = 3
+"""The Flower run finished, but in at least one round no or too few sites trained."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bcvlm-server",
-        description="Start the SuperLink (TLS + SuperNode authentication), register the sites, run the federation.",
+        description="Start the SuperLink (TLS + SuperNode authentication), register the sites, run the federation. "
+                    "`bcvlm-server status RUN_DIR` shows each round's per-site outcomes.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="server deployment YAML (see site_configs/server.example.yaml)")
@@ -27,10 +33,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def status_main(argv: Sequence[str]) -> int:
+    """`bcvlm-server status RUN_DIR`: every completed round with each site's outcome; 3 if a round failed."""
+    parser = argparse.ArgumentParser(prog="bcvlm-server status",
+                                     description="Per-round, per-site status of a run directory.")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    args = parser.parse_args(list(argv))
+    if not (Path(args.run_dir) / "deployment.yaml").is_file() and not (Path(args.run_dir) / "state.json").is_file():
+        print(f"bcvlm-server: {args.run_dir} is not a bcvlm run directory", file=sys.stderr)
+        return 2
+    print(render_status(args.run_dir))
+    return FAILED_ROUNDS_EXIT_CODE if failed_rounds(args.run_dir) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `bcvlm-server`; exit code 0 when the run completed."""
+    """Entry point of `bcvlm-server`; exit code 0 when the run completed and every round trained."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["status"]:
+        return status_main(arguments[1:])
     keep_freed_memory()  # inherited by the Flower processes this starts
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    args = build_parser().parse_args(arguments)
     try:
         if args.resume:
             if args.overrides:
@@ -49,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    first_round = RunDirectory(Path(cfg.federation.run_dir).resolve()).last_completed_round() + 1
     try:
         status = run_deployment(cfg, resume=bool(args.resume))
     except ConfigError as exc:
@@ -68,6 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bcvlm-server: run ended with status {status.status}; see {cfg.federation.run_dir}/logs",
               file=sys.stderr)
         return 1
+    failed = failed_rounds(cfg.federation.run_dir, first_round)
+    if failed:
+        print(f"bcvlm-server: {len(failed)} round(s) did not train:", file=sys.stderr)
+        for metrics in failed:
+            print(f"  round {metrics['round']}: {metrics['failure']}", file=sys.stderr)
+        print(f"  per-site status: bcvlm-server status {cfg.federation.run_dir}", file=sys.stderr)
+        return FAILED_ROUNDS_EXIT_CODE
     print(f"run completed; results in {cfg.federation.run_dir}")
     return 0
 

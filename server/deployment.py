@@ -16,6 +16,8 @@ from bcvlm_server.center_services import LOOPBACK_HOST, CenterServices, SuperExe
 from bcvlm_server.fleet_gateway import GatewaySettings
 from bcvlm_server.flower_process import free_port
 from bcvlm_server.deployment_config import ServerDeploymentConfig, load_deployment_config
+from bcvlm_server.run_records import RunRecords
+from bcvlm_server.run_status import round_line
 from bcvlm_server.superlink import (
     FlowerControl,
     RunStatus,
@@ -162,9 +164,12 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
         superlink.start(cfg.superlink.startup_timeout_s)
         address = client_address(launch.host, launch.port)
         control = FlowerControl(run_dir.cli_home, address, launch.ca_cert)
+        records = RunRecords(run_dir.root)
         for site in cfg.sites:
             node_id = control.register_site(site.public_key, site.name)
             note(f"site '{site.name}': " + (f"registered as node {node_id}" if node_id else "already registered"))
+            if node_id:  # the ServerApp and `bcvlm-server status` name sites by this map
+                records.save_site_names({str(node_id): site.name})
         online = wait_for_nodes(control, len(cfg.sites), cfg.wait_for_sites_s)
         note(f"{online}/{len(cfg.sites)} sites online")
         start_round = run_dir.last_completed_round()
@@ -178,6 +183,9 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
                 superlink.track_descendants()
                 done = run_dir.last_completed_round()
                 if done > bar.n:
+                    for server_round in range(int(bar.n) + 1, done + 1):
+                        if records.metrics_path(server_round).is_file():
+                            note(round_line(records.load_metrics(server_round), records.site_names()))
                     bar.update(done - bar.n)
 
             try:

@@ -5,6 +5,8 @@
   to a finite result.
 - Rounds are numbered continuously across resumes (`round_offset`).
 - At the end of every round: checkpoint, strategy state, metrics JSON, then `state.json` (see `RunRecords`).
+- A round in which fewer than `min_sites` sites trained leaves the global model unchanged and is recorded as failed,
+  with every site's outcome (trained / declined with its reason code / failed with an error class / dropped).
 """
 from __future__ import annotations
 
@@ -28,6 +30,15 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from bcvlm_client.run_settings import encode_round_settings
+from bcvlm_server.bounded_client_manager import BoundedClientManager
+from bcvlm_server.reply_tracker import ReplyTracker
+from bcvlm_server.round_outcomes import (
+    TRAINED,
+    describe_outcome,
+    fit_reply_outcome,
+    missing_reply_outcome,
+    round_failure,
+)
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig
 from bcvlm_server.round_metrics import evaluation_metrics
@@ -63,6 +74,7 @@ class FederatedStrategy(Strategy):
         save_checkpoint: CheckpointFn,
         round_offset: int = 0,
         byte_counter: ByteCounter | None = None,
+        reply_tracker: ReplyTracker | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -72,6 +84,7 @@ class FederatedStrategy(Strategy):
         self.save_checkpoint = save_checkpoint
         self.round_offset = int(round_offset)
         self.byte_counter = byte_counter
+        self.reply_tracker = reply_tracker
         self._round: dict[str, Any] = {}
         self.sent_global: dict[int, list[np.ndarray]] = {}
         """Global arrays sent at the start of each (absolute) round: for tests and audits."""
@@ -113,7 +126,13 @@ class FederatedStrategy(Strategy):
         absolute = self.absolute_round(server_round)
         self._start_round(absolute)
         self.sent_global[absolute] = [array.copy() for array in self.global_arrays]
-        instructions = self.inner.configure_fit(absolute, ndarrays_to_parameters(self.global_arrays), client_manager)
+        quorum = BoundedClientManager(client_manager, self.cfg.round_timeout_s, require_quorum=True,
+                                      stage=f"round {absolute} training")
+        instructions = self.inner.configure_fit(absolute, ndarrays_to_parameters(self.global_arrays), quorum)
+        if quorum.shortfall:
+            self._round["quorum_missing"] = True
+            self._round["fit"] = {"sites": {}, "failures": 0, "accepted": 0,
+                                  "outcome": f"unchanged: {quorum.shortfall}", "finished": time.perf_counter()}
         settings = self._settings(absolute)
         LOGGER.info("round %d: training on %d sites", absolute, len(instructions))
         return [(proxy, FitIns(fitins.parameters, {**fitins.config, **settings})) for proxy, fitins in instructions]
@@ -154,7 +173,10 @@ class FederatedStrategy(Strategy):
             full = [g + np.asarray(u, dtype=np.float32) for g, u in zip(self.global_arrays, update)]
             accepted.append((proxy, FitRes(fitres.status, ndarrays_to_parameters(full), fitres.num_examples, {})))
         outcome = "unchanged: no accepted update"
-        if accepted:
+        if accepted and len(accepted) < self.cfg.min_sites:
+            # An aggregate of fewer sites than the quorum is not what the center agreed to publish.
+            outcome = f"unchanged: {len(accepted)} site(s) trained, fewer than min_sites {self.cfg.min_sites}"
+        elif accepted:
             if secagg and not all(np.isfinite(a).all() for a in parameters_to_ndarrays(accepted[0][1].parameters)):
                 outcome = "unchanged: the secure aggregate is non-finite"
             else:
@@ -183,7 +205,11 @@ class FederatedStrategy(Strategy):
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         absolute = self.absolute_round(server_round)
         self._start_round(absolute)
-        instructions = self.inner.configure_evaluate(absolute, ndarrays_to_parameters(self.global_arrays), client_manager)
+        # After a training stage that found no quorum, evaluation does not wait a second timeout for it.
+        missed = bool(self._round.get("quorum_missing"))
+        available = BoundedClientManager(client_manager, 0.0 if missed else self.cfg.round_timeout_s,
+                                         require_quorum=False, stage=f"round {absolute} evaluation")
+        instructions = self.inner.configure_evaluate(absolute, ndarrays_to_parameters(self.global_arrays), available)
         if not instructions:
             self._finish_round(absolute, {}, None)
             return []
@@ -220,11 +246,17 @@ class FederatedStrategy(Strategy):
         fit = self._round.get("fit") or {"sites": {}, "failures": 0, "accepted": 0, "outcome": "no fit stage"}
         fit = {key: value for key, value in fit.items() if key != "finished"}
         counts = self.byte_counter() if self.byte_counter is not None else {}
+        outcomes, trained = self._site_outcomes(absolute, fit, site_metrics)
+        names = self.records.site_names()
+        failure = round_failure(trained, self.cfg.min_sites, str(fit["outcome"]), outcomes, names)
         metrics = {
             "round": absolute,
             "strategy": self.cfg.strategy.name,
             "secagg": bool(self.cfg.secagg.enabled),
             "wall_seconds": time.perf_counter() - self._round["started"],
+            "status": "failed" if failure else "trained",
+            "failure": failure,
+            "site_outcomes": outcomes,
             "fit": fit,
             "epsilon": {site: entry["epsilon"] for site, entry in fit["sites"].items()},
             "evaluate": {
@@ -243,4 +275,34 @@ class FederatedStrategy(Strategy):
         self.records.save_metrics(absolute, metrics)
         self.records.mark_round_completed(absolute, self.cfg.rounds)
         pooled = {task: value.get("auc") for task, value in evaluation["pooled"].items()}
+        for node, outcome in sorted(outcomes.items()):
+            LOGGER.info("round %d: site %s: %s; evaluation %s", absolute, names.get(node, f"node {node}"),
+                        describe_outcome(outcome), outcome.get("evaluate", "not asked"))
+        if failure:
+            LOGGER.error("round %d FAILED: %s", absolute, failure)
         LOGGER.info("round %d done in %.1f s; pooled AUC %s", absolute, metrics["wall_seconds"], pooled)
+
+    def _site_outcomes(
+        self, absolute: int, fit: dict[str, Any], site_metrics: dict[str, dict[str, Any]]
+    ) -> tuple[dict[str, dict[str, Any]], int]:
+        """({node id: outcome}, number of sites whose update was aggregated) for the round's sites."""
+        replies = self.reply_tracker.take_round(str(absolute - self.round_offset)) if self.reply_tracker else {}
+        train = {str(node): record for node, record in replies.get("train", {}).items()}
+        evaluate = {str(node): record for node, record in replies.get("evaluate", {}).items()}
+        outcomes: dict[str, dict[str, Any]] = {}
+        for node in sorted(set(train) | set(fit["sites"])):
+            if node in fit["sites"]:
+                outcomes[node] = fit_reply_outcome(fit["sites"][node])
+            else:
+                outcomes[node] = missing_reply_outcome(train.get(node), str(fit["outcome"]))
+        for node in sorted(set(evaluate) | set(site_metrics)):
+            record = evaluate.get(node)
+            if node in site_metrics:
+                status = "ok"
+            elif record is not None and record["state"] != "ok":
+                status = describe_outcome(missing_reply_outcome(record, "evaluation"))
+            else:
+                status = "no result"
+            outcomes.setdefault(node, {"outcome": "not asked to train"})["evaluate"] = status
+        trained = sum(1 for outcome in outcomes.values() if outcome["outcome"] == TRAINED)
+        return outcomes, trained

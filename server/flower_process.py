@@ -159,8 +159,10 @@ class FlowerProcess:
     """One long-running Flower process (SuperLink or SuperNode) whose output goes to a log file."""
 
     def __init__(self, command: Sequence[str], env: Mapping[str, str], log_path: str | os.PathLike[str],
-                 cwd: str | os.PathLike[str] | None = None) -> None:
+                 cwd: str | os.PathLike[str] | None = None, keeper: bool = False) -> None:
         self.command = list(command)
+        self.keeper = keeper
+        """Run under `bcvlm_server.process_keeper`: the whole tree ends when we die, even by SIGKILL."""
         self.env = dict(env)
         self.log_path = Path(log_path)
         self.cwd = cwd
@@ -174,8 +176,14 @@ class FlowerProcess:
             raise FlowerProcessError(f"already started: {self.command[0]}")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        if self.keeper:
+            from bcvlm_server.process_keeper import keeper_command
+
+            command = keeper_command(self.command)
+        else:
+            command = self.command
         self.process = subprocess.Popen(
-            self.command, env=self.env, cwd=self.cwd, stdout=self._log_handle, stderr=subprocess.STDOUT,
+            command, env=self.env, cwd=self.cwd, stdout=self._log_handle, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         return self

@@ -2,6 +2,8 @@
 
 The real ServerApp and ClientApp objects run unchanged; only the transport is a function call. Errors raised by a
 ClientApp become error replies as in Flower's runtime; nodes listed in `silent_nodes` never reply (a dead site).
+With `wait_for_silent`, `send_and_receive` then waits its full timeout as the real grid does, and nodes added to
+`departed` are no longer listed (as the SuperLink stops listing a site whose heartbeats stopped).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ class InProcessGrid(Grid):
         run_config: dict | None = None,
         run_id: int = 1,
         silent_nodes: Callable[[Message], bool] | None = None,
+        wait_for_silent: bool = False,
+        departed: set[int] | None = None,
     ) -> None:
         self.client_app = client_app
         self.run_id = run_id
@@ -41,6 +45,12 @@ class InProcessGrid(Grid):
             for node_id, config in node_configs.items()
         }
         self.silent_nodes = silent_nodes or (lambda message: False)
+        self.wait_for_silent = wait_for_silent
+        self.departed = departed if departed is not None else set()
+        self.waited_s = 0.0
+        """Seconds `send_and_receive` spent waiting for replies that never came."""
+        self.client_seconds = 0.0
+        """Seconds spent inside the ClientApps (the sites' work)."""
         TaskIdentity.run_id = run_id  # what Flower's runtime sets in a ServerApp process
         TaskIdentity.node_id = SERVER_NODE_ID
         TaskIdentity.task_id = run_id
@@ -58,7 +68,7 @@ class InProcessGrid(Grid):
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
+        return [node for node in self.contexts if node not in self.departed]
 
     def get_nodes(self):  # type: ignore[override]
         return []
@@ -68,11 +78,14 @@ class InProcessGrid(Grid):
             return None
         context = self.contexts[message.metadata.dst_node_id]
         message = copy.deepcopy(message)  # a real transport gives every node its own copy (mods mutate content)
+        started = time.monotonic()
         try:
             return copy.deepcopy(self.client_app(message, context))
         except Exception as exc:  # noqa: BLE001 - mirrors Flower's ClientApp runtime
             reason = str(type(exc)) + ":<'" + str(exc) + "'>"
             return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
+        finally:
+            self.client_seconds += time.monotonic() - started
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
@@ -92,4 +105,11 @@ class InProcessGrid(Grid):
         return [self._replies.pop(message_id) for message_id in list(message_ids) if message_id in self._replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return list(self.pull_messages(self.push_messages(messages)))
+        messages = list(messages)
+        replies = list(self.pull_messages(self.push_messages(messages)))
+        if self.wait_for_silent and len(replies) < len(messages):
+            if timeout is None:
+                raise RuntimeError("a node never replies and send_and_receive has no timeout: it would wait forever")
+            time.sleep(timeout)
+            self.waited_s += timeout
+        return replies

@@ -18,6 +18,8 @@ from bcvlm_model.atomic_io import atomic_write_bytes, atomic_write_json, read_js
 from bcvlm_model.config_io import save_effective_config
 
 STATE_FILE = "state.json"
+SITES_FILE = "sites.json"
+"""{Flower node id: site name}, written by `bcvlm-server` when it registers the sites (absent in simulation)."""
 
 
 class RunRecords:
@@ -33,6 +35,31 @@ class RunRecords:
     @property
     def log_path(self) -> Path:
         return self.root / "logs" / "server.log"
+
+    @property
+    def sites_path(self) -> Path:
+        return self.root / SITES_FILE
+
+    def site_names(self) -> dict[str, str]:
+        """{node id: site name} as `bcvlm-server` registered them; empty when unknown."""
+        if not self.sites_path.is_file():
+            return {}
+        try:
+            names = read_json(self.sites_path)
+        except ValueError:
+            return {}
+        return {str(node): str(name) for node, name in names.items()} if isinstance(names, dict) else {}
+
+    def save_site_names(self, names: dict[str, str]) -> Path:
+        return atomic_write_json(self.sites_path, {**self.site_names(), **{str(k): v for k, v in names.items()}})
+
+    def completed_rounds_metrics(self, first: int = 1) -> list[dict[str, Any]]:
+        """metrics.json of rounds `first`..last completed (a missing file is skipped)."""
+        found = []
+        for server_round in range(max(1, first), self.last_completed_round() + 1):
+            if self.metrics_path(server_round).is_file():
+                found.append(self.load_metrics(server_round))
+        return found
 
     def round_dir(self, server_round: int) -> Path:
         return self.root / "rounds" / f"round-{server_round:04d}"

@@ -24,6 +24,7 @@ from bcvlm_model.parameters import federated_parameter_names, get_trainable_stat
 from bcvlm_client.run_settings import build_federated_model
 from bcvlm_server.federated_strategy import FederatedStrategy
 from bcvlm_server.metered_grid import MeteredGrid
+from bcvlm_server.reply_tracker import ReplyTracker
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig, load_server_config
 from bcvlm_server.strategies import build_inner_strategy, load_strategy_state
@@ -126,9 +127,10 @@ def run_federation(
     inner = build_inner_strategy(cfg, arrays)
     load_strategy_state(inner, strategy_state)
     metered = MeteredGrid(grid)
+    tracked = ReplyTracker(metered)
     strategy = FederatedStrategy(
         cfg, inner, arrays, records=records, save_checkpoint=CheckpointWriter(cfg, records, model),
-        round_offset=done, byte_counter=metered.take_counts,
+        round_offset=done, byte_counter=metered.take_counts, reply_tracker=tracked,
     )
     legacy = LegacyContext(
         context=context,
@@ -142,13 +144,14 @@ def run_federation(
             clipping_range=cfg.secagg.clipping_range,
             quantization_range=cfg.secagg.quantization_range,
             max_weight=cfg.secagg.max_weight,
-            timeout=cfg.secagg.timeout_s,
+            # Every stage waits at most one round timeout: a lost site costs one timeout, not secagg.timeout_s more.
+            timeout=min(cfg.secagg.timeout_s, cfg.round_timeout_s),
         )
     else:
         fit_workflow = TimedFitWorkflow(cfg.round_timeout_s)
     LOGGER.info("starting rounds %d..%d (%s, secagg=%s)", done + 1, cfg.rounds, cfg.strategy.name, cfg.secagg.enabled)
     DefaultWorkflow(fit_workflow=fit_workflow, evaluate_workflow=TimedEvaluateWorkflow(cfg.round_timeout_s))(
-        metered, legacy
+        tracked, legacy
     )
     return strategy
 

@@ -142,3 +142,46 @@ def site_trainer_factory(site_cfg):
 
 def server_model_factory(cfg):
     return SHARED_MODELS(cfg.model, cfg.dp_trainable if cfg.dp_model else None)
+
+
+class FailingTrainer:
+    """A site whose data is unreadable: fit and evaluate raise with a path in the text (which must never leave)."""
+
+    SECRET = "/hospital/pacs/patient-4711/image.dcm"
+
+    def __init__(self, site_cfg) -> None:
+        self.site = site_cfg
+
+    def fit(self, arrays, settings):
+        raise OSError(f"{self.SECRET}: file not found")
+
+    def evaluate(self, arrays, settings):
+        raise OSError(f"{self.SECRET}: file not found")
+
+
+def run_inprocess(root: Path, sites: dict[int, Path], name: str, *, resume: bool = False, silent=None,
+                  trainer_factory=None, wait_for_silent: bool = False, departed: set[int] | None = None,
+                  **overrides: Any):
+    """Run the real ServerApp and ClientApps over an InProcessGrid; returns (config, strategy, grid)."""
+    from flwr.app import Context, RecordDict
+
+    from bcvlm_client.client_app import build_client_app
+    from bcvlm_server.inprocess_grid import InProcessGrid
+    from bcvlm_server.server_app import run_federation
+    from bcvlm_server.server_config import load_server_config
+
+    config_path = root / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(server_config_dict(root / "run", **overrides)))
+    cfg = load_server_config(config_path)
+    trainers: dict[str, Any] = {}
+    make = trainer_factory or site_trainer_factory
+
+    def trainer(site_cfg):
+        return trainers.setdefault(site_cfg.site_id, make(site_cfg))
+
+    app = build_client_app(trainer_factory=trainer)
+    grid = InProcessGrid(app, {node: {"site-config": str(path)} for node, path in sites.items()}, silent_nodes=silent,
+                         wait_for_silent=wait_for_silent, departed=departed)
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    strategy = run_federation(grid, context, cfg, root / "run", resume, server_model_factory)
+    return cfg, strategy, grid

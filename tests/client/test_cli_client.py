@@ -77,6 +77,7 @@ def test_relative_paths_resolve_next_to_the_yaml(site_yaml: Path, monkeypatch: p
         ({"unexpected_key": 1}, "unexpected_key"),
         ({"compute": {"batch_size": "eight"}}, "compute.batch_size"),
         ({"privacy": {"target_epsilon": -1.0}}, "privacy.target_epsilon"),
+        ({"compute": {"num_threads": 0}}, "compute.num_threads"),
         ({"state_dir": None}, "state_dir"),
         ({"ca_cert": "missing/ca.crt"}, "ca_cert"),
         ({"private_key": None}, "private_key"),
@@ -201,3 +202,220 @@ def test_watchdog_returns_the_exit_code_of_a_supernode_that_exits(tmp_path: Path
     failing = FlowerProcess([sys.executable, "-c", "print('ERROR : Failed to receive message x'); raise SystemExit(3)"],
                             flower_environment(tmp_path / "home"), log).start()
     assert watch_supernode(failing, log, 0, poll_s=0.2) == 3
+
+
+# --- real Flower processes: a SuperLink that is replaced, a refused key, a killed bcvlm-client ----------------------
+
+class RealCenter:
+    """A TLS + SuperNode-auth SuperLink on loopback (what `bcvlm-server` starts), replaceable by a fresh one."""
+
+    def __init__(self, root: Path, sites: list[str]) -> None:
+        from bcvlm_server.flower_process import free_port
+
+        self.root = root
+        self.certs = create_certificates(root / "certs", ["localhost"], ["127.0.0.1"], sites)
+        self.port = free_port()
+        self.generation = 0
+        self.superlink = None
+        self.control = None
+
+    def start(self) -> None:
+        """Start a new SuperLink with an empty database on the same port (what a new run at the center does)."""
+        from bcvlm_server.superlink import FlowerControl, SuperLink, SuperLinkLaunch, client_address
+
+        self.generation += 1
+        home = self.root / f"superlink{self.generation}"
+        launch = SuperLinkLaunch(host="127.0.0.1", port=self.port, ca_cert=self.certs.ca_cert,
+                                 server_cert=self.certs.server_cert, server_key=self.certs.server_key,
+                                 database=home / "state.db", flwr_home=home, log_path=home / "superlink.log")
+        self.superlink = SuperLink(launch).start(120.0)
+        self.control = FlowerControl(home / "cli", client_address("127.0.0.1", self.port), self.certs.ca_cert)
+
+    def register(self, site: str) -> None:
+        assert self.control is not None
+        self.control.register_site(self.certs.site_public_key(site), site)
+
+    def online(self) -> int:
+        assert self.control is not None
+        return self.control.online_nodes()
+
+    def stop(self) -> None:
+        if self.superlink is not None:
+            self.superlink.stop()
+            self.superlink = None
+
+
+def _site_yaml_for(center: RealCenter, root: Path, site: str) -> Path:
+    (root / site / "prepared").mkdir(parents=True)
+    (root / site / "prepared" / "manifest.csv").write_text("image_id\n")
+    path = root / site / "site.yaml"
+    path.write_text(yaml.safe_dump({
+        "site_id": site,
+        "superlink_address": f"127.0.0.1:{center.port}",
+        "ca_cert": str(center.certs.site_ca_cert(site)),
+        "private_key": str(center.certs.site_private_key(site)),
+        "data": {"manifest": "prepared/manifest.csv"},
+        "compute": {"num_threads": 1},
+        "state_dir": "state",
+    }))
+    return path
+
+
+def _start_client(site_yaml: Path, out: Path, *args: str):
+    import subprocess
+
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "bcvlm_client.cli", "--site", str(site_yaml), *args],
+                            stdout=open(out, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+
+
+def _wait(condition, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_site_reconnects_when_the_center_replaces_its_superlink(tmp_path: Path) -> None:
+    center = RealCenter(tmp_path, ["hosp_a"])
+    site_yaml = _site_yaml_for(center, tmp_path, "hosp_a")
+    out = tmp_path / "client.out"
+    client = None
+    try:
+        center.start()
+        center.register("hosp_a")
+        client = _start_client(site_yaml, out, "--restart-delay", "1")
+        _wait(lambda: center.online() == 1, 180, "the site to come online at the first SuperLink", poll_s=2)
+        center.stop()
+        center.start()  # a new run: empty database, the key registered anew, the old node id unknown
+        center.register("hosp_a")
+        _wait(lambda: center.online() == 1, 240, "the site to come online at the new SuperLink", poll_s=2)
+        assert client.poll() is None, out.read_text()
+        assert "restarting the SuperNode" in out.read_text()
+    finally:
+        if client is not None and client.poll() is None:
+            client.terminate()
+            client.wait(timeout=60)
+        center.stop()
+
+
+def _fingerprint_of_pub_file(path: Path) -> str:
+    """What `ssh-keygen -lf KEY.pub` prints as the SHA-256 fingerprint (computed from the .pub file's blob)."""
+    import base64
+    import hashlib
+
+    blob = base64.b64decode(path.read_text().split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_refused_site_is_told_its_key_fingerprint_and_retries(tmp_path: Path) -> None:
+    center = RealCenter(tmp_path, ["hosp_a"])
+    site_yaml = _site_yaml_for(center, tmp_path, "hosp_a")
+    out = tmp_path / "client.out"
+    try:
+        center.start()  # the key is never registered
+        client = _start_client(site_yaml, out, "--restart-delay", "1", "--max-restarts", "1")
+        client.wait(timeout=300)
+    finally:
+        center.stop()
+    text = out.read_text()
+    expected = (f"this site's key (SHA-256 fingerprint {_fingerprint_of_pub_file(center.certs.site_public_key('hosp_a'))})"
+                " is not registered at the center: send `supernode_auth_key.pub` to the coordinating center")
+    assert text.count(expected) == 2, text  # the first start and the one retry
+    assert "restarting the SuperNode in 1 s" in text
+    assert client.returncode != 0
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the process keeper needs Linux")
+def test_sigkill_of_the_client_leaves_no_process_and_frees_the_runtime_port(tmp_path: Path) -> None:
+    import signal
+
+    from bcvlm_server.flower_process import free_port, process_tree
+
+    center = RealCenter(tmp_path, ["hosp_a"])  # never started: the SuperNode keeps retrying, SuperExec is up
+    site_yaml = _site_yaml_for(center, tmp_path, "hosp_a")
+    port = free_port()
+    client = _start_client(site_yaml, tmp_path / "client.out", "--runtime-port", str(port))
+
+    def commands() -> list[str]:
+        found = []
+        for pid in process_tree(client.pid):
+            try:
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                pass
+        return found
+
+    _wait(lambda: any("flower-superexec" in c for c in commands()) and _listening(port), 120,
+          "the SuperNode, its SuperExec and the runtime port")
+    tree = process_tree(client.pid)
+    assert len(tree) >= 4  # bcvlm-client, keeper, SuperNode, SuperExec
+    os.kill(client.pid, signal.SIGKILL)
+    client.wait(timeout=10)
+
+    def gone(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        return state[state.rfind(")") + 2:].split()[0] == "Z"
+
+    _wait(lambda: all(gone(pid) for pid in tree[1:]), 30, "the site's processes to end", poll_s=0.2)
+    assert not _listening(port)
+
+
+def test_a_supernode_that_exits_0_is_restarted(site_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # Flower's SuperNode exits 0 (or 130) when a new SuperLink answers 401: that is no reason for a site to stay down.
+    starts = tmp_path / "starts"
+    fake = tmp_path / "flower-supernode"
+    fake.write_text(f"#!/bin/sh\necho started >> {starts}\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr("bcvlm_client.cli.flower_executable", lambda name: str(fake))
+    assert main(["--site", str(site_yaml), "--restart-delay", "0", "--max-restarts", "2"]) == 1
+    assert starts.read_text().count("started") == 3
+    err = capsys.readouterr().err
+    assert err.count("SuperNode exited with code 0") == 3 and "restarting the SuperNode in 0 s (restart 2/2)" in err
+
+
+def test_documented_systemd_unit_restarts_the_client_whatever_its_exit_and_runs_a_valid_command() -> None:
+    import configparser
+    import re
+    import shlex
+
+    from bcvlm_client.cli import build_parser
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
+    blocks = re.findall(r"```ini\n(.*?)```", docs, flags=re.S)
+    assert len(blocks) == 1, "docs/deployment.md should show exactly one systemd unit"
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.optionxform = str  # systemd keys are case-sensitive
+    unit.read_string("\n".join(line.strip() for line in blocks[0].splitlines()))
+    service = unit["Service"]
+    # bcvlm-client restarts its SuperNode itself; systemd must bring bcvlm-client back after ANY end (a crash, an
+    # OOM kill, or exit 0), which Restart=on-failure would not do.
+    assert service["Restart"] == "always"
+    assert service.get("KillSignal", "SIGTERM") == "SIGTERM"  # what bcvlm-client treats as the site's own stop
+    program, *arguments = shlex.split(service["ExecStart"])
+    assert Path(program).name == "bcvlm-client"
+    args = build_parser().parse_args(arguments)
+    assert args.site.endswith(".yaml") and not args.check

@@ -64,6 +64,7 @@ def test_server_example_validates_and_loads_once_certificates_exist(tmp_path: Pa
     validate_server_config(cfg.federation)
     assert cfg.federation.secagg.enabled is True
     assert cfg.superlink.port == 9443
+    assert cfg.federation.min_sites < len(cfg.sites)  # the quorum survives a lost site
     shutil.copy(SITE_CONFIGS / "server.example.yaml", tmp_path / "server.yaml")
     public_keys = {site.name: create_site_key(tmp_path / "received" / site.name, site.name).public_key
                    for site in cfg.sites}

@@ -211,7 +211,8 @@ def test_secagg_round_survives_a_site_lost_before_the_key_exchange(tmp_path) -> 
         return configs is not None and configs.get(Key.STAGE) == Stage.SETUP
 
     _run(tmp_path, sites, "server", silent=lost_at_setup,
-         **{"secagg.enabled": True, "rounds": 1,
+         **{"secagg.enabled": True, "rounds": 1, "min_sites": 2,
             "local_train.local_steps": 1})
     metrics = RunRecords(tmp_path / "run").load_metrics(1)
     assert metrics["fit"]["accepted"] == 2
+    assert metrics["status"] == "trained" and metrics["fit"]["outcome"] == "updated from 2 sites"

@@ -1,0 +1,68 @@
+"""`bcvlm-server`: a run whose rounds did not train exits non-zero naming sites and reasons; `status RUN_DIR`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bcvlm_server import cli
+from bcvlm_server.certs import create_certificates
+from bcvlm_server.run_records import RunRecords
+from bcvlm_server.superlink import RunStatus
+from federation_sites import FailingTrainer, make_site, run_inprocess
+
+
+@pytest.fixture()
+def failed_run(tmp_path: Path) -> Path:
+    """A run directory whose only round failed at both sites (their data is unreadable)."""
+    sites = {100: make_site(tmp_path, "site0", n_train=4, n_test=4), 101: make_site(tmp_path, "site1", n_train=4,
+                                                                                   n_test=4, seed=1)}
+    RunRecords(tmp_path / "run").save_site_names({"100": "alpha", "101": "beta"})
+    run_inprocess(tmp_path, sites, "server", trainer_factory=FailingTrainer,
+                  **{"secagg.enabled": False, "rounds": 1, "min_sites": 2})
+    (tmp_path / "run" / "deployment.yaml").write_text("{}\n")
+    return tmp_path / "run"
+
+
+def test_status_names_each_site_and_its_outcome(failed_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["status", str(failed_run)]) == cli.FAILED_ROUNDS_EXIT_CODE
+    out = capsys.readouterr().out
+    assert "completed rounds: 1 of 1" in out
+    assert "round 1 failed in" in out
+    assert "alpha failed (OSError: the site's ClientApp raised an error" in out
+    assert "beta failed (OSError" in out and "eval failed (OSError" in out
+
+
+def test_status_refuses_a_folder_that_is_no_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["status", str(tmp_path)]) == 2
+    assert "not a bcvlm run directory" in capsys.readouterr().err
+
+
+def test_a_run_in_which_every_site_fails_exits_non_zero_with_the_reasons(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], ["alpha", "beta"])
+    server_yaml = tmp_path / "server.yaml"
+    server_yaml.write_text(yaml.safe_dump({
+        "superlink": {"host": "127.0.0.1", "port": 9555, "ca_cert": "certs/ca.crt",
+                      "server_cert": "certs/server.crt", "server_key": "certs/server.key"},
+        "sites": [{"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in ("alpha", "beta")],
+        "federation": {"run_dir": "run", "rounds": 1, "min_sites": 2},
+    }))
+    sites = {100: make_site(tmp_path, "site0", n_train=4, n_test=4), 101: make_site(tmp_path, "site1", n_train=4,
+                                                                                   n_test=4, seed=1)}
+
+    def deployment_with_failing_sites(cfg, resume=False):
+        # The real ServerApp and ClientApps (in process) stand in for the SuperLink, SuperNodes and processes.
+        RunRecords(tmp_path / "run").save_site_names({"100": "alpha", "101": "beta"})
+        run_inprocess(tmp_path, sites, "server", trainer_factory=FailingTrainer,
+                      **{"secagg.enabled": True, "rounds": 1, "min_sites": 2})
+        return RunStatus(run_id=1, status="finished:completed", details={})
+
+    monkeypatch.setattr(cli, "run_deployment", deployment_with_failing_sites)
+    assert cli.main(["--config", str(server_yaml)]) == cli.FAILED_ROUNDS_EXIT_CODE
+    captured = capsys.readouterr()
+    assert "run completed" not in captured.out
+    assert "1 round(s) did not train" in captured.err
+    assert "round 1: 0 site(s) trained, min_sites 2" in captured.err
+    assert "alpha failed (OSError" in captured.err and "beta failed (OSError" in captured.err
