@@ -10,6 +10,8 @@ from typing import Any, Mapping
 
 from flwr.common.constant import ErrorCode
 
+from bcvlm_client.reply_schema import DeclineReason
+
 TRAINED, DECLINED, REJECTED, FAILED, DROPPED = "trained", "declined", "rejected", "failed", "dropped"
 
 _SITE_FAILURE = re.compile(r"site failed \(([A-Za-z_][A-Za-z0-9_]{0,63})\)")
@@ -36,12 +38,10 @@ def scrub_error(code: int, reason: str) -> tuple[str, str]:
 
 
 def decline_reason_name(code: int) -> str:
-    """The name of a fit reply's `declined` code (`DeclineReason` in reply_schema when it exists, else the number)."""
+    """The `DeclineReason` name of a fit reply's `declined` code (a code this version does not know: its number)."""
     try:
-        from bcvlm_client.reply_schema import DeclineReason  # type: ignore[attr-defined]
-
         return DeclineReason(int(code)).name
-    except (ImportError, ValueError, AttributeError):
+    except ValueError:
         return f"code {int(code)}"
 
 
