@@ -109,7 +109,8 @@ class Observed:
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     root = tmp_path_factory.mktemp("fab_refusal")
-    certs = create_certificates(root / "certs", ["localhost"], ["127.0.0.1"], ["alpha"])
+    certs = create_certificates(root / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase",
+                                generate_site_keys=["alpha"])
     marker_dir, report_dir, probes = root / "markers", root / "reports", root / "probes"
     for folder in (marker_dir, report_dir, probes):
         folder.mkdir()

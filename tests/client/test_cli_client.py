@@ -213,7 +213,8 @@ class RealCenter:
         from bcvlm_server.flower_process import free_port
 
         self.root = root
-        self.certs = create_certificates(root / "certs", ["localhost"], ["127.0.0.1"], sites)
+        self.certs = create_certificates(root / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase",
+                                         generate_site_keys=sites)
         self.port = free_port()
         self.generation = 0
         self.superlink = None

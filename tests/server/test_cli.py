@@ -41,7 +41,8 @@ def test_status_refuses_a_folder_that_is_no_run(tmp_path: Path, capsys: pytest.C
 
 def test_a_run_in_which_every_site_fails_exits_non_zero_with_the_reasons(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], ["alpha", "beta"])
+    create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase",
+                        generate_site_keys=["alpha", "beta"])
     server_yaml = tmp_path / "server.yaml"
     server_yaml.write_text(yaml.safe_dump({
         "superlink": {"host": "127.0.0.1", "port": 9555, "ca_cert": "certs/ca.crt",
