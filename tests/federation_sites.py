@@ -152,7 +152,7 @@ class FailingTrainer:
     def __init__(self, site_cfg) -> None:
         self.site = site_cfg
 
-    def fit(self, arrays, settings):
+    def fit(self, arrays, settings, run_id):
         raise OSError(f"{self.SECRET}: file not found")
 
     def evaluate(self, arrays, settings):
