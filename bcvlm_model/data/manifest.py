@@ -125,6 +125,6 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise ManifestError(f"{source}: not a readable CSV: {exc}") from exc
     table = validate(df, origin=str(source))
-    folder = source.resolve().parent
-    table["path"] = [value if Path(value).is_absolute() else str(folder / value) for value in table["path"]]
+    folder = os.path.dirname(os.path.abspath(source))  # abspath, not resolve: symlinked trees keep their names
+    table["path"] = [value if os.path.isabs(value) else os.path.join(folder, value) for value in table["path"]]
     return table

@@ -170,7 +170,7 @@ def run_prepare(
                    for image_id in manifest["image_id"])
     if finished:
         good = manifest.loc[~manifest["image_id"].isin(failed_ids)].reset_index(drop=True)
-        good["path"] = [str(Path(path).resolve()) for path in good["path"]]  # readable from any working folder
+        good["path"] = [os.path.abspath(path) for path in good["path"]]  # readable from any working folder
         write_manifest(good, out / "manifest.csv")
         write_rejects(rejects, out / "rejects.csv")
     return PrepareSummary(images=len(manifest) + len(result.rejects), processed=processed, skipped=skipped,
