@@ -137,8 +137,8 @@ def test_sites_train_through_the_gateway(observed: Observed) -> None:
     assert observed.server_code == 0, observed.fed.output("server.out")[-3000:]
     assert observed.fed.completed_rounds() == 1
     for site in SITES:
-        rounds = observed.fed.ledger(site)["rounds"]
-        assert [entry["round"] for entry in rounds if entry["status"] == "trained"] == [1], site
+        entries = observed.fed.ledger(site)["entries"]
+        assert [entry["round"] for entry in entries if entry["kind"] == "trained"] == [1], site
     gateway_log = (observed.fed.run_dir / "logs" / "fleet_gateway.log").read_text()
     assert "POST /v1/fleet/pull-messages" in gateway_log and "POST /v1/fleet/push-messages" in gateway_log
 
