@@ -85,6 +85,13 @@ def make_site(root: Path, name: str, *, n_train: int = 12, n_test: int = 12, see
     return path
 
 
+def ready_site_fields(root: Path, name: str = "data") -> dict[str, Any]:
+    """Site YAML keys (`data`, `privacy`, `state_dir`) of a site with real data and an initialised ledger, for tests
+    that write their own site YAML around real Flower processes."""
+    fields = yaml.safe_load(make_site(root, name).read_text())
+    return {key: fields[key] for key in ("data", "privacy", "state_dir")}
+
+
 def server_config_dict(run_dir: Path, **overrides: Any) -> dict[str, Any]:
     """A small ServerConfig (as a dict for YAML) over the tiny model and images."""
     from bcvlm_model.config_io import config_to_dict

@@ -30,6 +30,7 @@ from bcvlm_server.fleet_gateway import GatewaySettings
 from bcvlm_server.flower_process import free_port, terminate_tree
 from bcvlm_server.loopback import wait_until
 from bcvlm_server.superlink import FlowerControl, SuperLinkLaunch, wait_for_nodes, write_run_config_toml
+from federation_sites import ready_site_fields
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -132,12 +133,11 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
                         certs.server_key),
         center_home / "gateway.log",
     )
-    (root / "manifest.csv").write_text("image_id\n")  # never read: no FAB here gets as far as training
     site_yaml = root / "site.yaml"
-    site_yaml.write_text(yaml.safe_dump({
+    site_yaml.write_text(yaml.safe_dump({  # real data and ledger: bcvlm-client checks both before it starts
         "site_id": "alpha", "superlink_address": f"127.0.0.1:{public_port}",
         "ca_cert": str(certs.site_ca_cert("alpha")), "private_key": str(certs.site_private_key("alpha")),
-        "data": {"manifest": str(root / "manifest.csv")}, "state_dir": str(root / "state"),
+        **ready_site_fields(root),
     }))
     site = None
     runtime_port = free_port()

@@ -22,7 +22,7 @@ from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_server.certs import create_certificates, create_site_key
 from bcvlm_server.flower_process import FlowerProcess, flower_environment
-from federation_sites import make_site
+from federation_sites import make_site, ready_site_fields
 
 
 @pytest.fixture()
@@ -247,17 +247,15 @@ class RealCenter:
 
 
 def _site_yaml_for(center: RealCenter, root: Path, site: str) -> Path:
-    (root / site / "prepared").mkdir(parents=True)
-    (root / site / "prepared" / "manifest.csv").write_text("image_id\n")
+    (root / site).mkdir(parents=True)
     path = root / site / "site.yaml"
     path.write_text(yaml.safe_dump({
         "site_id": site,
         "superlink_address": f"127.0.0.1:{center.port}",
         "ca_cert": str(center.certs.site_ca_cert(site)),
         "private_key": str(center.certs.site_private_key(site)),
-        "data": {"manifest": "prepared/manifest.csv"},
         "compute": {"num_threads": 1},
-        "state_dir": "state",
+        **ready_site_fields(root / site),
     }))
     return path
 

@@ -22,6 +22,7 @@ from bcvlm_server.flower_process import (
     wait_for_port,
 )
 from bcvlm_server.superlink import CONNECTION_NAME, FlowerControl, SuperLinkLaunch
+from federation_sites import ready_site_fields
 
 STRACE = shutil.which("strace")
 pytestmark = [
@@ -87,13 +88,11 @@ def test_flower_processes_connect_only_to_loopback(tmp_path: Path) -> None:
     superlink = FlowerProcess(_traced(launch.command(), traces / "superlink"), flower_environment(server_home),
                               launch.log_path, cwd=server_home)
     site_dir = tmp_path / "site"
-    (site_dir / "cache").mkdir()
-    (site_dir / "manifest.csv").write_text("image_id\n")
+    site_dir.mkdir(exist_ok=True)
     site_yaml = site_dir / "site.yaml"
     site_yaml.write_text(yaml.safe_dump({
         "site_id": "hosp_a", "superlink_address": f"127.0.0.1:{port}", "ca_cert": str(certs.site_ca_cert("hosp_a")),
-        "private_key": str(site_key.private_key), "state_dir": str(site_dir / "state"),
-        "data": {"manifest": str(site_dir / "manifest.csv"), "cache_dir": str(site_dir / "cache")},
+        "private_key": str(site_key.private_key), **ready_site_fields(site_dir),
     }))
     client = FlowerProcess(
         _traced([sys.executable, "-m", "bcvlm_client.cli", "--site", str(site_yaml), "--runtime-port",
