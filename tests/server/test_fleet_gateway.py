@@ -108,7 +108,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
                     "--format", "json"],
             "stop": ["stop", str(run_id), "bcvlm", "--format", "json"],
             "log": ["log", str(run_id), "bcvlm", "--show"],
-            "supernode register": ["supernode", "register", str(fed.certs.site_public_key("rogue")), "bcvlm",
+            "supernode register": ["supernode", "register", str(fed.site_keys["rogue"].public_key), "bcvlm",
                                    "--format", "json"],
         }
         public_errors = {name: flwr_output(fed.root / "public_cli", f"127.0.0.1:{fed.port}", ca_cert, args)
