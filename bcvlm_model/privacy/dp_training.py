@@ -236,6 +236,8 @@ class TensorFieldsOnly:
         self.collate_fn = collate_fn if collate_fn is not None else default_collate
 
     def __call__(self, items: list[Any]) -> Any:
+        if not items:  # an empty Poisson batch: `train_local` takes a pure-noise step for it
+            return {}
         batch = self.collate_fn(items)
         if isinstance(batch, dict):
             return {key: value for key, value in batch.items() if torch.is_tensor(value)}
@@ -252,10 +254,11 @@ def make_private(
     """
     device = next((p.device for p in model.parameters() if p.requires_grad), torch.device("cpu"))
     generators = dp_generators(device, dp.insecure_seed)
+    collate = TensorFieldsOnly(loader.collate_fn)
     loader = DataLoader(
         loader.dataset,
         batch_size=loader.batch_size,
-        collate_fn=TensorFieldsOnly(loader.collate_fn),
+        collate_fn=collate,
         num_workers=loader.num_workers,
         pin_memory=loader.pin_memory,
         generator=generators.sampling,
@@ -275,4 +278,7 @@ def make_private(
         noise_generator=generators.noise,
         grad_sample_mode="hooks",
     )
+    # Opacus builds empty batches from the types of `dataset[0]`'s fields, which for dict items are the key strings
+    # (torch.zeros(dtype=str) raises); ours returns an empty dict, which `train_local` turns into a noise-only step.
+    dp_loader.collate_fn = collate
     return PrivateTraining(module=module, optimizer=dp_optimizer, loader=dp_loader, engine=engine)

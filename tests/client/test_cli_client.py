@@ -390,6 +390,7 @@ def test_a_supernode_that_exits_0_is_restarted(site_yaml: Path, tmp_path: Path, 
     fake.write_text(f"#!/bin/sh\necho started >> {starts}\nexit 0\n")
     fake.chmod(0o755)
     monkeypatch.setattr("bcvlm_client.cli.flower_executable", lambda name: str(fake))
+    assert main(["--site", str(site_yaml), "--init-ledger"]) == 0
     assert main(["--site", str(site_yaml), "--restart-delay", "0", "--max-restarts", "2"]) == 1
     assert starts.read_text().count("started") == 3
     err = capsys.readouterr().err

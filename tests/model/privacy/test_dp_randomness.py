@@ -62,3 +62,26 @@ def test_the_insecure_seed_reproduces_sample_and_noise() -> None:
 def test_generators_from_one_insecure_seed_are_independent_streams() -> None:
     generators = dp_generators("cpu", insecure_seed=5)
     assert generators.sampling.initial_seed() != generators.noise.initial_seed()
+
+
+class _DictItems(torch.utils.data.Dataset):
+    """Dict items like the mammography dataset's (tensors and a string id)."""
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> dict:
+        return {"x": torch.tensor([float(index)]), "labels": torch.zeros(1), "image_id": f"i{index}"}
+
+
+def test_empty_poisson_batches_of_dict_items_come_out_empty() -> None:
+    model = nn.Linear(1, 1)
+    private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                           DataLoader(_DictItems(), batch_size=1),  # sample rate 1/3: (2/3)^3 of batches are empty
+                           DPTrainState(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5))
+    try:
+        batches = [batch for _ in range(20) for batch in private.loader]
+    finally:
+        private.close()
+    assert any(batch == {} for batch in batches)
+    assert all(set(batch) <= {"x", "labels"} for batch in batches)
