@@ -85,10 +85,15 @@ def make_site(root: Path, name: str, *, n_train: int = 12, n_test: int = 12, see
     return path
 
 
-def ready_site_fields(root: Path, name: str = "data") -> dict[str, Any]:
+def ready_site_fields(root: Path, name: str = "data", state_dir: Path | None = None) -> dict[str, Any]:
     """Site YAML keys (`data`, `privacy`, `state_dir`) of a site with real data and an initialised ledger, for tests
-    that write their own site YAML around real Flower processes."""
+    that write their own site YAML around real Flower processes (`state_dir`: where the ledger should live)."""
+    import shutil
+
     fields = yaml.safe_load(make_site(root, name).read_text())
+    if state_dir is not None:  # the ledger and its key move together: it verifies wherever it lives
+        shutil.copytree(fields["state_dir"], state_dir, dirs_exist_ok=True)
+        fields["state_dir"] = str(state_dir)
     return {key: fields[key] for key in ("data", "privacy", "state_dir")}
 
 

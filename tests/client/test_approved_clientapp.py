@@ -137,7 +137,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     site_yaml.write_text(yaml.safe_dump({  # real data and ledger: bcvlm-client checks both before it starts
         "site_id": "alpha", "superlink_address": f"127.0.0.1:{public_port}",
         "ca_cert": str(certs.site_ca_cert("alpha")), "private_key": str(certs.site_private_key("alpha")),
-        **ready_site_fields(root),
+        **ready_site_fields(root, state_dir=root / "state"),
     }))
     site = None
     runtime_port = free_port()
