@@ -364,7 +364,7 @@ def test_sigkill_of_the_client_leaves_no_process_and_frees_the_runtime_port(tmp_
                 pass
         return found
 
-    _wait(lambda: any("flower-superexec" in c for c in commands()) and _listening(port), 120,
+    _wait(lambda: any("bcvlm_client.site_superexec" in c for c in commands()) and _listening(port), 120,
           "the SuperNode, its SuperExec and the runtime port")
     tree = process_tree(client.pid)
     assert len(tree) >= 4  # bcvlm-client, keeper, SuperNode, SuperExec
