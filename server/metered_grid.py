@@ -8,6 +8,8 @@ from typing import Iterable
 from flwr.app import Message, RecordDict
 from flwr.serverapp.grid import Grid
 
+from bcvlm_server.delegating_grid import DelegatingGrid
+
 
 def content_nbytes(content: RecordDict) -> int:
     """Payload size of a message: array bytes, bytes/str values, 8 bytes per other scalar."""
@@ -24,11 +26,11 @@ def content_nbytes(content: RecordDict) -> int:
     return total
 
 
-class MeteredGrid(Grid):
+class MeteredGrid(DelegatingGrid):
     """Delegates to `inner`; `take_counts()` returns and resets {node_id: {"up": bytes, "down": bytes}}."""
 
     def __init__(self, inner: Grid) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._lock = threading.Lock()
         self._down: dict[int, int] = defaultdict(int)
         self._up: dict[int, int] = defaultdict(int)
@@ -56,23 +58,6 @@ class MeteredGrid(Grid):
             self._down.clear()
             self._up.clear()
         return counts
-
-    # --- Grid interface -----------------------------------------------------------------------------------------
-    def set_run(self, run_id: int) -> None:  # type: ignore[override]
-        self.inner.set_run(run_id)
-
-    @property
-    def run(self):  # type: ignore[override]
-        return self.inner.run
-
-    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[override]
-        return self.inner.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
-
-    def get_nodes(self):  # type: ignore[override]
-        return self.inner.get_nodes()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         return self.inner.push_messages(self._count_out(messages))

@@ -11,17 +11,18 @@ from typing import Any, Iterable
 from flwr.app import Message
 from flwr.serverapp.grid import Grid
 
+from bcvlm_server.delegating_grid import DelegatingGrid
 from bcvlm_server.round_outcomes import scrub_error
 
 ReplyRecord = dict[str, Any]
 """{"state": "ok" | "error" | "no_reply", "error": class name, "reason": short text} (error fields when relevant)."""
 
 
-class ReplyTracker(Grid):
+class ReplyTracker(DelegatingGrid):
     """Delegates to `inner`; `take_round(group_id)` returns and forgets {message type: {node id: ReplyRecord}}."""
 
     def __init__(self, inner: Grid) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._lock = threading.Lock()
         self._rounds: dict[str, dict[str, dict[int, ReplyRecord]]] = {}
 
@@ -34,29 +35,6 @@ class ReplyTracker(Grid):
     def take_round(self, group_id: str) -> dict[str, dict[int, ReplyRecord]]:
         with self._lock:
             return self._rounds.pop(str(group_id), {})
-
-    # --- Grid interface -----------------------------------------------------------------------------------------
-    def set_run(self, run_id: int) -> None:  # type: ignore[override]
-        self.inner.set_run(run_id)
-
-    @property
-    def run(self):  # type: ignore[override]
-        return self.inner.run
-
-    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[override]
-        return self.inner.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
-
-    def get_nodes(self):  # type: ignore[override]
-        return self.inner.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.inner.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
