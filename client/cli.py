@@ -26,6 +26,7 @@ from bcvlm_client.site_data import (
 )
 from bcvlm_client.site_processes import SiteProcesses
 from bcvlm_client.supernode_supervisor import KEY_REFUSED, RestartBackoff, refusal_message, thread_environment
+from bcvlm_model.privacy.privacy_unit import unit_description
 from bcvlm_model.atomic_io import atomic_write_text
 from bcvlm_model.config_io import ConfigError, load_config, resolve_relative_paths, save_effective_config
 from bcvlm_model.cpu_memory import keep_freed_memory
@@ -60,7 +61,7 @@ def check_site_data(cfg: SiteConfig) -> SiteDataSummary:
     if summary.train_rows == 0:
         raise ConfigError(f"site '{cfg.site_id}': the manifest {cfg.data.manifest} has no rows with split "
                           f"'{cfg.data.train_split}' (key 'data.train_split'): this site has nothing to train on")
-    check_delta_bound(cfg, summary.train_rows)
+    check_delta_bound(cfg, summary)
     return summary
 
 
@@ -189,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = init_ledger(cfg.state_dir, ledger_terms(cfg, summary), new_data_set=args.new_data_set)
             print(f"site '{cfg.site_id}': privacy ledger created at {path} (epsilon budget "
                   f"{cfg.privacy.target_epsilon}, delta {cfg.privacy.delta:g}, {summary.train_patients} training "
-                  f"patients); keep it and {Path(path).with_name('privacy_ledger.key')} across runs and restarts")
+                  f"patients, {unit_description(cfg.privacy.unit)}); keep it and "
+                  f"{Path(path).with_name('privacy_ledger.key')} across runs and restarts")
             return 0
         ledger_line = describe_ledger(cfg, summary)
         data_lines = describe_data_availability(cfg) if args.check else []

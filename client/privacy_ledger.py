@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from bcvlm_model.privacy.privacy_unit import IMAGE_UNIT_WARNING, PrivacyUnit
 from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_model.privacy.dp_training import epsilon_of_history, projected_epsilon
 
@@ -55,7 +56,7 @@ class LedgerTerms:
     delta: float
     accountant: str
     data_fingerprint: str
-    privacy_unit: str = "image"
+    privacy_unit: str = PrivacyUnit.patient.value
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def init_ledger(state_dir: str | os.PathLike[str], terms: LedgerTerms, *, new_da
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(secrets.token_hex(KEY_BYTES))
         ledger = SitePrivacyLedger(folder, _read_key(folder), [], locked=True)
-        ledger._append({"kind": "open", **asdict(terms), "previous_ledger": previous})
+        weaker = {"unit_note": IMAGE_UNIT_WARNING} if terms.privacy_unit == PrivacyUnit.image.value else {}
+        ledger._append({"kind": "open", **asdict(terms), **weaker, "previous_ledger": previous})
         ledger._locked = False
     return path
 

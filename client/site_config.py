@@ -13,6 +13,7 @@ from bcvlm_client.superlink_address import is_loopback_address
 from bcvlm_model.config_io import ConfigError, load_config
 from bcvlm_model.model_config import MODEL_KINDS
 from bcvlm_model.privacy.accountants import ACCOUNTANTS
+from bcvlm_model.privacy.privacy_unit import PrivacyUnit
 
 
 @dataclass
@@ -46,14 +47,18 @@ class ComputeConfig:
 
 @dataclass
 class PrivacyBudgetConfig:
-    """The site's differential-privacy budget: all runs of this site on this training set (sample-level DP-SGD).
+    """The site's differential-privacy budget: all runs of this site on this training set (DP-SGD).
 
     Only the site sets these; a server can ask for a smaller epsilon, never a larger one."""
 
     enabled: bool = True
+    unit: PrivacyUnit = PrivacyUnit.patient
+    """What one DP record is: `patient` (default; all of a patient's images sampled and clipped together) or
+    `image` (weaker: a patient with k images is protected only at k x epsilon)."""
     target_epsilon: float = 8.0
     delta: float = 1e-5
-    """Must be at most 1 / (10 x number of training records); checked when a fit starts."""
+    """Must be at most 1 / (10 x number of training records: patients, or images under `unit: image`); checked at
+    `--check`, `--init-ledger` and when a fit starts."""
     max_grad_norm: float = 1.0
     accountant: str = "rdp"
     """"rdp" or "prv" (Opacus' "gdp" is refused: it forgets all but the last round of a history)."""

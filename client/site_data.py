@@ -16,6 +16,7 @@ from bcvlm_model.atomic_io import read_json
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.cache import CONFIG_RECORD_NAME, safe_file_stem
 from bcvlm_model.data.manifest import read_manifest
+from bcvlm_model.privacy.privacy_unit import PrivacyUnit
 
 DELTA_RECORDS_FACTOR = 10
 """delta must be at most 1 / (DELTA_RECORDS_FACTOR x number of training records)."""
@@ -74,20 +75,29 @@ def delta_bound(num_records: int) -> float:
     return 1.0 / (DELTA_RECORDS_FACTOR * max(int(num_records), 1))
 
 
-def check_delta_bound(site: SiteConfig, num_records: int) -> None:
+def training_records(site: SiteConfig, summary: SiteDataSummary) -> tuple[int, str]:
+    """(count, name) of the site's DP records: training patients, or images under `privacy.unit: image`."""
+    if site.privacy.unit is PrivacyUnit.image:
+        return summary.train_rows, "training images"
+    return summary.train_patients, "training patients"
+
+
+def check_delta_bound(site: SiteConfig, summary: SiteDataSummary) -> None:
     """Raise ConfigError naming `privacy.delta` when it exceeds 1 / (10 x training records)."""
+    num_records, records = training_records(site, summary)
     bound = delta_bound(num_records)
     if site.privacy.enabled and site.privacy.delta > bound:
         raise ConfigError(
             f"site '{site.site_id}': key 'privacy.delta': {site.privacy.delta:g} is above 1/(10 x {num_records} "
-            f"training records) = {bound:.3g}; set privacy.delta <= {bound:.3g}")
+            f"{records}) = {bound:.3g}; set privacy.delta <= {bound:.3g}")
 
 
 def ledger_terms(site: SiteConfig, summary: SiteDataSummary) -> LedgerTerms:
     """The terms this site's ledger must have: its own budget and its current training set."""
     privacy = site.privacy
     return LedgerTerms(target_epsilon=float(privacy.target_epsilon), delta=float(privacy.delta),
-                       accountant=privacy.accountant, data_fingerprint=summary.data_fingerprint)
+                       accountant=privacy.accountant, data_fingerprint=summary.data_fingerprint,
+                       privacy_unit=privacy.unit.value)
 
 
 def data_availability(site: SiteConfig, manifest: pd.DataFrame | None = None) -> DataAvailability:

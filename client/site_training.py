@@ -19,15 +19,15 @@ from torch.utils.data import DataLoader
 
 from bcvlm_model import TASKS
 from bcvlm_model.cpu_memory import keep_freed_memory
-from bcvlm_model.data.dataset import MammographyDataset
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.metrics import score_histogram
-from bcvlm_model.model_config import PACKAGE_DEFAULT, ModelConfig
+from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
 from bcvlm_model.privacy.dp_ready import DPCompatibilityError, DPReadyConfig, find_dp_problems
-from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_remaining_budget, poisson_sample_rate
-from bcvlm_model.text import ReportCollator
+from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_remaining_budget
+from bcvlm_model.privacy.privacy_unit import IMAGE_UNIT_WARNING, PrivacyUnit, unit_description
 from bcvlm_model.training import evaluate, train_local
+from bcvlm_model.training.loaders import build_loader
 from bcvlm_client.privacy_ledger import LedgerTerms, SitePrivacyLedger
 from bcvlm_client.reply_schema import DeclineReason, encode_histogram
 from bcvlm_client.round_admission import Refusal, effective_target_epsilon, refuse_round
@@ -69,6 +69,8 @@ class SiteTrainer:
         self._dp_problems: dict[str, list[str]] = {}
         self._manifest: pd.DataFrame | None = None
         Path(site.state_dir).mkdir(parents=True, exist_ok=True)
+        if site.privacy.enabled and site.privacy.unit is PrivacyUnit.image:
+            LOGGER.warning("site=%s: %s", site.site_id, IMAGE_UNIT_WARNING)
 
     # --- shared pieces ------------------------------------------------------------------------------------------
     @staticmethod
@@ -95,18 +97,16 @@ class SiteTrainer:
         return split_rows(self._manifest_table(), split)
 
     def _loader(self, settings: RoundSettings, rows: pd.DataFrame, train: bool) -> DataLoader:
-        dataset = MammographyDataset(rows, settings.preprocess, self.site.data.cache_dir)
-        tokenizer_dir = settings.model.text_encoder.path if settings.text.tokenizer == PACKAGE_DEFAULT else None
-        collate = ReportCollator(
-            settings.text, tokenizer_dir=tokenizer_dir, train=train, seed=self.site.seed + settings.server_round
-        )
-        return DataLoader(
-            dataset,
-            batch_size=self.site.compute.batch_size if train else self.site.compute.eval_batch_size,
-            shuffle=train,
-            collate_fn=collate,
-            num_workers=self.site.compute.num_workers,
-            generator=torch.Generator().manual_seed(self.site.seed + settings.server_round),
+        """Batches of `rows`; under DP the training loader's items are the site's privacy units (patients)."""
+        compute = self.site.compute
+        return build_loader(
+            rows, settings.preprocess, settings.text, settings.model,
+            cache_dir=self.site.data.cache_dir,
+            batch_size=compute.batch_size if train else compute.eval_batch_size,
+            train=train,
+            seed=self.site.seed + settings.server_round,
+            num_workers=compute.num_workers,
+            privacy_unit=self.site.privacy.unit if train and self.site.privacy.enabled else None,
         )
 
     def _manifest_table(self) -> pd.DataFrame:
@@ -181,14 +181,14 @@ class SiteTrainer:
             refusal = Refusal(DeclineReason.DP_UNSAFE_MODEL, "; ".join(self._dp_problems_of(settings)[:3]))
         if refusal is not None:
             return self._declined(arrays, math.nan, refusal, settings)
-        check_delta_bound(site, len(rows))
+        check_delta_bound(site, summarise_site_data(site, self._manifest_table()))
         next(iter(loader))  # the data must load before any budget is spent
 
         dp_state = None
         epsilon_now = math.inf
         if privacy.enabled:
             terms = self.ledger_terms()
-            sample_rate = poisson_sample_rate(len(rows), site.compute.batch_size)
+            sample_rate = 1.0 / len(loader)  # Opacus' Poisson rate over the loader's records (patients by default)
             dp_state, refusal, epsilon_now = self._charge(run_id, settings, terms, sample_rate, steps)
             if refusal is not None:
                 return self._declined(arrays, epsilon_now, refusal, settings)
@@ -218,8 +218,9 @@ class SiteTrainer:
         local_state = get_trainable_state(model)
         update = {name: local_state[name].float() - global_state[name].float() for name in local_state}
         LOGGER.info(
-            "site=%s round=%d trained %d steps (%d examples), loss %.4f, epsilon %.4f",
+            "site=%s round=%d trained %d steps (%d images), loss %.4f, epsilon %.4f (%s)",
             site.site_id, settings.server_round, result.steps, result.num_examples, result.mean_loss, epsilon_now,
+            unit_description(privacy.unit) if dp_state is not None else "no DP",
         )
         metrics = {
             "loss": float(result.mean_loss) if math.isfinite(result.mean_loss) else 0.0,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -10,16 +9,17 @@ from typing import Callable, Mapping
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from bcvlm_client.site_config import PrivacyBudgetConfig
 from bcvlm_model.checkpoint import WEIGHTS_FILE, load_checkpoint
 from bcvlm_model.model import build_model, get_trainable_state, set_trainable_state
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
-from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_budget, poisson_sample_rate
+from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_budget
 from bcvlm_model.training import LocalTrainConfig, train_local
+from bcvlm_model.training.loaders import build_loader
 from bcvlm_simulation.config import SimulationConfig
-from bcvlm_simulation.evaluation import build_loader
 
 
 @dataclass
@@ -78,11 +78,12 @@ def _reproducible_noise(recipe: TrainingRecipe) -> bool:
     return recipe.privacy is not None and recipe.privacy.insecure_reproducible_noise
 
 
-def _dp_state(recipe: TrainingRecipe, num_examples: int, steps_per_round: int) -> DPTrainState | None:
+def _dp_state(recipe: TrainingRecipe, loader: DataLoader, steps_per_round: int) -> DPTrainState | None:
+    """The DP settings spending the recipe's budget over its rounds, at the Poisson rate over `loader`'s records."""
     budget = recipe.privacy
     if budget is None or not budget.enabled:
         return None
-    rate = poisson_sample_rate(num_examples, recipe.batch_size)
+    rate = 1.0 / len(loader)
     sigma = noise_multiplier_for_budget(budget.target_epsilon, budget.delta, rate,
                                         steps_per_round * recipe.rounds, budget.accountant)
     return DPTrainState(noise_multiplier=sigma, max_grad_norm=budget.max_grad_norm, delta=budget.delta,
@@ -100,10 +101,12 @@ def train_reference(
     if train_table.empty:
         raise ValueError(f"{label}: no training rows")
     model = _model(model_cfg, recipe)
-    loader = build_loader(train_table, recipe.preprocess, recipe.text, recipe.cache_dir, recipe.batch_size,
-                          train=True, seed=recipe.seed, model_cfg=model_cfg)
+    private = recipe.privacy is not None and recipe.privacy.enabled
+    loader = build_loader(train_table, recipe.preprocess, recipe.text, model_cfg, cache_dir=recipe.cache_dir,
+                          batch_size=recipe.batch_size, train=True, seed=recipe.seed,
+                          privacy_unit=recipe.privacy.unit if private else None)
     steps = recipe.local_train.local_steps * steps_scale if recipe.local_train.local_steps else 0
-    dp = _dp_state(recipe, len(train_table), steps or math.ceil(len(train_table) / recipe.batch_size))
+    dp = _dp_state(recipe, loader, steps or len(loader))
     cfg = replace(recipe.local_train, local_steps=steps)
     for round_index in range(recipe.rounds):
         if dp is not None and _reproducible_noise(recipe):

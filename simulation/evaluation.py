@@ -7,12 +7,9 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from bcvlm_model import TASKS
-from bcvlm_model.data.dataset import MammographyDataset
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.metrics import (
     DEFAULT_BINS,
@@ -21,10 +18,10 @@ from bcvlm_model.metrics import (
     roc_curve_from_histogram,
     score_histogram,
 )
-from bcvlm_model.model_config import PACKAGE_DEFAULT, ModelConfig
-from bcvlm_model.text.collator import ReportCollator
+from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.text.report_config import TextConfig
 from bcvlm_model.training import evaluate
+from bcvlm_model.training.loaders import build_loader
 
 
 @dataclass
@@ -33,29 +30,6 @@ class SiteScores:
 
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def build_loader(
-    table: pd.DataFrame,
-    preprocess: PreprocessConfig,
-    text: TextConfig,
-    cache_dir: str | None,
-    batch_size: int,
-    train: bool,
-    seed: int,
-    model_cfg: ModelConfig,
-) -> DataLoader:
-    """DataLoader of manifest rows -> ReportCollator batches (shuffled and augmented when `train`; seeded).
-
-    The tokenizer is the text config's, or the model's text encoder folder when that says "package-default"
-    (the same rule as the sites' loaders in `bcvlm_client.site_training`).
-    """
-    dataset = MammographyDataset(table.reset_index(drop=True), preprocess, cache_dir=cache_dir)
-    tokenizer_dir = model_cfg.text_encoder.path if text.tokenizer == PACKAGE_DEFAULT else None
-    collator = ReportCollator(text, tokenizer_dir=tokenizer_dir, train=train, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, collate_fn=collator, generator=generator,
-                      num_workers=0, drop_last=False)
 
 
 def score_model_on_sites(
@@ -70,7 +44,8 @@ def score_model_on_sites(
     """Evaluate one model on each site's test rows (deterministic: eval mode, canonical report text)."""
     results: dict[str, SiteScores] = {}
     for site, table in test_tables.items():
-        loader = build_loader(table, preprocess, text, cache_dir, batch_size, train=False, seed=0, model_cfg=model_cfg)
+        loader = build_loader(table, preprocess, text, model_cfg, cache_dir=cache_dir, batch_size=batch_size,
+                              train=False, seed=0)
         outcome = evaluate(model, loader)
         results[site] = SiteScores(scores=dict(outcome.scores), labels=dict(outcome.labels))
     return results

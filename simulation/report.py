@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bcvlm_model.atomic_io import atomic_write_json, atomic_write_text  # noqa: E402
+from bcvlm_model.privacy.privacy_unit import PrivacyUnit, unit_description  # noqa: E402
 
 METHOD_ORDER = ("federated", "centralized", "local_only", "image_only", "public_pretrained", "oracle")
 METHOD_LABELS = {
@@ -278,7 +279,8 @@ def render_html(metrics: dict[str, Any]) -> str:
 <style>{STYLE}</style></head><body>
 <h1>bcvlm federated simulation report</h1>
 <p class="note">AUCs are on the virtual sites' held-out test patients. Pooled = all sites' test images together.
-Epsilon is cumulative per site (sample-level DP-SGD). The same numbers are in metrics.json next to this file.</p>
+Epsilon is cumulative per site: {html.escape(_privacy_sentence(run))} The same numbers are in metrics.json next
+to this file.</p>
 <table>{run_rows}</table><ul class="note">{notes}</ul>
 <h2>Federated vs baselines</h2>{_methods_table(metrics)}
 <h2>Per-site test AUC (final)</h2>{_site_table(metrics)}
@@ -287,6 +289,14 @@ Epsilon is cumulative per site (sample-level DP-SGD). The same numbers are in me
 <h2>Virtual sites</h2>{_summary_table(metrics)}
 </body></html>
 """
+
+
+def _privacy_sentence(run: dict[str, Any]) -> str:
+    """The DP guarantee in words, naming its unit (and the image unit's weakness)."""
+    unit = run.get("privacy_unit", "none")
+    if not run.get("dp") or unit == "none":
+        return "no differential privacy in this run."
+    return f"{unit_description(PrivacyUnit(unit))}, epsilon {run.get('target_epsilon')} per site."
 
 
 def build_report(metrics: dict[str, Any], out_dir: str | Path) -> Path:

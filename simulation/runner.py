@@ -19,8 +19,8 @@ from bcvlm_client.site_data import ledger_terms, summarise_site_data
 from bcvlm_model import TASKS
 from bcvlm_model.atomic_io import atomic_write_json, atomic_write_text
 from bcvlm_model.checkpoint import load_checkpoint
-from bcvlm_model.config_io import config_to_dict, save_effective_config
-from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
+from bcvlm_model.config_io import save_effective_config
+from bcvlm_model.data.manifest import MANIFEST_COLUMNS, write_manifest
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
 from bcvlm_simulation.cohort import load_cohort
@@ -189,6 +189,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             "run_dir": str(run_dir), "seed": cfg.seed, "num_sites": len(names), "rounds": server.rounds,
             "model_kind": server.model.kind, "image_size": f"{server.preprocess.image_height}x{server.preprocess.image_width}",
             "dp": cfg.site.privacy.enabled, "target_epsilon": cfg.site.privacy.target_epsilon,
+            "privacy_unit": cfg.site.privacy.unit.value if cfg.site.privacy.enabled else "none",
             "dp_noise": "insecure-reproducible" if cfg.site.privacy.insecure_reproducible_noise else "secret",
             "secagg": server.secagg.enabled, "federated_wall_time_s": round(federated_seconds, 1),
             "public_pretraining": (f"{cfg.pretrain.epochs} epochs on "

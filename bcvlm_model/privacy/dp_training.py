@@ -1,4 +1,8 @@
-"""Sample-level DP-SGD with Opacus: noise from a (epsilon, delta) budget, accountant state carried across rounds.
+"""DP-SGD with Opacus over records (patients, or single images): noise from a budget, accountant state carried on.
+
+A record is one item of the loader's dataset. Under patient-level DP (`PatientRecords`) Opacus' Poisson sampler
+draws whole patients, `RecordDPOptimizer` sums each patient's per-image gradients before clipping, and the
+accountant runs at the patient sample rate, so the (epsilon, delta) guarantee is per patient.
 
 The accountant's history (noise multiplier, sample rate, steps) is plain data: `accountant_state` round-trips
 through JSON, so the epsilon a site has spent accumulates across rounds and process restarts.
@@ -29,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
+from bcvlm_model.data.patient_records import RECORD_INDEX, PatientRecords
 from bcvlm_model.privacy.accountants import ACCOUNTANTS
 from bcvlm_model.privacy.dp_randomness import dp_generators
 
@@ -207,12 +212,51 @@ def projected_epsilon(
     return epsilon_of_history({"mechanism": accountant, "history": history}, delta, accountant)
 
 
+class RecordDPOptimizer(DPOptimizer):
+    """Opacus' flat-clipping DPOptimizer that clips per record: when a batch's images are grouped into records
+    (`set_record_index`), each record's per-image gradients are summed first, so the clipped unit is the record.
+
+    Opacus computes the per-image gradients (`grad_sample`, each the gradient of that image's own loss under
+    `loss_reduction="mean"`); everything after the summation (clipping, noise, the division by the expected number of
+    records, the accountant's step) is Opacus' own code.
+    """
+
+    def __init__(self, *args: Any, grouped: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.grouped = grouped
+        self.record_index: torch.Tensor | None = None
+
+    def set_record_index(self, record_index: torch.Tensor | None) -> None:
+        """The record slot (0..records-1) of each row of the coming batch; required when the loader is grouped."""
+        if self.grouped and record_index is None:
+            raise ValueError(f"patient-level DP needs each batch's '{RECORD_INDEX}' (a PatientRecords loader)")
+        self.record_index = record_index
+
+    def clip_and_accumulate(self) -> None:
+        if self.grouped:
+            self._sum_grad_samples_per_record()
+        super().clip_and_accumulate()
+
+    def _sum_grad_samples_per_record(self) -> None:
+        if self.record_index is None:
+            raise ValueError(f"patient-level DP needs each batch's '{RECORD_INDEX}' (set_record_index)")
+        index = self.record_index
+        records = int(index.max()) + 1 if index.numel() else 0
+        for param in self.params:
+            per_row = self._get_flat_grad_sample(param)
+            if per_row.shape[0] != index.shape[0]:
+                raise ValueError(f"{per_row.shape[0]} per-image gradients for {index.shape[0]} indexed images")
+            per_record = torch.zeros((records, *per_row.shape[1:]), dtype=per_row.dtype, device=per_row.device)
+            param.grad_sample = per_record.index_add_(0, index.to(per_row.device), per_row)
+        self.record_index = None
+
+
 @dataclass
 class PrivateTraining:
     """A model, optimizer and Poisson loader wrapped by Opacus for one training call."""
 
     module: nn.Module
-    optimizer: DPOptimizer
+    optimizer: RecordDPOptimizer
     loader: DataLoader
     engine: PrivacyEngine
 
@@ -247,10 +291,12 @@ class TensorFieldsOnly:
 def make_private(
     model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, dp: DPTrainState
 ) -> PrivateTraining:
-    """Wrap for sample-level DP-SGD (flat clipping, Poisson sampling), continuing the accountant in `dp`.
+    """Wrap for DP-SGD over the loader's records (flat clipping, Poisson sampling), continuing the accountant in `dp`.
 
-    Sampling and noise use private generators (secret seeds unless `dp.insecure_seed` is set): Opacus' Poisson
-    loader takes the wrapped loader's generator, its optimizer the `noise_generator`.
+    The records are the loader dataset's items: patients for a `PatientRecords` dataset (each batch then carries
+    `record_index`, which `train_local` hands to the optimizer), else single images. Sampling and noise use private
+    generators (secret seeds unless `dp.insecure_seed` is set): Opacus' Poisson loader takes the wrapped loader's
+    generator, the optimizer the noise generator.
     """
     device = next((p.device for p in model.parameters() if p.requires_grad), torch.device("cpu"))
     generators = dp_generators(device, dp.insecure_seed)
@@ -281,4 +327,16 @@ def make_private(
     # Opacus builds empty batches from the types of `dataset[0]`'s fields, which for dict items are the key strings
     # (torch.zeros(dtype=str) raises); ours returns an empty dict, which `train_local` turns into a noise-only step.
     dp_loader.collate_fn = collate
-    return PrivateTraining(module=module, optimizer=dp_optimizer, loader=dp_loader, engine=engine)
+    # Opacus' own optimizer with per-record clipping in front of it, and the accountant hook `make_private` attached
+    # to the one it built (same sample rate: one over the number of Poisson batches of records).
+    record_optimizer = RecordDPOptimizer(
+        dp_optimizer.original_optimizer,
+        noise_multiplier=dp.noise_multiplier,
+        max_grad_norm=dp.max_grad_norm,
+        expected_batch_size=dp_optimizer.expected_batch_size,
+        loss_reduction="mean",
+        generator=generators.noise,
+        grouped=isinstance(loader.dataset, PatientRecords),
+    )
+    record_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=1 / len(dp_loader)))
+    return PrivateTraining(module=module, optimizer=record_optimizer, loader=dp_loader, engine=engine)

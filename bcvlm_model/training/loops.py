@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from bcvlm_model import TASKS
+from bcvlm_model.data.patient_records import RECORD_INDEX
 from bcvlm_model.losses import masked_multitask_bce
 from bcvlm_model.privacy.dp_training import DPTrainState, make_private
 from bcvlm_model.training.local_train_config import LocalTrainConfig
@@ -144,7 +145,8 @@ def train_local(
     progress: bool = False,
     progress_label: str = "train",
 ) -> LocalTrainResult:
-    """Train `model` in place for `cfg.local_steps` optimizer steps (0 = one pass); DP-SGD when `dp` is given.
+    """Train `model` in place for `cfg.local_steps` optimizer steps (0 = one pass); DP-SGD when `dp` is given, over
+    the loader's records (patients when its dataset is `PatientRecords`, see `make_private`).
 
     `bf16` autocasts forward and loss (parameters and gradients stay float32). `seed` re-seeds torch's global stream
     (dropout) for reproducible non-private runs; DP sampling and noise never use that stream (`dp_randomness`).
@@ -196,6 +198,9 @@ def train_local(
             else:
                 continue
             if private is not None:
+                if private.optimizer.grouped:  # patient-level DP: the optimizer sums each patient's rows first
+                    private.optimizer.set_record_index(
+                        batch[RECORD_INDEX] if batch_size > 0 else torch.zeros(0, dtype=torch.long))
                 if private.optimizer.pre_step():  # clip per sample, add noise, account
                     add_proximal_gradient(pairs, proximal_mu)
                     private.optimizer.original_optimizer.step()
