@@ -18,6 +18,7 @@ from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
 from bcvlm_client.egress_guard import egress_guard_mod
+from bcvlm_client.reply_schema import COUNT_SCALE_KEY, EVALUATION_WEIGHT_KEY, SECURE_EVALUATION_KEY
 from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
 from bcvlm_model.file_logging import attach_log_file
 from bcvlm_client.site_config import SiteConfig, load_site_config, refuse_simulation_only_settings
@@ -91,7 +92,11 @@ class SiteClient(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         from bcvlm_client.run_settings import RoundSettings
 
-        return self.trainer.fit(parameters, RoundSettings.from_config(config), run_id=self.run_id)
+        settings = RoundSettings.from_config(config)
+        if config.get(SECURE_EVALUATION_KEY):  # evaluation summed under SecAgg+ (a "fit" only in protocol terms)
+            return self.trainer.secure_evaluation(parameters, settings, float(config[COUNT_SCALE_KEY]),
+                                                  int(config[EVALUATION_WEIGHT_KEY]))
+        return self.trainer.fit(parameters, settings, run_id=self.run_id)
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
         from bcvlm_client.run_settings import RoundSettings

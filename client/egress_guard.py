@@ -14,7 +14,9 @@ from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
-from bcvlm_client.reply_schema import EVALUATE_METRICS, FIT_METRICS, decode_histogram
+from bcvlm_client.reply_schema import (EVALUATE_METRICS, FIT_METRICS, SECURE_EVALUATION_KEY, SECURE_EVALUATION_METRICS,
+                                      decode_histogram)
+from bcvlm_model import TASKS
 from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
 
 LOGGER = logging.getLogger("bcvlm_client.egress_guard")
@@ -95,6 +97,22 @@ def _check_arrays(record: str, arrays: ArrayRecord, reference: ArrayRecord | Non
             raise EgressViolation(f"{record}[{_describe_key(name)}] has dtype {sent.dtype}, expected a float dtype")
 
 
+def _check_histogram_arrays(record: str, arrays: ArrayRecord, n_bins: int | None) -> None:
+    """A secure-evaluation reply: exactly the scaled histograms (positives, negatives per task), no other array."""
+    if len(arrays) == 0:  # the masked reply: SecAgg+ moved the values into its masked vector
+        return
+    if n_bins is None:
+        raise EgressViolation(f"{record}: histogram arrays without a known bin count")
+    if len(arrays) != 2 * len(TASKS):
+        raise EgressViolation(f"{record}: {len(arrays)} arrays, a secure evaluation sends {2 * len(TASKS)} histograms")
+    for name in arrays.keys():
+        sent = _as_numpy(arrays[name])
+        if sent.shape != (n_bins,) or sent.dtype.kind != "f":
+            raise EgressViolation(f"{record}[{_describe_key(name)}] is not a {n_bins}-bin float histogram")
+        if not np.isfinite(sent).all() or (sent < 0).any() or (sent > 1).any():
+            raise EgressViolation(f"{record}[{_describe_key(name)}] holds values outside [0, 1] (scaled counts)")
+
+
 def _check_secagg(record: str, values: dict[str, Any]) -> None:
     for key, value in values.items():
         kind = SECAGG_REPLY_KEYS.get(key)
@@ -122,10 +140,15 @@ def check_reply(reply: Message, instruction: Message) -> None:
     for name in ("fitins.config", "evaluateins.config"):
         if name in incoming.config_records and "n-bins" in incoming.config_records[name]:
             n_bins = int(incoming.config_records[name]["n-bins"])  # type: ignore[arg-type]
+    fit_config = incoming.config_records.get("fitins.config")
+    secure_evaluation = bool(fit_config is not None and fit_config.get(SECURE_EVALUATION_KEY))
     for name, arrays in content.array_records.items():
         if name != "fitres.parameters":
             raise EgressViolation(f"reply carries a non-whitelisted array record {_describe_key(name)}")
-        _check_arrays(name, arrays, incoming.array_records.get("fitins.parameters"))
+        if secure_evaluation:
+            _check_histogram_arrays(name, arrays, n_bins)
+        else:
+            _check_arrays(name, arrays, incoming.array_records.get("fitins.parameters"))
     for name, metrics in content.metric_records.items():
         if name in NUM_EXAMPLES_RECORDS:
             _check_metrics(name, dict(metrics), {"num_examples": int}, None)
@@ -136,7 +159,7 @@ def check_reply(reply: Message, instruction: Message) -> None:
     for name, configs in content.config_records.items():
         values = dict(configs)
         if name == "fitres.metrics":
-            _check_metrics(name, values, FIT_METRICS, n_bins)
+            _check_metrics(name, values, SECURE_EVALUATION_METRICS if secure_evaluation else FIT_METRICS, n_bins)
         elif name == "evaluateres.metrics":
             _check_metrics(name, values, EVALUATE_METRICS, n_bins)
         elif name in ("fitres.status", "evaluateres.status"):

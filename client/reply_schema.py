@@ -30,19 +30,34 @@ class DeclineReason(IntEnum):
 
 
 FIT_METRICS: dict[str, type] = {
-    "loss": float,
     "epsilon": float,
     "declined": int,  # a DeclineReason code, 0 = trained
     "steps": int,
-    "train_seconds": float,
 }
-"""Fit-reply metrics (aggregates of the local round); nothing else is allowed."""
+"""Fit-reply metrics; nothing else is allowed. The training loss and time stay in the site log: they are
+statistics of the site's patients that SecAgg+ would not hide (it masks only the arrays)."""
 
 EVALUATE_METRICS: dict[str, type] = {
     **{f"cases_{task}": int for task in TASKS},
     **{f"hist_{task}": bytes for task in TASKS},
+    **{f"auc_{task}": float for task in TASKS},
 }
-"""Evaluate-reply metrics: labelled-case counts and score histograms (int64 LE, positives then negatives)."""
+"""Evaluate-reply metrics: labelled cases and score histograms (int64 LE, positives then negatives) within the site's
+release bounds (`bcvlm_client.evaluation_release`), and the site's own AUC where it has enough cases."""
+
+SECURE_EVALUATION_KEY = "secure-evaluation"
+"""Fit-instruction config flag: this SecAgg+ "training" message asks for the site's evaluation histograms as arrays,
+so that they are summed under secure aggregation (the server sees only the pooled histogram)."""
+COUNT_SCALE_KEY = "count-scale"
+"""Histogram counts are sent divided by this (SecAgg+ quantises values within its clipping range)."""
+EVALUATION_WEIGHT_KEY = "evaluation-weight"
+"""The weight every site gives its histogram vector (the SecAgg+ `max_weight`: all sites weigh the same)."""
+
+SECURE_EVALUATION_METRICS: dict[str, type] = {
+    **{f"cases_{task}": int for task in TASKS},
+    **{f"auc_{task}": float for task in TASKS},
+}
+"""Plain metrics beside the masked histogram vector: labelled cases and the site's own AUC (above its minimum)."""
 
 HISTOGRAM_DTYPE = np.dtype("<i8")
 
@@ -64,3 +79,21 @@ def decode_histogram(payload: bytes, n_bins: int) -> ScoreHistogram:
     if (flat < 0).any():
         raise ValueError("histogram counts must be non-negative")
     return ScoreHistogram(flat[:n_bins].copy(), flat[n_bins:].copy())
+
+
+def histograms_to_arrays(histograms: dict[str, ScoreHistogram], count_scale: float) -> list[np.ndarray]:
+    """Per task in TASKS order: positives then negatives, as float64 counts / `count_scale` (a secure-sum vector)."""
+    arrays = []
+    for task in TASKS:
+        arrays.append(histograms[task].positives.astype(np.float64) / count_scale)
+        arrays.append(histograms[task].negatives.astype(np.float64) / count_scale)
+    return arrays
+
+
+def arrays_to_histograms(arrays: list[np.ndarray], count_scale: float) -> dict[str, ScoreHistogram]:
+    """Inverse of `histograms_to_arrays` for a (summed) vector: counts rounded to the nearest integer."""
+    if len(arrays) != 2 * len(TASKS):
+        raise ValueError(f"expected {2 * len(TASKS)} histogram arrays, got {len(arrays)}")
+    counts = [np.clip(np.rint(np.asarray(array, dtype=np.float64) * count_scale), 0, None).astype(np.int64)
+              for array in arrays]
+    return {task: ScoreHistogram(counts[2 * index], counts[2 * index + 1]) for index, task in enumerate(TASKS)}

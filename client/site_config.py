@@ -68,6 +68,18 @@ class PrivacyBudgetConfig:
 
 
 @dataclass
+class SiteEvaluationConfig:
+    """What this site releases about its test patients, whatever the server asks."""
+
+    max_bins: int = 100
+    """At most this many score cells per histogram (a server asking for finer bins gets coarse cells)."""
+    min_cell_count: int = 5
+    """Adjacent cells are merged until each holds at least this many cases; fewer in total releases nothing."""
+    site_auc_min_cases: int = 20
+    """The site sends its own AUC only with at least this many positive and this many negative cases."""
+
+
+@dataclass
 class SiteLimitsConfig:
     """What the server may ask of this site per run; an instruction outside these makes the site decline the round."""
 
@@ -97,6 +109,7 @@ class SiteConfig:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     privacy: PrivacyBudgetConfig = field(default_factory=PrivacyBudgetConfig)
     limits: SiteLimitsConfig = field(default_factory=SiteLimitsConfig)
+    evaluation: SiteEvaluationConfig = field(default_factory=SiteEvaluationConfig)
     state_dir: str = MISSING
     """Site-private folder for the privacy ledger, its key and logs (persisted across restarts and runs)."""
     seed: int = 0
@@ -138,6 +151,9 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
             fail("privacy.max_grad_norm", f"must be > 0, got {privacy.max_grad_norm}")
     if privacy.accountant not in ACCOUNTANTS:
         fail("privacy.accountant", f"must be one of {ACCOUNTANTS}, got '{privacy.accountant}'")
+    for key in ("max_bins", "min_cell_count", "site_auc_min_cases"):
+        if getattr(cfg.evaluation, key) < 1:
+            fail(f"evaluation.{key}", f"must be >= 1, got {getattr(cfg.evaluation, key)}")
     limits = cfg.limits
     if limits.max_local_steps < 1:
         fail("limits.max_local_steps", f"must be >= 1, got {limits.max_local_steps}")

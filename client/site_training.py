@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from bcvlm_model import TASKS
 from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_model.data.manifest import read_manifest
-from bcvlm_model.metrics import score_histogram
+from bcvlm_model.metrics import ScoreHistogram, score_histogram
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
 from bcvlm_model.privacy.dp_ready import DPCompatibilityError, DPReadyConfig, find_dp_problems
@@ -29,7 +29,8 @@ from bcvlm_model.privacy.privacy_unit import IMAGE_UNIT_WARNING, PrivacyUnit, un
 from bcvlm_model.training import evaluate, train_local
 from bcvlm_model.training.loaders import build_loader
 from bcvlm_client.privacy_ledger import LedgerTerms, SitePrivacyLedger
-from bcvlm_client.reply_schema import DeclineReason, encode_histogram
+from bcvlm_client.evaluation_release import release_histogram, releasable_site_auc
+from bcvlm_client.reply_schema import DeclineReason, encode_histogram, histograms_to_arrays
 from bcvlm_client.round_admission import Refusal, effective_target_epsilon, refuse_round
 from bcvlm_client.run_settings import RoundSettings, build_federated_model
 from bcvlm_client.site_config import SiteConfig
@@ -126,8 +127,7 @@ class SiteTrainer:
         LOGGER.warning("site=%s round=%d declines to train (%s): %s", self.site.site_id, settings.server_round,
                        refusal.reason.name, refusal.detail)
         zeros = [np.zeros_like(np.asarray(array), dtype=np.float32) for array in arrays]
-        metrics = {"loss": 0.0, "epsilon": float(epsilon), "declined": int(refusal.reason), "steps": 0,
-                   "train_seconds": 0.0}
+        metrics = {"epsilon": float(epsilon), "declined": int(refusal.reason), "steps": 0}
         return zeros, 0, metrics
 
     def _charge(self, run_id: int, settings: RoundSettings, terms: LedgerTerms, sample_rate: float,
@@ -222,32 +222,57 @@ class SiteTrainer:
             site.site_id, settings.server_round, result.steps, result.num_examples, result.mean_loss, epsilon_now,
             unit_description(privacy.unit) if dp_state is not None else "no DP",
         )
-        metrics = {
-            "loss": float(result.mean_loss) if math.isfinite(result.mean_loss) else 0.0,
-            "epsilon": float(epsilon_now),
-            "declined": int(DeclineReason.TRAINED),
-            "steps": int(result.steps),
-            "train_seconds": float(seconds),
-        }
+        LOGGER.info("site=%s round=%d: training took %.1f s", site.site_id, settings.server_round, seconds)
+        metrics = {"epsilon": float(epsilon_now), "declined": int(DeclineReason.TRAINED), "steps": int(result.steps)}
         return state_to_arrays(model, update), len(rows), metrics
 
     # --- evaluate -----------------------------------------------------------------------------------------------
-    def evaluate(self, arrays: list[np.ndarray], settings: RoundSettings) -> EvaluateReply:
-        """Evaluate the global model on the local evaluation split; reply with per-task histograms only."""
+    def released_evaluation(self, arrays: list[np.ndarray],
+                            settings: RoundSettings) -> tuple[dict[str, ScoreHistogram], dict[str, Any]]:
+        """Evaluate the global model on the local evaluation split; return what the site may release: per task the
+        histogram within the site's bounds (`evaluation_release`), and the cases and the site's own AUC above its
+        minimum (plain metrics)."""
+        bounds = self.site.evaluation
         rows = self._rows(self.site.data.eval_split)
+        histograms: dict[str, ScoreHistogram] = {}
         metrics: dict[str, Any] = {}
         if rows.empty:
-            for task in TASKS:
-                metrics[f"cases_{task}"] = 0
-                metrics[f"hist_{task}"] = encode_histogram(score_histogram(np.zeros(0), np.zeros(0), settings.n_bins))
-            return 0.0, 0, metrics
-        loader = self._loader(settings, rows, train=False)
-        model = self._model(settings)
-        set_trainable_state(model, arrays_to_state(model, arrays))
-        result = evaluate(model, loader, device=self.site.compute.device, bf16=self.site.compute.bf16)
+            result = None
+        else:
+            model = self._model(settings)
+            set_trainable_state(model, arrays_to_state(model, arrays))
+            result = evaluate(model, self._loader(settings, rows, train=False), device=self.site.compute.device,
+                              bf16=self.site.compute.bf16)
         for task in TASKS:
-            histogram = score_histogram(result.scores[task], result.labels[task], settings.n_bins)
-            metrics[f"cases_{task}"] = int(result.labels[task].shape[0])
-            metrics[f"hist_{task}"] = encode_histogram(histogram)
-        loss = float(result.mean_loss) if math.isfinite(result.mean_loss) else 0.0
-        return loss, int(result.num_examples), metrics
+            scores = result.scores[task] if result is not None else np.zeros(0)
+            labels = result.labels[task] if result is not None else np.zeros(0)
+            exact = score_histogram(scores, labels, settings.n_bins)
+            histograms[task] = release_histogram(exact, bounds.max_bins, bounds.min_cell_count)
+            metrics[f"cases_{task}"] = histograms[task].n_positive + histograms[task].n_negative
+            site_auc = releasable_site_auc(scores, labels, bounds.site_auc_min_cases)
+            if site_auc is not None:
+                metrics[f"auc_{task}"] = site_auc
+        LOGGER.info("site=%s round=%d: evaluated %d images; released %s", self.site.site_id, settings.server_round,
+                    0 if result is None else result.num_examples,
+                    {task: metrics[f"cases_{task}"] for task in TASKS})
+        return histograms, metrics
+
+    def evaluate(self, arrays: list[np.ndarray], settings: RoundSettings) -> EvaluateReply:
+        """Plain evaluation reply (server without SecAgg+): released histograms, cases and site AUCs, no loss."""
+        histograms, metrics = self.released_evaluation(arrays, settings)
+        for task in TASKS:
+            metrics[f"hist_{task}"] = encode_histogram(histograms[task])
+        cases = max(metrics[f"cases_{task}"] for task in TASKS)
+        return 0.0, int(cases), metrics
+
+    def secure_evaluation(self, arrays: list[np.ndarray], settings: RoundSettings, count_scale: float,
+                          weight: int) -> FitReply:
+        """Evaluation as a SecAgg+ "fit": the released histograms as arrays (counts / `count_scale`), to be masked and
+        summed with the other sites'; every site gives the same `weight`, so the secure sum stays a plain sum."""
+        if not (math.isfinite(count_scale) and count_scale >= 1) or weight < 1:
+            raise ValueError(f"secure evaluation needs count-scale >= 1 and weight >= 1, got {count_scale}, {weight}")
+        histograms, metrics = self.released_evaluation(arrays, settings)
+        largest = max(int(max(h.positives.max(), h.negatives.max())) for h in histograms.values())
+        if largest > count_scale:
+            raise ValueError(f"a histogram cell holds {largest} cases, above the count scale {count_scale}")
+        return histograms_to_arrays(histograms, count_scale), int(weight), metrics

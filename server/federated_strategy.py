@@ -30,6 +30,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from bcvlm_client.run_settings import encode_round_settings
+from bcvlm_model.metrics import ScoreHistogram
 from bcvlm_server.bounded_client_manager import BoundedClientManager
 from bcvlm_server.reply_tracker import ReplyTracker
 from bcvlm_server.round_outcomes import (
@@ -152,11 +153,9 @@ class FederatedStrategy(Strategy):
             metrics = dict(fitres.metrics)
             entry = {
                 "num_examples": int(fitres.num_examples),
-                "loss": _json_number(float(metrics.get("loss", float("nan")))),
                 "epsilon": _json_number(float(metrics.get("epsilon", float("nan")))),
                 "declined": int(metrics.get("declined", 0)),
                 "steps": int(metrics.get("steps", 0)),
-                "train_seconds": float(metrics.get("train_seconds", 0.0)),
                 "rejected": None,
             }
             sites[str(proxy.node_id)] = entry
@@ -229,12 +228,24 @@ class FederatedStrategy(Strategy):
         self._finish_round(absolute, site_metrics, loss, failures=len(failures))
         return loss, {}
 
+    def aggregate_secure_evaluation(
+        self,
+        server_round: int,
+        pooled: dict[str, ScoreHistogram],
+        site_metrics: dict[str, dict[str, Any]],
+        failures: int,
+    ) -> None:
+        """Close the round with the pooled histograms summed under SecAgg+ (no site's own histogram is known)."""
+        self._finish_round(self.absolute_round(server_round), site_metrics, None, failures=failures,
+                           pooled_histograms=pooled)
+
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Any]] | None:
         return None  # no central data at the coordinating center
 
     # --- round end ----------------------------------------------------------------------------------------------
     def _finish_round(
-        self, absolute: int, site_metrics: dict[str, dict[str, Any]], loss: float | None, failures: int = 0
+        self, absolute: int, site_metrics: dict[str, dict[str, Any]], loss: float | None, failures: int = 0,
+        pooled_histograms: dict[str, ScoreHistogram] | None = None,
     ) -> None:
         self._start_round(absolute)
         evaluation = evaluation_metrics(
@@ -242,6 +253,7 @@ class FederatedStrategy(Strategy):
             n_bins=self.cfg.evaluation.n_bins,
             min_cases=self.cfg.evaluation.min_cases,
             specificity=self.cfg.evaluation.specificity,
+            pooled_histograms=pooled_histograms,
         )
         fit = self._round.get("fit") or {"sites": {}, "failures": 0, "accepted": 0, "outcome": "no fit stage"}
         fit = {key: value for key, value in fit.items() if key != "finished"}

@@ -1,4 +1,9 @@
-"""Per-round federated evaluation metrics from the sites' score histograms (pooled exactly by summing)."""
+"""Per-round federated evaluation metrics: the pooled histogram's AUC, and what each site reported of itself.
+
+The pooled histogram is the sum of the sites' released histograms: summed here from plain evaluate replies, or
+summed under SecAgg+ (`secure_evaluation`) so that no single site's histogram reaches the server. Per-site AUCs are
+computed at the sites and sent only above each site's own minimum number of cases.
+"""
 from __future__ import annotations
 
 import math
@@ -15,35 +20,47 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def site_histograms(metrics: Mapping[str, Any], n_bins: int) -> dict[str, ScoreHistogram]:
-    """Decode one site's evaluate-reply histograms, per task."""
-    return {task: decode_histogram(metrics[f"hist_{task}"], n_bins) for task in TASKS if f"hist_{task}" in metrics}
+def sum_site_histograms(site_metrics: Mapping[str, Mapping[str, Any]], n_bins: int) -> dict[str, ScoreHistogram]:
+    """Per task, the sum of the sites' plain evaluate-reply histograms."""
+    pooled = {task: ScoreHistogram.empty(n_bins) for task in TASKS}
+    for metrics in site_metrics.values():
+        for task in TASKS:
+            if f"hist_{task}" in metrics:
+                pooled[task] = pooled[task] + decode_histogram(metrics[f"hist_{task}"], n_bins)
+    return pooled
+
+
+def site_reported_metrics(site_metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per site and task: the site's own AUC (None when the site withheld it) and its released case count."""
+    return {
+        site: {task: {"auc": _finite_or_none(float(metrics[f"auc_{task}"])) if f"auc_{task}" in metrics else None,
+                      "cases": int(metrics.get(f"cases_{task}", 0))}
+               for task in TASKS}
+        for site, metrics in site_metrics.items()
+    }
 
 
 def evaluation_metrics(
-    site_metrics: Mapping[str, Mapping[str, Any]], *, n_bins: int, min_cases: int, specificity: float
+    site_metrics: Mapping[str, Mapping[str, Any]],
+    *,
+    n_bins: int,
+    min_cases: int,
+    specificity: float,
+    pooled_histograms: Mapping[str, ScoreHistogram] | None = None,
 ) -> dict[str, Any]:
-    """Pooled and per-site AUC / sensitivity per task; a metric on fewer than `min_cases` per class is withheld."""
+    """Pooled AUC / sensitivity per task from `pooled_histograms` (the secure sum) or else the sum of the sites'
+    plain histograms; a pooled metric on fewer than `min_cases` per class is withheld. Per site: what it reported."""
+    pooled_counts = dict(pooled_histograms) if pooled_histograms is not None else sum_site_histograms(site_metrics,
+                                                                                                      n_bins)
     pooled: dict[str, Any] = {}
-    per_site: dict[str, dict[str, Any]] = {site: {} for site in site_metrics}
     for task in TASKS:
-        total = ScoreHistogram.empty(n_bins)
-        for site, metrics in site_metrics.items():
-            histograms = site_histograms(metrics, n_bins)
-            if task not in histograms:
-                continue
-            total = total + histograms[task]
-            per_site[site][task] = {
-                key: _finite_or_none(value)
-                for key, value in task_metrics_from_histogram(
-                    histograms[task], min_cases=min_cases, specificity=specificity
-                ).items()
-            }
+        total = pooled_counts.get(task, ScoreHistogram.empty(n_bins))
         summary = {
             key: _finite_or_none(value)
             for key, value in task_metrics_from_histogram(total, min_cases=min_cases, specificity=specificity).items()
         }
-        summary["n_sites"] = sum(1 for site in per_site if task in per_site[site])
+        summary["n_sites"] = sum(1 for metrics in site_metrics.values() if f"cases_{task}" in metrics)
         summary["histogram"] = {"positives": total.positives.tolist(), "negatives": total.negatives.tolist()}
+        summary["secure_sum"] = pooled_histograms is not None
         pooled[task] = summary
-    return {"pooled": pooled, "sites": per_site}
+    return {"pooled": pooled, "sites": site_reported_metrics(site_metrics)}

@@ -30,6 +30,7 @@ from bcvlm_server.server_config import ServerConfig, load_server_config
 from bcvlm_server.strategies import build_inner_strategy, load_strategy_state
 from bcvlm_model.file_logging import attach_log_file
 from bcvlm_server.secagg_masks import FullStrengthSecAggPlusWorkflow
+from bcvlm_server.secure_evaluation import SecureEvaluateWorkflow
 from bcvlm_server.workflows import TimedEvaluateWorkflow, TimedFitWorkflow
 
 LOGGER = logging.getLogger("bcvlm_server")
@@ -138,21 +139,24 @@ def run_federation(
         strategy=strategy,
     )
     if cfg.secagg.enabled:
-        fit_workflow = FullStrengthSecAggPlusWorkflow(
-            num_shares=cfg.secagg.num_shares,
-            reconstruction_threshold=cfg.secagg.reconstruction_threshold,
-            clipping_range=cfg.secagg.clipping_range,
-            quantization_range=cfg.secagg.quantization_range,
-            max_weight=cfg.secagg.max_weight,
-            # Every stage waits at most one round timeout: a lost site costs one timeout, not secagg.timeout_s more.
-            timeout=min(cfg.secagg.timeout_s, cfg.round_timeout_s),
-        )
+        def secagg_pass() -> FullStrengthSecAggPlusWorkflow:
+            return FullStrengthSecAggPlusWorkflow(
+                num_shares=cfg.secagg.num_shares,
+                reconstruction_threshold=cfg.secagg.reconstruction_threshold,
+                clipping_range=cfg.secagg.clipping_range,
+                quantization_range=cfg.secagg.quantization_range,
+                max_weight=cfg.secagg.max_weight,
+                # Every stage waits at most one round timeout: a lost site costs one timeout, not secagg.timeout_s more.
+                timeout=min(cfg.secagg.timeout_s, cfg.round_timeout_s),
+            )
+
+        fit_workflow = secagg_pass()
+        evaluate_workflow = SecureEvaluateWorkflow(secagg_pass(), cfg.secagg.clipping_range)
     else:
         fit_workflow = TimedFitWorkflow(cfg.round_timeout_s)
+        evaluate_workflow = TimedEvaluateWorkflow(cfg.round_timeout_s)
     LOGGER.info("starting rounds %d..%d (%s, secagg=%s)", done + 1, cfg.rounds, cfg.strategy.name, cfg.secagg.enabled)
-    DefaultWorkflow(fit_workflow=fit_workflow, evaluate_workflow=TimedEvaluateWorkflow(cfg.round_timeout_s))(
-        tracked, legacy
-    )
+    DefaultWorkflow(fit_workflow=fit_workflow, evaluate_workflow=evaluate_workflow)(tracked, legacy)
     return strategy
 
 

@@ -21,7 +21,8 @@ from flwr.serverapp.grid import Grid
 LOGGER = logging.getLogger("bcvlm_server.workflows")
 
 
-def _current_round(context: LegacyContext) -> int:
+def round_in_progress(context: LegacyContext) -> int:
+    """The round DefaultWorkflow is running (from the context's main config record)."""
     return cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
 
 
@@ -62,7 +63,7 @@ class TimedFitWorkflow:
         self.timeout = float(timeout)
 
     def __call__(self, grid: Grid, context: LegacyContext) -> None:
-        current_round = _current_round(context)
+        current_round = round_in_progress(context)
         parameters = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
         instructions = context.strategy.configure_fit(
             server_round=current_round, parameters=parameters, client_manager=context.client_manager
@@ -90,7 +91,7 @@ class TimedEvaluateWorkflow:
         self.timeout = float(timeout)
 
     def __call__(self, grid: Grid, context: LegacyContext) -> None:
-        current_round = _current_round(context)
+        current_round = round_in_progress(context)
         parameters = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
         instructions = context.strategy.configure_evaluate(
             server_round=current_round, parameters=parameters, client_manager=context.client_manager

@@ -11,7 +11,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bcvlm_client.site_config import ComputeConfig, PrivacyBudgetConfig
+from bcvlm_client.site_config import ComputeConfig, PrivacyBudgetConfig, SiteEvaluationConfig
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.synth.config import SynthConfig
 from bcvlm_model.training.local_train_config import OPTIMIZERS
@@ -39,10 +39,11 @@ class CohortConfig:
 
 @dataclass
 class SiteSettings:
-    """What every virtual site gets in its SiteConfig besides its data (compute and privacy budget)."""
+    """What every virtual site gets in its SiteConfig besides its data (compute, privacy budget, evaluation release)."""
 
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     privacy: PrivacyBudgetConfig = field(default_factory=PrivacyBudgetConfig)
+    evaluation: SiteEvaluationConfig = field(default_factory=SiteEvaluationConfig)
 
 
 @dataclass

@@ -61,7 +61,7 @@ def write_sites(cfg: SimulationConfig, run_dir: Path, table: pd.DataFrame, cache
         site = SiteConfig(
             site_id=name, insecure=True, state_dir=str(folder / "state"), seed=cfg.seed + 1000 * (index + 1),
             data=SiteDataConfig(manifest=str(folder / "manifest.csv"), cache_dir=cache_dir),
-            compute=cfg.site.compute, privacy=cfg.site.privacy,
+            compute=cfg.site.compute, privacy=cfg.site.privacy, evaluation=cfg.site.evaluation,
         )
         save_effective_config(site, site_config_path(run_dir, index))
         if site.privacy.enabled:  # a virtual hospital is new in every run: its ledger starts with the run
