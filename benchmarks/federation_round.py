@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from bcvlm_server.flower_process import apply_flower_env_defaults
 
@@ -55,10 +55,25 @@ def _federation(secagg: bool, rounds: int, sites: int) -> dict[str, Any]:
             "evaluation": {"min_cases": 2}}
 
 
+def with_site_train_seconds(metrics: dict[str, Any], site_yamls: Iterable[Path]) -> dict[str, Any]:
+    """The round record plus each site's training time for that round, read from the site logs (sites no longer
+    send their training time to the server)."""
+    from bcvlm_client.site_config import load_site_config
+    from bcvlm_client.site_log import training_seconds
+
+    seconds = []
+    for site_yaml in site_yamls:
+        site = load_site_config(site_yaml, check_paths=False)
+        found = training_seconds(site.state_dir).get((site.site_id, int(metrics["round"])))
+        if found is not None:
+            seconds.append(found)
+    return {**metrics, "site_train_seconds": seconds or [0.0]}
+
+
 def _summarise(rounds: list[dict[str, Any]], parallel_sites: bool) -> dict[str, Any]:
     per_round = []
     for metrics in rounds:
-        train = [entry["train_seconds"] for entry in metrics["fit"]["sites"].values()]
+        train = metrics["site_train_seconds"]
         local = max(train) if parallel_sites else sum(train)
         per_round.append({
             "round": metrics["round"],
@@ -98,7 +113,7 @@ def run_inprocess(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> lis
     run_federation(grid, Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={}), cfg,
                    root / "run", False, server_model_factory)
     records = RunRecords(root / "run")
-    return [records.load_metrics(r) for r in range(1, rounds + 1)]
+    return [with_site_train_seconds(records.load_metrics(r), sites.values()) for r in range(1, rounds + 1)]
 
 
 def run_loopback(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> list[dict[str, Any]]:
@@ -117,7 +132,8 @@ def run_loopback(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> list
         if federation.completed_rounds() < rounds:
             raise RuntimeError(f"the loopback run ended after {federation.completed_rounds()} rounds; see "
                                f"{root / 'server.out'} and {federation.run_dir / 'logs'}")
-        return [federation.round_metrics(r) for r in range(1, rounds + 1)]
+        return [with_site_train_seconds(federation.round_metrics(r), federation.site_yamls.values())
+                for r in range(1, rounds + 1)]
     finally:
         federation.stop_all()
 

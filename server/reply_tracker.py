@@ -5,8 +5,9 @@ failed or went silent even when a stage is abandoned and the strategy never gets
 """
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from flwr.app import Message
 from flwr.serverapp.grid import Grid
@@ -25,10 +26,21 @@ class ReplyTracker(DelegatingGrid):
         super().__init__(inner)
         self._lock = threading.Lock()
         self._rounds: dict[str, dict[str, dict[int, ReplyRecord]]] = {}
+        self._kind_override: str | None = None
+
+    @contextlib.contextmanager
+    def recording_as(self, kind: str) -> Iterator[None]:
+        """Record the instructions sent inside the block as `kind` (secure evaluation travels as SecAgg+ "train"
+        messages, but a site that fails it failed its evaluation, not its training)."""
+        self._kind_override = kind
+        try:
+            yield
+        finally:
+            self._kind_override = None
 
     def _record(self, message: Message, record: ReplyRecord) -> None:
         group = str(message.metadata.group_id)
-        kind = str(message.metadata.message_type).split(".")[0]
+        kind = self._kind_override or str(message.metadata.message_type).split(".")[0]
         with self._lock:
             self._rounds.setdefault(group, {}).setdefault(kind, {})[int(message.metadata.dst_node_id)] = record
 

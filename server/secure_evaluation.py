@@ -10,6 +10,7 @@ after the training pass), the pass works for the final model too, and the traini
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -22,6 +23,7 @@ from flwr.serverapp.grid import Grid
 from bcvlm_client.reply_schema import (COUNT_SCALE_KEY, EVALUATION_WEIGHT_KEY, SECURE_EVALUATION_KEY,
                                        arrays_to_histograms)
 from bcvlm_server.federated_strategy import FederatedStrategy
+from bcvlm_server.reply_tracker import ReplyTracker
 from bcvlm_server.secagg_masks import FullStrengthSecAggPlusWorkflow
 from bcvlm_server.workflows import round_in_progress
 
@@ -81,8 +83,10 @@ class SecureEvaluateWorkflow:
             raise TypeError(f"secure evaluation needs bcvlm's FederatedStrategy, got {type(strategy).__name__}")
         view = EvaluationAsSecureSum(strategy, self.count_scale, weight=int(self.secagg.max_weight))
         context.strategy = view  # type: ignore[assignment]
+        recording = grid.recording_as("evaluate") if isinstance(grid, ReplyTracker) else contextlib.nullcontext()
         try:
-            self.secagg(grid, context)
+            with recording:
+                self.secagg(grid, context)
         finally:
             context.strategy = strategy
         if not view.finished:  # the pass halted (too few sites for the protocol): the round still gets its record

@@ -124,6 +124,8 @@ class SimulationConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     progress: bool = True
     """Progress bars and per-step site lines."""
+    bootstrap_resamples: int = 1000
+    """Patient-clustered bootstrap resamples for every AUC's 95% CI and the paired differences (seeded by `seed`)."""
 
 
 def register_schema() -> None:

@@ -196,19 +196,45 @@ def plot_methods(metrics: dict[str, Any]) -> plt.Figure:
     return fig
 
 
+def _cell_with_ci(metrics: dict[str, Any], key: str, ci_key: str) -> str:
+    """A value cell followed by its 95% CI when the metrics have one."""
+    try:
+        interval = lookup(metrics, ci_key)
+    except (KeyError, IndexError, TypeError):
+        interval = None
+    cell = _cell(metrics, key)
+    if not interval:
+        return cell
+    low, high = interval
+    return cell[:-5] + f' <span class="ci">[{format_number(low)}, {format_number(high)}]</span></td>'
+
+
 def _methods_table(metrics: dict[str, Any]) -> str:
     tasks = metrics["tasks"]
-    head = "".join(f"<th>{html.escape(t)} pooled AUC</th>" for t in tasks)
-    head += "".join(f"<th>{html.escape(t)} mean per-site AUC</th>" for t in tasks)
+    head = "".join(f"<th>{html.escape(t)} mean per-site AUC [95% CI]</th>" for t in tasks)
+    head += "".join(f"<th>{html.escape(t)} pooled AUC [95% CI]</th>" for t in tasks)
+    head += "".join(f"<th>{html.escape(t)} minus federated, mean per-site [95% CI]</th>" for t in tasks)
     rows = []
     for method in METHOD_ORDER:
         if method not in metrics["methods"]:
             continue
-        cells = "".join(_cell(metrics, f"methods.{method}.pooled_auc.{t}") for t in tasks)
-        cells += "".join(_cell(metrics, f"methods.{method}.mean_site_auc.{t}") for t in tasks)
+        base = f"methods.{method}"
+        cells = "".join(_cell_with_ci(metrics, f"{base}.mean_site_auc.{t}", f"{base}.mean_site_auc_ci.{t}")
+                        for t in tasks)
+        cells += "".join(_cell_with_ci(metrics, f"{base}.pooled_auc.{t}", f"{base}.pooled_auc_ci.{t}") for t in tasks)
+        cells += "".join(_ci_only(metrics, f"{base}.mean_site_auc_minus_federated_ci.{t}") for t in tasks)
         note = html.escape(str(metrics["methods"][method].get("note", "")))
         rows.append(f"<tr><th>{html.escape(METHOD_LABELS.get(method, method))}</th>{cells}<td>{note}</td></tr>")
     return f"<table><tr><th>method</th>{head}<th>how</th></tr>{''.join(rows)}</table>"
+
+
+def _ci_only(metrics: dict[str, Any], ci_key: str) -> str:
+    try:
+        interval = lookup(metrics, ci_key)
+    except (KeyError, IndexError, TypeError):
+        interval = None
+    text = f"[{format_number(interval[0])}, {format_number(interval[1])}]" if interval else "&ndash;"
+    return f'<td data-ci="{html.escape(ci_key)}">{text}</td>'
 
 
 def _site_table(metrics: dict[str, Any]) -> str:
@@ -281,6 +307,9 @@ def render_html(metrics: dict[str, Any]) -> str:
 <p class="note">AUCs are on the virtual sites' held-out test patients. Pooled = all sites' test images together.
 Epsilon is cumulative per site: {html.escape(_privacy_sentence(run))} The same numbers are in metrics.json next
 to this file.</p>
+<p class="note">95% CIs: patient-clustered bootstrap (patients resampled within sites, the same resamples for every
+method, so a "minus federated" interval is a paired difference). Mean per-site AUC ranks cases within each hospital;
+pooled AUC also rewards scores on one scale across hospitals.</p>
 <table>{run_rows}</table><ul class="note">{notes}</ul>
 <h2>Federated vs baselines</h2>{_methods_table(metrics)}
 <h2>Per-site test AUC (final)</h2>{_site_table(metrics)}

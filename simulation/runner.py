@@ -25,7 +25,8 @@ from bcvlm_model.model_config import ModelConfig
 from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
 from bcvlm_simulation.cohort import load_cohort
 from bcvlm_simulation.config import SimulationConfig
-from bcvlm_simulation.evaluation import oracle_scores_on_sites, score_model_on_sites, summarise_method
+from bcvlm_simulation.bootstrap import method_intervals
+from bcvlm_simulation.evaluation import SiteScores, oracle_scores_on_sites, score_model_on_sites, summarise_method
 from bcvlm_simulation.federation import read_node_map, run_federation, server_config_path, site_config_path
 from bcvlm_simulation.pretrain import pretrain_on_public
 from bcvlm_simulation.report import build_report
@@ -133,14 +134,23 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     n_bins = int(server.evaluation.n_bins)
     batch = cfg.site.compute.eval_batch_size
 
-    def scored(model: torch.nn.Module, model_cfg: ModelConfig) -> dict[str, Any]:
-        return summarise_method(
-            score_model_on_sites(model, tests, server.preprocess, server.text, model_cfg, cache_dir, batch), n_bins)
+    scores_of: dict[str, dict[str, SiteScores]] = {}
+
+    def summarised(name: str, per_site: dict[str, SiteScores]) -> dict[str, Any]:
+        scores_of[name] = per_site
+        return summarise_method(per_site, n_bins)
+
+    def scored(name: str, model: torch.nn.Module, model_cfg: ModelConfig) -> dict[str, Any]:
+        return summarised(name, score_model_on_sites(model, tests, server.preprocess, server.text, model_cfg,
+                                                     cache_dir, batch))
 
     methods: dict[str, Any] = {}
     print("[simulate] scoring the final federated model on every site's test set", flush=True)
     final = load_checkpoint(final_checkpoint_dir(run_dir / "federated"))
-    methods["federated"] = scored(final.model, final.model_cfg)
+    methods["federated"] = scored("federated", final.model, final.model_cfg)
+    # What the server itself saw of the final model: the pooled histogram the sites released (summed under SecAgg+
+    # when on), within their bin cap and minimum cell count; `pooled_auc` above is exact, from all test scores.
+    methods["federated"]["released_pooled_auc"] = dict(rounds[-1]["pooled_auc"]) if rounds else {}
     methods["federated"]["note"] = (f"{server.rounds} rounds x local epochs, DP-SGD per site, "
                                     f"SecAgg+ {'on' if server.secagg.enabled else 'off'}"
                                     + (", from public pretraining" if init_checkpoints else ""))
@@ -151,7 +161,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         privacy_note += ", from the same public pretraining"
     if cfg.baselines.centralized:
         print("[simulate] baseline: centralized", flush=True)
-        methods["centralized"] = scored(train_centralized(server.model, trains, recipe), server.model)
+        methods["centralized"] = scored("centralized", train_centralized(server.model, trains, recipe), server.model)
         methods["centralized"]["note"] = f"union of the sites' training data, same epochs, {privacy_note}"
     if cfg.baselines.local_only:
         print("[simulate] baseline: local-only", flush=True)
@@ -162,22 +172,27 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
                                                  server.model, cache_dir, batch))
 
         train_local_only(server.model, trains, recipe, score_own_site)
-        methods["local_only"] = summarise_method(per_site, n_bins)
+        methods["local_only"] = summarised("local_only", per_site)
         methods["local_only"]["note"] = f"each site's own model on its own test set, pooled, {privacy_note}"
     if cfg.baselines.image_only:
         print("[simulate] baseline: image-only (fusion ablation)", flush=True)
         image_cfg = replace(server.model, kind="image_only")
-        methods["image_only"] = scored(train_centralized(image_cfg, trains, recipe, label="image-only"), image_cfg)
+        methods["image_only"] = scored("image_only", train_centralized(image_cfg, trains, recipe, label="image-only"),
+                                       image_cfg)
         methods["image_only"]["note"] = f"kind=image_only, centralized, same epochs, {privacy_note}"
     if init_checkpoints:
         print("[simulate] scoring the public pretrained model (where every method started)", flush=True)
         public = load_checkpoint(init_checkpoints[server.model.kind])
-        methods["public_pretrained"] = scored(public.model, public.model_cfg)
+        methods["public_pretrained"] = scored("public_pretrained", public.model, public.model_cfg)
         methods["public_pretrained"]["note"] = "the public checkpoint every method started from, no private data"
     oracle = oracle_scores_on_sites(tests)
     if oracle is not None:
-        methods["oracle"] = summarise_method(oracle, n_bins)
+        methods["oracle"] = summarised("oracle", oracle)
         methods["oracle"]["note"] = "synthetic cohort's posterior from the generative latent (best achievable)"
+
+    print(f"[simulate] patient-clustered bootstrap: {cfg.bootstrap_resamples} resamples", flush=True)
+    for name, intervals in method_intervals(scores_of, tests, cfg.bootstrap_resamples, cfg.seed).items():
+        methods[name].update(intervals)
 
     metrics = {
         "tasks": list(TASKS),

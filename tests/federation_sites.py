@@ -170,6 +170,9 @@ class FailingTrainer:
     def evaluate(self, arrays, settings):
         raise OSError(f"{self.SECRET}: file not found")
 
+    def secure_evaluation(self, arrays, settings, count_scale, weight):
+        raise OSError(f"{self.SECRET}: file not found")
+
 
 def run_inprocess(root: Path, sites: dict[int, Path], name: str, *, resume: bool = False, silent=None,
                   trainer_factory=None, wait_for_silent: bool = False, departed: set[int] | None = None,

@@ -9,7 +9,8 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.task_identity import TaskIdentity
 
 from bcvlm_client.egress_guard import EgressViolation, SiteFailure, check_reply, egress_guard_mod
-from bcvlm_client.reply_schema import decode_histogram, encode_histogram
+from bcvlm_client.reply_schema import SECURE_EVALUATION_KEY, decode_histogram, encode_histogram
+from bcvlm_model import TASKS
 from bcvlm_model.metrics import score_histogram
 from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
 
@@ -34,7 +35,7 @@ def _fit_reply(instruction: Message, arrays=None, metrics=None, message: str = "
         Status(Code.OK, message),
         ndarrays_to_parameters(arrays if arrays is not None else [a + 0.1 for a in GLOBAL]),
         12,
-        metrics if metrics is not None else {"loss": 0.5, "epsilon": 1.2, "declined": 0, "steps": 3, "train_seconds": 1.0},
+        metrics if metrics is not None else {"epsilon": 1.2, "declined": 0, "steps": 3},
     )
     return Message(compat.fitres_to_recorddict(fitres, True), reply_to=instruction)
 
@@ -47,20 +48,50 @@ def test_a_whitelisted_fit_reply_passes() -> None:
 @pytest.mark.parametrize(
     "arrays, metrics, status",
     [
-        (None, {"loss": 0.5, "image_id": "rsna-10006-462822612"}, "Success"),
-        (None, {"loss": "0.5"}, "Success"),
-        (None, {"loss": 0.5, "scores": b"\x00" * 16}, "Success"),
+        (None, {"epsilon": 0.5, "image_id": "rsna-10006-462822612"}, "Success"),
+        (None, {"epsilon": "0.5"}, "Success"),
+        (None, {"epsilon": 0.5, "scores": b"\x00" * 16}, "Success"),
+        (None, {"epsilon": 0.5, "loss": 0.31}, "Success"),
+        (None, {"epsilon": 0.5, "train_seconds": 12.5}, "Success"),
         ([np.zeros((3, 2), np.float32)], None, "Success"),
         ([np.zeros((3, 2), np.float32), np.zeros(5, np.float32)], None, "Success"),
         ([np.zeros((3, 2), np.int64), np.zeros(4, np.float32)], None, "Success"),
         (None, None, "failed reading /data/site/patient-123/img.dcm"),
     ],
-    ids=["id-metric", "str-value", "per-image-bytes", "missing-array", "wrong-shape", "int-array", "free-text-status"],
+    ids=["id-metric", "str-value", "per-image-bytes", "training-loss", "training-time", "missing-array", "wrong-shape",
+         "int-array", "free-text-status"],
 )
 def test_anything_else_in_a_fit_reply_is_blocked(arrays, metrics, status) -> None:
     instruction = _instruction()
     with pytest.raises(EgressViolation):
         check_reply(_fit_reply(instruction, arrays, metrics, status), instruction)
+
+
+def _secure_evaluation_instruction() -> Message:
+    config = {"n-bins": N_BINS, "server-round": 1, SECURE_EVALUATION_KEY: True}
+    fitins = FitIns(ndarrays_to_parameters(GLOBAL), config)
+    message = Message(compat.fitins_to_recorddict(fitins, True), dst_node_id=7, message_type="train", group_id="1")
+    message.metadata.__dict__["_message_id"] = "m2"
+    return message
+
+
+def _histogram_arrays(bins: int = N_BINS, value: float = 0.25) -> list[np.ndarray]:
+    return [np.full(bins, value) for _ in range(2 * len(TASKS))]
+
+
+def test_a_secure_evaluation_reply_of_scaled_histograms_passes() -> None:
+    instruction = _secure_evaluation_instruction()
+    check_reply(_fit_reply(instruction, _histogram_arrays(), {"cases_malignancy": 40, "auc_malignancy": 0.8}),
+                instruction)
+
+
+@pytest.mark.parametrize("arrays", [_histogram_arrays(bins=N_BINS + 1), _histogram_arrays(value=3.0),
+                                    _histogram_arrays()[:-1], [a + 0.1 for a in GLOBAL]],
+                         ids=["other-bins", "unscaled-counts", "missing-histogram", "model-arrays"])
+def test_a_secure_evaluation_reply_carries_exactly_the_scaled_histograms(arrays) -> None:
+    instruction = _secure_evaluation_instruction()
+    with pytest.raises(EgressViolation):
+        check_reply(_fit_reply(instruction, arrays, {"cases_malignancy": 40}), instruction)
 
 
 def test_an_extra_record_with_a_list_of_scores_is_blocked() -> None:

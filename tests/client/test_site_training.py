@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bcvlm_client.privacy_ledger import SitePrivacyLedger
-from bcvlm_client.reply_schema import DeclineReason
+from bcvlm_client.reply_schema import DeclineReason, decode_histogram
 from bcvlm_client.run_settings import RoundSettings, encode_round_settings
 from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
@@ -105,3 +105,23 @@ def test_a_new_run_spends_the_budget_left_by_an_earlier_one(tmp_path, global_arr
     assert first["epsilon"] < second_run[0]["epsilon"] < second_run[1]["epsilon"] <= 4.0 + 1e-9
     noise = [entry["noise_multiplier"] for entry in charged(site_yaml)]
     assert noise[1] > noise[0]  # less budget left per remaining round: more noise
+
+
+def hostile_evaluation_settings(n_bins: int) -> RoundSettings:
+    return RoundSettings.from_config(encode_round_settings(
+        server_round=1, planned_rounds=2, proximal_mu=0.0, n_bins=n_bins, model=tiny_model_config(),
+        preprocess=tiny_preprocess(), text=TextConfig(), local_train=LocalTrainConfig(local_steps=2),
+        dp_trainable=DP_TRAINABLE, dp=True))
+
+
+def test_evaluation_replies_keep_the_site_bounds_whatever_bins_the_server_asks(tmp_path, global_arrays) -> None:
+    site_yaml = make_site(tmp_path, "site", n_test=30)
+    config = yaml.safe_load(site_yaml.read_text())
+    config["evaluation"] = {"max_bins": 4, "min_cell_count": 6, "site_auc_min_cases": 100}
+    site_yaml.write_text(yaml.safe_dump(config))
+    loss, _, metrics = site_trainer_factory(load_site_config(site_yaml)).evaluate(
+        global_arrays, hostile_evaluation_settings(n_bins=100_000))
+    assert loss == 0.0 and not any(key.startswith("auc_") for key in metrics)  # too few cases for a site AUC
+    histogram = decode_histogram(metrics["hist_malignancy"], 100_000)
+    cells = (histogram.positives + histogram.negatives)[(histogram.positives + histogram.negatives) > 0]
+    assert 0 < len(cells) <= 4 and (cells >= 6).all() and cells.sum() == metrics["cases_malignancy"] == 30

@@ -28,7 +28,7 @@ class Site(ClientProxy):
 
 
 def _result(node: int, update: list[np.ndarray], declined: int = 0, examples: int = 10):
-    metrics = {"loss": 0.3, "epsilon": 1.0, "declined": declined, "steps": 2, "train_seconds": 0.1}
+    metrics = {"epsilon": 1.0, "declined": declined, "steps": 2}
     return Site(node), FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(update), examples, metrics)
 
 

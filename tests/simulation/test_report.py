@@ -80,3 +80,12 @@ def test_report_is_self_contained_with_png_plots(tmp_path: Path) -> None:
 def test_report_rejects_incomplete_metrics(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="rounds"):
         build_report({"tasks": [], "sites": [], "methods": {}}, tmp_path)
+
+
+def test_the_methods_table_shows_each_auc_with_its_interval(tmp_path: Path) -> None:
+    metrics = example_metrics()
+    metrics["methods"]["federated"]["mean_site_auc_ci"] = {"malignancy": [0.71, 0.83]}
+    metrics["methods"]["centralized"]["mean_site_auc_minus_federated_ci"] = {"malignancy": [-0.04, 0.02]}
+    page = build_report(metrics, tmp_path).read_text()
+    assert '<span class="ci">[0.7100, 0.8300]</span>' in page
+    assert '<td data-ci="methods.centralized.mean_site_auc_minus_federated_ci.malignancy">[-0.0400, 0.0200]</td>' in page

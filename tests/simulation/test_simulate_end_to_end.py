@@ -2,6 +2,7 @@
 simulation engine (the real ServerApp/ClientApp), the baselines and the report — end to end in a subprocess."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -23,7 +24,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("sim") / "run"
     env = {**os.environ, **FLOWER_ENV_DEFAULTS, "RAY_DEDUP_LOGS": "0"}
     command = [sys.executable, "-c", "from bcvlm_model.cli import main; raise SystemExit(main())",
-               "simulate", "--config-name", "tiny", f"run_dir={run_dir}", "progress=false"]
+               "simulate", "--config-name", "tiny", f"run_dir={run_dir}", "progress=false",
+               # release the exact 1000-bin histograms, so the secure sum can be compared with the exact AUC
+               "site.evaluation.max_bins=1000", "site.evaluation.min_cell_count=1"]
     log_path = run_dir.parent / "simulate.log"
     with log_path.open("w") as log_file:
         done = subprocess.run(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True, timeout=1400,
@@ -77,3 +80,24 @@ def test_tiny_simulation_report_agrees_with_metrics(tiny_run: Path) -> None:
     for key, shown in cells:
         assert shown == format_number(lookup(metrics, key)), key
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 5
+
+
+def test_secure_evaluation_gives_the_server_only_the_pooled_histogram(tiny_run: Path) -> None:
+    """SecAgg+ on: the round record has no per-site histogram, and its pooled AUC is the exact pooled AUC."""
+    record = read_json(tiny_run / "federated" / "rounds" / "round-0001" / "metrics.json")
+    assert record["secagg"] is True
+    for site_entry in record["evaluate"]["sites"].values():
+        for task_entry in site_entry.values():
+            assert set(task_entry) == {"auc", "cases"}  # what the site computed itself, never its histogram
+    assert "hist_" not in json.dumps(record)
+    metrics = read_json(tiny_run / "metrics.json")
+    federated = metrics["methods"]["federated"]
+    for task in ("malignancy", "calcification"):
+        assert record["evaluate"]["pooled"][task]["secure_sum"] is True
+        assert federated["released_pooled_auc"][task] == pytest.approx(federated["pooled_auc"][task], abs=0.005)
+
+
+def test_the_run_records_patient_level_privacy(tiny_run: Path) -> None:
+    metrics = read_json(tiny_run / "metrics.json")
+    assert metrics["run"]["privacy_unit"] == "patient"
+    assert "patient-level DP" in (tiny_run / "report.html").read_text()
