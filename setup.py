@@ -1,4 +1,4 @@
-"""Maps the design card's folders (server/, client/, simulation/) to project-owned import names."""
+"""Maps the design card's folders (server/, client/, simulation/, tests/harness/) to project-owned import names."""
 from setuptools import find_packages, setup
 
 FOLDER_OF_PACKAGE = {
@@ -6,6 +6,7 @@ FOLDER_OF_PACKAGE = {
     "bcvlm_server": "server",
     "bcvlm_client": "client",
     "bcvlm_simulation": "simulation",
+    "bcvlm_testing": "tests/harness",  # loopback federation, in-process grid, test sites: tests and benchmarks only
 }
 
 packages: list[str] = []

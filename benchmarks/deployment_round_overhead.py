@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bcvlm_model.atomic_io import atomic_write_json
-from bcvlm_server.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
+from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
 
 DEFAULT_MODEL_FEDERATION: dict[str, Any] = {
     **TINY_FEDERATION,

@@ -4,7 +4,7 @@ Round overhead = round wall time minus the sites' local training time. With `--t
 ServerApp and ClientApps run in one process (InProcessGrid): sites train one after another, so the overhead is
 wall time minus the SUM of the sites' training times (what a parallel deployment's "wall minus the slowest site"
 measures). With `--transport loopback` a real SuperLink, TLS, SuperNode authentication and one `bcvlm-client`
-process per site run on 127.0.0.1 (`bcvlm_server.loopback`); overhead = wall minus the slowest site. Bytes are
+process per site run on 127.0.0.1 (`bcvlm_testing.loopback`); overhead = wall minus the slowest site. Bytes are
 the payload bytes the ServerApp's Grid sent to / received from each site.
 
 The default model has ~30M federated (trainable) parameters: EfficientNet-Lite0 fully trainable, all 6
@@ -21,21 +21,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from bcvlm_server.flower_process import apply_flower_env_defaults
+from bcvlm_client.flower_process import apply_flower_env_defaults
 
 apply_flower_env_defaults()  # before Flower is imported: telemetry is read at import
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import yaml  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 FEDERATED_30M: dict[str, Any] = {
     "model": {"image_encoder": {"trainable_stages": -1}, "text_encoder": {"num_layers": 0, "trainable_layers": -1},
@@ -95,11 +91,11 @@ def run_inprocess(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> lis
     from flwr.app import Context, RecordDict
 
     from bcvlm_client.client_app import build_client_app
-    from bcvlm_server.inprocess_grid import InProcessGrid
+    from bcvlm_testing.inprocess_grid import InProcessGrid
     from bcvlm_server.run_records import RunRecords
     from bcvlm_server.server_app import run_federation
     from bcvlm_server.server_config import load_server_config
-    from federation_sites import make_site, server_model_factory, site_trainer_factory
+    from bcvlm_testing.federation_sites import make_site, server_model_factory, site_trainer_factory
 
     root = workdir / ("secagg" if secagg else "plain")
     sites = {10 + k: make_site(root, f"site{k}", n_train=4, n_test=4, seed=k,
@@ -117,7 +113,7 @@ def run_inprocess(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> lis
 
 
 def run_loopback(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> list[dict[str, Any]]:
-    from bcvlm_server.loopback import LoopbackFederation, wait_until
+    from bcvlm_testing.loopback import LoopbackFederation, wait_until
 
     root = workdir / ("loopback_secagg" if secagg else "loopback_plain")
     root.mkdir(parents=True, exist_ok=True)
@@ -150,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # as every bcvlm command does (see bcvlm_model/cpu_memory.py)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bcvlm_fedbench_"))
-    from federation_sites import server_model_factory
+    from bcvlm_testing.federation_sites import server_model_factory
     from bcvlm_server.server_config import load_server_config
 
     probe = workdir / "probe.yaml"

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bcvlm_server.flower_process import apply_flower_env_defaults
+from bcvlm_client.flower_process import apply_flower_env_defaults
 
 apply_flower_env_defaults()
 

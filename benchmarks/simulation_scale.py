@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     from bcvlm_model.cpu_memory import keep_freed_memory
 
     keep_freed_memory()  # as every bcvlm command does (see bcvlm_model/cpu_memory.py)
-    from bcvlm_server.flower_process import apply_flower_env_defaults
+    from bcvlm_client.flower_process import apply_flower_env_defaults
 
     apply_flower_env_defaults()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

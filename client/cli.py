@@ -31,7 +31,7 @@ from bcvlm_model.atomic_io import atomic_write_text
 from bcvlm_model.config_io import ConfigError, load_config, resolve_relative_paths, save_effective_config
 from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_model.data.errors import DataSourceError
-from bcvlm_server.flower_process import FlowerProcess, flower_environment, flower_executable, free_port
+from bcvlm_client.flower_process import FlowerProcess, flower_environment, flower_executable, free_port
 
 SITE_PATH_KEYS: tuple[str, ...] = ("ca_cert", "private_key", "data.manifest", "data.cache_dir", "state_dir")
 """SiteConfig keys holding paths; relative values are resolved against the YAML file's folder."""

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from bcvlm_client import site_superexec
-from bcvlm_server.flower_process import FlowerProcess
-from bcvlm_server.superexec_secret import ensure_superexec_secret
+from bcvlm_client.flower_process import FlowerProcess
+from bcvlm_client.superexec_secret import ensure_superexec_secret
 
 
 class SiteProcesses:
@@ -18,7 +18,7 @@ class SiteProcesses:
                  runtime_address: str, site_config: Path, secret_file: Path, keeper: bool = False) -> None:
         self.env = dict(env)
         self.keeper = keeper
-        """Both processes run under `bcvlm_server.process_keeper`: they end with `bcvlm-client`, even on SIGKILL."""
+        """Both processes run under `bcvlm_client.process_keeper`: they end with `bcvlm-client`, even on SIGKILL."""
         self.supernode = FlowerProcess(supernode_command, self.env, supernode_log, cwd=cwd, keeper=keeper)
         self.superexec_log = supernode_log.parent / "superexec.log"
         self.cwd = cwd

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bcvlm_server.fleet_gateway import GatewaySettings
-from bcvlm_server.flower_process import (
+from bcvlm_client.flower_process import (
     FlowerProcess,
     FlowerProcessError,
     flower_environment,
     flower_executable,
     wait_for_port,
 )
-from bcvlm_server.superexec_secret import ensure_superexec_secret
+from bcvlm_client.superexec_secret import ensure_superexec_secret
 from bcvlm_server.superlink import SuperLink, SuperLinkLaunch, client_address
 
 LOOPBACK_HOST = "127.0.0.1"

@@ -12,7 +12,7 @@ from bcvlm_model.config_io import ConfigError
 from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_server.deployment import RunDirectory, load_for_resume, run_deployment
 from bcvlm_server.deployment_config import load_deployment_config
-from bcvlm_server.flower_process import FlowerProcessError
+from bcvlm_client.flower_process import FlowerProcessError
 from bcvlm_server.run_status import failed_rounds, render_status
 
 FAILED_ROUNDS_EXIT_CODE = 3

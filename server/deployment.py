@@ -14,7 +14,7 @@ from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_model.config_io import ConfigError, save_effective_config
 from bcvlm_server.center_services import LOOPBACK_HOST, CenterServices, SuperExecLaunch
 from bcvlm_server.fleet_gateway import GatewaySettings
-from bcvlm_server.flower_process import free_port
+from bcvlm_client.flower_process import free_port
 from bcvlm_server.deployment_config import ServerDeploymentConfig, load_deployment_config
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.run_status import round_line

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import tomli_w
 
 from bcvlm_model.atomic_io import atomic_write_text
-from bcvlm_server.flower_process import (
+from bcvlm_client.flower_process import (
     FlowerProcess,
     FlowerProcessError,
     flower_environment,

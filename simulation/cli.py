@@ -8,7 +8,7 @@ import sys
 from typing import Sequence
 
 from bcvlm_model.config_io import ConfigError, config_to_yaml
-from bcvlm_server.flower_process import apply_flower_env_defaults
+from bcvlm_client.flower_process import apply_flower_env_defaults
 
 
 def _parser(prog: str, default_config: str, description: str) -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ import numpy as np
 from flwr.app import Context, Message
 
 from bcvlm_model.atomic_io import atomic_write_json, read_json
-from bcvlm_server.flower_process import apply_flower_env_defaults
+from bcvlm_client.flower_process import apply_flower_env_defaults
 from bcvlm_simulation.config import ResourcesConfig
 
 SIMULATION_DIR_ENV = "BCVLM_SIMULATION_DIR"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from bcvlm_server.flower_process import apply_flower_env_defaults
+from bcvlm_client.flower_process import apply_flower_env_defaults
 
 apply_flower_env_defaults()  # the same settings every Flower process bcvlm starts gets
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

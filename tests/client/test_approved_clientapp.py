@@ -27,10 +27,10 @@ from bcvlm_server.center_services import CenterServices, SuperExecLaunch
 from bcvlm_server.certs import create_certificates
 from bcvlm_server.deployment import FAB_TEMPLATE
 from bcvlm_server.fleet_gateway import GatewaySettings
-from bcvlm_server.flower_process import free_port, terminate_tree
-from bcvlm_server.loopback import wait_until
+from bcvlm_client.flower_process import free_port, terminate_tree
+from bcvlm_testing.loopback import wait_until
 from bcvlm_server.superlink import FlowerControl, SuperLinkLaunch, wait_for_nodes, write_run_config_toml
-from federation_sites import ready_site_fields
+from bcvlm_testing.federation_sites import ready_site_fields
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 

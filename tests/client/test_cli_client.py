@@ -21,8 +21,8 @@ from bcvlm_client.cli import (
 from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_server.certs import create_certificates, create_site_key
-from bcvlm_server.flower_process import FlowerProcess, flower_environment
-from federation_sites import make_site, ready_site_fields
+from bcvlm_client.flower_process import FlowerProcess, flower_environment
+from bcvlm_testing.federation_sites import make_site, ready_site_fields
 
 
 @pytest.fixture()
@@ -210,7 +210,7 @@ class RealCenter:
     """A TLS + SuperNode-auth SuperLink on loopback (what `bcvlm-server` starts), replaceable by a fresh one."""
 
     def __init__(self, root: Path, sites: list[str]) -> None:
-        from bcvlm_server.flower_process import free_port
+        from bcvlm_client.flower_process import free_port
 
         self.root = root
         self.certs = create_certificates(root / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase",
@@ -348,7 +348,7 @@ def _listening(port: int) -> bool:
 def test_sigkill_of_the_client_leaves_no_process_and_frees_the_runtime_port(tmp_path: Path) -> None:
     import signal
 
-    from bcvlm_server.flower_process import free_port, process_tree
+    from bcvlm_client.flower_process import free_port, process_tree
 
     center = RealCenter(tmp_path, ["hosp_a"])  # never started: the SuperNode keeps retrying, SuperExec is up
     site_yaml = _site_yaml_for(center, tmp_path, "hosp_a")

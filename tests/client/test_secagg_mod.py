@@ -9,7 +9,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
 from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
-from bcvlm_server.inprocess_grid import InProcessGrid
+from bcvlm_testing.inprocess_grid import InProcessGrid
 
 NODE = 7
 

@@ -18,7 +18,7 @@ from bcvlm_model.privacy.dp_ready import DPReadyConfig
 from bcvlm_model.text import TextConfig
 from bcvlm_model.training import LocalTrainConfig
 from bcvlm_server.server_app import trainable_arrays
-from federation_sites import SHARED_MODELS, make_site, site_trainer_factory, tiny_model_config, tiny_preprocess
+from bcvlm_testing.federation_sites import SHARED_MODELS, make_site, site_trainer_factory, tiny_model_config, tiny_preprocess
 
 DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
 RUN_ID = 5

@@ -10,7 +10,7 @@ from bcvlm_server import cli
 from bcvlm_server.certs import create_certificates
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.superlink import RunStatus
-from federation_sites import FailingTrainer, make_site, run_inprocess
+from bcvlm_testing.federation_sites import FailingTrainer, make_site, run_inprocess
 
 
 @pytest.fixture()

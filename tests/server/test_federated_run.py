@@ -22,11 +22,11 @@ from bcvlm_client.site_training import SiteTrainer
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.privacy.dp_training import noise_multiplier_for_remaining_budget
-from bcvlm_server.inprocess_grid import InProcessGrid
+from bcvlm_testing.inprocess_grid import InProcessGrid
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_app import run_federation, trainable_arrays
 from bcvlm_server.server_config import load_server_config
-from federation_sites import make_site, server_config_dict, server_model_factory, site_trainer_factory
+from bcvlm_testing.federation_sites import make_site, server_config_dict, server_model_factory, site_trainer_factory
 
 ALLOWED_RECORDS = {
     "fitres.parameters", "fitres.num_examples", "fitres.metrics", "fitres.status",

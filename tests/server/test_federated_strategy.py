@@ -8,7 +8,7 @@ import pytest
 from flwr.app import Message
 
 from bcvlm_server.run_records import RunRecords
-from federation_sites import FailingTrainer, make_site, run_inprocess
+from bcvlm_testing.federation_sites import FailingTrainer, make_site, run_inprocess
 
 
 @pytest.mark.parametrize("secagg", [True, False], ids=["secagg", "plain"])

@@ -17,8 +17,8 @@ from flwr.supercore.error import ApiErrorCode
 from flwr.supercore.runtime.runtime_http_client import RuntimeHttpClient
 
 from bcvlm_model.atomic_io import read_json
-from bcvlm_server.flower_process import flower_environment, flower_executable, free_port
-from bcvlm_server.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
+from bcvlm_client.flower_process import flower_environment, flower_executable, free_port
+from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
 from bcvlm_server.superlink import FlowerControl
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from bcvlm_model.atomic_io import read_json
-from bcvlm_server.flower_process import free_port, process_tree
+from bcvlm_client.flower_process import free_port, process_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 

@@ -21,7 +21,7 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
 from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
 from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY
-from bcvlm_server.inprocess_grid import InProcessGrid
+from bcvlm_testing.inprocess_grid import InProcessGrid
 from bcvlm_server.secagg_masks import FullStrengthSecAggPlusWorkflow
 
 CLIPPING_RANGE = 1.0

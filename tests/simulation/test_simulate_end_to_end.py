@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bcvlm_model.atomic_io import read_json
-from bcvlm_server.flower_process import FLOWER_ENV_DEFAULTS
+from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS
 from bcvlm_simulation.report import format_number, lookup
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]

@@ -17,7 +17,7 @@ import yaml
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from bcvlm_server.certs import CertificatePaths, SiteKeyPaths, create_certificates, create_site_key
-from bcvlm_server.flower_process import FLOWER_ENV_DEFAULTS, free_port, process_tree, terminate_tree
+from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS, free_port, process_tree, terminate_tree
 from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, site_names, split_sites
 
 PYTHON = sys.executable

@@ -162,7 +162,7 @@ class FlowerProcess:
                  cwd: str | os.PathLike[str] | None = None, keeper: bool = False) -> None:
         self.command = list(command)
         self.keeper = keeper
-        """Run under `bcvlm_server.process_keeper`: the whole tree ends when we die, even by SIGKILL."""
+        """Run under `bcvlm_client.process_keeper`: the whole tree ends when we die, even by SIGKILL."""
         self.env = dict(env)
         self.log_path = Path(log_path)
         self.cwd = cwd
@@ -177,7 +177,7 @@ class FlowerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         if self.keeper:
-            from bcvlm_server.process_keeper import keeper_command
+            from bcvlm_client.process_keeper import keeper_command
 
             command = keeper_command(self.command)
         else:

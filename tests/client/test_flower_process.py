@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from bcvlm_server.certs import create_certificates, create_site_key
-from bcvlm_server.flower_process import (
+from bcvlm_client.flower_process import (
     FlowerProcess,
     flower_environment,
     flower_executable,
@@ -22,7 +22,7 @@ from bcvlm_server.flower_process import (
     wait_for_port,
 )
 from bcvlm_server.superlink import CONNECTION_NAME, FlowerControl, SuperLinkLaunch
-from federation_sites import ready_site_fields
+from bcvlm_testing.federation_sites import ready_site_fields
 
 STRACE = shutil.which("strace")
 pytestmark = [

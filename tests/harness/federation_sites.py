@@ -181,7 +181,7 @@ def run_inprocess(root: Path, sites: dict[int, Path], name: str, *, resume: bool
     from flwr.app import Context, RecordDict
 
     from bcvlm_client.client_app import build_client_app
-    from bcvlm_server.inprocess_grid import InProcessGrid
+    from bcvlm_testing.inprocess_grid import InProcessGrid
     from bcvlm_server.server_app import run_federation
     from bcvlm_server.server_config import load_server_config
 

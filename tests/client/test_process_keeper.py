@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bcvlm_server.flower_process import process_tree
+from bcvlm_client.flower_process import process_tree
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the keeper needs Linux")
 
@@ -24,7 +24,7 @@ time.sleep(600)
 """
 PARENT = f"""
 import subprocess, sys, time
-from bcvlm_server.process_keeper import keeper_command
+from bcvlm_client.process_keeper import keeper_command
 subprocess.Popen(keeper_command([sys.executable, "-c", {TREE!r}]), start_new_session=True)
 time.sleep(600)
 """
@@ -54,7 +54,7 @@ def test_sigkill_of_the_parent_ends_the_whole_tree() -> None:
 
 
 def test_the_keeper_passes_the_command_exit_code_through(tmp_path: Path) -> None:
-    from bcvlm_server.process_keeper import keeper_command
+    from bcvlm_client.process_keeper import keeper_command
 
     done = subprocess.run(keeper_command([sys.executable, "-c", "raise SystemExit(7)"]), timeout=60)
     assert done.returncode == 7

@@ -1,4 +1,4 @@
-"""Process keeper: `python -m bcvlm_server.process_keeper --parent PID -- COMMAND...` runs COMMAND and takes its whole
+"""Process keeper: `python -m bcvlm_client.process_keeper --parent PID -- COMMAND...` runs COMMAND and takes its whole
 process tree down when the parent dies, even by SIGKILL, or when COMMAND ends.
 
 Flower's SuperNode starts `flower-superexec` and `flwr-clientapp` processes, some in sessions of their own; without
@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Sequence
 
-from bcvlm_server.flower_process import process_tree
+from bcvlm_client.flower_process import process_tree
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -105,7 +105,7 @@ def keeper_command(command: Sequence[str]) -> list[str]:
     """`command` wrapped in a keeper bound to this process (unchanged where the keeper is not supported)."""
     if not supported():
         return list(command)
-    return [sys.executable, "-m", "bcvlm_server.process_keeper", "--parent", str(os.getpid()), "--", *command]
+    return [sys.executable, "-m", "bcvlm_client.process_keeper", "--parent", str(os.getpid()), "--", *command]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from bcvlm_server.flower_process import FlowerProcessError
+from bcvlm_client.flower_process import FlowerProcessError
 
 SECRET_BYTES = 32
 """256-bit SuperExec auth secret from the OS CSPRNG (Flower derives its HMAC key from it)."""
