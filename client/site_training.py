@@ -95,7 +95,8 @@ class SiteTrainer:
         return split_rows(self._manifest_table(), split)
 
     def _loader(self, settings: RoundSettings, rows: pd.DataFrame, train: bool) -> DataLoader:
-        dataset = MammographyDataset(rows, settings.preprocess, self.site.data.cache_dir)
+        dataset = MammographyDataset(rows, settings.preprocess, self.site.data.cache_dir,
+                                     decode_on_the_fly=self.site.data.decode_on_the_fly)
         tokenizer_dir = settings.model.text_encoder.path if settings.text.tokenizer == PACKAGE_DEFAULT else None
         collate = ReportCollator(
             settings.text, tokenizer_dir=tokenizer_dir, train=train, seed=self.site.seed + settings.server_round

@@ -60,7 +60,9 @@ def write_sites(cfg: SimulationConfig, run_dir: Path, table: pd.DataFrame, cache
         write_manifest(rows.reset_index(drop=True), folder / "manifest.csv")
         site = SiteConfig(
             site_id=name, insecure=True, state_dir=str(folder / "state"), seed=cfg.seed + 1000 * (index + 1),
-            data=SiteDataConfig(manifest=str(folder / "manifest.csv"), cache_dir=cache_dir),
+            # no cohort cache: the researcher chose to decode on the fly; with one, sites must match server.preprocess
+            data=SiteDataConfig(manifest=str(folder / "manifest.csv"), cache_dir=cache_dir,
+                                decode_on_the_fly=cache_dir is None),
             compute=cfg.site.compute, privacy=cfg.site.privacy,
         )
         save_effective_config(site, site_config_path(run_dir, index))
