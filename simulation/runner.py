@@ -26,7 +26,9 @@ from bcvlm_simulation.baselines import recipe_from_config, train_centralized, tr
 from bcvlm_simulation.cohort import load_cohort
 from bcvlm_simulation.config import SimulationConfig
 from bcvlm_simulation.evaluation import oracle_scores_on_sites, score_model_on_sites, summarise_method
-from bcvlm_simulation.federation import read_node_map, run_federation, server_config_path, site_config_path
+from bcvlm_simulation.federation import (
+    read_node_map, read_ray_placement, run_federation, server_config_path, site_config_path,
+)
 from bcvlm_simulation.pretrain import pretrain_on_public
 from bcvlm_simulation.report import build_report
 from bcvlm_simulation.round_metrics import final_checkpoint_dir, read_round_metrics
@@ -127,6 +129,9 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     federated_seconds = run_federation(run_dir, len(names), cfg.resources, cfg.seed,
                                        reproducible=cfg.site.privacy.insecure_reproducible_noise)
     node_to_site = read_node_map(run_dir)
+    ray_nodes = sorted({node for nodes in read_ray_placement(run_dir).values() for node in nodes})
+    print(f"[simulate] the virtual sites ran on {len(ray_nodes)} Ray node(s) "
+          f"({cfg.resources.ray_address or 'local Ray'})", flush=True)
     rounds = _rounds_with_site_names(read_round_metrics(run_dir / "federated"), node_to_site)
 
     tests = _tables(table, names, "test")
@@ -193,6 +198,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             "dp": cfg.site.privacy.enabled, "target_epsilon": cfg.site.privacy.target_epsilon,
             "dp_noise": "insecure-reproducible" if cfg.site.privacy.insecure_reproducible_noise else "secret",
             "secagg": server.secagg.enabled, "federated_wall_time_s": round(federated_seconds, 1),
+            "ray": cfg.resources.ray_address or "local", "ray_nodes_used": len(ray_nodes),
             "public_pretraining": (f"{cfg.pretrain.epochs} epochs on "
                                    f"{cfg.pretrain.cohort.manifest or 'the synthetic public cohort'}"
                                    if init_checkpoints else "off"),
