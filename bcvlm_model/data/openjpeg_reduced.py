@@ -179,7 +179,7 @@ def decode_reduced(codestream: bytes, reduce: int, threads: int = 1,
         raise ValueError(f"reduce must be >= 0, got {reduce}")
     lib = library or default_library()
     errors: list[str] = []
-    on_error = _MSG_CALLBACK(lambda msg, _user: errors.append(msg.decode(errors="replace").strip()))
+    on_error = _MSG_CALLBACK(lambda msg, _user: errors.append((msg or b"").decode("utf-8", "replace").strip()))
     quiet = _MSG_CALLBACK(lambda _msg, _user: None)
     codec_format = _OPJ_CODEC_JP2 if codestream[:12] == _JP2_SIGNATURE else _OPJ_CODEC_J2K
     codec = lib.fn("create_decompress", ctypes.c_void_p, ctypes.c_int)(codec_format)
@@ -189,8 +189,8 @@ def decode_reduced(codestream: bytes, reduce: int, threads: int = 1,
     try:
         if not codec or not stream:
             raise OpenJpegError("OpenJPEG could not create a decoder")
-        lib.fn("set_error_handler", ctypes.c_int, ctypes.c_void_p, _MSG_CALLBACK, ctypes.c_void_p)(codec, on_error, None)
-        lib.fn("set_warning_handler", ctypes.c_int, ctypes.c_void_p, _MSG_CALLBACK, ctypes.c_void_p)(codec, quiet, None)
+        for name, handler in (("set_error_handler", on_error), ("set_warning_handler", quiet)):
+            lib.fn(name, ctypes.c_int, ctypes.c_void_p, _MSG_CALLBACK, ctypes.c_void_p)(codec, handler, None)
         parameters = ctypes.create_string_buffer(_DPARAMETERS_BYTES)
         lib.fn("set_default_decoder_parameters", None, ctypes.c_void_p)(parameters)
         if not lib.fn("setup_decoder", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)(codec, parameters):

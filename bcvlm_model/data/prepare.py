@@ -70,7 +70,9 @@ def _made_from_another_file(record: Path, path: str) -> bool:
 
 def decode_threads_per_worker(workers: int, cores: int | None = None) -> int:
     """Decoder threads each worker may use: the cores the workers leave idle, shared out (at least 1)."""
-    available = cores if cores is not None else len(os.sched_getaffinity(0))
+    if cores is None:  # the cores this process may run on (sched_getaffinity is Linux-only)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = cores
     return max(1, available // max(1, workers))
 
 

@@ -1,4 +1,4 @@
-"""Flower's Ray backend settings, and a simulation that joins an existing 2-node Ray cluster (`resources.ray_address`)."""
+"""Flower's Ray backend settings; a simulation joining an existing 2-node Ray cluster (`resources.ray_address`)."""
 from __future__ import annotations
 
 import os
