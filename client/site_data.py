@@ -5,9 +5,8 @@ Used by `bcvlm-client --check`, `--init-ledger` and every fit, so all three agre
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -41,8 +40,6 @@ class CacheCoverage:
     folder: Path
     train_cached: int
     eval_cached: int
-    preprocess: dict[str, Any] = field(default_factory=dict)
-    """The preprocessing the folder's arrays were made with (its `preprocess_config.json`)."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +106,7 @@ def data_availability(site: SiteConfig, manifest: pd.DataFrame | None = None) ->
             caches.append(CacheCoverage(
                 image_size=f"{config.get('image_height')}x{config.get('image_width')}", folder=record.parent,
                 train_cached=int(train["image_id"].isin(covered).sum()),
-                eval_cached=int(evaluation["image_id"].isin(covered).sum()), preprocess=dict(config)))
+                eval_cached=int(evaluation["image_id"].isin(covered).sum())))
     dicom_present = {image_id: Path(path).is_file() for image_id, path in zip(table["image_id"], table["path"])}
     unreadable = [image_id for image_id in train["image_id"]
                   if not dicom_present[image_id] and image_id not in cached_anywhere]

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bcvlm_client.preprocess_agreement import cache_gap, wanted_preprocess
 from bcvlm_client.privacy_ledger import init_ledger
 from bcvlm_client.site_config import SiteConfig, SiteDataConfig
 from bcvlm_client.site_data import ledger_terms, summarise_site_data
@@ -21,6 +22,7 @@ from bcvlm_model.atomic_io import atomic_write_json, atomic_write_text
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.config_io import config_to_dict, save_effective_config
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
+from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
 from bcvlm_simulation.cohort import load_cohort
@@ -75,6 +77,18 @@ def write_sites(cfg: SimulationConfig, run_dir: Path, table: pd.DataFrame, cache
     return names
 
 
+def check_cohort_cache(manifest: pd.DataFrame, cache_dir: str | None, preprocess: PreprocessConfig) -> None:
+    """SimulationError naming both settings when the cohort cache lacks arrays made with `server.preprocess`: the
+    virtual sites would decline every round (and the baselines decode every DICOM on every epoch)."""
+    if cache_dir is None:
+        return
+    gap = cache_gap(manifest["image_id"], cache_dir, preprocess, what="cohort images")
+    if gap is not None:
+        raise SimulationError(f"cohort.cache_dir: server.preprocess asks for {wanted_preprocess(preprocess)}: {gap}. "
+                              "Prepare the cohort with the server's preprocess settings, or set cohort.cache_dir=null "
+                              "to decode the DICOMs on the fly")
+
+
 def _tables(table: pd.DataFrame, names: list[str], split: str) -> dict[str, pd.DataFrame]:
     rows = table.loc[:, list(MANIFEST_COLUMNS) + [SITE_COLUMN]]
     return {name: rows[(rows[SITE_COLUMN] == name) & (rows["split"] == split)].reset_index(drop=True)
@@ -107,6 +121,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     seed_everything(cfg.seed)
 
     manifest, cache_dir = load_cohort(cfg.cohort, cfg.server.preprocess, run_dir / "cohort", cfg.progress)
+    check_cohort_cache(manifest, cache_dir, cfg.server.preprocess)
     table = split_sites(manifest, cfg.split)
     summary = split_summary(table)
     atomic_write_text(run_dir / "split_summary.csv", summary.to_csv(index=False))

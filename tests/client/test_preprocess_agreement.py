@@ -52,9 +52,9 @@ def test_the_reason_names_the_server_and_the_site_settings(tmp_path) -> None:
     site = load_site_config(make_site(tmp_path, "site"))
     reason = preprocessing_mismatch(site, OTHER_SIZE)
     assert reason is not None
-    assert "server asks for preprocessing 128x64" in reason and "holds 64x32" in reason
+    assert "server asks for preprocessing 128x64" in reason and "the cache holds 64x32" in reason
     assert "image_height 128 vs 64" in reason and "image_width 64 vs 32" in reason
-    assert "12 of 12 training images" in reason and "decode_on_the_fly" in reason
+    assert "12 of 12 training images have no array" in reason and "decode_on_the_fly" in reason
 
 
 def test_a_cache_prepared_with_the_servers_settings_is_admitted(tmp_path) -> None:
