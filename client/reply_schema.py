@@ -27,6 +27,8 @@ class DeclineReason(IntEnum):
     """The server sent a round this site already trained in the same run."""
     DP_UNAVAILABLE = 9
     """The server asked for DP; this site has DP turned off."""
+    PREPROCESS_MISMATCH = 10
+    """This site's cache was not prepared with the server's `preprocess` (and decoding on the fly is not allowed)."""
 
 
 FIT_METRICS: dict[str, type] = {

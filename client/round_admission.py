@@ -1,12 +1,14 @@
 """Round admission: a server's round instructions checked against the site's own YAML before anything trains.
 
 The server is untrusted input at a site. It may ask a site to be more private, never less: an instruction outside
-the site's limits (`limits.*`, `privacy.*`) makes the site decline the round; nothing is trained or charged.
+the site's limits (`limits.*`, `privacy.*`), or a preprocessing the site has no cache for, makes the site decline the
+round; nothing is trained or charged.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bcvlm_client.preprocess_agreement import preprocessing_mismatch
 from bcvlm_client.reply_schema import DeclineReason
 from bcvlm_client.run_settings import RoundSettings
 from bcvlm_client.site_config import SiteConfig
@@ -42,6 +44,9 @@ def refuse_round(site: SiteConfig, settings: RoundSettings, steps: int) -> Refus
     if steps > limits.max_local_steps:
         return Refusal(DeclineReason.LOCAL_STEPS_OVER_LIMIT,
                        f"{steps} local steps > limits.max_local_steps={limits.max_local_steps}")
+    mismatch = preprocessing_mismatch(site, settings.preprocess)
+    if mismatch is not None:
+        return Refusal(DeclineReason.PREPROCESS_MISMATCH, mismatch)
     return None
 
 

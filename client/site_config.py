@@ -23,7 +23,10 @@ class SiteDataConfig:
     manifest: str = MISSING
     """Path of the site's manifest.csv."""
     cache_dir: Optional[str] = None
-    """Preprocessed-image cache folder (None = decode DICOMs on the fly)."""
+    """Preprocessed-image cache folder (`bcvlm prepare`'s out/cache); None needs `decode_on_the_fly: true`."""
+    decode_on_the_fly: bool = False
+    """Decode the DICOM of every image the cache lacks for the server's `preprocess`, every epoch (slow). False: a
+    round whose preprocessing this site has no complete cache for is declined (PREPROCESS_MISMATCH)."""
     train_split: str = "train"
     eval_split: str = "test"
 
@@ -131,6 +134,9 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
 
     if not cfg.site_id.strip():
         fail("site_id", "must not be empty")
+    if cfg.data.cache_dir is None and not cfg.data.decode_on_the_fly:
+        fail("data.cache_dir", "is required unless data.decode_on_the_fly: true (then every DICOM is decoded on "
+                               "every epoch); point it at the cache/ folder `bcvlm prepare` wrote")
     if cfg.compute.batch_size < 1:
         fail("compute.batch_size", f"must be >= 1, got {cfg.compute.batch_size}")
     if cfg.compute.eval_batch_size < 1:

@@ -103,6 +103,7 @@ class SiteTrainer:
         return build_loader(
             rows, settings.preprocess, settings.text, settings.model,
             cache_dir=self.site.data.cache_dir,
+            decode_on_the_fly=self.site.data.decode_on_the_fly,
             batch_size=compute.batch_size if train else compute.eval_batch_size,
             train=train,
             seed=self.site.seed + settings.server_round,

@@ -53,8 +53,21 @@ class ResourcesConfig:
     num_cpus_per_site: float = 1.0
     num_gpus_per_site: float = 0.0
     ray_num_cpus: int = 0
-    """CPUs Ray may use in all (0 = every core of this machine)."""
+    """CPUs the local Ray may use in all (0 = every core of this machine); unused with `ray_address`."""
     ray_num_gpus: int = 0
+    ray_address: Optional[str] = None
+    """Join this existing Ray cluster instead of starting a local Ray: "auto" (the cluster `ray start` made on this
+    machine) or "<head ip>:<port>" (the GCS address `ray start --head` prints). Its nodes declare their own CPUs and GPUs; the sites are
+    spread over them with the per-site shares above (`ray_num_cpus`/`ray_num_gpus` are then unused). None = start
+    a local Ray."""
+
+    def __post_init__(self) -> None:
+        if not self.num_cpus_per_site > 0:
+            raise ValueError(f"resources.num_cpus_per_site must be > 0, got {self.num_cpus_per_site}")
+        if self.num_gpus_per_site < 0:
+            raise ValueError(f"resources.num_gpus_per_site must be >= 0, got {self.num_gpus_per_site}")
+        if self.ray_address is not None and not str(self.ray_address).strip():
+            raise ValueError("resources.ray_address must not be empty (null = start a local Ray)")
 
 
 @dataclass

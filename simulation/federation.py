@@ -36,6 +36,20 @@ def node_map_dir(run_dir: Path) -> Path:
     return run_dir / "node_map"
 
 
+def ray_placement_dir(run_dir: Path) -> Path:
+    """Where the simulation records on which Ray node each virtual site's messages ran."""
+    return node_map_dir(run_dir) / "ray_nodes"
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this process runs on (None outside Ray)."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
+
+
 @dataclass
 class SimulatedSiteResolver:
     """ClientApp site resolution for simulation: partition-id k -> sites/site_k.yaml, noting node id -> site."""
@@ -52,6 +66,12 @@ class SimulatedSiteResolver:
         if not marker.is_file():
             atomic_write_json(marker, {"node_id": str(context.node_id), "partition_id": partition_id,
                                        "site": site.site_id})
+        ray_node = _ray_node_id()
+        if ray_node is not None:  # the actor pool runs any site on any node: one marker per (site, Ray node)
+            placement = ray_placement_dir(Path(self.run_dir)) / f"{partition_id}-{ray_node}.json"
+            if not placement.is_file():
+                atomic_write_json(placement, {"partition_id": partition_id, "site": site.site_id,
+                                              "ray_node_id": ray_node})
         return site
 
 
@@ -87,11 +107,28 @@ def read_node_map(run_dir: Path) -> dict[str, str]:
     return mapping
 
 
+def read_ray_placement(run_dir: Path) -> dict[str, list[str]]:
+    """Virtual site name -> the Ray node ids its messages ran on (sorted), from the resolver's markers."""
+    placement: dict[str, set[str]] = {}
+    folder = ray_placement_dir(run_dir)
+    if folder.is_dir():
+        for marker in folder.glob("*.json"):
+            entry = read_json(marker)
+            placement.setdefault(str(entry["site"]), set()).add(str(entry["ray_node_id"]))
+    return {site: sorted(nodes) for site, nodes in sorted(placement.items())}
+
+
 def backend_config(resources: ResourcesConfig) -> dict[str, Any]:
-    """Flower's Ray backend config: every virtual site's ClientApp gets the same CPU/GPU share."""
+    """Flower's Ray backend config: every virtual site's ClientApp gets the same CPU/GPU share.
+
+    Flower passes `init_args` to `ray.init`; with `resources.ray_address` that joins the existing cluster (whose
+    nodes declare their own CPUs and GPUs, so none are given here: Ray refuses them when connecting)."""
     init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-    init_args["num_cpus"] = int(resources.ray_num_cpus or (os.cpu_count() or 1))
-    init_args["num_gpus"] = int(resources.ray_num_gpus)
+    if resources.ray_address:
+        init_args["address"] = str(resources.ray_address)
+    else:
+        init_args["num_cpus"] = int(resources.ray_num_cpus or (os.cpu_count() or 1))
+        init_args["num_gpus"] = int(resources.ray_num_gpus)
     return {
         "client_resources": {"num_cpus": float(resources.num_cpus_per_site),
                              "num_gpus": float(resources.num_gpus_per_site)},
@@ -120,6 +157,10 @@ def run_federation(run_dir: Path, num_sites: int, resources: ResourcesConfig, se
     client_app = build_client_app(resolve_site=SimulatedSiteResolver(str(run_dir)),
                                   extra_mods=[SeedNumpyPerMessage(seed)] if reproducible else [])
     server_app = build_server_app()  # reads $BCVLM_SIMULATION_DIR/server.yaml (bcvlm_server.server_app)
+    if resources.ray_address:
+        # workers on an existing cluster keep the environment their node was started with, not this process's
+        print(f"[simulate] joining the Ray cluster at {resources.ray_address} (resources.ray_num_cpus/ray_num_gpus "
+              "are not used; each site takes num_cpus_per_site/num_gpus_per_site on some node)", flush=True)
     started = time.perf_counter()
     try:
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_sites,

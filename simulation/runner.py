@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bcvlm_client.preprocess_agreement import cache_gap, wanted_preprocess
 from bcvlm_client.privacy_ledger import init_ledger
 from bcvlm_client.site_config import SiteConfig, SiteDataConfig
 from bcvlm_client.site_data import ledger_terms, summarise_site_data
@@ -21,13 +22,16 @@ from bcvlm_model.atomic_io import atomic_write_json, atomic_write_text
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.config_io import save_effective_config
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, write_manifest
+from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
 from bcvlm_simulation.cohort import load_cohort
 from bcvlm_simulation.config import SimulationConfig
 from bcvlm_simulation.bootstrap import method_intervals
 from bcvlm_simulation.evaluation import SiteScores, oracle_scores_on_sites, score_model_on_sites, summarise_method
-from bcvlm_simulation.federation import read_node_map, run_federation, server_config_path, site_config_path
+from bcvlm_simulation.federation import (
+    read_node_map, read_ray_placement, run_federation, server_config_path, site_config_path,
+)
 from bcvlm_simulation.pretrain import pretrain_on_public
 from bcvlm_simulation.report import build_report
 from bcvlm_simulation.round_metrics import final_checkpoint_dir, read_round_metrics
@@ -61,7 +65,9 @@ def write_sites(cfg: SimulationConfig, run_dir: Path, table: pd.DataFrame, cache
         write_manifest(rows.reset_index(drop=True), folder / "manifest.csv")
         site = SiteConfig(
             site_id=name, insecure=True, state_dir=str(folder / "state"), seed=cfg.seed + 1000 * (index + 1),
-            data=SiteDataConfig(manifest=str(folder / "manifest.csv"), cache_dir=cache_dir),
+            # no cohort cache: the researcher chose to decode on the fly; with one, sites must match server.preprocess
+            data=SiteDataConfig(manifest=str(folder / "manifest.csv"), cache_dir=cache_dir,
+                                decode_on_the_fly=cache_dir is None),
             compute=cfg.site.compute, privacy=cfg.site.privacy, evaluation=cfg.site.evaluation,
         )
         save_effective_config(site, site_config_path(run_dir, index))
@@ -70,6 +76,18 @@ def write_sites(cfg: SimulationConfig, run_dir: Path, table: pd.DataFrame, cache
     server = replace(cfg.server, run_dir=str(run_dir / "federated"), seed=cfg.seed)
     save_effective_config(server, server_config_path(run_dir))
     return names
+
+
+def check_cohort_cache(manifest: pd.DataFrame, cache_dir: str | None, preprocess: PreprocessConfig) -> None:
+    """SimulationError naming both settings when the cohort cache lacks arrays made with `server.preprocess`: the
+    virtual sites would decline every round (and the baselines decode every DICOM on every epoch)."""
+    if cache_dir is None:
+        return
+    gap = cache_gap(manifest["image_id"], cache_dir, preprocess, what="cohort images")
+    if gap is not None:
+        raise SimulationError(f"cohort.cache_dir: server.preprocess asks for {wanted_preprocess(preprocess)}: {gap}. "
+                              "Prepare the cohort with the server's preprocess settings, or set cohort.cache_dir=null "
+                              "to decode the DICOMs on the fly")
 
 
 def _tables(table: pd.DataFrame, names: list[str], split: str) -> dict[str, pd.DataFrame]:
@@ -104,6 +122,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     seed_everything(cfg.seed)
 
     manifest, cache_dir = load_cohort(cfg.cohort, cfg.server.preprocess, run_dir / "cohort", cfg.progress)
+    check_cohort_cache(manifest, cache_dir, cfg.server.preprocess)
     table = split_sites(manifest, cfg.split)
     summary = split_summary(table)
     atomic_write_text(run_dir / "split_summary.csv", summary.to_csv(index=False))
@@ -126,6 +145,9 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     federated_seconds = run_federation(run_dir, len(names), cfg.resources, cfg.seed,
                                        reproducible=cfg.site.privacy.insecure_reproducible_noise)
     node_to_site = read_node_map(run_dir)
+    ray_nodes = sorted({node for nodes in read_ray_placement(run_dir).values() for node in nodes})
+    print(f"[simulate] the virtual sites ran on {len(ray_nodes)} Ray node(s) "
+          f"({cfg.resources.ray_address or 'local Ray'})", flush=True)
     rounds = _rounds_with_site_names(read_round_metrics(run_dir / "federated"), node_to_site)
 
     tests = _tables(table, names, "test")
@@ -207,6 +229,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             "privacy_unit": cfg.site.privacy.unit.value if cfg.site.privacy.enabled else "none",
             "dp_noise": "insecure-reproducible" if cfg.site.privacy.insecure_reproducible_noise else "secret",
             "secagg": server.secagg.enabled, "federated_wall_time_s": round(federated_seconds, 1),
+            "ray": cfg.resources.ray_address or "local", "ray_nodes_used": len(ray_nodes),
             "public_pretraining": (f"{cfg.pretrain.epochs} epochs on "
                                    f"{cfg.pretrain.cohort.manifest or 'the synthetic public cohort'}"
                                    if init_checkpoints else "off"),

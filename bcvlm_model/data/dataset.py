@@ -38,16 +38,20 @@ class MammographyDataset(Dataset):
         manifest: pd.DataFrame,
         preprocess_cfg: PreprocessConfig,
         cache_dir: str | os.PathLike[str] | None = None,
+        decode_on_the_fly: bool = True,
     ) -> None:
+        if cache_dir is None and not decode_on_the_fly:
+            raise ValueError("MammographyDataset: no cache_dir and decode_on_the_fly=False: no image can be read")
         self.manifest = validate(manifest)
         self.cfg = preprocess_cfg
         self.cache_dir = cache_dir
+        self.decode_on_the_fly = decode_on_the_fly
 
     def __len__(self) -> int:
         return len(self.manifest)
 
     def load_unit_image(self, index: int) -> np.ndarray:
-        """The [0, 1] float32 image of row `index`: cached array when present, else decoded from DICOM."""
+        """The [0, 1] float32 image of row `index`: cached array when present, else decoded from DICOM (if allowed)."""
         row = self.manifest.iloc[index]
         if self.cache_dir is not None:
             path = cached_array_path(self.cache_dir, self.cfg, row["image_id"])
@@ -57,6 +61,10 @@ class MammographyDataset(Dataset):
                 if image.shape != expected:
                     raise ValueError(f"{path}: cached shape {image.shape} != configured {expected}")
                 return image
+            if not self.decode_on_the_fly:  # a site that did not allow it: never fall back to slow DICOM decoding
+                raise FileNotFoundError(f"{path}: image '{row['image_id']}' has no cached array for preprocessing "
+                                        f"{self.cfg.image_height}x{self.cfg.image_width} and decoding on the fly is "
+                                        "off (data.decode_on_the_fly); re-run bcvlm prepare with these settings")
         return load_preprocessed(row["path"], self.cfg)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

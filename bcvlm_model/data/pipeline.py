@@ -8,11 +8,12 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from bcvlm_model.data.crop import breast_bounding_box, crop_to_box, tissue_kept_fraction
-from bcvlm_model.data.dicom_read import check_mammography, decode_pixels, is_for_processing, read_dicom
+from bcvlm_model.data.dicom_read import check_mammography, is_for_processing, read_dicom
 from bcvlm_model.data.errors import DicomRejected
 from bcvlm_model.data.intensity import (
     apply_voi_unit, has_voi, invert_if_monochrome1, modality_values, scale_percentiles,
 )
+from bcvlm_model.data.jpeg2000_decode import decode_for_target
 from bcvlm_model.data.orientation import (
     chest_wall_side_from_content, chest_wall_side_from_tags, orient_chest_wall_left,
 )
@@ -30,6 +31,8 @@ class PreprocessTrace:
     voi: str  # "lut_sequence", "window", "percentile", "for_processing_percentile"
     source_shape: tuple[int, int]
     tissue_kept: float  # share of bright tissue inside the crop box (1.0 without crop)
+    # JPEG 2000 resolution reduction of the decode: source_shape and crop_box are in pixels of that level
+    decode_reduce: int = 0
 
 
 def to_unit_intensity(pixels: np.ndarray, ds: Dataset, cfg: PreprocessConfig) -> tuple[np.ndarray, str]:
@@ -51,11 +54,16 @@ def to_unit_intensity(pixels: np.ndarray, ds: Dataset, cfg: PreprocessConfig) ->
 
 
 def preprocess_dataset(
-    ds: Dataset, cfg: PreprocessConfig, path: str | None = None
+    ds: Dataset, cfg: PreprocessConfig, path: str | None = None, decode_threads: int = 1
 ) -> tuple[np.ndarray, PreprocessTrace]:
-    """Run every step on a parsed dataset; returns (float32 [H, W] in [0, 1], trace)."""
+    """Run every step on a parsed dataset; returns (float32 [H, W] in [0, 1], trace).
+
+    `decode_threads` only changes speed (JPEG 2000 decoder threads), never the output.
+    """
     check_mammography(ds, path)
-    pixels = decode_pixels(ds, path)
+    decoded = decode_for_target(ds, cfg.image_height, cfg.image_width, cfg.jpeg2000_reduced_decode,
+                                decode_threads, path)
+    pixels = decoded.pixels
     try:
         unit, voi_kind = to_unit_intensity(pixels, ds, cfg)
     except DicomRejected as exc:
@@ -73,15 +81,15 @@ def preprocess_dataset(
         kept = tissue_kept_fraction(unit, box, cfg.crop_threshold, cfg.crop_analysis_height)
         unit = crop_to_box(unit, box)
     image = resize_and_pad(unit, cfg.image_height, cfg.image_width, cfg.pad_value, cfg.resize_antialias)
-    return image, PreprocessTrace(side, source, box, voi_kind, shape, round(kept, 4))
+    return image, PreprocessTrace(side, source, box, voi_kind, shape, round(kept, 4), decoded.reduce)
 
 
 def load_preprocessed_with_trace(
-    path: str | os.PathLike[str], cfg: PreprocessConfig
+    path: str | os.PathLike[str], cfg: PreprocessConfig, decode_threads: int = 1
 ) -> tuple[np.ndarray, PreprocessTrace]:
     """load_preprocessed plus the trace of what the pipeline decided (orientation, crop box, VOI kind)."""
     text_path = str(path)
-    return preprocess_dataset(read_dicom(text_path), cfg, text_path)
+    return preprocess_dataset(read_dicom(text_path), cfg, text_path, decode_threads)
 
 
 def load_preprocessed(path: str | os.PathLike[str], cfg: PreprocessConfig) -> np.ndarray:

@@ -68,13 +68,21 @@ def _made_from_another_file(record: Path, path: str) -> bool:
     return saved is not None and saved != source_fingerprint(path)
 
 
-def _process_one(job: tuple[str, str, str, dict]) -> tuple[str, str | None]:
+def decode_threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Decoder threads each worker may use: the cores the workers leave idle, shared out (at least 1)."""
+    if cores is None:  # the cores this process may run on (sched_getaffinity is Linux-only)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = cores
+    return max(1, available // max(1, workers))
+
+
+def _process_one(job: tuple[str, str, str, dict, int]) -> tuple[str, str | None]:
     """Worker: preprocess one DICOM into its cache file; returns (image_id, reject reason or None)."""
-    image_id, dicom_path, array_path, cfg_dict = job
+    image_id, dicom_path, array_path, cfg_dict, threads = job
     cfg = PreprocessConfig(**cfg_dict)
     source = source_fingerprint(dicom_path)  # before reading: a file replaced mid-read is redone next run
     try:
-        image, trace = load_preprocessed_with_trace(dicom_path, cfg)
+        image, trace = load_preprocessed_with_trace(dicom_path, cfg, decode_threads=threads)
     except DicomRejected as exc:
         return image_id, exc.reason
     atomic_write_json(trace_path(Path(array_path)), {"image_id": image_id, "source": source, **asdict(trace)})
@@ -119,6 +127,7 @@ def run_prepare(
     folder = record_cache_config(out / "cache", preprocess)
     remove_stale_temporaries(folder)
     cfg_dict = config_to_dict(preprocess)
+    threads = decode_threads_per_worker(workers)
     jobs, skipped, failed_ids = [], 0, set()
     for image_id, path in zip(manifest["image_id"], manifest["path"]):
         target = cached_array_path(out / "cache", preprocess, image_id)
@@ -133,7 +142,7 @@ def run_prepare(
             failed_ids.add(image_id)
             rejects.add(image_id, path, "pixels", str(read_json(marker)["reason"]))
         else:
-            jobs.append((image_id, path, str(target), cfg_dict))
+            jobs.append((image_id, path, str(target), cfg_dict, threads))
     if max_new_images is not None:
         jobs = jobs[:max_new_images]
     paths = dict(zip(manifest["image_id"], manifest["path"]))

@@ -29,6 +29,9 @@ class PreprocessConfig:
     crop_threshold: float = 0.08
     crop_margin_fraction: float = 0.02
     crop_analysis_height: int = 256
+    # JPEG 2000: decode at the deepest resolution level that still covers image_height x image_width (OpenJPEG
+    # `reduce`, several times faster) instead of decoding in full and resizing; false = full decode everywhere.
+    jpeg2000_reduced_decode: bool = True
     # Resize: aspect preserving, then pad (right / bottom) with `pad_value`.
     resize_antialias: bool = True
     pad_value: float = 0.0

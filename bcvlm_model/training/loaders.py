@@ -28,6 +28,7 @@ def build_loader(
     model_cfg: ModelConfig,
     *,
     cache_dir: str | os.PathLike[str] | None,
+    decode_on_the_fly: bool = True,
     batch_size: int,
     train: bool,
     seed: int,
@@ -38,9 +39,10 @@ def build_loader(
 
     `privacy_unit=patient` (training under DP) makes each item one patient with all of their images; `batch_size`
     stays the expected number of images per batch, so the loader draws about batch_size x patients / images
-    patients per batch. The DP wrapper (`make_private`) replaces the shuffle with Poisson sampling of those items.
+    patients per batch. `decode_on_the_fly=False` makes a missing cached array an error instead of a DICOM decode.
+    The DP wrapper (`make_private`) replaces the shuffle with Poisson sampling of those items.
     """
-    images = MammographyDataset(rows.reset_index(drop=True), preprocess, cache_dir)
+    images = MammographyDataset(rows.reset_index(drop=True), preprocess, cache_dir, decode_on_the_fly=decode_on_the_fly)
     collate = ReportCollator(text, tokenizer_dir=tokenizer_folder(text, model_cfg), train=train, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     if train and privacy_unit is PrivacyUnit.patient:

@@ -18,11 +18,12 @@ def _write(tmp_path, payload) -> str:
 def valid(tmp_path) -> dict:
     for name in ("manifest.csv", "ca.crt", "site.key"):
         (tmp_path / name).write_text("x")
+    (tmp_path / "cache").mkdir()
     return {
         "site_id": "hospital-a",
         "ca_cert": str(tmp_path / "ca.crt"),
         "private_key": str(tmp_path / "site.key"),
-        "data": {"manifest": str(tmp_path / "manifest.csv")},
+        "data": {"manifest": str(tmp_path / "manifest.csv"), "cache_dir": str(tmp_path / "cache")},
         "privacy": {"target_epsilon": 6.0, "delta": 1e-5},
         "state_dir": str(tmp_path / "state"),
     }
@@ -63,3 +64,11 @@ def test_insecure_is_refused_for_a_remote_superlink(tmp_path, valid, address) ->
     valid.update(insecure=True, superlink_address=address)
     with pytest.raises(ConfigError, match="key 'insecure'.*only allowed for a SuperLink on this machine"):
         load_site_config(_write(tmp_path, valid))
+
+
+def test_no_cache_needs_decoding_on_the_fly_allowed_explicitly(tmp_path, valid) -> None:
+    del valid["data"]["cache_dir"]
+    with pytest.raises(ConfigError, match=r"data\.cache_dir.*decode_on_the_fly"):
+        load_site_config(_write(tmp_path, valid))
+    valid["data"]["decode_on_the_fly"] = True
+    assert load_site_config(_write(tmp_path, valid)).data.decode_on_the_fly is True

@@ -73,3 +73,16 @@ def test_server_example_validates_and_loads_once_certificates_exist(tmp_path: Pa
     loaded = load_deployment_config(tmp_path / "server.yaml")
     assert [Path(site.public_key).parent.name for site in loaded.sites] == [site.name for site in cfg.sites]
     assert loaded.federation.run_dir == str(tmp_path / "runs" / "federation-001")
+
+
+def test_rehearsal_sites_are_prepared_with_the_preprocessing_their_server_asks_for() -> None:
+    from bcvlm_model.data.preprocess_config import preprocess_config_hash
+
+    folder = SITE_CONFIGS / "rehearsal"
+    server = load_config(ServerDeploymentConfig, folder / "server.yaml")
+    prepare = load_config(PrepareConfig, folder / "prepare.yaml")
+    assert preprocess_config_hash(server.federation.preprocess) == preprocess_config_hash(prepare.preprocess)
+    for site in server.sites:
+        cfg = validate_site_config(load_config(SiteConfig, folder / f"{site.name}.yaml"), check_paths=False)
+        assert Path(cfg.data.cache_dir) == Path(prepare.out) / "cache"
+        assert cfg.data.decode_on_the_fly is False  # a mismatch would be declined, not decoded silently

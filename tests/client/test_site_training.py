@@ -73,6 +73,9 @@ def test_a_delta_above_the_bound_is_refused_before_any_charge(tmp_path, global_a
 
 def test_a_data_failure_charges_no_budget(tmp_path, global_arrays) -> None:
     site_yaml = make_site(tmp_path, "site")
+    raw = yaml.safe_load(site_yaml.read_text())
+    raw["data"]["decode_on_the_fly"] = True  # else the lost cache entries decline the round before any loading
+    site_yaml.write_text(yaml.safe_dump(raw))
     site = load_site_config(site_yaml)
     train = read_manifest(site.data.manifest).query("split == 'train'")
     for image_id in train["image_id"]:  # every training image lost: no cache entry, no DICOM

@@ -127,3 +127,9 @@ def test_a_relative_source_root_gives_absolute_manifest_paths(tmp_path, synth_co
     assert code == 0
     raw = pd.read_csv(tmp_path / "out" / "manifest.csv")
     assert all(Path(path).is_absolute() and Path(path).is_file() for path in raw["path"])
+
+
+def test_decoder_threads_share_the_cores_the_workers_leave_idle():
+    from bcvlm_model.data.prepare import decode_threads_per_worker
+
+    assert [decode_threads_per_worker(workers, cores=8) for workers in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]

@@ -36,3 +36,11 @@ def test_overrides_apply_and_bad_ones_name_the_key() -> None:
         load_simulation_config("demo", ["server.no_such_key=1"])
     with pytest.raises(ConfigError, match="server.rounds"):
         load_simulation_config("demo", ["server.rounds=many"])
+
+
+def test_ray_address_joins_a_cluster_and_an_empty_one_is_refused() -> None:
+    cfg = load_simulation_config("tiny", ["resources.ray_address=auto"])
+    assert cfg.resources.ray_address == "auto"
+    assert load_simulation_config("tiny").resources.ray_address is None
+    with pytest.raises(ConfigError, match="resources.ray_address"):
+        load_simulation_config("tiny", ["resources.ray_address=' '"])
