@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from bcvlm_client.flower_process import apply_flower_env_defaults  # noqa: E402
+
+apply_flower_env_defaults()  # offline model hub, no telemetry: the one set of defaults every bcvlm process uses
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

@@ -200,3 +200,14 @@ def run_inprocess(root: Path, sites: dict[int, Path], name: str, *, resume: bool
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     strategy = run_federation(grid, context, cfg, root / "run", resume, server_model_factory)
     return cfg, strategy, grid
+
+
+def is_evaluation(message) -> bool:
+    """An evaluation instruction: a plain evaluate message, or a SecAgg+ pass's secure-evaluation "train" message."""
+    from bcvlm_client.reply_schema import SECURE_EVALUATION_KEY
+
+    if message.metadata.message_type == "evaluate":
+        return True
+    if not message.has_content() or "fitins.config" not in message.content.config_records:
+        return False
+    return bool(message.content.config_records["fitins.config"].get(SECURE_EVALUATION_KEY))

@@ -8,7 +8,7 @@ import pytest
 from flwr.app import Message
 
 from bcvlm_server.run_records import RunRecords
-from bcvlm_testing.federation_sites import FailingTrainer, make_site, run_inprocess
+from bcvlm_testing.federation_sites import FailingTrainer, is_evaluation, make_site, run_inprocess
 
 
 @pytest.mark.parametrize("secagg", [True, False], ids=["secagg", "plain"])
@@ -39,7 +39,7 @@ def test_a_site_lost_before_evaluation_costs_one_timeout_and_the_round_is_checkp
     departed: set[int] = set()
 
     def killed_at_evaluation(message: Message) -> bool:
-        if message.metadata.dst_node_id == victim and message.metadata.message_type == "evaluate":
+        if message.metadata.dst_node_id == victim and is_evaluation(message):
             departed.add(victim)  # it dies on receipt; from now on the SuperLink no longer lists it
         return message.metadata.dst_node_id in departed
 
