@@ -56,8 +56,9 @@ def test_a_site_lost_before_evaluation_costs_one_timeout_and_the_round_is_checkp
     assert first["site_outcomes"][str(victim)]["evaluate"].startswith("failed (TimeoutError")
     assert second["status"] == "trained" and str(victim) not in second["site_outcomes"]
     assert grid.waited_s == timeout  # the transport waited for the dead site exactly once
-    # Nothing else waited: the rest of the time is the sites' work plus the server's own (models, checkpoints).
-    assert elapsed - grid.client_seconds - grid.waited_s < timeout / 2
+    # Nothing else waited: a second wait would add a whole timeout; the rest is the sites' work plus the server's own
+    # (models, checkpoints, two SecAgg+ passes per round: training and secure evaluation).
+    assert elapsed - grid.client_seconds - grid.waited_s < timeout
 
 
 def test_a_missing_quorum_fails_the_round_after_one_timeout(tmp_path: Path) -> None:
