@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from tqdm import tqdm
@@ -12,6 +11,7 @@ from bcvlm_model.data.adapters.common import (
     resolve_path,
 )
 from bcvlm_model.data.adapters.field_parsing import check_column_map, parse_field
+from bcvlm_model.data.adapters.patients import patient_id_from_tag
 from bcvlm_model.data.dicom_read import check_mammography, decode_pixels, read_dicom, read_dicom_header
 from bcvlm_model.data.errors import DicomRejected
 from bcvlm_model.data.folder_scan import SkippedEntry, scan_dicom_folder
@@ -20,7 +20,6 @@ from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.rejects import RejectLog
 from bcvlm_model.data.source_config import DataSourceConfig
 
-CBIS_PATIENT_ID = re.compile(r"^(?:Calc|Mass)-(?:Training|Test)_(P_\d+)_(?:LEFT|RIGHT)_(?:CC|MLO)$")
 IMPLANT_VALUES = {"YES": 1.0, "NO": 0.0}
 LOGGER = logging.getLogger(__name__)
 
@@ -42,14 +41,6 @@ def report_skipped_entries(skipped: list[SkippedEntry], rejects: RejectLog, root
     for reason, paths in sorted(ignored.items()):
         LOGGER.warning("%s: skipped %d entr%s (%s), e.g. %s", root, len(paths), "y" if len(paths) == 1 else "ies",
                        reason, ", ".join(paths[:3]))
-
-
-def patient_id_from_tag(value: str | None, fallback: str) -> str:
-    """PatientID, except CBIS-DDSM's per-image ids ('Mass-Test_P_00173_RIGHT_CC') which become 'P_00173'."""
-    if not value:
-        return fallback
-    match = CBIS_PATIENT_ID.match(value)
-    return match.group(1) if match else value
 
 
 def laterality_by_content(path: Path) -> str:
