@@ -36,3 +36,12 @@ def test_overrides_apply_and_bad_ones_name_the_key() -> None:
         load_simulation_config("demo", ["server.no_such_key=1"])
     with pytest.raises(ConfigError, match="server.rounds"):
         load_simulation_config("demo", ["server.rounds=many"])
+
+
+def test_split_keys_of_real_data_sets_are_checked_at_load() -> None:
+    cfg = load_simulation_config("simulate", ["split.keep_official=true", "split.natural_small_sites=keep"])
+    assert cfg.split.keep_official is True and cfg.split.natural_small_sites == "keep"
+    with pytest.raises(ConfigError, match="natural_small_sites"):
+        load_simulation_config("simulate", ["split.natural_small_sites=merge"])
+    with pytest.raises(ConfigError, match="keep_official"):
+        load_simulation_config("simulate", ["split.keep_official=perhaps"])
