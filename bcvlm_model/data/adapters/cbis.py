@@ -123,6 +123,6 @@ def build_cbis_manifest(cfg: DataSourceConfig) -> AdapterResult:
         rows.append(entry["row"])
     for image_id, (path, reason) in unusable.items():
         shown = images[image_id]["row"]["path"] if image_id in images else path
-        rejects.add(image_id, shown, "table", f"{reason} (the image's other abnormality rows are not used: its "
-                                               "labels would be incomplete)")
+        rejects.add(image_id, shown, "table", f"{reason} (the whole image is left out: its labels would be "
+                                               "incomplete or unknown)")
     return finalize(rows, rejects)
