@@ -30,7 +30,7 @@ class StrictRejectError(RuntimeError):
 
 @dataclass
 class PrepareSummary:
-    """Counts of one `prepare` run; every input is counted once: images = ready_now + ready_cached + rejected + pending."""
+    """Counts of one `prepare` run, each input once: images = ready_now + ready_cached + rejected + pending."""
 
     images: int
     """Inputs: table rows / files the adapter accepted plus those it rejected."""
