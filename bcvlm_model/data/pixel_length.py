@@ -1,4 +1,4 @@
-"""Refuse native (uncompressed) pixel data longer than the header says, so a wrong header is never decoded as an image."""
+"""Refuse uncompressed pixel data longer than its header says, so a wrong header never decodes as an image."""
 from __future__ import annotations
 
 from pydicom.dataset import Dataset

@@ -55,7 +55,8 @@ def test_a_patient_in_a_training_and_a_test_table_is_all_test(tmp_path, caplog):
 
 def test_the_patient_id_is_taken_from_the_dicom_when_present(tmp_path):
     folder = "Calc-Training_P_00005_RIGHT_CC"
-    write_mg(tmp_path / folder / "a" / "b" / "1-1.dcm", breast_pixels(32, 16), PatientID="Calc-Training_P_00099_RIGHT_CC")
+    write_mg(tmp_path / folder / "a" / "b" / "1-1.dcm", breast_pixels(32, 16),
+             PatientID="Calc-Training_P_00099_RIGHT_CC")
     (tmp_path / "calc.csv").write_text(CALC_HEADER + f"P_00005,3,RIGHT,CC,1,calcification,AMORPHOUS,CLUSTERED,3,"
                                                      f"MALIGNANT,3,{folder}/x/y/000000.dcm,x,y\n")
     m = build_manifest(DataSourceConfig(kind="cbis", root=str(tmp_path), csv_files=["calc.csv"])).manifest
@@ -66,7 +67,8 @@ def test_an_image_with_one_unusable_abnormality_row_is_rejected_once(tmp_path):
     folder = "Mass-Training_P_00007_LEFT_CC"
     write_mg(tmp_path / folder / "a" / "b" / "1-1.dcm", breast_pixels(32, 16))
     path = f"{folder}/x/y/000000.dcm"
-    (tmp_path / "mass.csv").write_text(MASS_HEADER + f"P_00007,2,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,3,BENIGN,3,{path},x,y\n"
+    (tmp_path / "mass.csv").write_text(MASS_HEADER +
+                                       f"P_00007,2,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,3,BENIGN,3,{path},x,y\n"
                                        f"P_00007,2,LEFT,CC,2,mass,OVAL,CIRCUMSCRIBED,5,UNSURE,3,{path},x,y\n"
                                        f"P_00007,2,LEFT,CC,3,mass,OVAL,CIRCUMSCRIBED,5,UNSURE,3,{path},x,y\n")
     result = build_manifest(DataSourceConfig(kind="cbis", root=str(tmp_path), csv_files=["mass.csv"]))

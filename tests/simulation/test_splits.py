@@ -178,7 +178,8 @@ def test_a_manifest_without_a_split_is_not_said_to_be_replaced(caplog) -> None:
 
 def test_keep_official_refuses_a_patient_in_two_official_splits() -> None:
     manifest = with_official_split(rsna_layout_manifest())
-    manifest.loc[manifest.index[0], "split"] = "test" if manifest.loc[manifest.index[0], "split"] == "train" else "train"
+    first = manifest.index[0]
+    manifest.loc[first, "split"] = "test" if manifest.loc[first, "split"] == "train" else "train"
     with pytest.raises(PatientOverlapError, match="both 'test' and 'train'"):
         split_sites(manifest, SplitConfig(kind="natural", natural_key="site_id", keep_official=True))
 
