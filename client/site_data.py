@@ -16,6 +16,7 @@ from bcvlm_model.atomic_io import read_json
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.cache import CONFIG_RECORD_NAME, safe_file_stem
 from bcvlm_model.data.manifest import read_manifest
+from bcvlm_model.data.split_guard import check_patients_disjoint
 from bcvlm_model.privacy.privacy_unit import PrivacyUnit
 
 DELTA_RECORDS_FACTOR = 10
@@ -58,9 +59,18 @@ def split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
     return manifest[manifest["split"] == split].reset_index(drop=True)
 
 
+def read_site_manifest(site: SiteConfig) -> pd.DataFrame:
+    """The site's manifest, refused (PatientOverlapError) when a patient has images in two splits."""
+    table = read_manifest(site.data.manifest)
+    check_patients_disjoint(table, f"site '{site.site_id}': manifest {site.data.manifest}")
+    return table
+
+
 def summarise_site_data(site: SiteConfig, manifest: pd.DataFrame | None = None) -> SiteDataSummary:
-    """Row and patient counts of the train and eval splits (manifest read from `site.data.manifest` if not given)."""
+    """Row and patient counts of the train and eval splits (manifest read from `site.data.manifest` if not given);
+    a manifest with a patient in two splits is refused."""
     table = read_manifest(site.data.manifest) if manifest is None else manifest
+    check_patients_disjoint(table, f"site '{site.site_id}': manifest {site.data.manifest}")
     train = split_rows(table, site.data.train_split)
     evaluation = split_rows(table, site.data.eval_split)
     return SiteDataSummary(

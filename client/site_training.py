@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader
 
 from bcvlm_model import TASKS
 from bcvlm_model.cpu_memory import keep_freed_memory
-from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.metrics import ScoreHistogram, score_histogram
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
@@ -34,7 +33,7 @@ from bcvlm_client.reply_schema import DeclineReason, encode_histogram, histogram
 from bcvlm_client.round_admission import Refusal, effective_target_epsilon, refuse_round
 from bcvlm_client.run_settings import RoundSettings, build_federated_model
 from bcvlm_client.site_config import SiteConfig
-from bcvlm_client.site_data import check_delta_bound, ledger_terms, split_rows, summarise_site_data
+from bcvlm_client.site_data import check_delta_bound, ledger_terms, read_site_manifest, split_rows, summarise_site_data
 
 LOGGER = logging.getLogger("bcvlm_client.site")
 
@@ -113,7 +112,7 @@ class SiteTrainer:
 
     def _manifest_table(self) -> pd.DataFrame:
         if self._manifest is None:
-            self._manifest = read_manifest(self.site.data.manifest)
+            self._manifest = read_site_manifest(self.site)  # refuses a patient in two splits before fit/evaluate
         return self._manifest
 
     def ledger_terms(self) -> LedgerTerms:

@@ -1,17 +1,22 @@
 """Virtual-site splits of a manifest, always grouped by patient: natural, IID, Dirichlet label skew, quantity skew."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from bcvlm_model import TASKS
+from bcvlm_model.data.split_guard import check_patients_disjoint
+
+LOGGER = logging.getLogger(__name__)
 
 SITE_COLUMN = "sim_site"
 """Column added by `split_sites`: the virtual site a row belongs to."""
 
 SPLIT_KINDS = ("natural", "iid", "dirichlet", "quantity")
+SMALL_SITE_POLICIES = ("drop", "keep")
 NATURAL_KEYS = ("site_id", "machine_id", "manufacturer", "manufacturer_model", "source")
 
 
@@ -30,12 +35,24 @@ class SplitConfig:
     dirichlet_task: str = "malignancy"
     quantity_sigma: float = 1.0
     min_patients_per_site: int = 4
+    # natural splits: a site with fewer patients than min_patients_per_site is dropped ("drop") or kept ("keep");
+    # both say so in a warning naming the site.
+    natural_small_sites: str = "drop"
+    # Keep the data set's own split column (VinDr, CBIS-DDSM train/test): its test patients stay test, val is
+    # drawn from its training patients (val_fraction) unless it has a val split; test_fraction is not used.
+    # False replaces it with a new split, and says so when the manifest had one.
+    keep_official: bool = False
     val_fraction: float = 0.15
     test_fraction: float = 0.25
     seed: int = 0
     # Mixed federation: source -> tasks whose labels that source's sites keep (others are masked to NaN).
     # e.g. {"rsna": ["malignancy"], "vindr": ["calcification"]}; empty keeps every label.
     tasks_by_source: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.natural_small_sites not in SMALL_SITE_POLICIES:
+            raise SplitError(f"split.natural_small_sites '{self.natural_small_sites}' is not one of "
+                             f"{SMALL_SITE_POLICIES}")
 
 
 def _validate(manifest: pd.DataFrame, cfg: SplitConfig) -> None:
@@ -160,6 +177,57 @@ def _assign_dirichlet(labels: pd.Series, cfg: SplitConfig, rng: np.random.Genera
     )
 
 
+def _drop_small_natural_sites(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """Natural sites below `min_patients_per_site`: dropped (or kept, per `natural_small_sites`), said in a warning."""
+    patients = table.groupby(SITE_COLUMN)["patient_id"].nunique()
+    small = patients[patients < cfg.min_patients_per_site].sort_index()
+    if small.empty:
+        return table
+    listed = ", ".join(f"{site} ({count})" for site, count in small.items())
+    if cfg.natural_small_sites == "keep":
+        LOGGER.warning("natural split: %d site(s) have fewer than split.min_patients_per_site=%d patients and are "
+                       "kept (split.natural_small_sites=keep): %s", len(small), cfg.min_patients_per_site, listed)
+        return table
+    kept = table[~table[SITE_COLUMN].isin(small.index)]
+    if kept.empty:
+        raise SplitError(f"natural split on '{cfg.natural_key}': every site has fewer than "
+                         f"split.min_patients_per_site={cfg.min_patients_per_site} patients ({listed})")
+    LOGGER.warning("natural split: dropped %d site(s) with fewer than split.min_patients_per_site=%d patients "
+                   "(%d images; set split.natural_small_sites=keep to keep them): %s", len(small),
+                   cfg.min_patients_per_site, len(table) - len(kept), listed)
+    return kept.copy()
+
+
+def _official_split_of_patients(manifest: pd.DataFrame) -> pd.Series | None:
+    """Per patient, the data set's own split (None when no row has one); a patient in two splits is refused."""
+    if "split" not in manifest.columns or not manifest["split"].notna().any():
+        return None
+    check_patients_disjoint(manifest, "manifest (split.keep_official=true)")
+    rows = manifest.loc[manifest["split"].notna()]
+    return rows.groupby(rows["patient_id"].astype(str))["split"].first().astype(str)
+
+
+def _split_keeping_official(labels: pd.Series, official: pd.Series, site: str, cfg: SplitConfig,
+                            rng: np.random.Generator) -> pd.Series:
+    """Official test (and val) patients keep their split; val is drawn from the rest when the data set has none."""
+    given = official.reindex(labels.index)
+    split = pd.Series("train", index=labels.index, dtype=object)
+    split[given == "test"] = "test"
+    split[given == "val"] = "val"
+    if (split == "test").sum() == 0:
+        raise SplitError(f"split.keep_official=true: site '{site}' has no patient in the data set's test split; "
+                         "use another split.natural_key or split.keep_official=false")
+    if not (official == "val").any() and cfg.val_fraction > 0:
+        pool = labels[split == "train"]
+        for cls in sorted(pool.unique()):
+            members = pool.index[pool == cls].to_numpy()
+            members = members[rng.permutation(len(members))]
+            split.loc[members[: int(round(len(members) * cfg.val_fraction))]] = "val"
+    if (split == "train").sum() == 0:
+        raise SplitError(f"split.keep_official=true: site '{site}' keeps no patient for training")
+    return split
+
+
 def _split_within_site(labels: pd.Series, cfg: SplitConfig, rng: np.random.Generator) -> pd.Series:
     """Patient-level train/val/test inside one site, stratified by the patient's label."""
     split = pd.Series("train", index=labels.index, dtype=object)
@@ -193,11 +261,21 @@ def _stratification_labels(manifest: pd.DataFrame) -> pd.Series:
 
 
 def split_sites(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
-    """Return a copy of `manifest` with `sim_site` (virtual site) and `split` (train/val/test) set per patient."""
+    """Return a copy of `manifest` with `sim_site` (virtual site) and `split` (train/val/test) set per patient
+    (natural sites below `min_patients_per_site` are left out unless `natural_small_sites=keep`)."""
     _validate(manifest, cfg)
     rng = np.random.default_rng(cfg.seed)
     table = manifest.copy()
     table["patient_id"] = table["patient_id"].astype(str)
+    official = _official_split_of_patients(table) if cfg.keep_official else None
+    if cfg.keep_official and official is None:
+        raise SplitError("split.keep_official=true but the manifest has no split values to keep")
+    if not cfg.keep_official and "split" in table.columns and table["split"].notna().any():
+        counts = table["split"].dropna().astype(str).value_counts().sort_index()
+        LOGGER.warning("the manifest's own split (%s) is replaced by a new patient-level split (val_fraction=%s, "
+                       "test_fraction=%s); set split.keep_official=true to keep it",
+                       ", ".join(f"{name}: {n} images" for name, n in counts.items()), cfg.val_fraction,
+                       cfg.test_fraction)
     patients = np.array(sorted(table["patient_id"].unique()), dtype=object)
     if cfg.kind == "natural":
         site_of_patient = _assign_natural(table, cfg)
@@ -208,13 +286,19 @@ def split_sites(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     else:
         site_of_patient = _assign_dirichlet(_patient_labels(table, cfg.dirichlet_task).reindex(patients), cfg, rng)
     table[SITE_COLUMN] = table["patient_id"].map(site_of_patient).astype(str)
+    if cfg.kind == "natural":
+        table = _drop_small_natural_sites(table, cfg)
 
     strat = _stratification_labels(table)
     split_of_patient = pd.Series(dtype=object)
     for site in sorted(table[SITE_COLUMN].unique()):
         site_patients = sorted(table.loc[table[SITE_COLUMN] == site, "patient_id"].unique())
-        split_of_patient = pd.concat([split_of_patient, _split_within_site(strat.reindex(site_patients), cfg, rng)])
+        labels = strat.reindex(site_patients)
+        within = (_split_keeping_official(labels, official, site, cfg, rng) if official is not None
+                  else _split_within_site(labels, cfg, rng))
+        split_of_patient = pd.concat([split_of_patient, within])
     table["split"] = table["patient_id"].map(split_of_patient).astype(str)
+    check_patients_disjoint(table, "split_sites")  # by construction; kept as the guard every reader relies on
 
     if cfg.tasks_by_source:
         for source, kept in cfg.tasks_by_source.items():

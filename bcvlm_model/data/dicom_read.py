@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from bcvlm_model.data.errors import DicomRejected
+from bcvlm_model.data.pixel_length import check_native_pixel_length
 
 MAMMOGRAPHY_MODALITIES = ("MG",)
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
@@ -62,9 +63,13 @@ def is_for_processing(ds: Dataset) -> bool:
 
 def decode_pixels(ds: Dataset, path: str | None = None) -> np.ndarray:
     """Decode the stored pixel values (first frame) to a 2-D integer or float array; failures are rejects."""
+    check_native_pixel_length(ds, path)
     try:
         pixels = ds.pixel_array
-    except Exception as exc:  # truncated data, missing decoder, bad header fields
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # truncated data, missing decoder, bad header fields; pylibjpeg-rle panics
+        # (pyo3 PanicException, a BaseException) on RLE segments longer than Rows x Columns
         raise DicomRejected(f"pixel data could not be decoded ({type(exc).__name__}: {exc})", path) from exc
     if pixels.ndim == 3:
         pixels = pixels[0]

@@ -30,15 +30,35 @@ class StrictRejectError(RuntimeError):
 
 @dataclass
 class PrepareSummary:
-    """Counts of one `prepare` run."""
+    """Counts of one `prepare` run, each input once: images = ready_now + ready_cached + rejected + pending."""
 
     images: int
+    """Inputs: table rows / files the adapter accepted plus those it rejected."""
     processed: int
+    """Images decoded in this run (ready or rejected)."""
     skipped: int
+    """Images finished by an earlier run (a cached array or a remembered reject)."""
     rejected: int
+    """Rejects of every stage (table, header, scan, pixels), each once."""
     cache_dir: Path
     finished: bool
     rejects: RejectLog
+    ready_now: int = 0
+    """Arrays written in this run."""
+    ready_cached: int = 0
+    """Arrays already in the cache."""
+    pending: int = 0
+    """Images not processed yet (`max_new_images` stopped the run)."""
+
+    def describe(self) -> str:
+        """One line for the user: each input counted once, rejects grouped by reason."""
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.rejects.counts_by_reason().items())) or "none"
+        state = "done" if self.finished else "stopped early (run again to resume)"
+        line = (f"{state}; {self.images} images: {self.ready_now + self.ready_cached} ready ({self.ready_now} "
+                f"processed now, {self.ready_cached} from the cache), {self.rejected} rejected ({reasons})")
+        if self.pending:
+            line += f", {self.pending} not processed yet"
+        return f"{line}; cache {self.cache_dir}"
 
 
 def _reject_marker(array_path: Path) -> Path:
@@ -124,6 +144,7 @@ def run_prepare(
         raise StrictRejectError(f"--strict: {len(rejects)} reject(s); first: {first['path'] or first['image_id']}: "
                                 f"{first['reason']}")
     manifest = result.manifest
+    inputs = len(manifest) + len(rejects)  # before the pixel stage adds rejects of manifest rows
     folder = record_cache_config(out / "cache", preprocess)
     remove_stale_temporaries(folder)
     cfg_dict = config_to_dict(preprocess)
@@ -147,6 +168,7 @@ def run_prepare(
         jobs = jobs[:max_new_images]
     paths = dict(zip(manifest["image_id"], manifest["path"]))
     processed = 0
+    newly_failed: set[str] = set()
     bar = tqdm(total=len(jobs), desc="prepare", unit="img", disable=not progress)
 
     def handle(image_id: str, reason: str | None) -> None:
@@ -158,6 +180,7 @@ def run_prepare(
             atomic_write_json(_reject_marker(target), {"image_id": image_id, "reason": reason,
                                                        "source": source_fingerprint(paths[image_id])})
             failed_ids.add(image_id)
+            newly_failed.add(image_id)
             rejects.add(image_id, paths[image_id], "pixels", reason)
             if strict:
                 raise StrictRejectError(f"--strict: {paths[image_id]}: {reason}")
@@ -182,6 +205,10 @@ def run_prepare(
         good["path"] = [os.path.abspath(path) for path in good["path"]]  # readable from any working folder
         write_manifest(good, out / "manifest.csv")
         write_rejects(rejects, out / "rejects.csv")
-    return PrepareSummary(images=len(manifest) + len(result.rejects), processed=processed, skipped=skipped,
-                          rejected=len(rejects), cache_dir=folder, finished=finished,
-                          rejects=rejects)
+    cached_now = {image_id for image_id in manifest["image_id"]
+                  if cached_array_path(out / "cache", preprocess, image_id).is_file()}
+    new_ready = processed - len(newly_failed)
+    return PrepareSummary(images=inputs, processed=processed, skipped=skipped, rejected=len(rejects),
+                          cache_dir=folder, finished=finished, rejects=rejects, ready_now=new_ready,
+                          ready_cached=len(cached_now) - new_ready,
+                          pending=len(manifest) - len(cached_now) - len(failed_ids))

@@ -74,8 +74,5 @@ def main(argv: Sequence[str]) -> int:
     except StrictRejectError as exc:
         print(f"bcvlm prepare: {exc}", file=sys.stderr)
         return 1
-    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.rejects.counts_by_reason().items())) or "none"
-    state = "done" if summary.finished else "stopped early (run again to resume)"
-    print(f"bcvlm prepare: {state}; {summary.images} images, {summary.processed} processed, {summary.skipped} "
-          f"already cached, {summary.rejected} rejected ({reasons}); cache {summary.cache_dir}")
+    print(f"bcvlm prepare: {summary.describe()}")
     return 0

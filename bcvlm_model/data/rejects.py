@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,23 @@ import pandas as pd
 from bcvlm_model.atomic_io import atomic_write_text
 
 REJECT_COLUMNS: tuple[str, ...] = ("image_id", "path", "stage", "reason")
-"""Columns of rejects.csv. stage: 'table' (adapter row), 'header' (DICOM tags) or 'pixels' (decode/preprocess)."""
+"""Columns of rejects.csv. stage: 'scan' (folder entry: broken link, loop, unreadable folder), 'table' (adapter row),
+'header' (DICOM tags) or 'pixels' (decode/preprocess)."""
+
+
+TABLE_LOCATION = re.compile(r"^[^:]*\.csv( line \d+)?: ")
+FIELD_PREFIX = re.compile(r"^field '[^']*'(: )?")
+
+
+def reason_phrase(reason: str) -> str:
+    """The leading phrase of a reject reason, without where it happened or the offending value."""
+    text = TABLE_LOCATION.sub("", reason)
+    named = FIELD_PREFIX.match(text)
+    if named:  # generic CSV: "field 'age': unparseable age 'sixty'" -> "field 'age': unparseable age"
+        if named.group(1) is None:
+            return text.split("(")[0].strip()
+        return f"{named.group(0)}{reason_phrase(text[named.end():])}"
+    return re.split(r"[(:]| '", text, maxsplit=1)[0].strip() or reason
 
 
 @dataclass
@@ -37,10 +54,11 @@ class RejectLog:
         return pd.DataFrame(self.rows, columns=list(REJECT_COLUMNS))
 
     def counts_by_reason(self) -> dict[str, int]:
-        """How many rejects share each reason's leading phrase (text before '(' or ':')."""
+        """How many rejects share each reason's leading phrase: without the table location ('train.csv line 5: ')
+        and cut before '(', ':' or a quoted value, so 'unparseable laterality' counts every bad laterality."""
         counts: dict[str, int] = {}
         for row in self.rows:
-            key = row["reason"].split("(")[0].split(":")[0].strip()
+            key = reason_phrase(row["reason"])
             counts[key] = counts.get(key, 0) + 1
         return counts
 

@@ -64,21 +64,30 @@ def _plain(value: Any) -> str:
 
 @dataclass(frozen=True)
 class FieldPhrases:
-    """How one field is rendered: its section, a value formatter and its paraphrases ({v} = formatted value)."""
+    """How one field is rendered: its section, a value formatter, its paraphrases ({v} = formatted value) and the
+    paraphrases said when the value is missing (each a whole phrase: "age not recorded", never "not recorded old")."""
 
     section: str
     format_value: Callable[[Any], str]
     phrases: tuple[str, ...]
+    missing_phrases: tuple[str, ...]
 
 
 FIELD_PHRASES: dict[str, FieldPhrases] = {
-    "age": FieldPhrases("patient", _age, ("age {v}", "patient aged {v}", "{v} old")),
-    "implant": FieldPhrases("patient", _implant, ("breast implant {v}", "implant {v}", "implants: {v}")),
-    "view": FieldPhrases("exam", _view, ("{v} view", "view {v}", "projection {v}")),
-    "manufacturer": FieldPhrases("exam", _plain, ("manufacturer {v}", "unit made by {v}", "vendor {v}")),
-    "machine_id": FieldPhrases("exam", _plain, ("machine {v}", "machine id {v}", "acquired on machine {v}")),
-    "laterality": FieldPhrases("breast", _laterality, ("{v} breast", "side {v}", "laterality {v}")),
-    "density": FieldPhrases("breast", _density, ("density {v}", "breast density {v}", "tissue density {v}")),
+    "age": FieldPhrases("patient", _age, ("age {v}", "patient aged {v}", "{v} old"),
+                        ("age " + NOT_RECORDED, "patient age " + NOT_RECORDED)),
+    "implant": FieldPhrases("patient", _implant, ("breast implant {v}", "implant {v}", "implants: {v}"),
+                            ("breast implant " + NOT_RECORDED, "implant status " + NOT_RECORDED)),
+    "view": FieldPhrases("exam", _view, ("{v} view", "view {v}", "projection {v}"),
+                         ("view " + NOT_RECORDED, "projection " + NOT_RECORDED)),
+    "manufacturer": FieldPhrases("exam", _plain, ("manufacturer {v}", "unit made by {v}", "vendor {v}"),
+                                 ("manufacturer " + NOT_RECORDED, "vendor " + NOT_RECORDED)),
+    "machine_id": FieldPhrases("exam", _plain, ("machine {v}", "machine id {v}", "acquired on machine {v}"),
+                               ("machine " + NOT_RECORDED, "machine id " + NOT_RECORDED)),
+    "laterality": FieldPhrases("breast", _laterality, ("{v} breast", "side {v}", "laterality {v}"),
+                               ("laterality " + NOT_RECORDED, "side " + NOT_RECORDED)),
+    "density": FieldPhrases("breast", _density, ("density {v}", "breast density {v}", "tissue density {v}"),
+                            ("density " + NOT_RECORDED, "breast density " + NOT_RECORDED)),
 }
 """Phrase table of template version TEMPLATE_VERSION; fields not listed render as "<field> <value>" in "exam"."""
 
@@ -86,7 +95,8 @@ SECTION_TITLES = {"patient": "Patient", "exam": "Exam", "breast": "Breast"}
 
 
 def _phrases_for(field_name: str) -> FieldPhrases:
-    return FIELD_PHRASES.get(field_name, FieldPhrases("exam", _plain, (field_name.replace("_", " ") + " {v}",)))
+    name = field_name.replace("_", " ")
+    return FIELD_PHRASES.get(field_name, FieldPhrases("exam", _plain, (name + " {v}",), (f"{name} {NOT_RECORDED}",)))
 
 
 class ReportTemplate:
@@ -111,16 +121,15 @@ class ReportTemplate:
         for field_name in cfg.fields:
             spec = _phrases_for(field_name)
             value = metadata.get(field_name)
-            if is_missing(value):
-                if cfg.missing == "omit" or field_name in cfg.omit_missing_fields:
-                    continue
-                shown = NOT_RECORDED
-            else:
-                shown = spec.format_value(value)
+            missing = is_missing(value)
+            if missing and (cfg.missing == "omit" or field_name in cfg.omit_missing_fields):
+                continue
             if rng is not None and cfg.mask_probability > 0 and rng.random() < cfg.mask_probability:
                 continue
-            phrase = spec.phrases[rng.randrange(len(spec.phrases))] if (rng is not None and cfg.paraphrase) else spec.phrases[0]
-            by_section[spec.section].append(phrase.format(v=shown))
+            # a missing value has its own whole phrases: "{v} old" with v = "not recorded" would read "not recorded old"
+            choices = spec.missing_phrases if missing else spec.phrases
+            phrase = choices[rng.randrange(len(choices))] if (rng is not None and cfg.paraphrase) else choices[0]
+            by_section[spec.section].append(phrase if missing else phrase.format(v=spec.format_value(value)))
         parts = []
         for section in SECTIONS:
             phrases = by_section[section]

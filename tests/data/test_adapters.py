@@ -65,7 +65,7 @@ def test_vindr_adapter_proxy_label_and_calcification(tmp_path):
     _write(tmp_path / "metadata.csv",
            "Series Instance UID,SOP Instance UID,Patient's Age,Manufacturer\nse1,i1,053Y,SIEMENS\nse1,i2,053Y,SIEMENS\n")
     for study, image in (("s1", "i1"), ("s1", "i2"), ("s2", "i3"), ("s2", "i4")):
-        write_mg(tmp_path / "images" / study / f"{image}.dicom", PIXELS)
+        write_mg(tmp_path / "images" / study / f"{image}.dicom", PIXELS, PatientID=f"patient-of-{study}")
     result = build_manifest(DataSourceConfig(kind="vindr", root=str(tmp_path), site_id="vn"))
     m = result.manifest.set_index("image_id")
     assert m["malignancy"].to_dict() == {"i1": 1.0, "i2": 0.0, "i3": 1.0}

@@ -74,3 +74,25 @@ def test_cli_counts_and_wrong_paths(tmp_path, mixed_folder, capsys):
     assert code == 0 and "6 rejected" in out and "no pixel data: 1" in out
     code = prepare_main(["--source", "rsna", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o3")])
     assert code == 2 and "root: folder not found" in capsys.readouterr().err
+
+
+def test_the_summary_counts_each_input_once_on_first_and_repeated_runs(tmp_path, mixed_folder, capsys):
+    """9 files: 3 good, 6 rejected (one of them, the truncated file, only at the pixel stage)."""
+    root, _ = mixed_folder
+    args = ["--source", "dicom_folder", "--root", str(root), "--out", str(tmp_path / "o"), "--size", "32x16", "--quiet"]
+    for ready in ("3 ready (3 processed now, 0 from the cache)", "3 ready (0 processed now, 3 from the cache)"):
+        assert prepare_main(args) == 0
+        out = capsys.readouterr().out
+        assert "9 images: " + ready + ", 6 rejected" in out, out
+
+
+def test_table_rejects_are_grouped_by_reason_not_by_line(tmp_path, capsys):
+    root = tmp_path / "rsna"
+    (root / "train_images" / "p1").mkdir(parents=True)
+    (root / "train.csv").write_text("site_id,patient_id,image_id,laterality,view\n"
+                                    "1,p1,i1,X,CC\n1,p1,i2,Q,CC\n1,p1,i3,L,CC\n")
+    write_mg(root / "train_images" / "p1" / "i3.dcm", breast_pixels(64, 32))
+    assert prepare_main(["--source", "rsna", "--root", str(root), "--out", str(tmp_path / "o"), "--size", "32x16",
+                         "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "3 images: 1 ready" in out and "2 rejected (unparseable laterality: 2)" in out, out

@@ -44,3 +44,12 @@ def test_ray_address_joins_a_cluster_and_an_empty_one_is_refused() -> None:
     assert load_simulation_config("tiny").resources.ray_address is None
     with pytest.raises(ConfigError, match="resources.ray_address"):
         load_simulation_config("tiny", ["resources.ray_address=' '"])
+
+
+def test_split_keys_of_real_data_sets_are_checked_at_load() -> None:
+    cfg = load_simulation_config("simulate", ["split.keep_official=true", "split.natural_small_sites=keep"])
+    assert cfg.split.keep_official is True and cfg.split.natural_small_sites == "keep"
+    with pytest.raises(ConfigError, match="natural_small_sites"):
+        load_simulation_config("simulate", ["split.natural_small_sites=merge"])
+    with pytest.raises(ConfigError, match="keep_official"):
+        load_simulation_config("simulate", ["split.keep_official=perhaps"])

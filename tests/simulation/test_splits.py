@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bcvlm_model.data.split_guard import PatientOverlapError
 from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, SplitError, split_sites, split_summary
 
 
@@ -139,3 +140,76 @@ def test_bad_settings_give_clear_errors() -> None:
         split_sites(rsna_layout_manifest(), SplitConfig(kind="dirichlet", dirichlet_alpha=0.0))
     with pytest.raises(SplitError, match="patients"):
         split_sites(rsna_layout_manifest(n_patients=10), SplitConfig(kind="iid", num_sites=50))
+
+
+def with_official_split(manifest: pd.DataFrame, test_every: int = 4) -> pd.DataFrame:
+    """Give every patient a data-set split as VinDr / CBIS-DDSM manifests carry it: every 4th patient is test."""
+    table = manifest.copy()
+    number = table["patient_id"].astype(int) - 10000
+    table["split"] = np.where(number % test_every == 0, "test", "train")
+    return table
+
+
+def test_keep_official_keeps_the_data_sets_test_patients() -> None:
+    manifest = with_official_split(rsna_layout_manifest())
+    table = split_sites(manifest, SplitConfig(kind="natural", natural_key="site_id", keep_official=True,
+                                              val_fraction=0.2))
+    official_test = set(manifest.loc[manifest["split"] == "test", "patient_id"])
+    assert set(table.loc[table["split"] == "test", "patient_id"]) == official_test
+    assert table.loc[table["split"] == "val", "patient_id"].nunique() > 0  # drawn from official training patients
+    assert_patient_grouping(table)
+
+
+def test_replacing_an_official_split_is_said(caplog) -> None:
+    manifest = with_official_split(rsna_layout_manifest())
+    with caplog.at_level("WARNING"):
+        table = split_sites(manifest, SplitConfig(kind="natural", natural_key="site_id"))
+    assert "the manifest's own split (test: 120 images, train: 360 images) is replaced" in caplog.text
+    assert "split.keep_official=true" in caplog.text
+    assert set(table.loc[table["split"] == "test", "patient_id"]) != set(
+        manifest.loc[manifest["split"] == "test", "patient_id"])
+
+
+def test_a_manifest_without_a_split_is_not_said_to_be_replaced(caplog) -> None:
+    with caplog.at_level("WARNING"):
+        split_sites(rsna_layout_manifest(), SplitConfig(kind="natural", natural_key="site_id"))
+    assert "replaced" not in caplog.text
+
+
+def test_keep_official_refuses_a_patient_in_two_official_splits() -> None:
+    manifest = with_official_split(rsna_layout_manifest())
+    first = manifest.index[0]
+    manifest.loc[first, "split"] = "test" if manifest.loc[first, "split"] == "train" else "train"
+    with pytest.raises(PatientOverlapError, match="both 'test' and 'train'"):
+        split_sites(manifest, SplitConfig(kind="natural", natural_key="site_id", keep_official=True))
+
+
+def test_keep_official_refuses_a_site_without_official_test_patients() -> None:
+    manifest = with_official_split(rsna_layout_manifest())
+    manifest.loc[manifest["site_id"] == "2", "split"] = "train"
+    with pytest.raises(SplitError, match="site 'site_id-2' has no patient in the data set's test split"):
+        split_sites(manifest, SplitConfig(kind="natural", natural_key="site_id", keep_official=True))
+
+
+def test_natural_sites_below_the_minimum_are_dropped_and_named(caplog) -> None:
+    manifest = rsna_layout_manifest(n_patients=60)
+    manifest.loc[manifest["patient_id"].isin(["10001", "10002"]), "machine_id"] = "99"  # a 2-patient machine
+    with caplog.at_level("WARNING"):
+        table = split_sites(manifest, SplitConfig(kind="natural", natural_key="machine_id", min_patients_per_site=4))
+    assert "machine_id-99" not in set(table[SITE_COLUMN])
+    assert not table["patient_id"].isin(["10001", "10002"]).any()
+    assert "dropped 1 site(s)" in caplog.text and "machine_id-99 (2)" in caplog.text
+
+
+def test_natural_small_sites_keep_keeps_them_with_a_warning(caplog) -> None:
+    manifest = rsna_layout_manifest(n_patients=60)
+    manifest.loc[manifest["patient_id"].isin(["10001", "10002"]), "machine_id"] = "99"
+    with caplog.at_level("WARNING"):
+        table = split_sites(manifest, SplitConfig(kind="natural", natural_key="machine_id", min_patients_per_site=4,
+                                                  natural_small_sites="keep"))
+    assert "machine_id-99" in set(table[SITE_COLUMN]) and "machine_id-99 (2)" in caplog.text
+
+
+def test_an_unknown_small_site_policy_is_refused() -> None:
+    with pytest.raises(SplitError, match="natural_small_sites"):
+        SplitConfig(natural_small_sites="merge")

@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from bcvlm_model.data.adapters.patients import unify_patient_splits
 from bcvlm_model.data.errors import DataSourceError
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, validate
 from bcvlm_model.data.rejects import RejectLog
@@ -138,7 +139,8 @@ def new_row(**values: Any) -> dict[str, Any]:
 
 
 def finalize(rows: list[dict[str, Any]], rejects: RejectLog, check_files: bool = True) -> AdapterResult:
-    """Drop rows whose image file is missing or whose image_id repeats (both -> rejects), validate the rest."""
+    """Drop rows whose image file is missing or whose image_id repeats (both -> rejects), give each patient one
+    split (`patients.unify_patient_splits`), validate the rest."""
     kept: list[dict[str, Any]] = []
     seen: set[str] = set()
     for row in rows:
@@ -151,5 +153,7 @@ def finalize(rows: list[dict[str, Any]], rejects: RejectLog, check_files: bool =
             continue
         seen.add(image_id)
         kept.append(row)
+    if kept:
+        unify_patient_splits(kept, str(kept[0]["source"]))
     frame = pd.DataFrame(kept, columns=list(MANIFEST_COLUMNS))
     return AdapterResult(validate(frame), rejects)

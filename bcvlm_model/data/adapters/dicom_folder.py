@@ -1,7 +1,7 @@
 """Plain DICOM folder adapter: metadata from tags (age, side, view, vendor, implant), optionally joined with a CSV."""
 from __future__ import annotations
 
-import re
+import logging
 from pathlib import Path
 
 from tqdm import tqdm
@@ -11,30 +11,36 @@ from bcvlm_model.data.adapters.common import (
     resolve_path,
 )
 from bcvlm_model.data.adapters.field_parsing import check_column_map, parse_field
+from bcvlm_model.data.adapters.patients import patient_id_from_tag
 from bcvlm_model.data.dicom_read import check_mammography, decode_pixels, read_dicom, read_dicom_header
 from bcvlm_model.data.errors import DicomRejected
+from bcvlm_model.data.folder_scan import SkippedEntry, scan_dicom_folder
 from bcvlm_model.data.orientation import laterality_from_content, laterality_from_tags, view_from_tags
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.rejects import RejectLog
 from bcvlm_model.data.source_config import DataSourceConfig
 
-CBIS_PATIENT_ID = re.compile(r"^(?:Calc|Mass)-(?:Training|Test)_(P_\d+)_(?:LEFT|RIGHT)_(?:CC|MLO)$")
 IMPLANT_VALUES = {"YES": 1.0, "NO": 0.0}
+LOGGER = logging.getLogger(__name__)
 
 
 def list_candidate_files(root: Path, suffixes: list[str]) -> list[Path]:
-    """Files under root whose suffix (lower-cased) is one of `suffixes` ('' = no suffix), sorted; hidden ones skipped."""
-    wanted = {s.lower() for s in suffixes}
-    return sorted(p for p in root.rglob("*")
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in wanted)
+    """Files under root whose suffix (lower-cased) is one of `suffixes` ('' = no suffix), sorted; hidden ones skipped;
+    symlinked sub-folders followed once (see `folder_scan.scan_dicom_folder`)."""
+    return scan_dicom_folder(root, suffixes).files
 
 
-def patient_id_from_tag(value: str | None, fallback: str) -> str:
-    """PatientID, except CBIS-DDSM's per-image ids ('Mass-Test_P_00173_RIGHT_CC') which become 'P_00173'."""
-    if not value:
-        return fallback
-    match = CBIS_PATIENT_ID.match(value)
-    return match.group(1) if match else value
+def report_skipped_entries(skipped: list[SkippedEntry], rejects: RejectLog, root: Path) -> None:
+    """Entries that may hide images go to rejects (stage 'scan'); ignored names are counted in one log line."""
+    ignored: dict[str, list[str]] = {}
+    for entry in skipped:
+        if entry.could_be_image:
+            rejects.add(Path(entry.path).stem, entry.path, "scan", entry.reason)
+        else:
+            ignored.setdefault(entry.reason, []).append(entry.path)
+    for reason, paths in sorted(ignored.items()):
+        LOGGER.warning("%s: skipped %d entr%s (%s), e.g. %s", root, len(paths), "y" if len(paths) == 1 else "ies",
+                       reason, ", ".join(paths[:3]))
 
 
 def laterality_by_content(path: Path) -> str:
@@ -73,7 +79,9 @@ def build_dicom_folder_manifest(cfg: DataSourceConfig, progress: bool = False) -
         join = {str(r[cfg.join_column]).strip(): r for r in table.to_dict("records")}
     rejects = RejectLog()
     rows = []
-    for path in tqdm(list_candidate_files(root, cfg.dicom_suffixes), desc="scan DICOM", disable=not progress):
+    scan = scan_dicom_folder(root, cfg.dicom_suffixes)
+    report_skipped_entries(scan.skipped, rejects, root)
+    for path in tqdm(scan.files, desc="scan DICOM", disable=not progress):
         try:
             row = header_row(path, cfg)
         except DicomRejected as exc:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import replace
 
 import pytest
@@ -53,3 +54,34 @@ def test_version_mismatch_and_bad_options_are_refused() -> None:
     with pytest.raises(ValueError, match="text.missing"):
         render_report(CASE, TextConfig(missing="blank"))
     assert TEMPLATE_VERSION == TextConfig().template_version
+
+
+EVERY_FIELD = ("age", "implant", "view", "manufacturer", "machine_id", "laterality", "density", "site_id")
+WHOLE_MISSING_PHRASE = re.compile(r"^[a-z][a-z ]* not recorded$")
+
+
+def _phrases(text: str) -> list[str]:
+    """The phrases of a rendered report: sections split on '. ', titles and separators removed."""
+    phrases = []
+    for section in text.rstrip(".").split(". "):
+        phrases += section.split(": ", 1)[1].split("; ")
+    return phrases
+
+
+def test_every_missing_field_renders_a_whole_phrase_in_every_paraphrase() -> None:
+    """Seen in real data: "not recorded old", "unit made by not recorded"."""
+    cfg = TextConfig(fields=list(EVERY_FIELD), omit_missing_fields=[], mask_probability=0.0)
+    missing = {name: None for name in EVERY_FIELD}
+    texts = {render_report(missing, cfg)} | {render_report(missing, cfg, random.Random(seed)) for seed in range(200)}
+    for text in texts:
+        phrases = _phrases(text)
+        assert len(phrases) == len(EVERY_FIELD), text
+        assert all(WHOLE_MISSING_PHRASE.match(phrase) for phrase in phrases), text
+    assert len(texts) > 10  # the paraphrases of missing values were exercised
+
+
+def test_the_canonical_report_with_every_field_missing() -> None:
+    cfg = TextConfig(fields=list(EVERY_FIELD), omit_missing_fields=[])
+    assert render_report({}, cfg) == (
+        "Patient: age not recorded; breast implant not recorded. Exam: view not recorded; manufacturer not recorded; "
+        "machine not recorded; site id not recorded. Breast: laterality not recorded; density not recorded.")
