@@ -112,3 +112,19 @@ def test_nothing_frozen_means_no_cache(model_factory, tmp_path) -> None:
     model = model_factory("image_only")
     model.image_backbone.set_trainable_stages(-1)
     assert frozen_feature_training(model, _loader(Cases(2)), tmp_path / "cache", PREPROCESS) is None
+
+
+def test_changed_frozen_weights_recompute_the_cache(dp_model, tmp_path) -> None:
+    model = copy.deepcopy(dp_model)
+    first = frozen_feature_training(model, _loader(Cases(3)), tmp_path / "cache", PREPROCESS)
+    with torch.no_grad():
+        next(model.image_backbone.stages[0].parameters()).mul_(1.01)
+    second = frozen_feature_training(model, _loader(Cases(3)), tmp_path / "cache", PREPROCESS)
+    assert (first.warmed, second.warmed) == (3, 3)
+    assert first.collator.image_store.folder != second.collator.image_store.folder
+
+
+def test_unchanged_model_reuses_the_cache_in_a_new_process_state(dp_model, tmp_path) -> None:
+    frozen_feature_training(copy.deepcopy(dp_model), _loader(Cases(3)), tmp_path / "cache", PREPROCESS)
+    again = frozen_feature_training(copy.deepcopy(dp_model), _loader(Cases(3)), tmp_path / "cache", PREPROCESS)
+    assert again.warmed == 0
