@@ -39,7 +39,7 @@ class FrozenFeatureCollator:
 
     def __init__(self, inner: Callable[[Sequence[Any]], dict[str, Any]], model: nn.Module, plan: FrozenPrefixPlan,
                  image_store: FrozenFeatureStore | None, text_store: FrozenFeatureStore | None) -> None:
-        if plan.caches_image != (image_store is not None) or plan.text_frozen != (text_store is not None):
+        if plan.caches_image != (image_store is not None) or plan.text_cached != (text_store is not None):
             raise ValueError("FrozenFeatureCollator: a store is needed for exactly the cached parts of the plan")
         self.inner = inner
         self.model = model

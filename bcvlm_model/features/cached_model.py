@@ -33,7 +33,7 @@ def input_keys_for(plan: FrozenPrefixPlan, uses_image: bool, uses_text: bool) ->
         keys += ([FROZEN_IMAGE_KEY, *(frozen_tap_key(i) for i in range(plan.frozen_taps))] if plan.caches_image
                  else list(PLAIN_IMAGE_KEYS))
     if uses_text:
-        keys += [TEXT_HIDDEN_KEY, "attention_mask"] if plan.text_frozen else list(PLAIN_TEXT_KEYS)
+        keys += [TEXT_HIDDEN_KEY, "attention_mask"] if plan.text_cached else list(PLAIN_TEXT_KEYS)
     return tuple(keys)
 
 
@@ -76,7 +76,7 @@ class FrozenFeatureModel(nn.Module):
             text_hidden = text_mask = None
             if vlm.uses_text:
                 text_mask = named["attention_mask"]
-                text_hidden = (named[TEXT_HIDDEN_KEY] if self.plan.text_frozen else vlm.text_encoder_hidden(
+                text_hidden = (named[TEXT_HIDDEN_KEY] if self.plan.text_cached else vlm.text_encoder_hidden(
                     named["input_ids"], text_mask, named["token_type_ids"], named["position_ids"]))
             feature_maps = None
             if vlm.uses_image:

@@ -28,8 +28,9 @@ class FrozenPrefixPlan:
     """Index of the first trainable backbone stage (0 = nothing to cache on the image side)."""
     frozen_taps: int
     """Tapped stages inside the frozen image prefix (their outputs are cached alongside the prefix output)."""
-    text_frozen: bool
-    """The whole text encoder is frozen (its hidden state per report is cacheable)."""
+    text_cached: bool
+    """The text encoder's hidden state is read from the cache: the whole encoder is frozen (and, decided by the
+    training hook, the reports are not augmented: augmented renderings almost never repeat)."""
 
     @property
     def caches_image(self) -> bool:
@@ -37,19 +38,22 @@ class FrozenPrefixPlan:
 
     @property
     def caches_anything(self) -> bool:
-        return self.caches_image or self.text_frozen
+        return self.caches_image or self.text_cached
 
 
-def plan_frozen_prefix(model: nn.Module) -> FrozenPrefixPlan:
-    """The frozen prefix of a BreastVLM as it is configured now (call after the DP trainable set is chosen)."""
+def plan_frozen_prefix(model: nn.Module, reports_augmented: bool = False) -> FrozenPrefixPlan:
+    """The cacheable frozen prefix of a BreastVLM as configured now (call after the DP trainable set is chosen).
+
+    With `reports_augmented` the text side is not cached (its input changes every epoch)."""
     backbone = getattr(model, "image_backbone", None)
     first_trainable = backbone.first_trainable_stage() if backbone is not None else 0
     if backbone is not None and first_trainable == len(backbone.stages):
         first_trainable = 0  # a wholly frozen backbone is not a BreastVLM training setup: keep the plain path
     taps = sum(1 for index in backbone.taps if index < first_trainable) if backbone is not None else 0
     text = getattr(model, "text_encoder", None)
-    text_frozen = text is not None and not any(parameter.requires_grad for parameter in text.parameters())
-    return FrozenPrefixPlan(image_first_trainable=first_trainable, frozen_taps=taps, text_frozen=text_frozen)
+    text_cached = (not reports_augmented and text is not None
+                   and not any(parameter.requires_grad for parameter in text.parameters()))
+    return FrozenPrefixPlan(image_first_trainable=first_trainable, frozen_taps=taps, text_cached=text_cached)
 
 
 def image_key_payload(model: nn.Module, plan: FrozenPrefixPlan, preprocess: PreprocessConfig) -> dict:

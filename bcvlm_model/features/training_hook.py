@@ -15,6 +15,7 @@ from bcvlm_model.features.cached_batches import FrozenFeatureCollator, warm_imag
 from bcvlm_model.features.cached_model import FrozenFeatureModel
 from bcvlm_model.features.frozen_cache import FrozenFeatureStore
 from bcvlm_model.features.frozen_prefix import image_key_payload, plan_frozen_prefix, text_key_payload
+from bcvlm_model.text import ReportCollator
 
 LOGGER = logging.getLogger("bcvlm_model.features")
 
@@ -30,17 +31,27 @@ class CachedTraining:
     """Image records computed by the up-front pass (0 when every record was cached already)."""
 
 
+def reports_augmented(collate_fn: object) -> bool:
+    """Whether the loader's collator renders augmented reports (an unknown collator counts as augmenting)."""
+    if not isinstance(collate_fn, ReportCollator):
+        return True
+    cfg = collate_fn.template.cfg
+    return bool(collate_fn.train and (cfg.paraphrase or cfg.shuffle_within_section or cfg.mask_probability > 0))
+
+
 def frozen_feature_training(model: nn.Module, loader: DataLoader, cache_root: str | os.PathLike[str],
                             preprocess: PreprocessConfig, storage_dtype: str = "float16",
                             device: str | torch.device = "cpu", warm: bool = True) -> CachedTraining | None:
     """Wrap `model` and `loader` to train from cached frozen-prefix outputs; None when nothing is frozen.
 
     Call after the trainable set is final (DP-ready) and before the loop: the stores are keyed by the frozen
-    weights as they are now. The returned loader keeps `loader`'s dataset, batch size, sampler and generator, runs
+    weights as they are now. The image prefix is always cached (images are not augmented); the frozen text encoder
+    only when the collator renders canonical reports (augmented renderings almost never repeat, so they run the
+    encoder every step as without the cache). The returned loader keeps `loader`'s dataset, batch size, sampler and generator, runs
     its collate function first (augmentation and extra fields unchanged) and works in the main process (cached
     batches are cheap; misses run the frozen prefix on `device`). Opacus' `make_private` rebuilds it as usual.
     """
-    plan = plan_frozen_prefix(model)
+    plan = plan_frozen_prefix(model, reports_augmented(loader.collate_fn))
     if not plan.caches_anything:
         return None
     model.to(torch.device(device))
@@ -48,7 +59,7 @@ def frozen_feature_training(model: nn.Module, loader: DataLoader, cache_root: st
     image_store = (FrozenFeatureStore.open(root, "image", image_key_payload(model, plan, preprocess), storage_dtype)
                    if plan.caches_image else None)
     text_store = (FrozenFeatureStore.open(root, "text", text_key_payload(model), storage_dtype)
-                  if plan.text_frozen else None)
+                  if plan.text_cached else None)
     warmed = 0
     if image_store is not None and warm:
         manifest = getattr(loader.dataset, "manifest", None)

@@ -16,12 +16,12 @@ def test_dp_model_freezes_all_but_the_last_stage_and_the_text_encoder(model_fact
     model = make_dp_ready(model_factory("vlm"), DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0))
     plan = plan_frozen_prefix(model)
     stages = len(model.image_backbone.stages)
-    assert (plan.image_first_trainable, plan.frozen_taps, plan.text_frozen) == (stages - 1, 1, True)
+    assert (plan.image_first_trainable, plan.frozen_taps, plan.text_cached) == (stages - 1, 1, True)
 
 
 def test_trainable_text_layer_is_not_cached(model_factory) -> None:
     model = make_dp_ready(model_factory("vlm"), DPReadyConfig(image_trainable_stages=1, text_trainable_layers=1))
-    assert plan_frozen_prefix(model).text_frozen is False
+    assert plan_frozen_prefix(model).text_cached is False
 
 
 def test_image_key_changes_with_a_frozen_weight(model_factory) -> None:

@@ -40,8 +40,11 @@ class Cases(Dataset):
         return self.items[index]
 
 
-def _loader(dataset: Dataset) -> DataLoader:
-    collator = ReportCollator(TextConfig(), train=True, seed=11)  # augmented reports: cached per rendering
+CANONICAL = TextConfig(paraphrase=False, shuffle_within_section=False, mask_probability=0.0)
+
+
+def _loader(dataset: Dataset, augment: bool = True) -> DataLoader:
+    collator = ReportCollator(TextConfig() if augment else CANONICAL, train=True, seed=11)
     return DataLoader(dataset, batch_size=4, shuffle=True, collate_fn=collator,
                       generator=torch.Generator().manual_seed(5))
 
@@ -56,43 +59,54 @@ def dp_model(model_factory) -> torch.nn.Module:
     return make_dp_ready(model_factory("vlm"), DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0))
 
 
-def _train_both(model: torch.nn.Module, tmp_path, dp: DPTrainState | None, epochs: int = 2) -> tuple[dict, dict, dict]:
+def _train_both(model: torch.nn.Module, tmp_path, dp: DPTrainState | None, augment: bool,
+                epochs: int = 2) -> tuple[dict, dict, dict]:
     dataset = Cases(10)
     cfg = LocalTrainConfig(local_steps=0, learning_rate=5e-2, optimizer="sgd", momentum=0.0)
     start = get_trainable_state(model)
     plain = copy.deepcopy(model)
-    plain_loader = _loader(dataset)
+    plain_loader = _loader(dataset, augment)
     for _ in range(epochs):
         train_local(plain, plain_loader, cfg, dp=copy.deepcopy(dp), seed=1)
     cached_model = copy.deepcopy(model)
-    cached = frozen_feature_training(cached_model, _loader(dataset), tmp_path / "cache", PREPROCESS,
+    cached = frozen_feature_training(cached_model, _loader(dataset, augment), tmp_path / "cache", PREPROCESS,
                                      storage_dtype="float32")
-    assert cached is not None and cached.warmed == len(dataset)
+    assert cached is not None and cached.warmed == len(dataset) and cached.module.plan.text_cached is not augment
     for _ in range(epochs):
         train_local(cached.module, cached.loader, cfg, dp=copy.deepcopy(dp), seed=1)
     return start, get_trainable_state(plain), get_trainable_state(cached_model)
 
 
-def test_cached_epochs_give_the_plain_update(dp_model, tmp_path) -> None:
-    start, plain, cached = _train_both(dp_model, tmp_path, dp=None)
+@pytest.mark.parametrize("augment", [True, False], ids=["augmented-reports", "canonical-reports-text-cached"])
+def test_cached_epochs_give_the_plain_update(dp_model, tmp_path, augment) -> None:
+    start, plain, cached = _train_both(dp_model, tmp_path, dp=None, augment=augment)
     assert _max_difference(start, plain) > 1e-3  # training moved the parameters
     assert _max_difference(plain, cached) < 1e-4
 
 
-def test_cached_epochs_give_the_plain_update_under_opacus_clipping(dp_model, tmp_path) -> None:
+@pytest.mark.parametrize("augment", [True, False], ids=["augmented-reports", "canonical-reports-text-cached"])
+def test_cached_epochs_give_the_plain_update_under_opacus_clipping(dp_model, tmp_path, augment) -> None:
     dp = DPTrainState(noise_multiplier=0.3, max_grad_norm=0.05, delta=1e-5, insecure_seed=17)
-    start, plain, cached = _train_both(dp_model, tmp_path, dp=dp)
+    start, plain, cached = _train_both(dp_model, tmp_path, dp=dp, augment=augment)
     assert _max_difference(start, plain) > 1e-3
     assert _max_difference(plain, cached) < 1e-4
 
 
 def test_second_epoch_reads_every_record_from_the_cache(dp_model, tmp_path) -> None:
-    cached = frozen_feature_training(copy.deepcopy(dp_model), _loader(Cases(6)), tmp_path / "cache", PREPROCESS)
+    cached = frozen_feature_training(copy.deepcopy(dp_model), _loader(Cases(6), augment=False), tmp_path / "cache",
+                                     PREPROCESS)
     assert cached is not None
     cfg = LocalTrainConfig(local_steps=0, learning_rate=1e-3)
     train_local(cached.module, cached.loader, cfg)
+    assert cached.collator.misses["text"] == 6  # canonical reports: computed once ...
     train_local(cached.module, cached.loader, cfg)
-    assert cached.collator.misses["image"] == 0 and cached.collator.hits["image"] == 12
+    assert cached.collator.misses == {"image": 0, "text": 6} and cached.collator.hits == {"image": 12, "text": 6}
+
+
+def test_augmented_reports_run_the_text_encoder_every_step(dp_model, tmp_path) -> None:
+    cached = frozen_feature_training(copy.deepcopy(dp_model), _loader(Cases(2)), tmp_path / "cache", PREPROCESS)
+    assert "input_ids" in cached.module.input_keys and "text_hidden" not in cached.module.input_keys
+    assert not any(path.name.startswith("text-") for path in (tmp_path / "cache").iterdir())
 
 
 def test_extra_batch_fields_pass_through(dp_model, tmp_path) -> None:
