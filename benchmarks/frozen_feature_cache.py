@@ -45,7 +45,7 @@ from bcvlm_model.training import LocalTrainConfig, evaluate, train_local  # noqa
 class BlobRecords(Dataset):
     """Synthetic records as MammographyDataset yields them: malignant images carry a bright blob (learnable)."""
 
-    def __init__(self, count: int, height: int, width: int, seed: int) -> None:
+    def __init__(self, count: int, height: int, width: int, seed: int, contrast: float = 1.5) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.items = []
         for index in range(count):
@@ -53,7 +53,7 @@ class BlobRecords(Dataset):
             image = torch.randn(1, height, width, generator=generator) * 0.5
             if malignant:
                 top, left = height // 3, width // 4
-                image[:, top: top + height // 6, left: left + width // 3] += 1.5
+                image[:, top: top + height // 6, left: left + width // 3] += contrast
             self.items.append({
                 "image": image,
                 "metadata": {"age": 40.0 + index % 40, "view": ("CC", "MLO")[index % 2], "laterality": "LR"[index % 3 % 2],
@@ -169,10 +169,12 @@ def measure_auc(args: argparse.Namespace, cache_root: Path) -> dict[str, Any]:
     height, width = args.auc_size
     torch.manual_seed(0)
     base = make_dp_ready(build_model(model_config(args.tiny, args.bf16)), DPReadyConfig(1, 0))
-    train, test = BlobRecords(args.auc_records, height, width, 1), BlobRecords(args.auc_records, height, width, 2)
+    train = BlobRecords(args.auc_records, height, width, 1, args.auc_contrast)
+    test = BlobRecords(args.auc_records, height, width, 2, args.auc_contrast)
     preprocess = PreprocessConfig(image_height=height, image_width=width)
     test_loader = DataLoader(test, batch_size=args.batch, collate_fn=ReportCollator(TextConfig()))
     results: dict[str, Any] = {"size": f"{height}x{width}", "train_records": len(train), "test_records": len(test),
+                               "blob_contrast": args.auc_contrast,
                                "epochs": args.auc_epochs, "noise_multiplier": args.noise}
     for variant in ("no_cache", "float32", "float16"):
         model = copy.deepcopy(base)
@@ -215,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--auc-size", type=_size, default=(256, 128))
     parser.add_argument("--auc-records", type=int, default=64)
     parser.add_argument("--auc-epochs", type=int, default=4)
+    parser.add_argument("--auc-contrast", type=float, default=0.3, help="blob brightness (low = AUC not saturated)")
     parser.add_argument("--cache-dir", type=Path, help="where the caches go (default: a temporary folder, removed)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
