@@ -64,13 +64,13 @@ class BreastVLM(nn.Module):
         if self.image_backbone is not None:
             self.image_backbone.gradient_checkpointing = enabled
 
-    def _encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
-                     position_ids: torch.Tensor) -> torch.Tensor:
+    def text_encoder_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                            token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """The text encoder's last hidden state [B, T, hidden] (under no_grad when the encoder is frozen)."""
         frozen = not any(parameter.requires_grad for parameter in self.text_encoder.parameters())
         with torch.no_grad() if frozen else contextlib.nullcontext():
-            hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                       token_type_ids=token_type_ids, position_ids=position_ids).last_hidden_state
-        return self.text_projector(hidden)
+            return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                     token_type_ids=token_type_ids, position_ids=position_ids).last_hidden_state
 
     def _co_attend(self, block: CoAttentionBlock, image_tokens: torch.Tensor, text_tokens: torch.Tensor,
                    text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,13 +82,22 @@ class BreastVLM(nn.Module):
                 token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         autocast = torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16)
         with autocast:
+            text_hidden = (self.text_encoder_hidden(input_ids, attention_mask, token_type_ids, position_ids)
+                           if self.uses_text else None)
+            feature_maps = self.image_backbone(image) if self.uses_image else None
+            return self.fuse(feature_maps, text_hidden, attention_mask if self.uses_text else None)
+
+    def fuse(self, feature_maps: list[torch.Tensor] | None, text_hidden: torch.Tensor | None,
+             text_mask: torch.Tensor | None) -> torch.Tensor:
+        """Logits [B, 2] from the image backbone's tapped maps and the text encoder's hidden state: projections,
+        co-attention, pooling and head (everything after the encoders; `forward` and cached-feature training share it)."""
+        device_type = (text_hidden if feature_maps is None else feature_maps[0]).device.type
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
             pooled: list[torch.Tensor] = []
-            text_tokens = text_mask = None
+            text_tokens = None
             if self.uses_text:
-                text_mask = attention_mask
-                text_tokens = self._encode_text(input_ids, attention_mask, token_type_ids, position_ids)
+                text_tokens = self.text_projector(text_hidden)
             if self.uses_image:
-                feature_maps = self.image_backbone(image)
                 for stage, (projector, feature_map) in enumerate(zip(self.visual_projectors, feature_maps)):
                     image_tokens = projector(feature_map)
                     if self.kind == "vlm":

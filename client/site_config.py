@@ -46,6 +46,11 @@ class ComputeConfig:
     num_threads: Optional[int] = None
     """CPU threads for training (torch, OpenMP, MKL); None = the machine's cores (or OMP_NUM_THREADS if set). Use 1
     per site when several sites share one machine."""
+    frozen_feature_cache: bool = True
+    """Train from cached outputs of the frozen image stages and frozen text encoder, computed once per record and kept
+    under <state_dir>/frozen_features (keyed by the frozen weights and the preprocessing; a change recomputes)."""
+    frozen_feature_dtype: str = "float16"
+    """Storage dtype of the frozen-feature cache: "float16" (half the disk) or "float32" (bit-exact features)."""
 
 
 @dataclass
@@ -147,6 +152,8 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
         fail("compute.num_workers", f"must be >= 0, got {cfg.compute.num_workers}")
     if not (cfg.compute.device == "cpu" or cfg.compute.device.startswith("cuda")):
         fail("compute.device", f"must be 'cpu', 'cuda' or 'cuda:N', got '{cfg.compute.device}'")
+    if cfg.compute.frozen_feature_dtype not in ("float16", "float32"):
+        fail("compute.frozen_feature_dtype", f"must be 'float16' or 'float32', got '{cfg.compute.frozen_feature_dtype}'")
     privacy = cfg.privacy
     if privacy.enabled:
         if not privacy.target_epsilon > 0:

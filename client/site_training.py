@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from bcvlm_model import TASKS
 from bcvlm_model.cpu_memory import keep_freed_memory
+from bcvlm_model.features.training_hook import frozen_feature_training
 from bcvlm_model.metrics import ScoreHistogram, score_histogram
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
@@ -110,6 +111,16 @@ class SiteTrainer:
             privacy_unit=self.site.privacy.unit if train and self.site.privacy.enabled else None,
         )
 
+    def _frozen_feature_training(self, model: nn.Module, loader: DataLoader,
+                                 settings: RoundSettings) -> tuple[nn.Module, DataLoader]:
+        """(module, loader) to train: from the site's frozen-feature cache when part of the model is frozen."""
+        compute = self.site.compute
+        if not compute.frozen_feature_cache:
+            return model, loader
+        cached = frozen_feature_training(model, loader, Path(self.site.state_dir) / "frozen_features",
+                                         settings.preprocess, compute.frozen_feature_dtype, compute.device)
+        return (model, loader) if cached is None else (cached.module, cached.loader)
+
     def _manifest_table(self) -> pd.DataFrame:
         if self._manifest is None:
             self._manifest = read_site_manifest(self.site)  # refuses a patient in two splits before fit/evaluate
@@ -197,9 +208,10 @@ class SiteTrainer:
         global_state = arrays_to_state(model, arrays)
         set_trainable_state(model, global_state)
         started = time.perf_counter()
+        train_module, train_loader = self._frozen_feature_training(model, loader, settings)
         result = train_local(
-            model,
-            loader,
+            train_module,
+            train_loader,
             settings.local_train,
             dp=dp_state,
             proximal_mu=settings.proximal_mu,

@@ -103,13 +103,35 @@ class ImageBackbone(nn.Module):
             raise ValueError(f"image must be [B, C, H, W], got shape {tuple(image.shape)}")
         x = image.contiguous(memory_format=torch.contiguous_format)
         height, width = x.shape[-2:]
+        x, frozen_taps = self.forward_frozen(x)
+        return self.forward_trainable(x, frozen_taps, (height, width))
+
+    def forward_frozen(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the frozen stages under no_grad: (their last output, the raw outputs of the frozen tapped stages).
+
+        The first element is the input of the first trainable stage (the image itself when stage 0 trains); this
+        is what a frozen-feature cache stores, so it is returned before `_as_map` (ViT tokens stay tokens)."""
+        x = image.contiguous(memory_format=torch.contiguous_format)
+        frozen_taps: list[torch.Tensor] = []
+        with torch.no_grad():
+            for index in range(self.first_trainable_stage()):
+                x = self.stages[index](x)
+                if index in self.taps:
+                    frozen_taps.append(x)
+        return x, frozen_taps
+
+    def forward_trainable(self, x: torch.Tensor, frozen_taps: list[torch.Tensor],
+                          image_size: tuple[int, int]) -> list[torch.Tensor]:
+        """Run the trainable stages from the frozen prefix's output `x`; returns every tapped feature map.
+
+        `image_size` is the (H, W) of the original image (ViT token maps are reshaped with it)."""
+        height, width = image_size
         first_trainable = self.first_trainable_stage()
-        features: list[torch.Tensor] = []
-        for index, stage in enumerate(self.stages):
-            if index < first_trainable:
-                with torch.no_grad():
-                    x = stage(x)
-            elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        features = [self._as_map(tap, height, width) for tap in frozen_taps]
+        x = x.contiguous(memory_format=torch.contiguous_format)  # never channels-last under DP (Opacus pitfall 3)
+        for index in range(first_trainable, len(self.stages)):
+            stage = self.stages[index]
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(stage, x, use_reentrant=False)
             else:
                 x = stage(x)

@@ -56,13 +56,22 @@ def _masked_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "m
     return masked_multitask_bce(logits, labels, reduction=reduction)
 
 
-def model_inputs(batch: Mapping[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+def model_input_keys(model: nn.Module) -> tuple[str, ...]:
+    """Batch keys the model reads, in forward-argument order: its `input_keys` (a `FrozenFeatureModel` reads cached
+    prefix outputs) or MODEL_INPUTS."""
+    return tuple(getattr(model, "input_keys", MODEL_INPUTS))
+
+
+def model_inputs(batch: Mapping[str, Any], device: torch.device,
+                 keys: tuple[str, ...] = MODEL_INPUTS) -> dict[str, torch.Tensor]:
     """The model's input tensors of a collated batch, moved to `device` (NCHW-contiguous images)."""
-    missing = [key for key in MODEL_INPUTS if key not in batch]
+    missing = [key for key in keys if key not in batch]
     if missing:
         raise KeyError(f"batch lacks model inputs {missing}; got keys {sorted(batch)}")
-    inputs = {key: batch[key].to(device, non_blocking=True) for key in MODEL_INPUTS}
-    inputs["image"] = inputs["image"].contiguous()  # never channels-last under DP (Opacus pitfall 3)
+    inputs = {key: batch[key].to(device, non_blocking=True) for key in keys}
+    for key, value in inputs.items():  # never channels-last under DP (Opacus pitfall 3)
+        if value.dim() == 4:
+            inputs[key] = value.contiguous()
     return inputs
 
 
@@ -163,6 +172,7 @@ def train_local(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
+    input_keys = model_input_keys(model)
     pairs = proximal_pairs(model, global_state, device) if proximal_mu > 0 and global_state is not None else []
     steps = cfg.local_steps or len(loader)
     optimizer = build_optimizer(params, cfg)
@@ -179,10 +189,10 @@ def train_local(
             active_optimizer.zero_grad(set_to_none=True)
             batch_size = _batch_size(batch)
             if batch_size > 0:
-                inputs = model_inputs(batch, device)
+                inputs = model_inputs(batch, device, input_keys)
                 labels = batch["labels"].to(device)
                 with _autocast(device, bf16):
-                    logits = train_module(*(inputs[key] for key in MODEL_INPUTS))
+                    logits = train_module(*(inputs[key] for key in input_keys))
                 # Under DP the per-example form matches Opacus' loss_reduction="mean" (each example's summed task
                 # losses, averaged over the batch); without DP the mean over labelled entries.
                 loss = _masked_loss(logits.float(), labels, "example_mean" if private is not None else "mean")
@@ -245,10 +255,10 @@ def evaluate(
             batch_size = _batch_size(batch)
             if batch_size == 0:
                 continue
-            inputs = model_inputs(batch, device)
+            inputs = model_inputs(batch, device, model_input_keys(model))
             batch_labels = batch["labels"].to(device)
             with _autocast(device, bf16):
-                logits = model(*(inputs[key] for key in MODEL_INPUTS)).float()
+                logits = model(*(inputs[key] for key in model_input_keys(model))).float()
             loss = _masked_loss(logits, batch_labels)
             if torch.isfinite(loss):
                 loss_sum += float(loss) * batch_size

@@ -1,0 +1,54 @@
+"""SiteTrainer.fit with the frozen-feature cache: the same DP update as without it, the cache on the site's disk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from bcvlm_client.reply_schema import DeclineReason
+from bcvlm_client.run_settings import RoundSettings, encode_round_settings
+from bcvlm_client.site_config import load_site_config
+from bcvlm_model.privacy.dp_ready import DPReadyConfig
+from bcvlm_model.text import TextConfig
+from bcvlm_model.training import LocalTrainConfig
+from bcvlm_server.server_app import trainable_arrays
+from bcvlm_testing.federation_sites import SHARED_MODELS, make_site, site_trainer_factory, tiny_model_config, tiny_preprocess
+
+DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
+PRIVACY = {"enabled": True, "target_epsilon": 50.0, "delta": 1e-3, "max_grad_norm": 0.1,
+           "insecure_reproducible_noise": True}
+
+
+def _settings() -> RoundSettings:
+    return RoundSettings.from_config(encode_round_settings(
+        server_round=1, planned_rounds=2, proximal_mu=0.0, n_bins=100, model=tiny_model_config(),
+        preprocess=tiny_preprocess(), text=TextConfig(), local_train=LocalTrainConfig(local_steps=0),
+        dp_trainable=DP_TRAINABLE, dp=True))
+
+
+def _site(root: Path, cache: bool) -> Path:
+    site_yaml = make_site(root, "site", seed=3, privacy=PRIVACY)
+    raw = yaml.safe_load(site_yaml.read_text())
+    raw["compute"].update(frozen_feature_cache=cache, frozen_feature_dtype="float32")
+    site_yaml.write_text(yaml.safe_dump(raw))
+    return site_yaml
+
+
+def _fit(site_yaml: Path) -> list[np.ndarray]:
+    arrays = trainable_arrays(SHARED_MODELS(tiny_model_config(), DP_TRAINABLE))
+    update, _, metrics = site_trainer_factory(load_site_config(site_yaml)).fit(arrays, _settings(), run_id=1)
+    assert metrics["declined"] == DeclineReason.TRAINED
+    return update
+
+
+def test_a_cached_dp_round_uploads_the_uncached_update(tmp_path) -> None:
+    plain_yaml = _site(tmp_path / "plain", cache=False)
+    plain = _fit(plain_yaml)
+    cached_yaml = _site(tmp_path / "cached", cache=True)
+    cached = _fit(cached_yaml)
+    assert max(float(np.abs(x).max()) for x in plain) > 1e-4  # the round did change the model
+    assert max(float(np.abs(x - y).max()) for x, y in zip(plain, cached)) < 1e-4
+    image_entries = list((Path(load_site_config(cached_yaml).state_dir) / "frozen_features").glob("image-*/*.npz"))
+    assert len(image_entries) == 12  # every training record's image prefix, on the site's disk
+    assert not (Path(load_site_config(plain_yaml).state_dir) / "frozen_features").exists()
