@@ -62,9 +62,11 @@ def frozen_feature_training(model: nn.Module, loader: DataLoader, cache_root: st
                   if plan.text_cached else None)
     warmed = 0
     if image_store is not None and warm:
-        manifest = getattr(loader.dataset, "manifest", None)
+        # Under patient-level DP the loader's items are patients (`PatientRecords`): warm from their images.
+        images = getattr(loader.dataset, "images", loader.dataset)
+        manifest = getattr(images, "manifest", None)
         ids = [str(name) for name in manifest["image_id"]] if manifest is not None else None
-        warmed = warm_image_cache(model, loader.dataset, image_store, ids, batch_size=loader.batch_size or 8)
+        warmed = warm_image_cache(model, images, image_store, ids, batch_size=8)
         if warmed:
             LOGGER.info("frozen-feature cache: computed the image prefix of %d record(s) into %s", warmed,
                         image_store.folder)

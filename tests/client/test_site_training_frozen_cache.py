@@ -27,8 +27,8 @@ def _settings() -> RoundSettings:
         dp_trainable=DP_TRAINABLE, dp=True))
 
 
-def _site(root: Path, cache: bool) -> Path:
-    site_yaml = make_site(root, "site", seed=3, privacy=PRIVACY)
+def _site(root: Path, cache: bool, images_per_patient: int = 1) -> Path:
+    site_yaml = make_site(root, "site", seed=3, privacy=PRIVACY, images_per_patient=images_per_patient)
     raw = yaml.safe_load(site_yaml.read_text())
     raw["compute"].update(frozen_feature_cache=cache, frozen_feature_dtype="float32")
     site_yaml.write_text(yaml.safe_dump(raw))
@@ -52,3 +52,11 @@ def test_a_cached_dp_round_uploads_the_uncached_update(tmp_path) -> None:
     image_entries = list((Path(load_site_config(cached_yaml).state_dir) / "frozen_features").glob("image-*/*.npz"))
     assert len(image_entries) == 12  # every training record's image prefix, on the site's disk
     assert not (Path(load_site_config(plain_yaml).state_dir) / "frozen_features").exists()
+
+
+def test_patient_level_dp_from_the_cache_uploads_the_uncached_update(tmp_path) -> None:
+    """Patients with two images each: the loader's items are patients, and the cache still gives the same update."""
+    plain = _fit(_site(tmp_path / "plain", cache=False, images_per_patient=2))
+    cached = _fit(_site(tmp_path / "cached", cache=True, images_per_patient=2))
+    assert max(float(np.abs(x).max()) for x in plain) > 1e-4
+    assert max(float(np.abs(x - y).max()) for x, y in zip(plain, cached)) < 1e-4

@@ -37,7 +37,8 @@ def tiny_preprocess() -> PreprocessConfig:
 
 
 def make_site(root: Path, name: str, *, n_train: int = 12, n_test: int = 12, seed: int = 0,
-              privacy: dict[str, Any] | None = None, limits: dict[str, Any] | None = None) -> Path:
+              privacy: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
+              images_per_patient: int = 1) -> Path:
     """Write a site's cached images, manifest and site YAML under root/name; returns the YAML path.
 
     Malignant images carry a bright blob, so the task is learnable; calcification is labelled on half the rows.
@@ -57,7 +58,8 @@ def make_site(root: Path, name: str, *, n_train: int = 12, n_test: int = 12, see
         save_cached_array(cached_array_path(cache, preprocess, image_id), np.clip(image, 0, 1))
         row = {column: None for column in MANIFEST_COLUMNS}
         row.update(
-            source="synthetic", site_id=name, patient_id=f"{name}-p{index}", study_id=f"{name}-s{index}",
+            source="synthetic", site_id=name, patient_id=f"{name}-p{index // images_per_patient}",
+            study_id=f"{name}-s{index // images_per_patient}",
             image_id=image_id, path=str(folder / "missing.dcm"), laterality="LR"[index % 2], view=("CC", "MLO")[index % 2],
             age=float(40 + index), density="ABCD"[index % 4], implant=0.0, manufacturer="Hologic", machine_id="1",
             malignancy=malignant, calcification=float(index % 3 == 0) if index % 2 == 0 else float("nan"),
