@@ -62,5 +62,7 @@ def evaluation_metrics(
         summary["n_sites"] = sum(1 for metrics in site_metrics.values() if f"cases_{task}" in metrics)
         summary["histogram"] = {"positives": total.positives.tolist(), "negatives": total.negatives.tolist()}
         summary["secure_sum"] = pooled_histograms is not None
+        summary["sensitivity_at_specificity_kind"] = ("ROC summary: the threshold is chosen on these test images, so it "
+                                                      "is not an operating point")
         pooled[task] = summary
     return {"pooled": pooled, "sites": site_reported_metrics(site_metrics)}
