@@ -12,7 +12,7 @@ handled its message), following the site that answered last in every exchange (t
 - fab_install_and_app_import: the FAB check, unpacking the FAB, importing the ClientApp;
 - handling_*: the message itself; for training minus the site's training time (torch import, model build, data,
   DP setup, masking); evaluation counted whole;
-- reply_wait: reply upload, the SuperNode's 0.5 s wait, the ServerApp's 0.1 s poll;
+- reply_wait: reply upload, the SuperNode's 0.5 s wait, the ServerApp's 1 s poll;
 - server_between_exchanges: the ServerApp's own work between exchanges (aggregation, checkpoint, records).
 
     python benchmarks/deployment_round_overhead.py --sites 3 --rounds 2               # tiny model (fast)
