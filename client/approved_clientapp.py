@@ -18,6 +18,7 @@ from flwr.common.args import add_args_flwr_app_common, try_obtain_flwr_app_token
 from flwr.supernode.runtime import run_clientapp as flower_clientapp
 from flwr.supercore.tls import validate_and_resolve_root_certificates
 
+from bcvlm_client import task_timing
 from bcvlm_client.fab_approval import FabRefused, require_approved
 from bcvlm_model.file_logging import attach_log_file
 
@@ -41,6 +42,7 @@ def checked_install(approved_sha256: Sequence[str], install: Callable[..., Any])
     """Flower's `install_from_fab`, preceded by the site's verdict on the very bytes it would install."""
 
     def install_if_approved(fab_file: Any, *args: Any, **kwargs: Any) -> Any:
+        task_timing.mark("fab_check")  # the message and the FAB are pulled by now
         content = fab_file if isinstance(fab_file, bytes) else Path(fab_file).read_bytes()
         try:
             verdict = require_approved(content, approved_sha256)
@@ -64,9 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point; exits through Flower's `flwr_exit` like `flwr-clientapp`."""
+    task_timing.mark("main")
     args = build_parser().parse_args(argv)
     approved, site_log = site_approval_settings(args.site_config)
     attach_log_file(LOGGER, site_log)
+    attach_log_file(task_timing.LOGGER, site_log)
     LOGGER.setLevel(logging.INFO)
     # Fail closed: if Flower stops calling `install_from_fab` by this name, run nothing rather than run unchecked.
     if not callable(getattr(flower_clientapp, "install_from_fab", None)):

@@ -1,8 +1,9 @@
 """The site's Flower ClientApp: a legacy NumPyClient (SecAgg+ needs it in Flower 1.42) around `SiteTrainer`.
 
-Mods, outermost first: egress guard (checks the wire reply, SecAgg+ fields included), Flower's `secaggplus_mod` with
-full-strength masks (`bcvlm_client.secagg_mod`; only for messages that carry SecAgg+ protocol configs: the server may
-run without SecAgg+), egress guard again (checks the plain fit reply: update arrays and metrics, before masking).
+Mods, outermost first: task timing (one site-log line per message), egress guard (checks the wire reply, SecAgg+
+fields included), Flower's `secaggplus_mod` with full-strength masks (`bcvlm_client.secagg_mod`; only for messages
+that carry SecAgg+ protocol configs: the server may run without SecAgg+), egress guard again (checks the plain fit
+reply: update arrays and metrics, before masking).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from flwr.clientapp import ClientApp
 from bcvlm_client.egress_guard import egress_guard_mod
 from bcvlm_client.reply_schema import COUNT_SCALE_KEY, EVALUATION_WEIGHT_KEY, SECURE_EVALUATION_KEY
 from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
+from bcvlm_client.task_timing import task_timing_mod
 from bcvlm_model.file_logging import attach_log_file
 from bcvlm_client.site_config import SiteConfig, load_site_config, refuse_simulation_only_settings
 
@@ -116,7 +118,8 @@ def build_client_app(
     def client_fn(context: Context):
         return SiteClient(make_trainer(resolve(context)), context.run_id).to_client()
 
-    return ClientApp(client_fn=client_fn, mods=[*extra_mods, egress_guard_mod, optional_secaggplus_mod, egress_guard_mod])
+    return ClientApp(client_fn=client_fn, mods=[*extra_mods, task_timing_mod, egress_guard_mod, optional_secaggplus_mod,
+                                                egress_guard_mod])
 
 
 app = build_client_app()

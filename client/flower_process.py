@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 from typing import IO, Mapping, MutableMapping, Sequence
 
+SITE_SUPEREXEC_POLL_S = "0.1"
+"""Seconds between a site SuperExec's task requests (see FLOWER_ENV_DEFAULTS)."""
+
 FLOWER_ENV_DEFAULTS: dict[str, str] = {
     "FLWR_TELEMETRY_ENABLED": "0",
     # Without this, flower-superlink, flower-supernode, flower-superexec and the `flwr` CLI each post their version,
@@ -19,6 +22,11 @@ FLOWER_ENV_DEFAULTS: dict[str, str] = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "PYTHONUNBUFFERED": "1",
+    # SuperExec's wait between task requests (Flower's default 1 s; 1.42 accepts 0.01-60, run_superexec.py). At a
+    # site every SecAgg+ stage and every train/evaluate message waits for it once. 0.1 s, not the 0.01 s floor: each
+    # poll is an authenticated HTTP request to the SuperNode, and 100 of them a second cost a site CPU it trains with.
+    # The center's SuperExec overrides it (bcvlm_server.center_services): it starts one ServerApp per run.
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SITE_SUPEREXEC_POLL_S,
 }
 """Set for every Flower process we start: telemetry and update check off, no model-hub downloads, unbuffered logs.
 The one definition: everything that starts Flower (processes, in-process simulation, tests, benchmarks) uses it."""

@@ -2,6 +2,7 @@
 and the public TLS gateway that forwards only the Fleet API."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,6 @@ from bcvlm_client.flower_process import (
     FlowerProcess,
     FlowerProcessError,
     flower_environment,
-    flower_executable,
     wait_for_port,
 )
 from bcvlm_client.superexec_secret import ensure_superexec_secret
@@ -35,8 +35,9 @@ class SuperExecLaunch:
 
     def command(self, superlink_pid: int) -> list[str]:
         # No --allow-runtime-dependency-installation: the center never runs `uv sync` for a submitted app.
+        # Flower's SuperExec loop in bcvlm_server.center_superexec: it outlives a passing 5xx from the SuperLink.
         return [
-            flower_executable("flower-superexec"),
+            sys.executable, "-m", "bcvlm_server.center_superexec",
             "--runtime-api-address", self.runtime_address,
             "--root-certificates", str(self.ca_cert),
             "--superexec-auth-secret-file", str(self.secret_file),

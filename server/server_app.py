@@ -24,6 +24,7 @@ from bcvlm_model.parameters import federated_parameter_names, get_trainable_stat
 from bcvlm_client.run_settings import build_federated_model
 from bcvlm_server.federated_strategy import FederatedStrategy
 from bcvlm_server.metered_grid import MeteredGrid
+from bcvlm_server.polling_grid import with_fast_replies
 from bcvlm_server.reply_tracker import ReplyTracker
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig, load_server_config
@@ -127,7 +128,7 @@ def run_federation(
         return None
     inner = build_inner_strategy(cfg, arrays)
     load_strategy_state(inner, strategy_state)
-    metered = MeteredGrid(grid)
+    metered = MeteredGrid(with_fast_replies(grid))
     tracked = ReplyTracker(metered)
     strategy = FederatedStrategy(
         cfg, inner, arrays, records=records, save_checkpoint=CheckpointWriter(cfg, records, model),

@@ -227,20 +227,30 @@ def wait_for_nodes(control: FlowerControl, expected: int, timeout_s: float, poll
 
 
 def follow_run(control: FlowerControl, run_id: int, timeout_s: float, poll_s: float = 15.0,
-               on_tick: Callable[[], None] | None = None) -> RunStatus:
+               on_tick: Callable[[], None] | None = None, max_status_failures: int = 4) -> RunStatus:
     """Poll the run's status until it finishes; stop it after `timeout_s`.
 
     `flwr list` costs a CLI start, so it runs every `poll_s` seconds; `on_tick` is called about once a second in
-    between (e.g. to move a progress bar from the run directory's state file).
+    between (e.g. to move a progress bar from the run directory's state file). A status query that fails is asked
+    again at the next poll: on a busy center the SuperLink's SQLite answers "database is locked" for a moment, and
+    that must not end a run that is fine. `max_status_failures` failures in a row do end it, with the last error.
     """
     deadline = time.monotonic() + timeout_s
+    failures = 0
     while True:
         next_poll = min(deadline, time.monotonic() + poll_s)
         while time.monotonic() < next_poll:
             time.sleep(1.0)
             if on_tick is not None:
                 on_tick()
-        status = control.run_status(run_id)
+        try:
+            status = control.run_status(run_id)
+        except FlowerProcessError:
+            failures += 1
+            if failures >= max_status_failures or time.monotonic() >= deadline:
+                raise
+            continue
+        failures = 0
         if status.finished:
             return status
         if time.monotonic() >= deadline:

@@ -21,3 +21,70 @@ def test_num_threads_sets_torch_threads_where_the_site_trains(tmp_path: Path) ->
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+STAGE_PROBE = r'''
+import json, sys
+import numpy as np
+import bcvlm_client.client_app as client_app
+seen = {"import": "torch" in sys.modules}
+from flwr.app import Context, RecordDict
+from flwr.common import ndarrays_to_parameters
+from flwr.server import ServerConfig
+from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow import DefaultWorkflow
+from bcvlm_testing.inprocess_grid import InProcessGrid
+from bcvlm_server.secagg_masks import FullStrengthSecAggPlusWorkflow
+
+prepared = json.loads(open(sys.argv[1]).read())
+arrays = list(np.load(prepared["arrays"]).values())
+
+class Probe(FullStrengthSecAggPlusWorkflow):
+    """Notes after each stage whether anything in this process has imported torch."""
+    def setup_stage(self, *args):
+        ok = super().setup_stage(*args); seen["setup"] = "torch" in sys.modules; return ok
+    def share_keys_stage(self, *args):
+        ok = super().share_keys_stage(*args); seen["share_keys"] = "torch" in sys.modules; return ok
+    def collect_masked_vectors_stage(self, *args):
+        ok = super().collect_masked_vectors_stage(*args); seen["train"] = "torch" in sys.modules; return ok
+
+strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=3, min_available_clients=3,
+                  initial_parameters=ndarrays_to_parameters(arrays), on_fit_config_fn=lambda r: prepared["config"])
+grid = InProcessGrid(client_app.app, {node: {"site-config": path} for node, path in prepared["sites"].items()})
+context = LegacyContext(context=Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={}),
+                        config=ServerConfig(num_rounds=1), strategy=strategy)
+DefaultWorkflow(fit_workflow=Probe(num_shares=1.0, reconstruction_threshold=0.67, max_weight=100.0, timeout=60.0))(
+    grid, context)
+print(json.dumps(seen))
+'''
+
+
+def test_secagg_key_stages_import_neither_torch_nor_the_model(tmp_path: Path) -> None:
+    """Flower starts a fresh ClientApp process per message: only the one that trains should pay for torch."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from bcvlm_client.run_settings import encode_round_settings
+    from bcvlm_server.server_app import trainable_arrays
+    from bcvlm_server.server_config import load_server_config
+    from tests.federation_sites import make_site, server_config_dict, server_model_factory
+    import yaml
+
+    sites = {100 + i: str(make_site(tmp_path, f"site{i}", seed=i)) for i in range(3)}
+    (tmp_path / "server.yaml").write_text(yaml.safe_dump(server_config_dict(tmp_path / "run")))
+    cfg = load_server_config(tmp_path / "server.yaml")
+    np.savez(tmp_path / "arrays.npz", *trainable_arrays(server_model_factory(cfg)))
+    config = encode_round_settings(server_round=1, planned_rounds=1, proximal_mu=0.0, n_bins=cfg.evaluation.n_bins,
+                                   model=cfg.model, preprocess=cfg.preprocess, text=cfg.text,
+                                   local_train=cfg.local_train, dp_trainable=cfg.dp_trainable, dp=cfg.dp_model)
+    (tmp_path / "prepared.json").write_text(json.dumps(
+        {"arrays": str(tmp_path / "arrays.npz"), "config": config, "sites": sites}))
+    done = subprocess.run([sys.executable, "-c", STAGE_PROBE, str(tmp_path / "prepared.json")], capture_output=True,
+                          text=True, timeout=600, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"import": False, "setup": False, "share_keys": False, "train": True}

@@ -1,5 +1,7 @@
-"""The rehearsal of docs/deployment.md §9, run as documented: one center and three synthetic hospitals on loopback,
-2 rounds with DP-SGD and SecAgg+, a hospital killed after round 1, `bcvlm predict` on the result, then a new run
+"""The rehearsal of docs/deployment.md §9, run as documented: keys made at the three synthetic hospitals (only the
+.pub files reach the center, whose CA key is encrypted outside the folder it hands out), one center and the three
+hospitals on loopback, 2 rounds with DP-SGD and SecAgg+, the Control API refused through the public port, the
+hospitals' FAB check in their logs, a hospital killed after round 1, `bcvlm predict` on the result, then a new run
 that the running hospitals join.
 
 The commands are taken from the docs' text. Two deviations, both outside the commands: the rehearsal folder is a
@@ -29,9 +31,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 REPO = Path(__file__).resolve().parents[2]
 HOSPITALS = ("hospital_a", "hospital_b", "hospital_c")
 KILLED = "hospital_c"
-SETUP = (
+KEYS = (
+    "bcvlm certs site-key --out hospital_a/keys --site hospital_a",
+    "bcvlm certs site-key --out hospital_b/keys --site hospital_b",
+    "bcvlm certs site-key --out hospital_c/keys --site hospital_c",
     "export BCVLM_CA_PASSPHRASE='rehearsal only, not a secret'",
-    "bcvlm certs --out certs --server-name localhost --generate-site-keys --sites hospital_a,hospital_b,hospital_c",
+    "bcvlm certs --out certs --server-name localhost"
+    " --site-key hospital_a=hospital_a/keys/supernode_auth_key.pub"
+    " --site-key hospital_b=hospital_b/keys/supernode_auth_key.pub"
+    " --site-key hospital_c=hospital_c/keys/supernode_auth_key.pub",
+)
+SETUP = (
     "bcvlm synth --out synth --n-patients 36 --size 64x32 --sites 3 --seed 0",
     "bcvlm prepare --config prepare.yaml",
     "python make_site_manifests.py",
@@ -45,6 +55,9 @@ SETUP = (
 )
 SERVER = "bcvlm-server --config server.yaml"
 CLIENT = "bcvlm-client --site {}.yaml"
+CONTROL_THROUGH_GATEWAY = ("curl -s -o /dev/null -w '%{http_code}\\n' --cacert certs/ca.crt -X POST "
+                           "https://localhost:9443/v1/control/list-runs")
+FAB_VERDICT = "grep 'running FAB' state/hospital_a/logs/site.log"
 STATUS = "bcvlm-server status runs/rehearsal-1"
 PREDICT = ("bcvlm predict --checkpoint runs/rehearsal-1/rounds/round-0002/checkpoint --input hospital_a/manifest.csv "
            "--out predictions.csv")
@@ -56,7 +69,9 @@ def documented_commands() -> set[str]:
     docs = (REPO / "docs" / "deployment.md").read_text()
     section = docs.split("## 9. Rehearsal", 1)[1]
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-    return {line.strip() for block in blocks for line in block.splitlines() if line.strip()}
+    # A command continued with a trailing backslash counts as one line, its parts joined by one space.
+    joined = [re.sub(r"\s*\\\n\s*", " ", block) for block in blocks]
+    return {line.strip() for block in joined for line in block.splitlines() if line.strip()}
 
 
 def _env() -> dict[str, str]:
@@ -101,14 +116,27 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
     documented = documented_commands()
     copy_line = "cp -r site_configs/rehearsal /tmp/bcvlm-rehearsal && cd /tmp/bcvlm-rehearsal"
-    for command in (copy_line, *SETUP, SERVER, *(CLIENT.format(h) for h in HOSPITALS), STATUS, PREDICT, NEW_RUN):
+    for command in (copy_line, *KEYS, *SETUP, SERVER, *(CLIENT.format(h) for h in HOSPITALS),
+                    CONTROL_THROUGH_GATEWAY, FAB_VERDICT, STATUS, PREDICT, NEW_RUN):
         assert command in documented, f"not in docs/deployment.md §9: {command}"
     folder = tmp_path / "bcvlm-rehearsal"
     _run(copy_line.replace("/tmp/bcvlm-rehearsal", str(folder)), cwd=REPO)
     port = str(free_port())
     for config in folder.glob("*.yaml"):
         config.write_text(config.read_text().replace("9443", port))
-    _run("set -e\n" + "\n".join(SETUP), cwd=folder)  # one terminal: the exported passphrase carries over
+    _run("set -e\n" + "\n".join((*KEYS, *SETUP)), cwd=folder)  # one terminal: the exported passphrase carries over
+
+    # Keys never travelled: each private key exists once, at its hospital, 0600; the CA key is encrypted, outside
+    # certs/ (what the center hands out), which holds no private key but the center's own TLS key.
+    for hospital in HOSPITALS:
+        key = folder / hospital / "keys" / "supernode_auth_key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert (folder / "certs" / "sites" / hospital / "supernode_auth_key.pub").read_text() == \
+            (folder / hospital / "keys" / "supernode_auth_key.pub").read_text()
+    handed_out_private = [path.relative_to(folder) for path in (folder / "certs").rglob("*")
+                          if path.is_file() and "PRIVATE KEY" in path.read_text(errors="replace")]
+    assert handed_out_private == [Path("certs/server.key")], handed_out_private
+    assert (folder / "ca_private" / "ca.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
 
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -119,6 +147,9 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
         run_1 = folder / "runs" / "rehearsal-1"
         _wait(lambda: _completed(run_1) >= 1 or server.poll() is not None, 1200, "round 1")
         assert server.poll() is None, (tmp_path / "server.out").read_text()[-3000:]
+        assert _run(CONTROL_THROUGH_GATEWAY.replace("9443", port), cwd=folder).stdout.strip() == "404"
+        assert "it carries no code and names the installed bcvlm_client.client_app:app" in \
+            _run(FAB_VERDICT, cwd=folder).stdout
         killed_tree = process_tree(clients[KILLED].pid)
         os.killpg(clients[KILLED].pid, signal.SIGKILL)  # the shell and bcvlm-client: a crash, no clean stop
         clients[KILLED].wait(timeout=30)

@@ -1,6 +1,7 @@
 """A real SecAgg+ round (Flower's protocol, bcvlm's ChaCha20 masks) on fixed site updates: the unmasked aggregate is
-the plain weighted mean within the quantisation error, also when a site is lost after the key exchange, and a site
-that does not confirm the mask expansion is left out instead of spoiling the sum."""
+the plain weighted mean within the quantisation error, also when a site is lost after the key exchange, a site
+that does not confirm the mask expansion is left out instead of spoiling the sum, and a site uploads at most 4 bytes
+per parameter."""
 from __future__ import annotations
 
 from typing import Callable
@@ -10,7 +11,7 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
-from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import bytes_to_ndarray, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import ServerConfig
@@ -115,3 +116,24 @@ def test_the_aggregate_check_can_fail() -> None:
     """Guard for the tests above: a different update at one site moves the aggregate beyond the bound."""
     with pytest.raises(AssertionError):
         _assert_close(_secagg_round(), [101, 102, 103])
+
+
+NPY_HEADER_BYTES = 128
+"""Each masked array travels as a .npy file: a 128-byte header (magic, dtype, shape) before the values."""
+
+
+def test_a_site_uploads_at_most_four_bytes_per_parameter() -> None:
+    uploads: list[list[bytes]] = []
+
+    def record_masked_upload(msg: Message, context: Context, call_next: Callable) -> Message:
+        reply = call_next(msg, context)
+        configs = reply.content.config_records.get(RECORD_KEY_CONFIGS) if reply.has_content() else None
+        if configs is not None and Key.MASKED_PARAMETERS in configs:
+            uploads.append(list(configs[Key.MASKED_PARAMETERS]))
+        return reply
+
+    _assert_close(_secagg_round(extra_mods=(record_masked_upload,)), list(WEIGHTS))
+    assert len(uploads) == len(WEIGHTS)
+    for upload in uploads:
+        values = sum(bytes_to_ndarray(data).size for data in upload)  # the parameters and the weight factor
+        assert sum(len(data) for data in upload) <= 4 * values + NPY_HEADER_BYTES * len(upload)

@@ -1,0 +1,41 @@
+"""follow_run: a status query that fails for a moment (SQLite busy on a loaded center) does not end a healthy run;
+failures in a row do, with the error."""
+from __future__ import annotations
+
+import pytest
+
+from bcvlm_client.flower_process import FlowerProcessError
+from bcvlm_server.superlink import RunStatus, follow_run
+
+
+class ScriptedControl:
+    """Answers `run_status` from a script: an exception instance is raised, a status string is returned."""
+
+    def __init__(self, script: list[object]) -> None:
+        self.script = list(script)
+        self.stopped: list[int] = []
+
+    def run_status(self, run_id: int) -> RunStatus:
+        answer = self.script.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return RunStatus(run_id=run_id, status=str(answer), details={})
+
+    def stop_run(self, run_id: int) -> None:
+        self.stopped.append(run_id)
+
+
+def _busy() -> FlowerProcessError:
+    return FlowerProcessError("status of run 7 unavailable: Internal server error.")
+
+
+def test_a_passing_status_failure_is_asked_again() -> None:
+    control = ScriptedControl(["running", _busy(), _busy(), "finished:completed"])
+    status = follow_run(control, 7, timeout_s=60, poll_s=0)  # type: ignore[arg-type]
+    assert status.completed and not control.stopped
+
+
+def test_status_failures_in_a_row_end_it_with_the_error() -> None:
+    control = ScriptedControl(["running", _busy(), _busy(), _busy(), "finished:completed"])
+    with pytest.raises(FlowerProcessError, match="Internal server error"):
+        follow_run(control, 7, timeout_s=60, poll_s=0, max_status_failures=3)  # type: ignore[arg-type]
