@@ -21,6 +21,8 @@ demo: $(STAMP)
 	$(VENV)/bin/bcvlm demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 clean-venv:

@@ -1,4 +1,5 @@
 """Maps the design card's folders (server/, client/, simulation/, tests/harness/) to project-owned import names."""
+
 from setuptools import find_packages, setup
 
 FOLDER_OF_PACKAGE = {

@@ -1,4 +1,5 @@
 """Atomic file writes (temp file + fsync + rename) so a killed process never leaves a half-written file."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Checkpoints without pickle: model.safetensors + config.json (model, preprocessing, text template, extra) + tokenizer files."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,17 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TEXT_ENCODER_DIR = "text_encoder"
 """Sub-folder holding the text encoder's config and tokenizer files (no weights), so the checkpoint is standalone."""
-TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spm.model")
+TOKENIZER_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spm.model",
+)
 
 
 @dataclass
@@ -61,8 +71,14 @@ def _copy_tokenizer_files(source: Path, target: Path) -> None:
             atomic_write_bytes(target / name, (source / name).read_bytes())
 
 
-def save_checkpoint(directory: str | os.PathLike[str], model: nn.Module, model_cfg: ModelConfig, preprocess_cfg: Any,
-                    text_cfg: TextConfig, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    directory: str | os.PathLike[str],
+    model: nn.Module,
+    model_cfg: ModelConfig,
+    preprocess_cfg: Any,
+    text_cfg: TextConfig,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write `model.safetensors` (full state: trainable and frozen), `config.json` and the tokenizer files.
 
     Each file is written atomically; config.json is written last, so a directory with a config.json is complete.
@@ -76,16 +92,19 @@ def save_checkpoint(directory: str | os.PathLike[str], model: nn.Module, model_c
     atomic_write_bytes(target / WEIGHTS_FILE, save(state, metadata={"format": CHECKPOINT_FORMAT}))
     if model_cfg.kind != "image_only":
         _copy_tokenizer_files(resolve_text_encoder_path(model_cfg.text_encoder.path), target / TEXT_ENCODER_DIR)
-    atomic_write_json(target / CONFIG_FILE, {
-        "format": CHECKPOINT_FORMAT,
-        "model": config_to_dict(model_cfg),
-        "preprocess": _preprocess_to_dict(preprocess_cfg),
-        "text": config_to_dict(text_cfg),
-        "text_template_version": TEMPLATE_VERSION,
-        "text_fields": list(text_cfg.fields),
-        "trainable_parameters": [name for name, p in module.named_parameters() if p.requires_grad],
-        "extra": dict(extra or {}),
-    })
+    atomic_write_json(
+        target / CONFIG_FILE,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model": config_to_dict(model_cfg),
+            "preprocess": _preprocess_to_dict(preprocess_cfg),
+            "text": config_to_dict(text_cfg),
+            "text_template_version": TEMPLATE_VERSION,
+            "text_fields": list(text_cfg.fields),
+            "trainable_parameters": [name for name, p in module.named_parameters() if p.requires_grad],
+            "extra": dict(extra or {}),
+        },
+    )
     return target
 
 
@@ -105,8 +124,10 @@ def load_checkpoint(directory: str | os.PathLike[str], device: str | torch.devic
     model_cfg = config_from_dict(ModelConfig, payload["model"])
     text_cfg = config_from_dict(TextConfig, payload["text"])
     if payload.get("text_template_version") != TEMPLATE_VERSION:
-        raise ValueError(f"checkpoint renders text with template {payload.get('text_template_version')!r}; "
-                         f"this code has template {TEMPLATE_VERSION!r}")
+        raise ValueError(
+            f"checkpoint renders text with template {payload.get('text_template_version')!r}; "
+            f"this code has template {TEMPLATE_VERSION!r}"
+        )
     tokenizer_dir = None
     if (source / TEXT_ENCODER_DIR).is_dir():
         tokenizer_dir = source / TEXT_ENCODER_DIR
@@ -117,7 +138,15 @@ def load_checkpoint(directory: str | os.PathLike[str], device: str | torch.devic
         parameter.requires_grad_(name in trainable)
     missing, unexpected = model.load_state_dict(load_file(str(source / WEIGHTS_FILE)), strict=False)
     if missing or unexpected:
-        raise ValueError(f"checkpoint {source} does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"checkpoint {source} does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     model.to(device).eval()
-    return LoadedCheckpoint(model, model_cfg, _preprocess_from_dict(payload["preprocess"]), text_cfg,
-                            payload.get("extra", {}), tokenizer_dir)
+    return LoadedCheckpoint(
+        model,
+        model_cfg,
+        _preprocess_from_dict(payload["preprocess"]),
+        text_cfg,
+        payload.get("extra", {}),
+        tokenizer_dir,
+    )

@@ -1,4 +1,5 @@
 """`bcvlm <subcommand>`: one CLI whose subcommands are plugins registered under the `bcvlm.commands` entry point."""
+
 from __future__ import annotations
 
 import sys

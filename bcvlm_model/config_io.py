@@ -1,4 +1,5 @@
 """The project's one config system: OmegaConf structured configs (typed dataclasses) loaded from YAML and validated."""
+
 from __future__ import annotations
 
 import os

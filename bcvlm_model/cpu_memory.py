@@ -6,6 +6,7 @@ is page-faulted and zeroed by the kernel: measured on the 2-core CPU machine, an
 32 x 1 x 256 x 128 batch took 2.0 s per batch (1.3 s of it kernel time) and 0.66 s with the thresholds raised.
 The cost: resident memory stays at the process's peak instead of shrinking between steps.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -33,8 +34,10 @@ def keep_freed_memory(threshold_bytes: int = DEFAULT_THRESHOLD_BYTES) -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return all(mallopt(option, _c_int(os.environ[variable], threshold_bytes)) == 1
-               for option, variable in ((M_MMAP_THRESHOLD, ENV_MMAP), (M_TRIM_THRESHOLD, ENV_TRIM)))
+    return all(
+        mallopt(option, _c_int(os.environ[variable], threshold_bytes)) == 1
+        for option, variable in ((M_MMAP_THRESHOLD, ENV_MMAP), (M_TRIM_THRESHOLD, ENV_TRIM))
+    )
 
 
 def _c_int(text: str, default: int) -> int:

@@ -1,4 +1,5 @@
 """Attach a log file to a logger once (site logs, server run logs): a second call for the same file is a no-op."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Fusion layers: visual-token projection with 2D sinusoidal positions and bidirectional image<->text co-attention (SDPA)."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def sinusoidal_position_encoding_2d(height: int, width: int, dim: int, device: torch.device,
-                                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sinusoidal_position_encoding_2d(
+    height: int, width: int, dim: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Fixed 2D sine-cosine position encoding [height*width, dim]: half the channels encode rows, half columns."""
     if dim % 4:
         raise ValueError(f"2D position encoding needs dim divisible by 4, got {dim}")
@@ -53,12 +55,15 @@ class CrossAttention(nn.Module):
         batch, length, dim = x.shape
         return x.reshape(batch, length, self.heads, dim // self.heads).transpose(1, 2)
 
-    def forward(self, queries: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, queries: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """`context_mask` [B, Tk] (1/True = attend) hides padded context tokens."""
         q, k, v = self._split(self.query(queries)), self._split(self.key(context)), self._split(self.value(context))
         mask = None if context_mask is None else context_mask.bool()[:, None, None, :]
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                                  dropout_p=self.dropout if self.training else 0.0)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
         batch, _, length, _ = attended.shape
         return self.out(attended.transpose(1, 2).reshape(batch, length, -1))
 
@@ -93,8 +98,9 @@ class CoAttentionBlock(nn.Module):
         self.text_ff = FeedForward(dim, int(dim * mlp_ratio), dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor,
-                text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         image_in, text_in = self.image_norm(image_tokens), self.text_norm(text_tokens)
         image_tokens = image_tokens + self.drop(self.image_from_text(image_in, text_in, text_mask))
         text_tokens = text_tokens + self.drop(self.text_from_image(text_in, image_in))

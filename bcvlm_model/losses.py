@@ -1,4 +1,5 @@
 """Multitask binary cross-entropy that ignores missing (NaN) labels, so partially labelled sites still train."""
+
 from __future__ import annotations
 
 import torch

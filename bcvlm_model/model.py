@@ -1,4 +1,5 @@
 """BreastVLM: hierarchical co-attention between mammogram stage tokens and report tokens, and its baselines."""
+
 from __future__ import annotations
 
 import contextlib
@@ -43,7 +44,8 @@ class BreastVLM(nn.Module):
         pooled_parts = 0
         if self.uses_image:
             self.visual_projectors = nn.ModuleList(
-                VisualTokenProjector(channels, dim) for channels in image_backbone.tap_channels)
+                VisualTokenProjector(channels, dim) for channels in image_backbone.tap_channels
+            )
             pooled_parts += len(image_backbone.tap_channels)
         if self.uses_text:
             hidden = int(text_encoder.config.hidden_size)
@@ -51,11 +53,15 @@ class BreastVLM(nn.Module):
             pooled_parts += 1
         if cfg.kind == "vlm":
             self.co_attention = nn.ModuleList(
-                nn.ModuleList(CoAttentionBlock(dim, cfg.fusion.heads, cfg.fusion.mlp_ratio, cfg.dropout)
-                              for _ in range(cfg.fusion.blocks_per_stage))
-                for _ in image_backbone.tap_channels)
-        self.head = nn.Sequential(nn.LayerNorm(dim * pooled_parts), nn.Dropout(cfg.dropout),
-                                  nn.Linear(dim * pooled_parts, len(TASKS)))
+                nn.ModuleList(
+                    CoAttentionBlock(dim, cfg.fusion.heads, cfg.fusion.mlp_ratio, cfg.dropout)
+                    for _ in range(cfg.fusion.blocks_per_stage)
+                )
+                for _ in image_backbone.tap_channels
+            )
+        self.head = nn.Sequential(
+            nn.LayerNorm(dim * pooled_parts), nn.Dropout(cfg.dropout), nn.Linear(dim * pooled_parts, len(TASKS))
+        )
         self.set_gradient_checkpointing(cfg.gradient_checkpointing)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
@@ -64,31 +70,51 @@ class BreastVLM(nn.Module):
         if self.image_backbone is not None:
             self.image_backbone.gradient_checkpointing = enabled
 
-    def text_encoder_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                            token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def text_encoder_hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
         """The text encoder's last hidden state [B, T, hidden] (under no_grad when the encoder is frozen)."""
         frozen = not any(parameter.requires_grad for parameter in self.text_encoder.parameters())
         with torch.no_grad() if frozen else contextlib.nullcontext():
-            return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                     token_type_ids=token_type_ids, position_ids=position_ids).last_hidden_state
+            return self.text_encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                position_ids=position_ids,
+            ).last_hidden_state
 
-    def _co_attend(self, block: CoAttentionBlock, image_tokens: torch.Tensor, text_tokens: torch.Tensor,
-                   text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _co_attend(
+        self, block: CoAttentionBlock, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, image_tokens, text_tokens, text_mask, use_reentrant=False)
         return block(image_tokens, text_tokens, text_mask)
 
-    def forward(self, image: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        image: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
         autocast = torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16)
         with autocast:
-            text_hidden = (self.text_encoder_hidden(input_ids, attention_mask, token_type_ids, position_ids)
-                           if self.uses_text else None)
+            text_hidden = (
+                self.text_encoder_hidden(input_ids, attention_mask, token_type_ids, position_ids)
+                if self.uses_text
+                else None
+            )
             feature_maps = self.image_backbone(image) if self.uses_image else None
             return self.fuse(feature_maps, text_hidden, attention_mask if self.uses_text else None)
 
-    def fuse(self, feature_maps: list[torch.Tensor] | None, text_hidden: torch.Tensor | None,
-             text_mask: torch.Tensor | None) -> torch.Tensor:
+    def fuse(
+        self, feature_maps: list[torch.Tensor] | None, text_hidden: torch.Tensor | None, text_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """Logits [B, 2] from the image backbone's tapped maps and the text encoder's hidden state: projections,
         co-attention, pooling and head (everything after the encoders; `forward` and cached-feature training share it)."""
         device_type = (text_hidden if feature_maps is None else feature_maps[0]).device.type
@@ -114,6 +140,9 @@ def build_model(cfg: ModelConfig, pretrained: bool = True) -> BreastVLM:
     """Build the configured model offline; `pretrained=False` skips weight files (checkpoint loading fills them)."""
     validate_model_config(cfg)
     image = build_image_backbone(cfg.image_encoder, pretrained=pretrained) if cfg.kind != "text_only" else None
-    text = (load_text_encoder(cfg.text_encoder, dropout=cfg.dropout, pretrained=pretrained)
-            if cfg.kind != "image_only" else None)
+    text = (
+        load_text_encoder(cfg.text_encoder, dropout=cfg.dropout, pretrained=pretrained)
+        if cfg.kind != "image_only"
+        else None
+    )
     return BreastVLM(cfg, image, text)

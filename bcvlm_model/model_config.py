@@ -1,4 +1,5 @@
 """Typed model configuration (OmegaConf structured dataclasses): encoders, fusion, model kind and run options."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -86,7 +87,9 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if cfg.kind not in MODEL_KINDS:
         raise ValueError(f"model.kind={cfg.kind!r}: must be one of {', '.join(MODEL_KINDS)}")
     if cfg.fusion.dim % cfg.fusion.heads != 0:
-        raise ValueError(f"model.fusion.dim={cfg.fusion.dim} must be divisible by model.fusion.heads={cfg.fusion.heads}")
+        raise ValueError(
+            f"model.fusion.dim={cfg.fusion.dim} must be divisible by model.fusion.heads={cfg.fusion.heads}"
+        )
     if cfg.image_encoder.norm not in ("batch_frozen", "group"):
         raise ValueError(f"model.image_encoder.norm={cfg.image_encoder.norm!r}: must be 'batch_frozen' or 'group'")
     if not cfg.image_encoder.feature_stages:
@@ -107,7 +110,12 @@ def baseline_config(name: str, base: ModelConfig | None = None) -> ModelConfig:
     if name in MODEL_KINDS:
         return replace(base, kind=name)
     if name == "vit":
-        image = replace(base.image_encoder, name="vit_small_patch16_224", weights=RANDOM_INIT, trainable_stages=-1,
-                        feature_stages=[-1])
+        image = replace(
+            base.image_encoder,
+            name="vit_small_patch16_224",
+            weights=RANDOM_INIT,
+            trainable_stages=-1,
+            feature_stages=[-1],
+        )
         return replace(base, kind="image_only", image_encoder=image)
     raise ValueError(f"unknown baseline {name!r}: expected one of {', '.join((*MODEL_KINDS, 'vit'))}")

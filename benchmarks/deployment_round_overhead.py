@@ -21,6 +21,7 @@ handled its message), following the site that answered last in every exchange (t
 On one machine the sites, the SuperLink and the ServerApp share the CPU, so the overhead includes contention that
 a real deployment (one machine per site) does not have; run it on a machine with spare cores for real figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,16 +62,28 @@ def federation_config(args: argparse.Namespace, secagg: bool) -> dict[str, Any]:
 def _marked_lines(path: Path, marker: str) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    return [json.loads(line.split(marker, 1)[1]) for line in path.read_text(errors="replace").splitlines()
-            if marker in line]
+    return [
+        json.loads(line.split(marker, 1)[1]) for line in path.read_text(errors="replace").splitlines() if marker in line
+    ]
 
 
-def overhead_breakdown(exchanges: list[dict[str, Any]], tasks: dict[str, dict[str, Any]],
-                       train_seconds: dict[str, float]) -> dict[str, Any]:
+def overhead_breakdown(
+    exchanges: list[dict[str, Any]], tasks: dict[str, dict[str, Any]], train_seconds: dict[str, float]
+) -> dict[str, Any]:
     """Seconds per component of one round, summed over its exchanges along the last-answering site (see above)."""
-    parts = dict.fromkeys(["push_and_dispatch_wait", "interpreter_and_imports", "message_and_fab_pull",
-                           "fab_install_and_app_import", "handling_secagg_key_stages",
-                           "handling_train_minus_training", "handling_evaluate", "reply_wait"], 0.0)
+    parts = dict.fromkeys(
+        [
+            "push_and_dispatch_wait",
+            "interpreter_and_imports",
+            "message_and_fab_pull",
+            "fab_install_and_app_import",
+            "handling_secagg_key_stages",
+            "handling_train_minus_training",
+            "handling_evaluate",
+            "reply_wait",
+        ],
+        0.0,
+    )
     stages = []
     matched = 0
     exchange_total = 0.0
@@ -82,8 +95,11 @@ def overhead_breakdown(exchanges: list[dict[str, Any]], tasks: dict[str, dict[st
         wall = replies[last_id] - exchange["push_start"]
         exchange_total += wall
         stage = exchange["stage"] or exchange["type"]
-        entry: dict[str, Any] = {"stage": stage, "wall_seconds": round(wall, 2),
-                                 "server_push_all_seconds": round(exchange["pushed"] - exchange["push_start"], 2)}
+        entry: dict[str, Any] = {
+            "stage": stage,
+            "wall_seconds": round(wall, 2),
+            "server_push_all_seconds": round(exchange["pushed"] - exchange["push_start"], 2),
+        }
         task = tasks.get(last_id)
         if task is not None and task.get("process_start") and task.get("main"):
             matched += 1
@@ -108,9 +124,12 @@ def overhead_breakdown(exchanges: list[dict[str, Any]], tasks: dict[str, dict[st
             entry.update({key: round(value, 2) for key, value in components.items()})
             entry["site"] = task["site"]
         stages.append(entry)
-    return {"components_seconds": {key: round(value, 2) for key, value in parts.items()},
-            "exchanges_seconds": round(exchange_total, 2), "exchanges": stages,
-            "exchanges_matched_to_site_timing": f"{matched}/{len(stages)}"}
+    return {
+        "components_seconds": {key: round(value, 2) for key, value in parts.items()},
+        "exchanges_seconds": round(exchange_total, 2),
+        "exchanges": stages,
+        "exchanges_matched_to_site_timing": f"{matched}/{len(stages)}",
+    }
 
 
 def run_one(args: argparse.Namespace, secagg: bool, root: Path) -> dict[str, Any]:
@@ -140,18 +159,21 @@ def run_one(args: argparse.Namespace, secagg: bool, root: Path) -> dict[str, Any
         train_by_site = site_training_seconds(fed, server_round) or {"none": 0.0}
         train = list(train_by_site.values())
         uploads = [entry["up"] for entry in metrics["bytes"].values()]
-        breakdown = overhead_breakdown([e for e in exchanges if e["round"] == str(server_round)], tasks,
-                                       train_by_site)
-        rounds.append({
-            "round": server_round,
-            "wall_seconds": round(metrics["wall_seconds"], 2),
-            "slowest_site_train_seconds": round(max(train), 2),
-            "overhead_seconds": round(metrics["wall_seconds"] - max(train), 2),
-            "bytes_up_per_site": {"min": min(uploads), "max": max(uploads)},
-            "bytes_down_per_site": {"max": max(entry["down"] for entry in metrics["bytes"].values())},
-            "overhead_breakdown": {**breakdown, "server_between_exchanges": round(
-                metrics["wall_seconds"] - breakdown["exchanges_seconds"], 2)},
-        })
+        breakdown = overhead_breakdown([e for e in exchanges if e["round"] == str(server_round)], tasks, train_by_site)
+        rounds.append(
+            {
+                "round": server_round,
+                "wall_seconds": round(metrics["wall_seconds"], 2),
+                "slowest_site_train_seconds": round(max(train), 2),
+                "overhead_seconds": round(metrics["wall_seconds"] - max(train), 2),
+                "bytes_up_per_site": {"min": min(uploads), "max": max(uploads)},
+                "bytes_down_per_site": {"max": max(entry["down"] for entry in metrics["bytes"].values())},
+                "overhead_breakdown": {
+                    **breakdown,
+                    "server_between_exchanges": round(metrics["wall_seconds"] - breakdown["exchanges_seconds"], 2),
+                },
+            }
+        )
     return {
         "secagg": secagg,
         "rounds": rounds,
@@ -222,9 +244,14 @@ def main() -> None:
     report = {
         "benchmark": "deployment_round_overhead",
         "command": "python benchmarks/deployment_round_overhead.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_1_5_15_before": [round(x, 2) for x in load_before]},
-        "sites": args.sites, "model": args.model, "local_steps": args.local_steps,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1_5_15_before": [round(x, 2) for x in load_before],
+        },
+        "sites": args.sites,
+        "model": args.model,
+        "local_steps": args.local_steps,
         "results": results,
         "targets": targets(results),
     }

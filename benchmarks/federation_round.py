@@ -15,6 +15,7 @@ dominates.
     python benchmarks/federation_round.py --sites 3 --rounds 2
     python benchmarks/federation_round.py --transport loopback --sites 3 --rounds 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import yaml  # noqa: E402
 
 FEDERATED_30M: dict[str, Any] = {
-    "model": {"image_encoder": {"trainable_stages": -1}, "text_encoder": {"num_layers": 0, "trainable_layers": -1},
-              "fusion": {"dim": 256, "heads": 8}, "dropout": 0.0},
+    "model": {
+        "image_encoder": {"trainable_stages": -1},
+        "text_encoder": {"num_layers": 0, "trainable_layers": -1},
+        "fusion": {"dim": 256, "heads": 8},
+        "dropout": 0.0,
+    },
     "dp_model": False,
     "preprocess": {"image_height": 64, "image_width": 32},
     "text": {"max_length": 32},
@@ -46,9 +51,13 @@ FEDERATED_30M: dict[str, Any] = {
 
 
 def _federation(secagg: bool, rounds: int, sites: int) -> dict[str, Any]:
-    return {**FEDERATED_30M, "rounds": rounds, "min_sites": sites,
-            "secagg": {"enabled": secagg, "timeout_s": 600.0, "max_weight": 1000.0, "clipping_range": 1.0},
-            "evaluation": {"min_cases": 2}}
+    return {
+        **FEDERATED_30M,
+        "rounds": rounds,
+        "min_sites": sites,
+        "secagg": {"enabled": secagg, "timeout_s": 600.0, "max_weight": 1000.0, "clipping_range": 1.0},
+        "evaluation": {"min_cases": 2},
+    }
 
 
 def with_site_train_seconds(metrics: dict[str, Any], site_yamls: Iterable[Path]) -> dict[str, Any]:
@@ -71,15 +80,17 @@ def _summarise(rounds: list[dict[str, Any]], parallel_sites: bool) -> dict[str, 
     for metrics in rounds:
         train = metrics["site_train_seconds"]
         local = max(train) if parallel_sites else sum(train)
-        per_round.append({
-            "round": metrics["round"],
-            "wall_s": round(metrics["wall_seconds"], 3),
-            "site_train_s": [round(value, 3) for value in train],
-            "overhead_s": round(metrics["wall_seconds"] - local, 3),
-            "bytes_up_per_site": sorted(counts["up"] for counts in metrics["bytes"].values()),
-            "bytes_down_per_site": sorted(counts["down"] for counts in metrics["bytes"].values()),
-            "accepted": metrics["fit"]["accepted"],
-        })
+        per_round.append(
+            {
+                "round": metrics["round"],
+                "wall_s": round(metrics["wall_seconds"], 3),
+                "site_train_s": [round(value, 3) for value in train],
+                "overhead_s": round(metrics["wall_seconds"] - local, 3),
+                "bytes_up_per_site": sorted(counts["up"] for counts in metrics["bytes"].values()),
+                "bytes_down_per_site": sorted(counts["down"] for counts in metrics["bytes"].values()),
+                "accepted": metrics["fit"]["accepted"],
+            }
+        )
     return {
         "rounds": per_round,
         "median_overhead_s": statistics.median(entry["overhead_s"] for entry in per_round),
@@ -91,23 +102,31 @@ def run_inprocess(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> lis
     from flwr.app import Context, RecordDict
 
     from bcvlm_client.client_app import build_client_app
-    from bcvlm_testing.inprocess_grid import InProcessGrid
     from bcvlm_server.run_records import RunRecords
     from bcvlm_server.server_app import run_federation
     from bcvlm_server.server_config import load_server_config
     from bcvlm_testing.federation_sites import make_site, server_model_factory, site_trainer_factory
+    from bcvlm_testing.inprocess_grid import InProcessGrid
 
     root = workdir / ("secagg" if secagg else "plain")
-    sites = {10 + k: make_site(root, f"site{k}", n_train=4, n_test=4, seed=k,
-                               privacy={"enabled": False}) for k in range(n_sites)}
+    sites = {
+        10 + k: make_site(root, f"site{k}", n_train=4, n_test=4, seed=k, privacy={"enabled": False})
+        for k in range(n_sites)
+    }
     config = root / "server.yaml"
     config.write_text(yaml.safe_dump({**_federation(secagg, rounds, n_sites), "run_dir": str(root / "run")}))
     trainers: dict[str, Any] = {}
     app = build_client_app(trainer_factory=lambda site: trainers.setdefault(site.site_id, site_trainer_factory(site)))
     grid = InProcessGrid(app, {node: {"site-config": str(path)} for node, path in sites.items()})
     cfg = load_server_config(config)
-    run_federation(grid, Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={}), cfg,
-                   root / "run", False, server_model_factory)
+    run_federation(
+        grid,
+        Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={}),
+        cfg,
+        root / "run",
+        False,
+        server_model_factory,
+    )
     records = RunRecords(root / "run")
     return [with_site_train_seconds(records.load_metrics(r), sites.values()) for r in range(1, rounds + 1)]
 
@@ -117,19 +136,28 @@ def run_loopback(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> list
 
     root = workdir / ("loopback_secagg" if secagg else "loopback_plain")
     root.mkdir(parents=True, exist_ok=True)
-    federation = LoopbackFederation(root, tuple(f"site{k}" for k in range(n_sites)),
-                                    _federation(secagg, rounds, n_sites), site_privacy={"enabled": False})
+    federation = LoopbackFederation(
+        root,
+        tuple(f"site{k}" for k in range(n_sites)),
+        _federation(secagg, rounds, n_sites),
+        site_privacy={"enabled": False},
+    )
     try:
         server = federation.start_server()
         for site_yaml in federation.site_yamls.values():
             federation.start_client(site_yaml)
-        wait_until(lambda: federation.completed_rounds() >= rounds or server.poll() is not None, 1800.0,
-                   f"{rounds} rounds")
+        wait_until(
+            lambda: federation.completed_rounds() >= rounds or server.poll() is not None, 1800.0, f"{rounds} rounds"
+        )
         if federation.completed_rounds() < rounds:
-            raise RuntimeError(f"the loopback run ended after {federation.completed_rounds()} rounds; see "
-                               f"{root / 'server.out'} and {federation.run_dir / 'logs'}")
-        return [with_site_train_seconds(federation.round_metrics(r), federation.site_yamls.values())
-                for r in range(1, rounds + 1)]
+            raise RuntimeError(
+                f"the loopback run ended after {federation.completed_rounds()} rounds; see "
+                f"{root / 'server.out'} and {federation.run_dir / 'logs'}"
+            )
+        return [
+            with_site_train_seconds(federation.round_metrics(r), federation.site_yamls.values())
+            for r in range(1, rounds + 1)
+        ]
     finally:
         federation.stop_all()
 
@@ -146,17 +174,23 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # as every bcvlm command does (see bcvlm_model/cpu_memory.py)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bcvlm_fedbench_"))
-    from bcvlm_testing.federation_sites import server_model_factory
     from bcvlm_server.server_config import load_server_config
+    from bcvlm_testing.federation_sites import server_model_factory
 
     probe = workdir / "probe.yaml"
     probe.parent.mkdir(parents=True, exist_ok=True)
     probe.write_text(yaml.safe_dump({**_federation(False, 1, args.sites), "run_dir": str(workdir / "probe")}))
     model = server_model_factory(load_server_config(probe))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    report: dict[str, Any] = {"transport": args.transport, "sites": args.sites, "rounds": args.rounds,
-                              "federated_parameters": int(trainable), "machine": os.uname().nodename,
-                              "cpu_count": os.cpu_count(), "results": {}}
+    report: dict[str, Any] = {
+        "transport": args.transport,
+        "sites": args.sites,
+        "rounds": args.rounds,
+        "federated_parameters": int(trainable),
+        "machine": os.uname().nodename,
+        "cpu_count": os.cpu_count(),
+        "results": {},
+    }
     runner = run_inprocess if args.transport == "inprocess" else run_loopback
     for mode in args.modes.split(","):
         started = time.perf_counter()

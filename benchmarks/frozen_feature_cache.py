@@ -10,6 +10,7 @@ writes it with --out), with the load average before and after.
     python benchmarks/frozen_feature_cache.py --sizes 2048x1024 --device cuda --bf16 --records 64
     python benchmarks/frozen_feature_cache.py --auc          # fp16 vs fp32 cache vs no cache: AUC after DP training
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,15 +54,23 @@ class BlobRecords(Dataset):
             image = torch.randn(1, height, width, generator=generator) * 0.5
             if malignant:
                 top, left = height // 3, width // 4
-                image[:, top: top + height // 6, left: left + width // 3] += contrast
-            self.items.append({
-                "image": image,
-                "metadata": {"age": 40.0 + index % 40, "view": ("CC", "MLO")[index % 2], "laterality": "LR"[index % 3 % 2],
-                             "implant": 0.0, "density": "ABCD"[index % 4], "manufacturer": "Hologic",
-                             "machine_id": str(index % 5)},
-                "labels": torch.tensor([malignant, float("nan")]),
-                "image_id": f"{seed}-rec-{index}",
-            })
+                image[:, top : top + height // 6, left : left + width // 3] += contrast
+            self.items.append(
+                {
+                    "image": image,
+                    "metadata": {
+                        "age": 40.0 + index % 40,
+                        "view": ("CC", "MLO")[index % 2],
+                        "laterality": "LR"[index % 3 % 2],
+                        "implant": 0.0,
+                        "density": "ABCD"[index % 4],
+                        "manufacturer": "Hologic",
+                        "machine_id": str(index % 5),
+                    },
+                    "labels": torch.tensor([malignant, float("nan")]),
+                    "image_id": f"{seed}-rec-{index}",
+                }
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -73,8 +82,9 @@ class BlobRecords(Dataset):
 def model_config(tiny: bool, bf16: bool) -> ModelConfig:
     """The default VLM, or (tiny) the test-sized one: 1 text layer, 32-d fusion."""
     if tiny:
-        return ModelConfig(text_encoder=TextEncoderConfig(num_layers=1), fusion=FusionConfig(dim=32, heads=4),
-                           autocast_bf16=bf16)
+        return ModelConfig(
+            text_encoder=TextEncoderConfig(num_layers=1), fusion=FusionConfig(dim=32, heads=4), autocast_bf16=bf16
+        )
     return ModelConfig(autocast_bf16=bf16)
 
 
@@ -86,8 +96,9 @@ def text_config(augment: bool) -> TextConfig:
 
 def _loader(dataset: Dataset, batch: int, augment: bool, seed: int) -> DataLoader:
     collator = ReportCollator(text_config(augment), train=True, seed=seed)
-    return DataLoader(dataset, batch_size=batch, shuffle=True, collate_fn=collator,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset, batch_size=batch, shuffle=True, collate_fn=collator, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -101,8 +112,15 @@ def _epoch(module: torch.nn.Module, loader: DataLoader, args: argparse.Namespace
     dp = DPTrainState(noise_multiplier=args.noise, max_grad_norm=1.0, delta=1e-5, insecure_seed=seed)
     _sync(device)
     started, started_cpu = time.perf_counter(), time.process_time()
-    train_local(module, loader, LocalTrainConfig(local_steps=0, learning_rate=args.lr), dp=dp, device=device,
-                bf16=args.bf16, seed=seed)
+    train_local(
+        module,
+        loader,
+        LocalTrainConfig(local_steps=0, learning_rate=args.lr),
+        dp=dp,
+        device=device,
+        bf16=args.bf16,
+        seed=seed,
+    )
     _sync(device)
     return time.perf_counter() - started, time.process_time() - started_cpu
 
@@ -114,19 +132,28 @@ def measure_size(height: int, width: int, args: argparse.Namespace, cache_root: 
     dataset = BlobRecords(args.records, height, width, seed=1)
     preprocess = PreprocessConfig(image_height=height, image_width=width)
     plain_model = copy.deepcopy(base)
-    plain_times = [_epoch(plain_model, _loader(dataset, args.batch, args.augment, 10 + epoch), args, epoch)
-                   for epoch in range(args.epochs)]
+    plain_times = [
+        _epoch(plain_model, _loader(dataset, args.batch, args.augment, 10 + epoch), args, epoch)
+        for epoch in range(args.epochs)
+    ]
     cached_model = copy.deepcopy(base)
     root = cache_root / f"{height}x{width}"
     started, started_cpu = time.perf_counter(), time.process_time()
-    cached = frozen_feature_training(cached_model, _loader(dataset, args.batch, args.augment, 10), root, preprocess,
-                                     args.storage, args.device)
+    cached = frozen_feature_training(
+        cached_model, _loader(dataset, args.batch, args.augment, 10), root, preprocess, args.storage, args.device
+    )
     fill_seconds, fill_cpu = time.perf_counter() - started, time.process_time() - started_cpu
     cached_times = [_epoch(cached.module, cached.loader, args, 0)]
     for epoch in range(1, args.epochs):
         # a new round's loader, as a site builds it (new augmentation seed), through the same cache on disk
-        again = frozen_feature_training(cached_model, _loader(dataset, args.batch, args.augment, 10 + epoch), root,
-                                        preprocess, args.storage, args.device)
+        again = frozen_feature_training(
+            cached_model,
+            _loader(dataset, args.batch, args.augment, 10 + epoch),
+            root,
+            preprocess,
+            args.storage,
+            args.device,
+        )
         cached_times.append(_epoch(again.module, again.loader, args, epoch))
         cached = again
     entry_bytes = sum(path.stat().st_size for path in root.rglob("*.npz"))
@@ -173,24 +200,36 @@ def measure_auc(args: argparse.Namespace, cache_root: Path) -> dict[str, Any]:
     test = BlobRecords(args.auc_records, height, width, 2, args.auc_contrast)
     preprocess = PreprocessConfig(image_height=height, image_width=width)
     test_loader = DataLoader(test, batch_size=args.batch, collate_fn=ReportCollator(TextConfig()))
-    results: dict[str, Any] = {"size": f"{height}x{width}", "train_records": len(train), "test_records": len(test),
-                               "blob_contrast": args.auc_contrast,
-                               "epochs": args.auc_epochs, "noise_multiplier": args.noise}
+    results: dict[str, Any] = {
+        "size": f"{height}x{width}",
+        "train_records": len(train),
+        "test_records": len(test),
+        "blob_contrast": args.auc_contrast,
+        "epochs": args.auc_epochs,
+        "noise_multiplier": args.noise,
+    }
     for variant in ("no_cache", "float32", "float16"):
         model = copy.deepcopy(base)
         for epoch in range(args.auc_epochs):
             loader = _loader(train, args.batch, args.augment, 100 + epoch)
             module = model
             if variant != "no_cache":
-                cached = frozen_feature_training(model, loader, cache_root / f"auc-{variant}", preprocess, variant,
-                                                 args.device)
+                cached = frozen_feature_training(
+                    model, loader, cache_root / f"auc-{variant}", preprocess, variant, args.device
+                )
                 module, loader = cached.module, cached.loader
             _epoch(module, loader, args, 1000 + epoch)
         evaluation = evaluate(model, test_loader, device=args.device, bf16=args.bf16)
-        results[variant] = {"auc_malignancy": _auc(evaluation.scores["malignancy"], evaluation.labels["malignancy"]),
-                            "mean_loss": evaluation.mean_loss}
-    results["auc_difference_float16_vs_no_cache"] = results["float16"]["auc_malignancy"] - results["no_cache"]["auc_malignancy"]
-    results["auc_difference_float32_vs_no_cache"] = results["float32"]["auc_malignancy"] - results["no_cache"]["auc_malignancy"]
+        results[variant] = {
+            "auc_malignancy": _auc(evaluation.scores["malignancy"], evaluation.labels["malignancy"]),
+            "mean_loss": evaluation.mean_loss,
+        }
+    results["auc_difference_float16_vs_no_cache"] = (
+        results["float16"]["auc_malignancy"] - results["no_cache"]["auc_malignancy"]
+    )
+    results["auc_difference_float32_vs_no_cache"] = (
+        results["float32"]["auc_malignancy"] - results["no_cache"]["auc_malignancy"]
+    )
     return results
 
 
@@ -204,7 +243,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sizes", default="256x128,512x256", help="comma-separated HxW ('' = no timing)")
     parser.add_argument("--records", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=2, help="epochs timed per variant (steady = best after the first)")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs timed per variant (steady = best after the first)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--storage", default="float16", choices=("float16", "float32"))
@@ -229,11 +270,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cache_root = args.cache_dir or Path(tempfile.mkdtemp(prefix="bcvlm-frozen-cache-"))
     report: dict[str, Any] = {
         "benchmark": "frozen_feature_cache",
-        "device": args.device if args.device == "cpu" or not torch.cuda.is_available() else torch.cuda.get_device_name(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-        "bf16": args.bf16, "storage_dtype": args.storage, "text_augmentation": args.augment,
-        "model": "tiny" if args.tiny else "default VLM (EfficientNet-Lite0, MiniLM-L6), DP trainable: last image "
-                                          "stage + projections/fusion/head",
+        "device": args.device
+        if args.device == "cpu" or not torch.cuda.is_available()
+        else torch.cuda.get_device_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "bf16": args.bf16,
+        "storage_dtype": args.storage,
+        "text_augmentation": args.augment,
+        "model": "tiny"
+        if args.tiny
+        else "default VLM (EfficientNet-Lite0, MiniLM-L6), DP trainable: last image stage + projections/fusion/head",
         "load_average_before": list(os.getloadavg()),
         "sizes": [],
     }

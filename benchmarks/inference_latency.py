@@ -1,4 +1,5 @@
 """Per-exam inference latency (4 views + report text, batch 4) of the default VLM vs the image-only model; prints JSON."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,20 +22,47 @@ EXAM_VIEWS = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
 def exam_items(height: int, width: int, seed: int = 0) -> list[dict[str, Any]]:
     """One screening exam as dataset items: 4 normalised random images and typical metadata."""
     generator = torch.Generator().manual_seed(seed)
-    return [{"image": torch.randn(1, height, width, generator=generator),
-             "metadata": {"age": 58.0, "implant": 0.0, "view": view, "laterality": side, "manufacturer": "HOLOGIC, Inc.",
-                          "machine_id": "Selenia Dimensions", "density": None, "site_id": "1"},
-             "labels": torch.full((2,), float("nan")), "image_id": f"{side}{view}"} for side, view in EXAM_VIEWS]
+    return [
+        {
+            "image": torch.randn(1, height, width, generator=generator),
+            "metadata": {
+                "age": 58.0,
+                "implant": 0.0,
+                "view": view,
+                "laterality": side,
+                "manufacturer": "HOLOGIC, Inc.",
+                "machine_id": "Selenia Dimensions",
+                "density": None,
+                "site_id": "1",
+            },
+            "labels": torch.full((2,), float("nan")),
+            "image_id": f"{side}{view}",
+        }
+        for side, view in EXAM_VIEWS
+    ]
 
 
-def time_exam(model: torch.nn.Module, collator: ReportCollator, items: list[dict[str, Any]], device: torch.device,
-              bf16: bool, repeats: int, warmup: int) -> dict[str, list[float]]:
+def time_exam(
+    model: torch.nn.Module,
+    collator: ReportCollator,
+    items: list[dict[str, Any]],
+    device: torch.device,
+    bf16: bool,
+    repeats: int,
+    warmup: int,
+) -> dict[str, list[float]]:
     """Wall-clock and process-CPU milliseconds of collate (render + tokenize) + forward for one exam, per repeat."""
+
     def once() -> None:
         batch = collator(items)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            model(batch["image"].to(device), batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                  batch["token_type_ids"].to(device), batch["position_ids"].to(device))
+            model(
+                batch["image"].to(device),
+                batch["input_ids"].to(device),
+                batch["attention_mask"].to(device),
+                batch["token_type_ids"].to(device),
+                batch["position_ids"].to(device),
+            )
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -77,25 +105,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = build_model(baseline_config(name, ModelConfig())).to(chosen.device).eval()
         model.cfg.autocast_bf16 = False  # autocast is applied here, by device
         timings = time_exam(model, collator, items, chosen.device, chosen.bf16, args.repeats, args.warmup)
-        results[name] = {"wall_ms_per_exam_median": statistics.median(timings["wall_ms"]),
-                         "process_cpu_ms_per_exam_median": statistics.median(timings["process_cpu_ms"]), **timings}
+        results[name] = {
+            "wall_ms_per_exam_median": statistics.median(timings["wall_ms"]),
+            "process_cpu_ms_per_exam_median": statistics.median(timings["process_cpu_ms"]),
+            **timings,
+        }
         del model
-    print(json.dumps({
-        "benchmark": "inference_latency",
-        "device": chosen.description,
-        "gpu": torch.cuda.get_device_name(0) if chosen.device.type == "cuda" else None,
-        "cpu_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "image_size": [height, width],
-        "batch": len(items),
-        "models": results,
-        "load_average_1min": os.getloadavg()[0],
-        "vlm_over_image_only_wall": results["vlm"]["wall_ms_per_exam_median"]
-        / results["image_only"]["wall_ms_per_exam_median"],
-        "vlm_over_image_only_process_cpu": results["vlm"]["process_cpu_ms_per_exam_median"]
-        / results["image_only"]["process_cpu_ms_per_exam_median"],
-        "measures": "report render + tokenize + forward of one 4-view exam (batch 4); DICOM decode not included",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "inference_latency",
+                "device": chosen.description,
+                "gpu": torch.cuda.get_device_name(0) if chosen.device.type == "cuda" else None,
+                "cpu_threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+                "image_size": [height, width],
+                "batch": len(items),
+                "models": results,
+                "load_average_1min": os.getloadavg()[0],
+                "vlm_over_image_only_wall": results["vlm"]["wall_ms_per_exam_median"]
+                / results["image_only"]["wall_ms_per_exam_median"],
+                "vlm_over_image_only_process_cpu": results["vlm"]["process_cpu_ms_per_exam_median"]
+                / results["image_only"]["process_cpu_ms_per_exam_median"],
+                "measures": "report render + tokenize + forward of one 4-view exam (batch 4); DICOM decode not included",
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ machine shared with other jobs; wall figures and the load average are recorded n
 Usage: python benchmarks/jpeg2000_decode.py [--repeats 5] [--size 2048x1024]
        [--out benchmarks/results/jpeg2000_decode.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,14 @@ def time_pipeline(path: Path, cfg: PreprocessConfig, threads: int, repeats: int)
         cpus.append(time.process_time() - start_cpu)
         reduce = trace.decode_reduce
     wall, cpu = min(walls), min(cpus)
-    return {"decode_threads": threads, "resolution_reduce": reduce, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-            "images_per_s_wall": round(1.0 / wall, 3), "images_per_s_per_core": round(1.0 / cpu, 3)}
+    return {
+        "decode_threads": threads,
+        "resolution_reduce": reduce,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "images_per_s_wall": round(1.0 / wall, 3),
+        "images_per_s_per_core": round(1.0 / cpu, 3),
+    }
 
 
 def main() -> None:
@@ -59,8 +66,12 @@ def main() -> None:
         after = time_pipeline(encoded, reduced_cfg, 1, args.repeats)
         after_threads = time_pipeline(encoded, reduced_cfg, 2, args.repeats)
     results = {
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "load_average_before": load_before, "load_average_after": [round(v, 2) for v in os.getloadavg()]},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_before": load_before,
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        },
         "input": {"image": f"{source.parent.name}/{source.name}", "syntax": "JPEG 2000 Lossless (GDCM re-encode)"},
         "output_size": args.size,
         "openjpeg": {"library": library.name, "version": library.version, "thread_support": library.threads},

@@ -9,6 +9,7 @@ Each measurement runs in a fresh subprocess so peak memory is per configuration.
     python benchmarks/model_step.py --height 512 --width 256 --batch 2 --device cpu
     python benchmarks/model_step.py --full-forward            # default VLM, one 1x2048x1024 image, CPU forward
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,23 @@ def _max_rss_mb() -> float:
 
 def make_batch(height: int, width: int, batch: int, device: torch.device) -> dict[str, Any]:
     """A batch as the ReportCollator makes it: random images, rendered reports of plausible metadata."""
-    items = [{"image": torch.randn(1, height, width), "labels": torch.tensor([float(i % 2), float("nan")]),
-              "image_id": f"bench-{i}",
-              "metadata": {"age": 50.0 + i, "view": "CC" if i % 2 else "MLO", "laterality": "L", "implant": 0.0,
-                           "density": "B", "manufacturer": "Hologic", "machine_id": "49"}} for i in range(batch)]
+    items = [
+        {
+            "image": torch.randn(1, height, width),
+            "labels": torch.tensor([float(i % 2), float("nan")]),
+            "image_id": f"bench-{i}",
+            "metadata": {
+                "age": 50.0 + i,
+                "view": "CC" if i % 2 else "MLO",
+                "laterality": "L",
+                "implant": 0.0,
+                "density": "B",
+                "manufacturer": "Hologic",
+                "machine_id": "49",
+            },
+        }
+        for i in range(batch)
+    ]
     collated = ReportCollator(TextConfig(), train=True)(items)
     return {key: value.to(device) if torch.is_tensor(value) else value for key, value in collated.items()}
 
@@ -80,8 +94,10 @@ def _memory_phase(device: torch.device, run: Callable[[], list[float]]) -> tuple
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         times = run()
-        return times, {"peak_mib": torch.cuda.max_memory_allocated(device) / 2**20,
-                       "peak_above_start_mib": (torch.cuda.max_memory_allocated(device) - before) / 2**20}
+        return times, {
+            "peak_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+            "peak_above_start_mib": (torch.cuda.max_memory_allocated(device) - before) / 2**20,
+        }
     before = _rss_mb()
     times = run()
     return times, {"peak_above_start_mib": max(0.0, _max_rss_mb() - before), "max_rss_mib": _max_rss_mb()}
@@ -117,8 +133,12 @@ def measure_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     train_times, train_memory = _memory_phase(device, lambda: _timed(train_step, device, args.warmup, args.steps))
     model.eval()
     infer_times, infer_memory = _memory_phase(device, lambda: _timed(infer, device, args.warmup, args.steps))
-    return {"model": name, "trainable_params": sum(p.numel() for p in trainable),
-            "train": {**_summary(train_times), **train_memory}, "inference": {**_summary(infer_times), **infer_memory}}
+    return {
+        "model": name,
+        "trainable_params": sum(p.numel() for p in trainable),
+        "train": {**_summary(train_times), **train_memory},
+        "inference": {**_summary(infer_times), **infer_memory},
+    }
 
 
 def measure_dp(mode: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -136,8 +156,9 @@ def measure_dp(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     module: torch.nn.Module = model
     if mode == "dp_on":
         module = GradSampleModule(model, batch_first=True, loss_reduction="mean")
-        optimizer = DPOptimizer(optimizer, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=args.batch,
-                                loss_reduction="mean")
+        optimizer = DPOptimizer(
+            optimizer, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=args.batch, loss_reduction="mean"
+        )
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -145,8 +166,13 @@ def measure_dp(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         optimizer.step()
 
     times, memory = _memory_phase(device, lambda: _timed(train_step, device, args.warmup, args.steps))
-    return {"mode": mode, "image_trainable_stages": args.dp_image_stages, "text_trainable_layers": args.dp_text_layers,
-            "trainable_params": sum(p.numel() for p in trainable), "train": {**_summary(times), **memory}}
+    return {
+        "mode": mode,
+        "image_trainable_stages": args.dp_image_stages,
+        "text_trainable_layers": args.dp_text_layers,
+        "trainable_params": sum(p.numel() for p in trainable),
+        "train": {**_summary(times), **memory},
+    }
 
 
 def measure_full_forward(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,8 +188,12 @@ def measure_full_forward(args: argparse.Namespace) -> dict[str, Any]:
         assert logits.shape == (1, 2) and torch.isfinite(logits).all()
 
     times, memory = _memory_phase(device, lambda: _timed(infer, device, 0, max(1, args.steps)))
-    return {"model": "vlm", "input": "1x1x2048x1024", "tokens": int(inputs["input_ids"].shape[1]),
-            "inference": {**_summary(times), **memory}}
+    return {
+        "model": "vlm",
+        "input": "1x1x2048x1024",
+        "tokens": int(inputs["input_ids"].shape[1]),
+        "inference": {**_summary(times), **memory},
+    }
 
 
 def _run_child(argv: list[str]) -> dict[str, Any]:
@@ -196,17 +226,36 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.child:
         kind, _, name = args.child.partition(":")
-        result = {"model": measure_model, "dp": measure_dp}[kind](name, args) if kind != "full" else measure_full_forward(args)
+        result = (
+            {"model": measure_model, "dp": measure_dp}[kind](name, args)
+            if kind != "full"
+            else measure_full_forward(args)
+        )
         print(json.dumps(result))
         return 0
-    passthrough = [f"--height={args.height}", f"--width={args.width}", f"--batch={args.batch}", f"--device={args.device}",
-                   f"--steps={args.steps}", f"--warmup={args.warmup}", f"--dp-image-stages={args.dp_image_stages}",
-                   f"--dp-text-layers={args.dp_text_layers}", f"--threads={args.threads}"] + (["--bf16"] if args.bf16 else [])
+    passthrough = [
+        f"--height={args.height}",
+        f"--width={args.width}",
+        f"--batch={args.batch}",
+        f"--device={args.device}",
+        f"--steps={args.steps}",
+        f"--warmup={args.warmup}",
+        f"--dp-image-stages={args.dp_image_stages}",
+        f"--dp-text-layers={args.dp_text_layers}",
+        f"--threads={args.threads}",
+    ] + (["--bf16"] if args.bf16 else [])
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"cpu ({os.cpu_count()} cores)"
-    report: dict[str, Any] = {"device": device_name, "torch": torch.__version__, "bf16": args.bf16,
-                              "height": args.height, "width": args.width, "batch": args.batch,
-                              "memory_method": "cuda max_memory_allocated" if args.device.startswith("cuda")
-                              else "ru_maxrss growth over the phase (fresh process per configuration)"}
+    report: dict[str, Any] = {
+        "device": device_name,
+        "torch": torch.__version__,
+        "bf16": args.bf16,
+        "height": args.height,
+        "width": args.width,
+        "batch": args.batch,
+        "memory_method": "cuda max_memory_allocated"
+        if args.device.startswith("cuda")
+        else "ru_maxrss growth over the phase (fresh process per configuration)",
+    }
     if args.full_forward:
         for key in ("height", "width", "batch"):
             report.pop(key)
@@ -218,12 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
         report["models"] = {name: _run_child(passthrough + [f"--child=model:{name}"]) for name in names}
         if "vlm" in report["models"] and "image_only" in report["models"]:
-            report["vlm_over_image_only_train"] = (report["models"]["vlm"]["train"]["median_ms"]
-                                                   / report["models"]["image_only"]["train"]["median_ms"])
+            report["vlm_over_image_only_train"] = (
+                report["models"]["vlm"]["train"]["median_ms"] / report["models"]["image_only"]["train"]["median_ms"]
+            )
         if not args.no_dp:
             report["dp"] = {mode: _run_child(passthrough + [f"--child=dp:{mode}"]) for mode in DP_MODES}
-            report["dp_over_no_dp_train"] = (report["dp"]["dp_on"]["train"]["median_ms"]
-                                             / report["dp"]["dp_off"]["train"]["median_ms"])
+            report["dp_over_no_dp_train"] = (
+                report["dp"]["dp_on"]["train"]["median_ms"] / report["dp"]["dp_off"]["train"]["median_ms"]
+            )
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

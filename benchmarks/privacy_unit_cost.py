@@ -7,6 +7,7 @@ writes it with --out.
 
     python benchmarks/privacy_unit_cost.py --height 256 --width 128 --steps 6 --out benchmarks/results/privacy_unit_cost.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,11 +53,26 @@ def synthetic_rows(cache: Path, preprocess: PreprocessConfig, patients: int, vie
             image = rng.uniform(0, 1, (preprocess.image_height, preprocess.image_width)).astype(np.float32)
             save_cached_array(cached_array_path(cache, preprocess, image_id), image)
             row = {column: None for column in MANIFEST_COLUMNS}
-            row.update(source="synthetic", site_id="bench", patient_id=f"P{patient}", study_id=f"S{patient}",
-                       image_id=image_id, path="missing.dcm", laterality="LR"[view % 2], view=("CC", "MLO")[view // 2 % 2],
-                       age=50.0, density="B", implant=0.0, manufacturer="Hologic", machine_id="1",
-                       malignancy=float(patient % 2), calcification=float("nan"), split="train",
-                       oracle_malignancy=float("nan"), oracle_calcification=float("nan"))
+            row.update(
+                source="synthetic",
+                site_id="bench",
+                patient_id=f"P{patient}",
+                study_id=f"S{patient}",
+                image_id=image_id,
+                path="missing.dcm",
+                laterality="LR"[view % 2],
+                view=("CC", "MLO")[view // 2 % 2],
+                age=50.0,
+                density="B",
+                implant=0.0,
+                manufacturer="Hologic",
+                machine_id="1",
+                malignancy=float(patient % 2),
+                calcification=float("nan"),
+                split="train",
+                oracle_malignancy=float("nan"),
+                oracle_calcification=float("nan"),
+            )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -64,8 +80,17 @@ def synthetic_rows(cache: Path, preprocess: PreprocessConfig, patients: int, vie
 def time_unit(unit: PrivacyUnit, rows: pd.DataFrame, cache: Path, preprocess: PreprocessConfig, args) -> dict[str, Any]:
     model_cfg = ModelConfig()
     model = build_federated_model(model_cfg, DPReadyConfig())
-    loader = build_loader(rows, preprocess, TextConfig(), model_cfg, cache_dir=cache, batch_size=args.batch, train=True,
-                          seed=0, privacy_unit=unit)
+    loader = build_loader(
+        rows,
+        preprocess,
+        TextConfig(),
+        model_cfg,
+        cache_dir=cache,
+        batch_size=args.batch,
+        train=True,
+        seed=0,
+        privacy_unit=unit,
+    )
     dp = DPTrainState(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5)
     cfg = LocalTrainConfig(local_steps=1, optimizer="sgd", learning_rate=0.05)
     train_local(model, loader, cfg, dp=dp)  # warm-up: first-call allocations and hook set-up
@@ -75,9 +100,14 @@ def time_unit(unit: PrivacyUnit, rows: pd.DataFrame, cache: Path, preprocess: Pr
         result = train_local(model, loader, cfg, dp=dp)
         seconds.append(result.seconds)
         images += result.num_examples
-    return {"unit": unit.value, "records": len(loader.dataset), "sample_rate": 1 / len(loader),
-            "median_step_s": round(statistics.median(seconds), 4), "mean_step_s": round(statistics.mean(seconds), 4),
-            "images_per_step": round(images / args.steps, 2)}
+    return {
+        "unit": unit.value,
+        "records": len(loader.dataset),
+        "sample_rate": 1 / len(loader),
+        "median_step_s": round(statistics.median(seconds), 4),
+        "mean_step_s": round(statistics.mean(seconds), 4),
+        "images_per_step": round(images / args.steps, 2),
+    }
 
 
 def main() -> None:
@@ -100,11 +130,21 @@ def main() -> None:
     image, patient = results
     report = {
         "benchmark": "privacy_unit_cost",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_1m_at_end": round(os.getloadavg()[0], 2), "torch_threads": torch.get_num_threads()},
-        "config": {"height": args.height, "width": args.width, "patients": args.patients,
-                   "images_per_patient": args.images_per_patient, "batch_images": args.batch, "steps": args.steps,
-                   "model": "default VLM, default DP-ready trainable set"},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "config": {
+            "height": args.height,
+            "width": args.width,
+            "patients": args.patients,
+            "images_per_patient": args.images_per_patient,
+            "batch_images": args.batch,
+            "steps": args.steps,
+            "model": "default VLM, default DP-ready trainable set",
+        },
         "image_level": image,
         "patient_level": patient,
         "patient_over_image_step_time": round(patient["median_step_s"] / image["median_step_s"], 3),

@@ -8,6 +8,7 @@ site lost after the key exchange, one pairwise mask per neighbour of it.
 
     python benchmarks/secagg_mask_expansion.py --repeats 5 --out secagg_mask_expansion.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ apply_flower_env_defaults()
 
 MOD_RANGE = 2**32
 FEDERATED_30M_MODEL: dict[str, Any] = {
-    "image_encoder": {"trainable_stages": -1}, "text_encoder": {"num_layers": 0, "trainable_layers": -1},
-    "fusion": {"dim": 256, "heads": 8}, "dropout": 0.0,
+    "image_encoder": {"trainable_stages": -1},
+    "text_encoder": {"num_layers": 0, "trainable_layers": -1},
+    "fusion": {"dim": 256, "heads": 8},
+    "dropout": 0.0,
 }
 """Same model as benchmarks/federation_round.py: EfficientNet-Lite0 and all MiniLM layers trainable, 256-d fusion."""
 
@@ -40,8 +43,11 @@ def model_shapes() -> list[tuple[int, ...]]:
     from bcvlm_server.server_app import default_model_factory, trainable_arrays
     from bcvlm_server.server_config import ServerConfig
 
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ServerConfig),
-                                              {"model": FEDERATED_30M_MODEL, "dp_model": False, "run_dir": "unused"}))
+    cfg = OmegaConf.to_object(
+        OmegaConf.merge(
+            OmegaConf.structured(ServerConfig), {"model": FEDERATED_30M_MODEL, "dp_model": False, "run_dir": "unused"}
+        )
+    )
     return [array.shape for array in trainable_arrays(default_model_factory(cfg))]
 
 
@@ -86,16 +92,28 @@ def main(argv: list[str] | None = None) -> int:
         "arrays": len(shapes),
         "mod_range": MOD_RANGE,
         "repeats": args.repeats,
-        "bcvlm_expand_masks": {"prg": MASK_PRG_NAME.decode(), "median_s": round(statistics.median(ours), 4),
-                               "min_s": round(min(ours), 4), "all_s": [round(t, 4) for t in ours]},
-        "flower_pseudo_rand_gen": {"prg": "32-bit folded seed + numpy MT19937", "median_s":
-                                   round(statistics.median(flower), 4), "min_s": round(min(flower), 4),
-                                   "all_s": [round(t, 4) for t in flower]},
+        "bcvlm_expand_masks": {
+            "prg": MASK_PRG_NAME.decode(),
+            "median_s": round(statistics.median(ours), 4),
+            "min_s": round(min(ours), 4),
+            "all_s": [round(t, 4) for t in ours],
+        },
+        "flower_pseudo_rand_gen": {
+            "prg": "32-bit folded seed + numpy MT19937",
+            "median_s": round(statistics.median(flower), 4),
+            "min_s": round(min(flower), 4),
+            "all_s": [round(t, 4) for t in flower],
+        },
         "site_masks_per_round_3_sites": 3,
-        "machine": {"node": platform.node(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
-                    "loadavg_before": [round(x, 2) for x in load_before],
-                    "loadavg_after": [round(x, 2) for x in load_after],
-                    "python": platform.python_version(), "numpy": np.__version__},
+        "machine": {
+            "node": platform.node(),
+            "cpu": _cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in load_after],
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+        },
     }
     text = json.dumps(report, indent=2)
     print(text)

@@ -1,4 +1,5 @@
 """Benchmark: wall time of a simulated federation with 50 virtual sites (config `scale50`) on this machine; prints JSON."""
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         "bytes_up_per_round": [r["bytes_up"] for r in rounds],
         "pooled_auc_last_round": rounds[-1]["pooled_auc"] if rounds else None,
         "peak_rss_mb_driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-                    "load_avg_before": [round(v, 2) for v in load_before],
-                    "load_avg_after": [round(v, 2) for v in os.getloadavg()]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "load_avg_before": [round(v, 2) for v in load_before],
+            "load_avg_after": [round(v, 2) for v in os.getloadavg()],
+        },
         "run_dir": str(run_dir),
     }
     print(json.dumps(result, indent=2))

@@ -6,6 +6,7 @@ arguments plus `--site-config`. A refused FAB is never installed, put on `sys.pa
 inside `run_clientapp`, whose own error path then answers the server's message with an error reply carrying the
 reason and marks the task failed, so the server learns why.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ from typing import Any, Callable, Sequence
 
 import yaml
 from flwr.common.args import add_args_flwr_app_common, try_obtain_flwr_app_token
-from flwr.supernode.runtime import run_clientapp as flower_clientapp
 from flwr.supercore.tls import validate_and_resolve_root_certificates
+from flwr.supernode.runtime import run_clientapp as flower_clientapp
 
 from bcvlm_client import task_timing
 from bcvlm_client.fab_approval import FabRefused, require_approved
@@ -56,8 +57,10 @@ def checked_install(approved_sha256: Sequence[str], install: Callable[..., Any])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bcvlm_client.approved_clientapp",
-                                     description="Run a ClientApp task only for a FAB this site approved.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bcvlm_client.approved_clientapp",
+        description="Run a ClientApp task only for a FAB this site approved.",
+    )
     parser.add_argument("--runtime-api-address", required=True)
     parser.add_argument("--site-config", required=True, type=Path)
     add_args_flwr_app_common(parser=parser)
@@ -74,8 +77,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     LOGGER.setLevel(logging.INFO)
     # Fail closed: if Flower stops calling `install_from_fab` by this name, run nothing rather than run unchecked.
     if not callable(getattr(flower_clientapp, "install_from_fab", None)):
-        raise SystemExit("flwr.supernode.runtime.run_clientapp has no install_from_fab: cannot check FABs; "
-                         "refusing to run (Flower version mismatch)")
+        raise SystemExit(
+            "flwr.supernode.runtime.run_clientapp has no install_from_fab: cannot check FABs; "
+            "refusing to run (Flower version mismatch)"
+        )
     flower_clientapp.install_from_fab = checked_install(approved, flower_clientapp.install_from_fab)
     flower_clientapp.run_clientapp(
         runtime_api_address=args.runtime_api_address,

@@ -5,6 +5,7 @@ fields included), Flower's `secaggplus_mod` with full-strength masks (`bcvlm_cli
 that carry SecAgg+ protocol configs: the server may run without SecAgg+), egress guard again (checks the plain fit
 reply: update arrays and metrics, before masking).
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,16 +15,16 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from flwr.app import Context, Message
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from bcvlm_client.egress_guard import egress_guard_mod
 from bcvlm_client.reply_schema import COUNT_SCALE_KEY, EVALUATION_WEIGHT_KEY, SECURE_EVALUATION_KEY
 from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
+from bcvlm_client.site_config import SiteConfig, load_site_config, refuse_simulation_only_settings
 from bcvlm_client.task_timing import task_timing_mod
 from bcvlm_model.file_logging import attach_log_file
-from bcvlm_client.site_config import SiteConfig, load_site_config, refuse_simulation_only_settings
 
 if TYPE_CHECKING:  # torch, timm, transformers and opacus load only when a site trains or evaluates:
     from bcvlm_client.site_training import SiteTrainer  # Flower starts a fresh process for every SecAgg+ stage.
@@ -96,8 +97,9 @@ class SiteClient(NumPyClient):
 
         settings = RoundSettings.from_config(config)
         if config.get(SECURE_EVALUATION_KEY):  # evaluation summed under SecAgg+ (a "fit" only in protocol terms)
-            return self.trainer.secure_evaluation(parameters, settings, float(config[COUNT_SCALE_KEY]),
-                                                  int(config[EVALUATION_WEIGHT_KEY]))
+            return self.trainer.secure_evaluation(
+                parameters, settings, float(config[COUNT_SCALE_KEY]), int(config[EVALUATION_WEIGHT_KEY])
+            )
         return self.trainer.fit(parameters, settings, run_id=self.run_id)
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
@@ -118,8 +120,10 @@ def build_client_app(
     def client_fn(context: Context):
         return SiteClient(make_trainer(resolve(context)), context.run_id).to_client()
 
-    return ClientApp(client_fn=client_fn, mods=[*extra_mods, task_timing_mod, egress_guard_mod, optional_secaggplus_mod,
-                                                egress_guard_mod])
+    return ClientApp(
+        client_fn=client_fn,
+        mods=[*extra_mods, task_timing_mod, egress_guard_mod, optional_secaggplus_mod, egress_guard_mod],
+    )
 
 
 app = build_client_app()

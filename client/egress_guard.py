@@ -4,6 +4,7 @@ Anything else in a reply (strings, ids, paths, per-image values, unexpected arra
 `EgressViolation` before the message is sent. Exceptions leaving the ClientApp are replaced by a generic one,
 because Flower copies an exception's text into the error reply sent to the server.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,13 @@ from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
-from bcvlm_client.reply_schema import (EVALUATE_METRICS, FIT_METRICS, SECURE_EVALUATION_KEY, SECURE_EVALUATION_METRICS,
-                                      decode_histogram)
+from bcvlm_client.reply_schema import (
+    EVALUATE_METRICS,
+    FIT_METRICS,
+    SECURE_EVALUATION_KEY,
+    SECURE_EVALUATION_METRICS,
+    decode_histogram,
+)
 from bcvlm_model import TASKS
 from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
 
@@ -58,7 +64,9 @@ def _check_scalar(record: str, key: str, value: Any, expected: type) -> None:
     else:
         ok = isinstance(value, expected)
     if not ok:
-        raise EgressViolation(f"{record}[{_describe_key(key)}] has type {type(value).__name__}, expected {expected.__name__}")
+        raise EgressViolation(
+            f"{record}[{_describe_key(key)}] has type {type(value).__name__}, expected {expected.__name__}"
+        )
 
 
 def _check_metrics(record: str, values: dict[str, Any], allowed: dict[str, type], n_bins: int | None) -> None:

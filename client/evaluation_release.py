@@ -5,6 +5,7 @@ the server's bin grid (so sites' histograms still add up), but its counts sit in
 and adjacent cells are merged until each holds at least `min_cell_count` cases. A site with fewer cases than that
 releases an empty histogram. A merged cell's counts are placed at the bin of its median case.
 """
+
 from __future__ import annotations
 
 import math

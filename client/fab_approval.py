@@ -1,5 +1,6 @@
 """The site's verdict on a run's app bundle (FAB): approved only if it carries no code and names the installed
 bcvlm ClientApp, or if its SHA-256 is on the site's allow-list."""
+
 from __future__ import annotations
 
 import hashlib
@@ -70,14 +71,17 @@ def review_fab(content: bytes, approved_sha256: Collection[str] = ()) -> FabVerd
         return _refuse(digest, f"it names clientapp {clientapp!r}, not the installed {CLIENTAPP_REF!r}")
     if importlib.util.find_spec(CLIENTAPP_REF.split(":", 1)[0]) is None:
         return _refuse(digest, f"{CLIENTAPP_REF} is not installed at this site")
-    return FabVerdict(approved=True, sha256=digest,
-                      reason=f"it carries no code and names the installed {CLIENTAPP_REF}")
+    return FabVerdict(
+        approved=True, sha256=digest, reason=f"it carries no code and names the installed {CLIENTAPP_REF}"
+    )
 
 
 def require_approved(content: bytes, approved_sha256: Collection[str] = ()) -> FabVerdict:
     """`review_fab`, raising FabRefused when the FAB is not approved."""
     verdict = review_fab(content, approved_sha256)
     if not verdict.approved:
-        raise FabRefused(f"site refuses FAB sha256={verdict.sha256}: {verdict.reason}. A site approves a FAB that "
-                         f"holds only pyproject.toml naming {CLIENTAPP_REF}, or one listed in approved_fab_sha256")
+        raise FabRefused(
+            f"site refuses FAB sha256={verdict.sha256}: {verdict.reason}. A site approves a FAB that "
+            f"holds only pyproject.toml naming {CLIENTAPP_REF}, or one listed in approved_fab_sha256"
+        )
     return verdict

@@ -1,4 +1,5 @@
 """Starting and stopping Flower's own processes (SuperLink, SuperNode, `flwr` CLI) with a private FLWR_HOME and no phone-home."""
+
 from __future__ import annotations
 
 import os
@@ -166,8 +167,14 @@ def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Po
 class FlowerProcess:
     """One long-running Flower process (SuperLink or SuperNode) whose output goes to a log file."""
 
-    def __init__(self, command: Sequence[str], env: Mapping[str, str], log_path: str | os.PathLike[str],
-                 cwd: str | os.PathLike[str] | None = None, keeper: bool = False) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        log_path: str | os.PathLike[str],
+        cwd: str | os.PathLike[str] | None = None,
+        keeper: bool = False,
+    ) -> None:
         self.command = list(command)
         self.keeper = keeper
         """Run under `bcvlm_client.process_keeper`: the whole tree ends when we die, even by SIGKILL."""
@@ -191,8 +198,13 @@ class FlowerProcess:
         else:
             command = self.command
         self.process = subprocess.Popen(
-            command, env=self.env, cwd=self.cwd, stdout=self._log_handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            command,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         return self
 

@@ -4,6 +4,7 @@ Without this check a site whose cache was prepared at another size decodes every
 a word. Decoding on the fly stays possible, but only when the site's own config says so (`data.decode_on_the_fly`).
 `cache_gap` is the same check for any list of images (`bcvlm simulate` runs it on the cohort before the sites).
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,11 @@ def describe_preprocess(settings: dict[str, Any], config_hash: str) -> str:
 
 def differing_settings(wanted: dict[str, Any], held: dict[str, Any]) -> list[str]:
     """'key wanted-value vs held-value' for each preprocess key whose values differ (missing keys shown as None)."""
-    return [f"{key} {wanted.get(key)!r} vs {held.get(key)!r}" for key in sorted(set(wanted) | set(held))
-            if wanted.get(key) != held.get(key)]
+    return [
+        f"{key} {wanted.get(key)!r} vs {held.get(key)!r}"
+        for key in sorted(set(wanted) | set(held))
+        if wanted.get(key) != held.get(key)
+    ]
 
 
 def _cached_stems(folder: Path) -> set[str]:
@@ -52,8 +56,13 @@ def held_preprocessings(cache_dir: str | os.PathLike[str], image_ids: list[str])
     held = []
     for record in sorted(Path(cache_dir).glob(f"*/{CONFIG_RECORD_NAME}")):
         present = _cached_stems(record.parent)
-        held.append(HeldPreprocessing(dict(read_json(record).get("preprocess", {})), record.parent.name,
-                                      sum(stem in present for stem in stems)))
+        held.append(
+            HeldPreprocessing(
+                dict(read_json(record).get("preprocess", {})),
+                record.parent.name,
+                sum(stem in present for stem in stems),
+            )
+        )
     return held
 
 
@@ -62,8 +71,9 @@ def _describe_held(held: HeldPreprocessing, wanted: dict[str, Any], total: int) 
     shown = ", ".join(differences[:MAX_LISTED_DIFFERENCES])
     if len(differences) > MAX_LISTED_DIFFERENCES:
         shown += f" and {len(differences) - MAX_LISTED_DIFFERENCES} more"
-    return (f"{describe_preprocess(held.settings, held.config_hash)} covering {held.covered} of {total}"
-            + (f" (differs in {shown}; wanted vs held)" if shown else ""))
+    return f"{describe_preprocess(held.settings, held.config_hash)} covering {held.covered} of {total}" + (
+        f" (differs in {shown}; wanted vs held)" if shown else ""
+    )
 
 
 def wanted_preprocess(preprocess: PreprocessConfig) -> str:
@@ -71,8 +81,9 @@ def wanted_preprocess(preprocess: PreprocessConfig) -> str:
     return describe_preprocess(config_to_dict(preprocess), preprocess_config_hash(preprocess))
 
 
-def cache_gap(image_ids: Iterable[str], cache_dir: str | os.PathLike[str], preprocess: PreprocessConfig,
-              what: str = "images") -> str | None:
+def cache_gap(
+    image_ids: Iterable[str], cache_dir: str | os.PathLike[str], preprocess: PreprocessConfig, what: str = "images"
+) -> str | None:
     """Why not every one of `image_ids` has an array made with `preprocess` under `cache_dir`, naming each
     preprocessing the cache does hold and its keys that differ (wanted vs held); None if all do.
 
@@ -86,12 +97,15 @@ def cache_gap(image_ids: Iterable[str], cache_dir: str | os.PathLike[str], prepr
     config_hash = preprocess_config_hash(preprocess)
     others = [held for held in held_preprocessings(cache_dir, wanted_ids) if held.config_hash != config_hash]
     held_text = "; ".join(_describe_held(held, wanted, len(wanted_ids)) for held in others) or "no other preprocessing"
-    return (f"{missing} of {len(wanted_ids)} {what} have no array prepared with it under {Path(cache_dir)}; "
-            f"the cache holds {held_text}")
+    return (
+        f"{missing} of {len(wanted_ids)} {what} have no array prepared with it under {Path(cache_dir)}; "
+        f"the cache holds {held_text}"
+    )
 
 
-def preprocessing_mismatch(site: SiteConfig, preprocess: PreprocessConfig,
-                           train_image_ids: Iterable[str] | None = None) -> str | None:
+def preprocessing_mismatch(
+    site: SiteConfig, preprocess: PreprocessConfig, train_image_ids: Iterable[str] | None = None
+) -> str | None:
     """Why this site cannot train with the server's `preprocess` from its cache, naming both settings; None if it can.
 
     Always None when `data.decode_on_the_fly` is true (images the cache lacks are then decoded from DICOM).
@@ -102,8 +116,10 @@ def preprocessing_mismatch(site: SiteConfig, preprocess: PreprocessConfig,
     if train_image_ids is None:
         train_image_ids = split_rows(read_manifest(site.data.manifest), site.data.train_split)["image_id"]
     asked = f"the server asks for preprocessing {wanted_preprocess(preprocess)}"
-    hint = ("re-run `bcvlm prepare` with the server's preprocess settings, or set data.decode_on_the_fly: true to "
-            "decode the DICOMs on every epoch (slow)")
+    hint = (
+        "re-run `bcvlm prepare` with the server's preprocess settings, or set data.decode_on_the_fly: true to "
+        "decode the DICOMs on every epoch (slow)"
+    )
     if site.data.cache_dir is None:
         return f"{asked}; this site has no cache (data.cache_dir is null): {hint}"
     gap = cache_gap(train_image_ids, site.data.cache_dir, preprocess, what="training images")

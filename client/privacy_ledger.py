@@ -13,6 +13,7 @@ Every read-check-charge-write happens under an exclusive `flock` on `privacy_led
 once (two processes, two runs) are both charged. A round is charged BEFORE its DP steps run, so a crash mid-round
 can only over-count the privacy spent, never under-count it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,9 +29,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from bcvlm_model.privacy.privacy_unit import IMAGE_UNIT_WARNING, PrivacyUnit
 from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_model.privacy.dp_training import epsilon_of_history, projected_epsilon
+from bcvlm_model.privacy.privacy_unit import IMAGE_UNIT_WARNING, PrivacyUnit
 
 LEDGER_FILENAME = "privacy_ledger.json"
 LEDGER_KEY_FILENAME = "privacy_ledger.key"
@@ -116,16 +117,23 @@ def init_ledger(state_dir: str | os.PathLike[str], terms: LedgerTerms, *, new_da
         previous = None
         if path.exists():
             if not new_data_set:
-                raise LedgerError(f"{path} already exists; a ledger is never reset. A different training set needs "
-                                  "a new, declared budget: --init-ledger --new-data-set")
+                raise LedgerError(
+                    f"{path} already exists; a ledger is never reset. A different training set needs "
+                    "a new, declared budget: --init-ledger --new-data-set"
+                )
             old = SitePrivacyLedger._load(folder)
             if old.data_fingerprint == terms.data_fingerprint:
-                raise LedgerError(f"{path} already accounts for this training set ({terms.data_fingerprint}); "
-                                  "its budget cannot be reset by declaring it new")
+                raise LedgerError(
+                    f"{path} already accounts for this training set ({terms.data_fingerprint}); "
+                    "its budget cannot be reset by declaring it new"
+                )
             archived = path.with_name(f"privacy_ledger.{time.strftime('%Y%m%dT%H%M%S')}.json")
             os.replace(path, archived)
-            previous = {"archived_as": archived.name, "data_fingerprint": old.data_fingerprint,
-                        "epsilon_spent": old.epsilon_spent}
+            previous = {
+                "archived_as": archived.name,
+                "data_fingerprint": old.data_fingerprint,
+                "epsilon_spent": old.epsilon_spent,
+            }
         key_path = folder / LEDGER_KEY_FILENAME
         if not key_path.exists():
             descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -177,16 +185,20 @@ class SitePrivacyLedger:
     def _load(cls, folder: Path) -> "SitePrivacyLedger":
         path = folder / LEDGER_FILENAME
         if not path.exists():
-            raise LedgerMissing(f"no privacy ledger at {path}. A site's ledger is created once, before its first "
-                                "round: bcvlm-client --site <site.yaml> --init-ledger. If this site has trained "
-                                "before, the ledger was deleted: restore it (with its key) from a backup.")
+            raise LedgerMissing(
+                f"no privacy ledger at {path}. A site's ledger is created once, before its first "
+                "round: bcvlm-client --site <site.yaml> --init-ledger. If this site has trained "
+                "before, the ledger was deleted: restore it (with its key) from a backup."
+            )
         try:
             payload = read_json(path)
         except ValueError as exc:
             raise LedgerError(f"{path}: not valid JSON ({exc}); refusing to start with an unreadable ledger") from exc
         if not isinstance(payload, dict) or payload.get("version") != LEDGER_VERSION:
-            raise LedgerError(f"{path}: not a version-{LEDGER_VERSION} ledger (written by an older bcvlm or not a "
-                              "ledger); archive it and create a new one with --init-ledger")
+            raise LedgerError(
+                f"{path}: not a version-{LEDGER_VERSION} ledger (written by an older bcvlm or not a "
+                "ledger); archive it and create a new one with --init-ledger"
+            )
         ledger = cls(folder, _read_key(folder), list(payload.get("entries", [])), locked=False)
         ledger._verify(payload)
         return ledger
@@ -198,8 +210,10 @@ class SitePrivacyLedger:
             if body.get("seq") != index or body.get("prev") != previous:
                 raise LedgerError(f"{self.path}: entry {index} is out of sequence; the ledger was edited")
             if not hmac.compare_digest(str(stored.get("mac", "")), _mac(self._key, body)):
-                raise LedgerError(f"{self.path}: entry {index} ({body.get('kind')}, round {body.get('round')}) does "
-                                  "not match its MAC; the ledger was edited")
+                raise LedgerError(
+                    f"{self.path}: entry {index} ({body.get('kind')}, round {body.get('round')}) does "
+                    "not match its MAC; the ledger was edited"
+                )
             previous = stored["mac"]
         if not self._entries or self._entries[0].get("kind") != "open":
             raise LedgerError(f"{self.path}: the ledger has no opening entry")
@@ -207,9 +221,12 @@ class SitePrivacyLedger:
             raise LedgerError(f"{self.path}: entries were removed or added without the ledger's key")
         recorded = payload.get("epsilon_spent")
         if not isinstance(recorded, (int, float)) or not math.isclose(
-                recorded, self.epsilon_spent, rel_tol=1e-6, abs_tol=1e-9):
-            raise LedgerError(f"{self.path}: epsilon_spent={recorded} does not match its entries "
-                              f"({self.epsilon_spent}); the ledger was edited")
+            recorded, self.epsilon_spent, rel_tol=1e-6, abs_tol=1e-9
+        ):
+            raise LedgerError(
+                f"{self.path}: epsilon_spent={recorded} does not match its entries "
+                f"({self.epsilon_spent}); the ledger was edited"
+            )
 
     def _seal(self) -> str:
         last = self._entries[-1]["mac"] if self._entries else ""
@@ -221,13 +238,15 @@ class SitePrivacyLedger:
             raise LedgerError(
                 f"{self.path}: the ledger accounts for training set {header.get('data_fingerprint')} but this site's "
                 f"training set is {terms.data_fingerprint}. A different data set needs a new, declared budget: "
-                "bcvlm-client --site <site.yaml> --init-ledger --new-data-set (the old ledger is archived).")
+                "bcvlm-client --site <site.yaml> --init-ledger --new-data-set (the old ledger is archived)."
+            )
         wanted = asdict(terms)
         for name in ("target_epsilon", "delta", "accountant", "privacy_unit"):
             if header.get(name) != wanted[name]:
                 raise LedgerError(
                     f"{self.path}: the ledger was written for {name}={header.get(name)!r} but the site config says "
-                    f"{wanted[name]!r}. A privacy budget cannot be changed silently: restore the original setting.")
+                    f"{wanted[name]!r}. A privacy budget cannot be changed silently: restore the original setting."
+                )
 
     # --- read-only views ----------------------------------------------------------------------------------------
     @property
@@ -253,13 +272,21 @@ class SitePrivacyLedger:
     @property
     def terms(self) -> LedgerTerms:
         """The terms this ledger was opened with."""
-        return LedgerTerms(target_epsilon=self.target_epsilon, delta=self.delta, accountant=self.accountant,
-                           data_fingerprint=self.data_fingerprint, privacy_unit=self.privacy_unit)
+        return LedgerTerms(
+            target_epsilon=self.target_epsilon,
+            delta=self.delta,
+            accountant=self.accountant,
+            data_fingerprint=self.data_fingerprint,
+            privacy_unit=self.privacy_unit,
+        )
 
     @property
     def accountant_state(self) -> dict[str, Any]:
-        history = [[entry["noise_multiplier"], entry["sample_rate"], entry["steps"]]
-                   for entry in self._entries if entry["kind"] == "charged"]
+        history = [
+            [entry["noise_multiplier"], entry["sample_rate"], entry["steps"]]
+            for entry in self._entries
+            if entry["kind"] == "charged"
+        ]
         return {"mechanism": self.accountant, "history": history}
 
     @property
@@ -273,8 +300,10 @@ class SitePrivacyLedger:
 
     def has_charged(self, run_id: int, server_round: int) -> bool:
         """Was this round of this run already charged (trained or about to)?"""
-        return any(entry["kind"] == "charged" and entry["run_id"] == int(run_id) and entry["round"] == int(server_round)
-                   for entry in self._entries)
+        return any(
+            entry["kind"] == "charged" and entry["run_id"] == int(run_id) and entry["round"] == int(server_round)
+            for entry in self._entries
+        )
 
     # --- budget -------------------------------------------------------------------------------------------------
     def check_next_round(self, noise_multiplier: float, sample_rate: float, steps: int) -> BudgetCheck:
@@ -284,17 +313,26 @@ class SitePrivacyLedger:
         )
         return BudgetCheck(after <= self.target_epsilon + EPSILON_SLACK, self.epsilon_spent, after, self.target_epsilon)
 
-    def charge_round(self, run_id: int, server_round: int, noise_multiplier: float, sample_rate: float,
-                     steps: int) -> float:
+    def charge_round(
+        self, run_id: int, server_round: int, noise_multiplier: float, sample_rate: float, steps: int
+    ) -> float:
         """Record the coming round's DP-SGD steps before training; returns the new total epsilon."""
         check = self.check_next_round(noise_multiplier, sample_rate, steps)
         if not check.allowed:
             raise LedgerError(
                 f"round {server_round} would reach epsilon {check.epsilon_after:.4f} > target {self.target_epsilon}"
             )
-        self._append({"kind": "charged", "run_id": int(run_id), "round": int(server_round), "steps": int(steps),
-                      "noise_multiplier": float(noise_multiplier), "sample_rate": float(sample_rate),
-                      "epsilon_after": check.epsilon_after})
+        self._append(
+            {
+                "kind": "charged",
+                "run_id": int(run_id),
+                "round": int(server_round),
+                "steps": int(steps),
+                "noise_multiplier": float(noise_multiplier),
+                "sample_rate": float(sample_rate),
+                "epsilon_after": check.epsilon_after,
+            }
+        )
         return check.epsilon_after
 
     def confirm_round(self, run_id: int, server_round: int, accountant_state: dict[str, Any]) -> None:
@@ -303,20 +341,38 @@ class SitePrivacyLedger:
         actual = epsilon_of_history(accountant_state, self.delta, self.accountant)
         if actual > charged * (1 + 1e-6) + EPSILON_SLACK:
             raise LedgerError(f"round {server_round}: training spent epsilon {actual} > charged {charged}")
-        self._append({"kind": "trained", "run_id": int(run_id), "round": int(server_round),
-                      "epsilon_after": charged})
+        self._append({"kind": "trained", "run_id": int(run_id), "round": int(server_round), "epsilon_after": charged})
 
     def record_declined(self, run_id: int, server_round: int, reason: str, projected: float | None = None) -> None:
         """Note a round the site declined (epsilon unchanged); `projected` = the epsilon it would have reached."""
-        self._append({"kind": "declined", "run_id": int(run_id), "round": int(server_round), "reason": reason,
-                      "epsilon_after": self.epsilon_spent, "projected_epsilon": projected})
+        self._append(
+            {
+                "kind": "declined",
+                "run_id": int(run_id),
+                "round": int(server_round),
+                "reason": reason,
+                "epsilon_after": self.epsilon_spent,
+                "projected_epsilon": projected,
+            }
+        )
 
     # --- persistence --------------------------------------------------------------------------------------------
     def _append(self, fields: dict[str, Any]) -> None:
         if not self._locked:
             raise LedgerError("the ledger is written only while its lock is held (SitePrivacyLedger.locked)")
-        body = {**fields, "seq": len(self._entries), "prev": self._entries[-1]["mac"] if self._entries else "",
-                "time": time.time()}
+        body = {
+            **fields,
+            "seq": len(self._entries),
+            "prev": self._entries[-1]["mac"] if self._entries else "",
+            "time": time.time(),
+        }
         self._entries.append({**body, "mac": _mac(self._key, body)})
-        atomic_write_json(self.path, {"version": LEDGER_VERSION, "epsilon_spent": self.epsilon_spent,
-                                      "entries": self._entries, "seal": self._seal()})
+        atomic_write_json(
+            self.path,
+            {
+                "version": LEDGER_VERSION,
+                "epsilon_spent": self.epsilon_spent,
+                "entries": self._entries,
+                "seal": self._seal(),
+            },
+        )

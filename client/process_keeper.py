@@ -6,6 +6,7 @@ this they outlive a killed `bcvlm-client`, keep training and hold its runtime po
 child subreaper (orphaned descendants are re-parented to it, not to init) and gets SIGTERM when its parent dies
 (PR_SET_PDEATHSIG); COMMAND itself gets SIGKILL if the keeper dies.
 """
+
 from __future__ import annotations
 
 import argparse

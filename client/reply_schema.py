@@ -1,4 +1,5 @@
 """What a site may send back: reply metric names and types, and the byte encoding of score histograms."""
+
 from __future__ import annotations
 
 from enum import IntEnum
@@ -96,6 +97,8 @@ def arrays_to_histograms(arrays: list[np.ndarray], count_scale: float) -> dict[s
     """Inverse of `histograms_to_arrays` for a (summed) vector: counts rounded to the nearest integer."""
     if len(arrays) != 2 * len(TASKS):
         raise ValueError(f"expected {2 * len(TASKS)} histogram arrays, got {len(arrays)}")
-    counts = [np.clip(np.rint(np.asarray(array, dtype=np.float64) * count_scale), 0, None).astype(np.int64)
-              for array in arrays]
+    counts = [
+        np.clip(np.rint(np.asarray(array, dtype=np.float64) * count_scale), 0, None).astype(np.int64)
+        for array in arrays
+    ]
     return {task: ScoreHistogram(counts[2 * index], counts[2 * index + 1]) for index, task in enumerate(TASKS)}

@@ -4,6 +4,7 @@ The server is untrusted input at a site. It may ask a site to be more private, n
 the site's limits (`limits.*`, `privacy.*`), or a preprocessing the site has no cache for, makes the site decline the
 round; nothing is trained or charged.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,20 +31,30 @@ def refuse_round(site: SiteConfig, settings: RoundSettings, steps: int) -> Refus
     if not privacy.enabled and settings.dp:
         return Refusal(DeclineReason.DP_UNAVAILABLE, "the server asks for DP training; privacy.enabled is false")
     if privacy.enabled and settings.dp_trainable is None:
-        return Refusal(DeclineReason.DP_UNSAFE_MODEL,
-                       "the server sent no DP-ready trainable set (dp-trainable: null) for a DP round")
+        return Refusal(
+            DeclineReason.DP_UNSAFE_MODEL,
+            "the server sent no DP-ready trainable set (dp-trainable: null) for a DP round",
+        )
     if settings.model.kind not in limits.model_kinds:
-        return Refusal(DeclineReason.MODEL_KIND_NOT_ALLOWED,
-                       f"model kind '{settings.model.kind}' is not in limits.model_kinds {list(limits.model_kinds)}")
+        return Refusal(
+            DeclineReason.MODEL_KIND_NOT_ALLOWED,
+            f"model kind '{settings.model.kind}' is not in limits.model_kinds {list(limits.model_kinds)}",
+        )
     if settings.planned_rounds > limits.max_rounds:
-        return Refusal(DeclineReason.ROUNDS_OVER_LIMIT,
-                       f"{settings.planned_rounds} planned rounds > limits.max_rounds={limits.max_rounds}")
+        return Refusal(
+            DeclineReason.ROUNDS_OVER_LIMIT,
+            f"{settings.planned_rounds} planned rounds > limits.max_rounds={limits.max_rounds}",
+        )
     if not 1 <= settings.server_round <= settings.planned_rounds:
-        return Refusal(DeclineReason.ROUNDS_OVER_LIMIT,
-                       f"round {settings.server_round} is outside the planned 1..{settings.planned_rounds}")
+        return Refusal(
+            DeclineReason.ROUNDS_OVER_LIMIT,
+            f"round {settings.server_round} is outside the planned 1..{settings.planned_rounds}",
+        )
     if steps > limits.max_local_steps:
-        return Refusal(DeclineReason.LOCAL_STEPS_OVER_LIMIT,
-                       f"{steps} local steps > limits.max_local_steps={limits.max_local_steps}")
+        return Refusal(
+            DeclineReason.LOCAL_STEPS_OVER_LIMIT,
+            f"{steps} local steps > limits.max_local_steps={limits.max_local_steps}",
+        )
     mismatch = preprocessing_mismatch(site, settings.preprocess)
     if mismatch is not None:
         return Refusal(DeclineReason.PREPROCESS_MISMATCH, mismatch)

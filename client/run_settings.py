@@ -3,6 +3,7 @@
 The server encodes the dataclasses as JSON strings in the fit/evaluate config; `encode_round_settings` and
 `RoundSettings.from_config` are the two ends of that contract.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """The site's SecAgg+ mod: Flower's `secaggplus_mod` with full-strength masks (ChaCha20 keyed by the whole seed)
 that takes part only when the server announces the same mask expansion, and confirms it in its setup reply; the
 masked vector is uploaded in the smallest unsigned type that holds the round's field (uint32, not int64)."""
+
 from __future__ import annotations
 
 import importlib
@@ -39,20 +40,23 @@ def use_full_strength_masks() -> None:
     _FLOWER_MOD.pseudo_rand_gen = expand_masks
 
 
-def full_strength_secaggplus_mod(msg: Message, context: Context,
-                                 call_next: Callable[[Message, Context], Message]) -> Message:
+def full_strength_secaggplus_mod(
+    msg: Message, context: Context, call_next: Callable[[Message, Context], Message]
+) -> Message:
     """`secaggplus_mod` with `expand_masks`; refuses a setup stage that does not announce MASK_PRG_NAME."""
     use_full_strength_masks()
     configs = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
-    setup = (msg.metadata.message_type == MessageType.TRAIN and configs is not None
-             and configs.get(Key.STAGE) == Stage.SETUP)
+    setup = (
+        msg.metadata.message_type == MessageType.TRAIN and configs is not None and configs.get(Key.STAGE) == Stage.SETUP
+    )
     if setup:
         announced = configs.get(MASK_PRG_CONFIG_KEY)
         if announced != MASK_PRG_NAME:
             raise MaskProtocolMismatch(
                 f"the server's SecAgg+ announces mask expansion {announced!r}, this site uses {MASK_PRG_NAME!r}: "
                 "its unmasking would not match (a server without it uses Flower's 32-bit-seed Mersenne Twister); "
-                "the center must run the same bcvlm version")
+                "the center must run the same bcvlm version"
+            )
         del configs[MASK_PRG_CONFIG_KEY]  # Flower's mod sees exactly its own setup keys
         modulus = int(configs[Key.MOD_RANGE])
     stage = configs.get(Key.STAGE) if configs is not None else None
@@ -72,5 +76,6 @@ def _pack_upload(reply: Message, context: Context) -> None:
         raise RuntimeError("SecAgg+ masked-vector stage without a setup stage at this site in this run")
     out = reply.content.config_records[RECORD_KEY_CONFIGS]
     arrays = [bytes_to_ndarray(data) for data in out[Key.MASKED_PARAMETERS]]
-    out[Key.MASKED_PARAMETERS] = [ndarray_to_bytes(array)
-                                  for array in pack_masked_vector(arrays, int(field[Key.MOD_RANGE]))]
+    out[Key.MASKED_PARAMETERS] = [
+        ndarray_to_bytes(array) for array in pack_masked_vector(arrays, int(field[Key.MOD_RANGE]))
+    ]

@@ -1,4 +1,5 @@
 """SiteConfig: one hospital's settings for `bcvlm-client --site cfg.yaml` (structured config, validated at load)."""
+
 from __future__ import annotations
 
 import os
@@ -140,8 +141,11 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
     if not cfg.site_id.strip():
         fail("site_id", "must not be empty")
     if cfg.data.cache_dir is None and not cfg.data.decode_on_the_fly:
-        fail("data.cache_dir", "is required unless data.decode_on_the_fly: true (then every DICOM is decoded on "
-                               "every epoch); point it at the cache/ folder `bcvlm prepare` wrote")
+        fail(
+            "data.cache_dir",
+            "is required unless data.decode_on_the_fly: true (then every DICOM is decoded on "
+            "every epoch); point it at the cache/ folder `bcvlm prepare` wrote",
+        )
     if cfg.compute.batch_size < 1:
         fail("compute.batch_size", f"must be >= 1, got {cfg.compute.batch_size}")
     if cfg.compute.eval_batch_size < 1:
@@ -153,7 +157,9 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
     if not (cfg.compute.device == "cpu" or cfg.compute.device.startswith("cuda")):
         fail("compute.device", f"must be 'cpu', 'cuda' or 'cuda:N', got '{cfg.compute.device}'")
     if cfg.compute.frozen_feature_dtype not in ("float16", "float32"):
-        fail("compute.frozen_feature_dtype", f"must be 'float16' or 'float32', got '{cfg.compute.frozen_feature_dtype}'")
+        fail(
+            "compute.frozen_feature_dtype", f"must be 'float16' or 'float32', got '{cfg.compute.frozen_feature_dtype}'"
+        )
     privacy = cfg.privacy
     if privacy.enabled:
         if not privacy.target_epsilon > 0:
@@ -184,8 +190,11 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
                 fail(key, "is required unless insecure: true")
     elif not is_loopback_address(cfg.superlink_address):
         # Without TLS anyone on the path reads and alters the model updates and could pose as the server.
-        fail("insecure", f"true is only allowed for a SuperLink on this machine (127.0.0.1, ::1, localhost), not "
-                         f"'{cfg.superlink_address}': use TLS with ca_cert and private_key")
+        fail(
+            "insecure",
+            f"true is only allowed for a SuperLink on this machine (127.0.0.1, ::1, localhost), not "
+            f"'{cfg.superlink_address}': use TLS with ca_cert and private_key",
+        )
     if check_paths:
         paths = {"data.manifest": cfg.data.manifest}
         if not cfg.insecure:
@@ -201,12 +210,16 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
 def refuse_simulation_only_settings(cfg: SiteConfig, source: str = "site config") -> SiteConfig:
     """A deployed site never runs with reproducible (server-predictable) DP noise; ConfigError names the key."""
     if cfg.privacy.insecure_reproducible_noise:
-        raise ConfigError(f"{source}: key 'privacy.insecure_reproducible_noise': simulation only (anyone who knows "
-                          "the seed and round can strip the DP noise); remove it from a deployed site's config")
+        raise ConfigError(
+            f"{source}: key 'privacy.insecure_reproducible_noise': simulation only (anyone who knows "
+            "the seed and round can strip the DP noise); remove it from a deployed site's config"
+        )
     return cfg
 
 
-def load_site_config(path: str | os.PathLike[str], overrides: tuple[str, ...] = (), check_paths: bool = True) -> SiteConfig:
+def load_site_config(
+    path: str | os.PathLike[str], overrides: tuple[str, ...] = (), check_paths: bool = True
+) -> SiteConfig:
     """Load and validate a site YAML (unknown keys, wrong types, missing values or paths raise ConfigError)."""
     cfg = load_config(SiteConfig, path, overrides)
     return validate_site_config(cfg, source=str(path), check_paths=check_paths)

@@ -3,6 +3,7 @@ and the ledger's terms.
 
 Used by `bcvlm-client --check`, `--init-ledger` and every fit, so all three agree on what the data set is.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,8 +75,10 @@ def summarise_site_data(site: SiteConfig, manifest: pd.DataFrame | None = None) 
     train = split_rows(table, site.data.train_split)
     evaluation = split_rows(table, site.data.eval_split)
     return SiteDataSummary(
-        train_rows=len(train), train_patients=int(train["patient_id"].nunique()),
-        eval_rows=len(evaluation), eval_patients=int(evaluation["patient_id"].nunique()),
+        train_rows=len(train),
+        train_patients=int(train["patient_id"].nunique()),
+        eval_rows=len(evaluation),
+        eval_patients=int(evaluation["patient_id"].nunique()),
         data_fingerprint=training_set_fingerprint(train["patient_id"]),
     )
 
@@ -99,15 +102,20 @@ def check_delta_bound(site: SiteConfig, summary: SiteDataSummary) -> None:
     if site.privacy.enabled and site.privacy.delta > bound:
         raise ConfigError(
             f"site '{site.site_id}': key 'privacy.delta': {site.privacy.delta:g} is above 1/(10 x {num_records} "
-            f"{records}) = {bound:.3g}; set privacy.delta <= {bound:.3g}")
+            f"{records}) = {bound:.3g}; set privacy.delta <= {bound:.3g}"
+        )
 
 
 def ledger_terms(site: SiteConfig, summary: SiteDataSummary) -> LedgerTerms:
     """The terms this site's ledger must have: its own budget and its current training set."""
     privacy = site.privacy
-    return LedgerTerms(target_epsilon=float(privacy.target_epsilon), delta=float(privacy.delta),
-                       accountant=privacy.accountant, data_fingerprint=summary.data_fingerprint,
-                       privacy_unit=privacy.unit.value)
+    return LedgerTerms(
+        target_epsilon=float(privacy.target_epsilon),
+        delta=float(privacy.delta),
+        accountant=privacy.accountant,
+        data_fingerprint=summary.data_fingerprint,
+        privacy_unit=privacy.unit.value,
+    )
 
 
 def data_availability(site: SiteConfig, manifest: pd.DataFrame | None = None) -> DataAvailability:
@@ -123,12 +131,20 @@ def data_availability(site: SiteConfig, manifest: pd.DataFrame | None = None) ->
             present = {path.stem for path in record.parent.glob("*.npy")}
             covered = {image_id for image_id in table["image_id"] if safe_file_stem(image_id) in present}
             cached_anywhere |= covered
-            caches.append(CacheCoverage(
-                image_size=f"{config.get('image_height')}x{config.get('image_width')}", folder=record.parent,
-                train_cached=int(train["image_id"].isin(covered).sum()),
-                eval_cached=int(evaluation["image_id"].isin(covered).sum())))
+            caches.append(
+                CacheCoverage(
+                    image_size=f"{config.get('image_height')}x{config.get('image_width')}",
+                    folder=record.parent,
+                    train_cached=int(train["image_id"].isin(covered).sum()),
+                    eval_cached=int(evaluation["image_id"].isin(covered).sum()),
+                )
+            )
     dicom_present = {image_id: Path(path).is_file() for image_id, path in zip(table["image_id"], table["path"])}
-    unreadable = [image_id for image_id in train["image_id"]
-                  if not dicom_present[image_id] and image_id not in cached_anywhere]
-    return DataAvailability(caches=caches, dicoms_missing=sum(not present for present in dicom_present.values()),
-                            unreadable_train=unreadable)
+    unreadable = [
+        image_id for image_id in train["image_id"] if not dicom_present[image_id] and image_id not in cached_anywhere
+    ]
+    return DataAvailability(
+        caches=caches,
+        dicoms_missing=sum(not present for present in dicom_present.values()),
+        unreadable_train=unreadable,
+    )

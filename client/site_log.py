@@ -1,4 +1,5 @@
 """Reading a site's own log (`state_dir/logs/site.log`): figures that stay at the site, e.g. training time."""
+
 from __future__ import annotations
 
 import os

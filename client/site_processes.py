@@ -1,5 +1,6 @@
 """A site's two long-running Flower processes as one: the SuperNode (`--isolation process`) and the site's own
 SuperExec (`bcvlm_client.site_superexec`), started and stopped together."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,8 +15,17 @@ from bcvlm_client.superexec_secret import ensure_superexec_secret
 class SiteProcesses:
     """Same surface as the FlowerProcess it replaces in `bcvlm-client` (start, process, track_descendants, stop)."""
 
-    def __init__(self, supernode_command: Sequence[str], env: Mapping[str, str], supernode_log: Path, cwd: Path,
-                 runtime_address: str, site_config: Path, secret_file: Path, keeper: bool = False) -> None:
+    def __init__(
+        self,
+        supernode_command: Sequence[str],
+        env: Mapping[str, str],
+        supernode_log: Path,
+        cwd: Path,
+        runtime_address: str,
+        site_config: Path,
+        secret_file: Path,
+        keeper: bool = False,
+    ) -> None:
         self.env = dict(env)
         self.keeper = keeper
         """Both processes run under `bcvlm_client.process_keeper`: they end with `bcvlm-client`, even on SIGKILL."""
@@ -37,7 +47,11 @@ class SiteProcesses:
         self.supernode.start()
         self.superexec = FlowerProcess(
             site_superexec.command(self.runtime_address, self.site_config, self.secret_file, self.supernode.pid),
-            self.env, self.superexec_log, cwd=self.cwd, keeper=self.keeper).start()
+            self.env,
+            self.superexec_log,
+            cwd=self.cwd,
+            keeper=self.keeper,
+        ).start()
         return self
 
     def track_descendants(self) -> None:

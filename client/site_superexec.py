@@ -4,6 +4,7 @@ each through `bcvlm_client.approved_clientapp` (the FAB check) instead of `flwr-
 `bcvlm-client` runs the SuperNode with `--isolation process` and starts this process next to it, so no process
 of Flower's own choosing ever runs a run's app at the site.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,17 @@ class ApprovingClientAppExecutor:
     def launch(self, spec: ExecutionSpec) -> LaunchResult:
         if spec.task_type != TaskType.CLIENT_APP:
             return LaunchResult.failed(f"this site runs only ClientApp tasks, not {spec.task_type}")
-        command = [sys.executable, "-m", "bcvlm_client.approved_clientapp",
-                   "--runtime-api-address", spec.runtime_api_address, "--token", spec.token,
-                   "--site-config", str(self.site_config)]
+        command = [
+            sys.executable,
+            "-m",
+            "bcvlm_client.approved_clientapp",
+            "--runtime-api-address",
+            spec.runtime_api_address,
+            "--token",
+            spec.token,
+            "--site-config",
+            str(self.site_config),
+        ]
         command += ["--insecure"] if spec.insecure else ["--root-certificates", str(spec.root_certificates_path)]
         if spec.parent_pid is not None:
             command += ["--parent-pid", str(spec.parent_pid)]
@@ -51,14 +60,26 @@ class ApprovingClientAppExecutor:
 
 def command(runtime_address: str, site_config: Path, secret_file: Path, supernode_pid: int) -> list[str]:
     """The command line `bcvlm-client` starts this process with."""
-    return [sys.executable, "-m", "bcvlm_client.site_superexec", "--runtime-api-address", runtime_address,
-            "--site-config", str(site_config), "--superexec-auth-secret-file", str(secret_file),
-            "--parent-pid", str(supernode_pid)]
+    return [
+        sys.executable,
+        "-m",
+        "bcvlm_client.site_superexec",
+        "--runtime-api-address",
+        runtime_address,
+        "--site-config",
+        str(site_config),
+        "--superexec-auth-secret-file",
+        str(secret_file),
+        "--parent-pid",
+        str(supernode_pid),
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bcvlm_client.site_superexec",
-                                     description="The site's SuperExec: ClientApp tasks only, approved FABs only.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bcvlm_client.site_superexec",
+        description="The site's SuperExec: ClientApp tasks only, approved FABs only.",
+    )
     parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API (127.0.0.1:PORT)")
     parser.add_argument("--site-config", required=True, type=Path, help="the effective site config YAML")
     parser.add_argument("--superexec-auth-secret-file", required=True, type=Path)

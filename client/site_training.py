@@ -3,6 +3,7 @@
 Inputs are the global trainable arrays (order of `federated_parameter_names`) and the round's `RoundSettings`;
 outputs are the update arrays (local - global) and whitelisted aggregate metrics (`reply_schema`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,6 +18,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from bcvlm_client.evaluation_release import releasable_site_auc, release_histogram
+from bcvlm_client.privacy_ledger import LedgerTerms, SitePrivacyLedger
+from bcvlm_client.reply_schema import DeclineReason, encode_histogram, histograms_to_arrays
+from bcvlm_client.round_admission import Refusal, effective_target_epsilon, refuse_round
+from bcvlm_client.run_settings import RoundSettings, build_federated_model
+from bcvlm_client.site_config import SiteConfig
+from bcvlm_client.site_data import check_delta_bound, ledger_terms, read_site_manifest, split_rows, summarise_site_data
 from bcvlm_model import TASKS
 from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_model.features.training_hook import frozen_feature_training
@@ -28,13 +36,6 @@ from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_r
 from bcvlm_model.privacy.privacy_unit import IMAGE_UNIT_WARNING, PrivacyUnit, unit_description
 from bcvlm_model.training import evaluate, train_local
 from bcvlm_model.training.loaders import build_loader
-from bcvlm_client.privacy_ledger import LedgerTerms, SitePrivacyLedger
-from bcvlm_client.evaluation_release import release_histogram, releasable_site_auc
-from bcvlm_client.reply_schema import DeclineReason, encode_histogram, histograms_to_arrays
-from bcvlm_client.round_admission import Refusal, effective_target_epsilon, refuse_round
-from bcvlm_client.run_settings import RoundSettings, build_federated_model
-from bcvlm_client.site_config import SiteConfig
-from bcvlm_client.site_data import check_delta_bound, ledger_terms, read_site_manifest, split_rows, summarise_site_data
 
 LOGGER = logging.getLogger("bcvlm_client.site")
 
@@ -101,7 +102,10 @@ class SiteTrainer:
         """Batches of `rows`; under DP the training loader's items are the site's privacy units (patients)."""
         compute = self.site.compute
         return build_loader(
-            rows, settings.preprocess, settings.text, settings.model,
+            rows,
+            settings.preprocess,
+            settings.text,
+            settings.model,
             cache_dir=self.site.data.cache_dir,
             decode_on_the_fly=self.site.data.decode_on_the_fly,
             batch_size=compute.batch_size if train else compute.eval_batch_size,
@@ -111,14 +115,21 @@ class SiteTrainer:
             privacy_unit=self.site.privacy.unit if train and self.site.privacy.enabled else None,
         )
 
-    def _frozen_feature_training(self, model: nn.Module, loader: DataLoader,
-                                 settings: RoundSettings) -> tuple[nn.Module, DataLoader]:
+    def _frozen_feature_training(
+        self, model: nn.Module, loader: DataLoader, settings: RoundSettings
+    ) -> tuple[nn.Module, DataLoader]:
         """(module, loader) to train: from the site's frozen-feature cache when part of the model is frozen."""
         compute = self.site.compute
         if not compute.frozen_feature_cache:
             return model, loader
-        cached = frozen_feature_training(model, loader, Path(self.site.state_dir) / "frozen_features",
-                                         settings.preprocess, compute.frozen_feature_dtype, compute.device)
+        cached = frozen_feature_training(
+            model,
+            loader,
+            Path(self.site.state_dir) / "frozen_features",
+            settings.preprocess,
+            compute.frozen_feature_dtype,
+            compute.device,
+        )
         return (model, loader) if cached is None else (cached.module, cached.loader)
 
     def _manifest_table(self) -> pd.DataFrame:
@@ -134,15 +145,23 @@ class SiteTrainer:
         """A verified read-only view of this site's ledger."""
         return SitePrivacyLedger.open(self.site.state_dir, self.ledger_terms())
 
-    def _declined(self, arrays: list[np.ndarray], epsilon: float, refusal: Refusal, settings: RoundSettings) -> FitReply:
-        LOGGER.warning("site=%s round=%d declines to train (%s): %s", self.site.site_id, settings.server_round,
-                       refusal.reason.name, refusal.detail)
+    def _declined(
+        self, arrays: list[np.ndarray], epsilon: float, refusal: Refusal, settings: RoundSettings
+    ) -> FitReply:
+        LOGGER.warning(
+            "site=%s round=%d declines to train (%s): %s",
+            self.site.site_id,
+            settings.server_round,
+            refusal.reason.name,
+            refusal.detail,
+        )
         zeros = [np.zeros_like(np.asarray(array), dtype=np.float32) for array in arrays]
         metrics = {"epsilon": float(epsilon), "declined": int(refusal.reason), "steps": 0}
         return zeros, 0, metrics
 
-    def _charge(self, run_id: int, settings: RoundSettings, terms: LedgerTerms, sample_rate: float,
-                steps: int) -> tuple[DPTrainState | None, Refusal | None, float]:
+    def _charge(
+        self, run_id: int, settings: RoundSettings, terms: LedgerTerms, sample_rate: float, steps: int
+    ) -> tuple[DPTrainState | None, Refusal | None, float]:
         """Under the ledger's lock: refuse a replayed round or one the budget cannot pay for, else calibrate the
         noise to the budget left over the rounds left in this run and charge the round before it trains.
 
@@ -150,27 +169,36 @@ class SiteTrainer:
         privacy = self.site.privacy
         with SitePrivacyLedger.locked(self.site.state_dir, terms) as ledger:
             if ledger.has_charged(run_id, settings.server_round):
-                refusal = Refusal(DeclineReason.ROUND_REPLAYED,
-                                  f"round {settings.server_round} of run {run_id} was already trained")
+                refusal = Refusal(
+                    DeclineReason.ROUND_REPLAYED, f"round {settings.server_round} of run {run_id} was already trained"
+                )
                 ledger.record_declined(run_id, settings.server_round, refusal.reason.name)
                 return None, refusal, ledger.epsilon_spent
             history = ledger.accountant_state
             remaining_rounds = settings.planned_rounds - settings.server_round + 1
             noise = noise_multiplier_for_remaining_budget(
-                history, effective_target_epsilon(self.site, settings), privacy.delta, sample_rate,
-                remaining_rounds * steps, privacy.accountant)
+                history,
+                effective_target_epsilon(self.site, settings),
+                privacy.delta,
+                sample_rate,
+                remaining_rounds * steps,
+                privacy.accountant,
+            )
             check = ledger.check_next_round(noise, sample_rate, steps) if noise is not None else None
             if check is None or not check.allowed:
                 projected = check.epsilon_after if check is not None else None
-                refusal = Refusal(DeclineReason.BUDGET_EXHAUSTED,
-                                  f"epsilon {ledger.epsilon_spent:.3f} of {ledger.target_epsilon} is spent; no noise "
-                                  f"level lets {remaining_rounds} more round(s) of {steps} steps fit the budget")
+                refusal = Refusal(
+                    DeclineReason.BUDGET_EXHAUSTED,
+                    f"epsilon {ledger.epsilon_spent:.3f} of {ledger.target_epsilon} is spent; no noise "
+                    f"level lets {remaining_rounds} more round(s) of {steps} steps fit the budget",
+                )
                 ledger.record_declined(run_id, settings.server_round, refusal.reason.name, projected)
                 return None, refusal, ledger.epsilon_spent
             epsilon_after = ledger.charge_round(run_id, settings.server_round, noise, sample_rate, steps)
         insecure_seed = self.site.seed + settings.server_round if privacy.insecure_reproducible_noise else None
-        state = DPTrainState(noise, privacy.max_grad_norm, privacy.delta, privacy.accountant, history,
-                             insecure_seed=insecure_seed)
+        state = DPTrainState(
+            noise, privacy.max_grad_norm, privacy.delta, privacy.accountant, history, insecure_seed=insecure_seed
+        )
         return state, None, epsilon_after
 
     # --- fit ----------------------------------------------------------------------------------------------------
@@ -231,7 +259,12 @@ class SiteTrainer:
         update = {name: local_state[name].float() - global_state[name].float() for name in local_state}
         LOGGER.info(
             "site=%s round=%d trained %d steps (%d images), loss %.4f, epsilon %.4f (%s)",
-            site.site_id, settings.server_round, result.steps, result.num_examples, result.mean_loss, epsilon_now,
+            site.site_id,
+            settings.server_round,
+            result.steps,
+            result.num_examples,
+            result.mean_loss,
+            epsilon_now,
             unit_description(privacy.unit) if dp_state is not None else "no DP",
         )
         LOGGER.info("site=%s round=%d: training took %.1f s", site.site_id, settings.server_round, seconds)
@@ -239,8 +272,9 @@ class SiteTrainer:
         return state_to_arrays(model, update), len(rows), metrics
 
     # --- evaluate -----------------------------------------------------------------------------------------------
-    def released_evaluation(self, arrays: list[np.ndarray],
-                            settings: RoundSettings) -> tuple[dict[str, ScoreHistogram], dict[str, Any]]:
+    def released_evaluation(
+        self, arrays: list[np.ndarray], settings: RoundSettings
+    ) -> tuple[dict[str, ScoreHistogram], dict[str, Any]]:
         """Evaluate the global model on the local evaluation split; return what the site may release: per task the
         histogram within the site's bounds (`evaluation_release`), and the cases and the site's own AUC above its
         minimum (plain metrics)."""
@@ -253,8 +287,12 @@ class SiteTrainer:
         else:
             model = self._model(settings)
             set_trainable_state(model, arrays_to_state(model, arrays))
-            result = evaluate(model, self._loader(settings, rows, train=False), device=self.site.compute.device,
-                              bf16=self.site.compute.bf16)
+            result = evaluate(
+                model,
+                self._loader(settings, rows, train=False),
+                device=self.site.compute.device,
+                bf16=self.site.compute.bf16,
+            )
         for task in TASKS:
             scores = result.scores[task] if result is not None else np.zeros(0)
             labels = result.labels[task] if result is not None else np.zeros(0)
@@ -264,9 +302,13 @@ class SiteTrainer:
             site_auc = releasable_site_auc(scores, labels, bounds.site_auc_min_cases)
             if site_auc is not None:
                 metrics[f"auc_{task}"] = site_auc
-        LOGGER.info("site=%s round=%d: evaluated %d images; released %s", self.site.site_id, settings.server_round,
-                    0 if result is None else result.num_examples,
-                    {task: metrics[f"cases_{task}"] for task in TASKS})
+        LOGGER.info(
+            "site=%s round=%d: evaluated %d images; released %s",
+            self.site.site_id,
+            settings.server_round,
+            0 if result is None else result.num_examples,
+            {task: metrics[f"cases_{task}"] for task in TASKS},
+        )
         return histograms, metrics
 
     def evaluate(self, arrays: list[np.ndarray], settings: RoundSettings) -> EvaluateReply:
@@ -277,8 +319,9 @@ class SiteTrainer:
         cases = max(metrics[f"cases_{task}"] for task in TASKS)
         return 0.0, int(cases), metrics
 
-    def secure_evaluation(self, arrays: list[np.ndarray], settings: RoundSettings, count_scale: float,
-                          weight: int) -> FitReply:
+    def secure_evaluation(
+        self, arrays: list[np.ndarray], settings: RoundSettings, count_scale: float, weight: int
+    ) -> FitReply:
         """Evaluation as a SecAgg+ "fit": the released histograms as arrays (counts / `count_scale`), to be masked and
         summed with the other sites'; every site gives the same `weight`, so the secure sum stays a plain sum."""
         if not (math.isfinite(count_scale) and count_scale >= 1) or weight < 1:

@@ -1,5 +1,6 @@
 """The SuperExec auth secret: a per-run-directory (center) or per-state-directory (site) random file, mode 0600, that
 Flower's Runtime API demands from the SuperExec before it hands out a task (`--superexec-auth-secret-file`)."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,10 @@ def ensure_superexec_secret(path: Path) -> Path:
         if not stat.S_ISREG(info.st_mode):
             raise FlowerProcessError(f"SuperExec auth secret {path} is not a regular file") from None
         if info.st_mode & 0o077:
-            raise FlowerProcessError(f"SuperExec auth secret {path} is readable by others (mode "
-                                     f"{stat.S_IMODE(info.st_mode):o}); run `chmod 600 {path}`") from None
+            raise FlowerProcessError(
+                f"SuperExec auth secret {path} is readable by others (mode "
+                f"{stat.S_IMODE(info.st_mode):o}); run `chmod 600 {path}`"
+            ) from None
         if info.st_size < SECRET_BYTES:
             raise FlowerProcessError(f"SuperExec auth secret {path} is shorter than {SECRET_BYTES} bytes") from None
         return path

@@ -1,4 +1,5 @@
 """Reading a SuperLink `host:port` address: its host, and whether it stays on this machine (loopback)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -10,7 +11,7 @@ def superlink_host(address: str) -> str:
     """The host part of `host:port`, `[ipv6]:port` or a bare host (brackets removed)."""
     text = address.strip()
     if text.startswith("["):
-        return text[1:text.find("]")] if "]" in text else text[1:]
+        return text[1 : text.find("]")] if "]" in text else text[1:]
     if text.count(":") == 1:  # host:port; more colons = a bare IPv6 address
         return text.rsplit(":", 1)[0]
     return text

@@ -1,5 +1,6 @@
 """What `bcvlm-client` needs to keep a site's SuperNode running: restart backoff, telling a refused key from other
 exits (with the key's fingerprint for the center), and the thread settings the SuperNode's ClientApps inherit."""
+
 from __future__ import annotations
 
 import base64
@@ -54,8 +55,10 @@ def refusal_message(cfg: SiteConfig) -> str:
         fingerprint = public_key_fingerprint(str(cfg.private_key))
     except (OSError, ValueError, TypeError, IndexError) as exc:
         fingerprint = f"unreadable: {type(exc).__name__}"
-    return (f"this site's key (SHA-256 fingerprint {fingerprint}) is not registered at the center: send "
-            f"`{Path(str(cfg.private_key)).name}.pub` to the coordinating center")
+    return (
+        f"this site's key (SHA-256 fingerprint {fingerprint}) is not registered at the center: send "
+        f"`{Path(str(cfg.private_key)).name}.pub` to the coordinating center"
+    )
 
 
 def thread_environment(cfg: SiteConfig) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Where a ClientApp process's time goes: one `task-timing {json}` line per message in the site log (process start,
 entry of `approved_clientapp`, start and end of handling, whether torch was already loaded), for the round
 overhead breakdown in benchmarks/deployment_round_overhead.py and for a site that wants to see it."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,10 @@ def process_started_at() -> float | None:
     """This process's start as epoch seconds (Linux: /proc/self/stat start ticks after boot + /proc/stat btime)."""
     try:
         stat = Path("/proc/self/stat").read_text()
-        ticks = int(stat[stat.rfind(")") + 2:].split()[19])
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
+        ticks = int(stat[stat.rfind(")") + 2 :].split()[19])
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
+        )
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, StopIteration, IndexError):
         return None
@@ -52,9 +54,22 @@ def task_timing_mod(msg: Message, context: Context, call_next: Callable[[Message
     try:
         return call_next(msg, context)
     finally:
-        LOGGER.info("%s%s", MARKER, json.dumps({
-            "pid": os.getpid(), "message_id": msg.metadata.message_id, "type": str(msg.metadata.message_type),
-            "round": str(msg.metadata.group_id), "stage": stage, "process_start": process_started_at(),
-            **_MARKS, "handle_start": started, "handle_end": time.time(), "torch_before": torch_before,
-            "torch_after": "torch" in sys.modules,
-        }))
+        LOGGER.info(
+            "%s%s",
+            MARKER,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "message_id": msg.metadata.message_id,
+                    "type": str(msg.metadata.message_type),
+                    "round": str(msg.metadata.group_id),
+                    "stage": stage,
+                    "process_start": process_started_at(),
+                    **_MARKS,
+                    "handle_start": started,
+                    "handle_end": time.time(),
+                    "torch_before": torch_before,
+                    "torch_after": "torch" in sys.modules,
+                }
+            ),
+        )

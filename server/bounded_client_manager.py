@@ -5,6 +5,7 @@ one lost site blocks a round (and its checkpoint) when the quorum equals the num
 bounded by `round_timeout_s`; then training is skipped if the quorum is still missing (the round is recorded as
 failed), while evaluation goes on with the sites that are there.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,9 @@ class BoundedClientManager(ClientManager):
     def wait_for(self, num_clients: int, timeout: int = 86400) -> bool:
         return self.inner.wait_for(num_clients, timeout=min(timeout, self.timeout_s))  # type: ignore[arg-type]
 
-    def sample(self, num_clients: int, min_num_clients: int | None = None,
-               criterion: Criterion | None = None) -> list[ClientProxy]:
+    def sample(
+        self, num_clients: int, min_num_clients: int | None = None, criterion: Criterion | None = None
+    ) -> list[ClientProxy]:
         wanted = num_clients if min_num_clients is None else min_num_clients
         if self.inner.wait_for(wanted, timeout=self.timeout_s):  # type: ignore[arg-type]
             return self.inner.sample(num_clients, min_num_clients, criterion)

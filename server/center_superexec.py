@@ -7,6 +7,7 @@ SuperExec, and its ServerApp (which watches its parent's pid) stops with it — 
 loop (same executor, same auth secret, same arguments) starts over after a short pause in the same process, so the
 ServerApp's parent stays alive. Client errors (4xx: a wrong secret, a refused certificate) still end it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ MAX_RESTARTS = 200
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bcvlm_server.center_superexec",
-                                     description="flower-superexec for bcvlm-server: survives passing SuperLink errors.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bcvlm_server.center_superexec",
+        description="flower-superexec for bcvlm-server: survives passing SuperLink errors.",
+    )
     parser.add_argument("--runtime-api-address", required=True)
     parser.add_argument("--root-certificates", required=True, type=Path)
     parser.add_argument("--superexec-auth-secret-file", required=True, type=Path)
@@ -35,24 +38,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, run: Callable[..., None] = run_superexec,
-         pause_s: float = RETRY_PAUSE_S) -> None:
+def main(
+    argv: Sequence[str] | None = None, run: Callable[..., None] = run_superexec, pause_s: float = RETRY_PAUSE_S
+) -> None:
     """Run Flower's SuperExec loop; after a server-side (5xx) failure, run it again, at most MAX_RESTARTS times."""
     args = build_parser().parse_args(argv)
     secret = load_superexec_auth_secret(secret_file=str(args.superexec_auth_secret_file))
     restarts = 0
     while True:
         try:
-            run(runtime_api_address=args.runtime_api_address, insecure=False,
-                root_certificates_path=str(args.root_certificates), superexec_auth_secret=secret,
-                parent_pid=args.parent_pid, runtime_dependency_install=False)
+            run(
+                runtime_api_address=args.runtime_api_address,
+                insecure=False,
+                root_certificates_path=str(args.root_certificates),
+                superexec_auth_secret=secret,
+                parent_pid=args.parent_pid,
+                runtime_dependency_install=False,
+            )
             return
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code < 500 or restarts >= MAX_RESTARTS:
                 raise
             restarts += 1
-            LOGGER.warning("SuperLink answered %s to the SuperExec (restart %d of at most %d): %s",
-                           exc.response.status_code, restarts, MAX_RESTARTS, exc)
+            LOGGER.warning(
+                "SuperLink answered %s to the SuperExec (restart %d of at most %d): %s",
+                exc.response.status_code,
+                restarts,
+                MAX_RESTARTS,
+                exc,
+            )
             time.sleep(pause_s)
 
 

@@ -1,5 +1,6 @@
 """`bcvlm certs`: the center's CA (encrypted key) and SuperLink certificate from the sites' public keys; `bcvlm certs
 site-key` makes a site's SuperNode key pair at the site, so private keys never travel."""
+
 from __future__ import annotations
 
 import argparse
@@ -138,8 +139,9 @@ def _parse_ips(server_ips: Sequence[str]) -> list[ipaddress.IPv4Address | ipaddr
     return parsed
 
 
-def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey, openssh: bool = False,
-                       passphrase: bytes | None = None) -> None:
+def _write_private_key(
+    path: Path, key: ec.EllipticCurvePrivateKey, openssh: bool = False, passphrase: bytes | None = None
+) -> None:
     # atomic_write_bytes writes through mkstemp (mode 0600), so the key is never readable by others, even briefly.
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase is not None else serialization.NoEncryption()
@@ -168,8 +170,10 @@ def load_site_public_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePublic
         raise CertificateError(f"site public key not found: {source}")
     data = source.read_bytes()
     if b"PRIVATE KEY" in data:
-        raise CertificateError(f"{source} holds a PRIVATE key: the site must keep it and send only the .pub file "
-                               f"(`bcvlm certs site-key` writes both)")
+        raise CertificateError(
+            f"{source} holds a PRIVATE key: the site must keep it and send only the .pub file "
+            f"(`bcvlm certs site-key` writes both)"
+        )
     try:
         key = serialization.load_ssh_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -188,8 +192,9 @@ def create_site_key(out_dir: str | os.PathLike[str], site: str = "site", force: 
     paths = SiteKeyPaths(folder / SITE_PRIVATE_KEY_NAME, folder / SITE_PUBLIC_KEY_NAME)
     existing = [str(path) for path in (paths.private_key, paths.public_key) if path.exists()]
     if existing and not force:
-        raise CertificateError(f"refusing to overwrite existing keys (pass --force to replace them): "
-                               f"{', '.join(existing)}")
+        raise CertificateError(
+            f"refusing to overwrite existing keys (pass --force to replace them): {', '.join(existing)}"
+        )
     if not folder.exists():
         folder.mkdir(parents=True, mode=0o700)
     key = ec.generate_private_key(_CURVE)
@@ -206,9 +211,12 @@ def check_ca_passphrase(passphrase: bytes) -> bytes:
     return passphrase
 
 
-def read_ca_passphrase(passphrase_file: str | None, environ: Mapping[str, str] = os.environ,
-                       prompt: Callable[[str], str] | None = getpass.getpass,
-                       interactive: bool | None = None) -> bytes:
+def read_ca_passphrase(
+    passphrase_file: str | None,
+    environ: Mapping[str, str] = os.environ,
+    prompt: Callable[[str], str] | None = getpass.getpass,
+    interactive: bool | None = None,
+) -> bytes:
     """The CA key's passphrase: from --ca-passphrase-file, else $BCVLM_CA_PASSPHRASE, else typed twice at a terminal."""
     if passphrase_file is not None:
         try:
@@ -221,8 +229,10 @@ def read_ca_passphrase(passphrase_file: str | None, environ: Mapping[str, str] =
     if interactive is None:
         interactive = sys.stdin.isatty()
     if not interactive or prompt is None:
-        raise CertificateError(f"the CA key is encrypted and no passphrase was given: use --ca-passphrase-file, "
-                               f"${CA_PASSPHRASE_ENV} or run at a terminal to type it")
+        raise CertificateError(
+            f"the CA key is encrypted and no passphrase was given: use --ca-passphrase-file, "
+            f"${CA_PASSPHRASE_ENV} or run at a terminal to type it"
+        )
     first = prompt("Passphrase for the new CA key: ")
     if prompt("Repeat it: ") != first:
         raise CertificateError("the two passphrases differ")
@@ -248,8 +258,15 @@ def _make_ca(common_name: str, valid_days: int) -> tuple[ec.EllipticCurvePrivate
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -283,8 +300,15 @@ def _make_server_cert(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=True, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -335,8 +359,9 @@ def create_certificates(
     out = Path(out_dir)
     ca_key = Path(ca_key_path) if ca_key_path is not None else default_ca_key_path(out)
     if ca_key.resolve().is_relative_to(out.resolve()):
-        raise CertificateError(f"the CA key must be written outside {out} (that folder's files are handed out): "
-                               f"got --ca-key {ca_key}")
+        raise CertificateError(
+            f"the CA key must be written outside {out} (that folder's files are handed out): got --ca-key {ca_key}"
+        )
     loaded = {name: load_site_public_key(path) for name, path in public_keys.items()}
     paths = CertificatePaths(out, site_names, ca_key, tuple(generate_site_keys))
     existing = [str(path) for path in paths.all_files() if path.exists()]
@@ -355,8 +380,11 @@ def create_certificates(
     _write_private_key(paths.server_key, server_key)
     _write_public(paths.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
     for site, public_key in loaded.items():
-        _write_public(paths.site_public_key(site), public_key.public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + f" bcvlm-site-{site}\n".encode())
+        _write_public(
+            paths.site_public_key(site),
+            public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            + f" bcvlm-site-{site}\n".encode(),
+        )
         _write_public(paths.site_ca_cert(site), ca_pem)
     for site in generate_site_keys:
         create_site_key(paths.site_dir(site), site, force=True)  # overwrite check done above, for all files at once
@@ -387,24 +415,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bcvlm certs",
         description="Coordinating center: create the federation CA (encrypted key) and the SuperLink TLS certificate, "
-                    "and take in the sites' public keys. Sites make their key pair with `bcvlm certs site-key`.",
+        "and take in the sites' public keys. Sites make their key pair with `bcvlm certs site-key`.",
     )
-    parser.add_argument("--out", required=True, help="output directory (the center's files + sites/<name>/ to hand "
-                                                     "out)")
-    parser.add_argument("--server-name", action="append", default=[],
-                        help="DNS name of the SuperLink (repeat or comma-separate for several)")
-    parser.add_argument("--server-ip", action="append", default=[],
-                        help="IP address of the SuperLink (repeat or comma-separate for several)")
-    parser.add_argument("--site-key", action="append", default=[], metavar="NAME=PUBFILE",
-                        help="a site's public key file from `bcvlm certs site-key` (repeat or comma-separate)")
-    parser.add_argument("--ca-key", default=None,
-                        help=f"where the encrypted CA key goes (default: {CA_KEY_DIR_NAME}/{CA_KEY_NAME} next to "
-                             f"--out; never inside it)")
-    parser.add_argument("--ca-passphrase-file", default=None,
-                        help=f"file holding the CA key's passphrase (else ${CA_PASSPHRASE_ENV}, else a prompt)")
-    parser.add_argument("--generate-site-keys", action="store_true",
-                        help="UNSAFE: the center makes the key pairs of the sites named in --sites and so holds "
-                             "their private keys (it could act as any of them)")
+    parser.add_argument(
+        "--out", required=True, help="output directory (the center's files + sites/<name>/ to hand out)"
+    )
+    parser.add_argument(
+        "--server-name",
+        action="append",
+        default=[],
+        help="DNS name of the SuperLink (repeat or comma-separate for several)",
+    )
+    parser.add_argument(
+        "--server-ip",
+        action="append",
+        default=[],
+        help="IP address of the SuperLink (repeat or comma-separate for several)",
+    )
+    parser.add_argument(
+        "--site-key",
+        action="append",
+        default=[],
+        metavar="NAME=PUBFILE",
+        help="a site's public key file from `bcvlm certs site-key` (repeat or comma-separate)",
+    )
+    parser.add_argument(
+        "--ca-key",
+        default=None,
+        help=f"where the encrypted CA key goes (default: {CA_KEY_DIR_NAME}/{CA_KEY_NAME} next to "
+        f"--out; never inside it)",
+    )
+    parser.add_argument(
+        "--ca-passphrase-file",
+        default=None,
+        help=f"file holding the CA key's passphrase (else ${CA_PASSPHRASE_ENV}, else a prompt)",
+    )
+    parser.add_argument(
+        "--generate-site-keys",
+        action="store_true",
+        help="UNSAFE: the center makes the key pairs of the sites named in --sites and so holds "
+        "their private keys (it could act as any of them)",
+    )
     parser.add_argument("--sites", default="", help="with --generate-site-keys: comma-separated site names")
     parser.add_argument("--valid-days", type=int, default=825, help="certificate lifetime in days (default 825)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -415,7 +466,7 @@ def build_site_key_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bcvlm certs site-key",
         description="At the hospital: make this site's SuperNode key pair. Keep the private key here (mode 0600); "
-                    "send only the .pub file to the coordinating center.",
+        "send only the .pub file to the coordinating center.",
     )
     parser.add_argument("--out", required=True, help="folder for supernode_auth_key and supernode_auth_key.pub")
     parser.add_argument("--site", default="site", help="site name written as the public key's comment")
@@ -448,8 +499,10 @@ def main(argv: Sequence[str]) -> int:
         site_keys = _site_key_args(args.site_key)
         generated = _split_list([args.sites])
         if generated and not args.generate_site_keys:
-            raise CertificateError("--sites only names sites for --generate-site-keys; sites make their own keys "
-                                   "(`bcvlm certs site-key`) and you pass each .pub with --site-key NAME=PUBFILE")
+            raise CertificateError(
+                "--sites only names sites for --generate-site-keys; sites make their own keys "
+                "(`bcvlm certs site-key`) and you pass each .pub with --site-key NAME=PUBFILE"
+            )
         if args.generate_site_keys and not generated:
             raise CertificateError("--generate-site-keys needs --sites a,b,c")
         if not site_keys and not generated:
@@ -470,8 +523,11 @@ def main(argv: Sequence[str]) -> int:
         print(f"bcvlm certs: error: {exc}", file=sys.stderr)
         return 2
     if paths.generated_sites:
-        print(f"WARNING: the center made the private keys of {', '.join(paths.generated_sites)}; whoever holds "
-              f"{paths.out_dir} can act as those sites. Prefer `bcvlm certs site-key` at each site.", file=sys.stderr)
+        print(
+            f"WARNING: the center made the private keys of {', '.join(paths.generated_sites)}; whoever holds "
+            f"{paths.out_dir} can act as those sites. Prefer `bcvlm certs site-key` at each site.",
+            file=sys.stderr,
+        )
     print(f"CA certificate      {paths.ca_cert}  (give to every site)")
     print(f"CA key (encrypted)  {paths.ca_key}  (keep offline; never leaves the coordinating center)")
     print(f"server certificate  {paths.server_cert} + {paths.server_key}")

@@ -1,4 +1,5 @@
 """`bcvlm-server --config cfg.yaml` / `--resume RUN_DIR` / `status RUN_DIR`: a bcvlm federation's coordinating center."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,11 +9,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Sequence
 
+from bcvlm_client.flower_process import FlowerProcessError
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_server.deployment import RunDirectory, load_for_resume, run_deployment
 from bcvlm_server.deployment_config import load_deployment_config
-from bcvlm_client.flower_process import FlowerProcessError
 from bcvlm_server.run_status import failed_rounds, render_status
 
 FAILED_ROUNDS_EXIT_CODE = 3
@@ -23,11 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bcvlm-server",
         description="Start the SuperLink (TLS + SuperNode authentication), register the sites, run the federation. "
-                    "`bcvlm-server status RUN_DIR` shows each round's per-site outcomes.",
+        "`bcvlm-server status RUN_DIR` shows each round's per-site outcomes.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="server deployment YAML (see site_configs/server.example.yaml)")
-    source.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR after its last completed round")
+    source.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR after its last completed round"
+    )
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. federation.rounds=5")
     return parser
@@ -35,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def status_main(argv: Sequence[str]) -> int:
     """`bcvlm-server status RUN_DIR`: every completed round with each site's outcome; 3 if a round failed."""
-    parser = argparse.ArgumentParser(prog="bcvlm-server status",
-                                     description="Per-round, per-site status of a run directory.")
+    parser = argparse.ArgumentParser(
+        prog="bcvlm-server status", description="Per-round, per-site status of a run directory."
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR")
     args = parser.parse_args(list(argv))
     if not (Path(args.run_dir) / "deployment.yaml").is_file() and not (Path(args.run_dir) / "state.json").is_file():
@@ -81,15 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bcvlm-server: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"bcvlm-server: stopped; continue with `bcvlm-server --resume {cfg.federation.run_dir}`",
-              file=sys.stderr)
+        print(f"bcvlm-server: stopped; continue with `bcvlm-server --resume {cfg.federation.run_dir}`", file=sys.stderr)
         return 130
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not status.completed:
-        print(f"bcvlm-server: run ended with status {status.status}; see {cfg.federation.run_dir}/logs",
-              file=sys.stderr)
+        print(
+            f"bcvlm-server: run ended with status {status.status}; see {cfg.federation.run_dir}/logs", file=sys.stderr
+        )
         return 1
     failed = failed_rounds(cfg.federation.run_dir, first_round)
     if failed:

@@ -1,4 +1,5 @@
 """DelegatingGrid: a Flower Grid that forwards every call to an inner Grid (base for wrappers that observe traffic)."""
+
 from __future__ import annotations
 
 from typing import Iterable

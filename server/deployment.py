@@ -1,4 +1,5 @@
 """One deployment of the federation: run directory files, SuperLink start, site registration, run submission, follow-up."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -10,12 +11,12 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from bcvlm_client.flower_process import free_port
 from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_model.config_io import ConfigError, save_effective_config
 from bcvlm_server.center_services import LOOPBACK_HOST, CenterServices, SuperExecLaunch
-from bcvlm_server.fleet_gateway import GatewaySettings
-from bcvlm_client.flower_process import free_port
 from bcvlm_server.deployment_config import ServerDeploymentConfig, load_deployment_config
+from bcvlm_server.fleet_gateway import GatewaySettings
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.run_status import round_line
 from bcvlm_server.superlink import (
@@ -108,11 +109,14 @@ def prepare_run_directory(cfg: ServerDeploymentConfig, resume: bool) -> RunDirec
     save_effective_config(cfg.federation, run_dir.server_config)
     run_dir.app_dir.mkdir(exist_ok=True)
     shutil.copyfile(FAB_TEMPLATE, run_dir.app_dir / "pyproject.toml")
-    write_run_config_toml(run_dir.run_config, {
-        "server-config": str(run_dir.server_config),
-        "run-dir": str(run_dir.root),
-        "resume": bool(resume),
-    })
+    write_run_config_toml(
+        run_dir.run_config,
+        {
+            "server-config": str(run_dir.server_config),
+            "run-dir": str(run_dir.root),
+            "resume": bool(resume),
+        },
+    )
     return run_dir
 
 
@@ -120,21 +124,36 @@ def superlink_launch(cfg: ServerDeploymentConfig, run_dir: RunDirectory) -> Supe
     """The SuperLink on 127.0.0.1 only (all its APIs); sites reach its Fleet API through the gateway."""
     database = Path(cfg.superlink.database) if cfg.superlink.database else run_dir.superlink_home / "state.db"
     return SuperLinkLaunch(
-        host=LOOPBACK_HOST, port=cfg.superlink.internal_port or free_port(LOOPBACK_HOST),
-        ca_cert=Path(cfg.superlink.ca_cert), server_cert=Path(cfg.superlink.server_cert),
-        server_key=Path(cfg.superlink.server_key), database=database, flwr_home=run_dir.superlink_home,
-        log_path=run_dir.logs / "superlink.log", superexec_secret=run_dir.superexec_secret,
+        host=LOOPBACK_HOST,
+        port=cfg.superlink.internal_port or free_port(LOOPBACK_HOST),
+        ca_cert=Path(cfg.superlink.ca_cert),
+        server_cert=Path(cfg.superlink.server_cert),
+        server_key=Path(cfg.superlink.server_key),
+        database=database,
+        flwr_home=run_dir.superlink_home,
+        log_path=run_dir.logs / "superlink.log",
+        superexec_secret=run_dir.superexec_secret,
     )
 
 
 def center_services(cfg: ServerDeploymentConfig, run_dir: RunDirectory, launch: SuperLinkLaunch) -> CenterServices:
     """The loopback SuperLink, the center's SuperExec and the public Fleet gateway on superlink.host:port."""
     internal = f"{LOOPBACK_HOST}:{launch.port}"
-    superexec = SuperExecLaunch(runtime_address=internal, ca_cert=launch.ca_cert, secret_file=run_dir.superexec_secret,
-                                flwr_home=run_dir.superlink_home, log_path=run_dir.logs / "superexec.log")
-    gateway = GatewaySettings(listen_host=cfg.superlink.host, listen_port=cfg.superlink.port,
-                              upstream=f"https://{internal}", ca_cert=launch.ca_cert, server_cert=launch.server_cert,
-                              server_key=launch.server_key)
+    superexec = SuperExecLaunch(
+        runtime_address=internal,
+        ca_cert=launch.ca_cert,
+        secret_file=run_dir.superexec_secret,
+        flwr_home=run_dir.superlink_home,
+        log_path=run_dir.logs / "superexec.log",
+    )
+    gateway = GatewaySettings(
+        listen_host=cfg.superlink.host,
+        listen_port=cfg.superlink.port,
+        upstream=f"https://{internal}",
+        ca_cert=launch.ca_cert,
+        server_cert=launch.server_cert,
+        server_key=launch.server_key,
+    )
     return CenterServices(launch, superexec, gateway, run_dir.logs / "fleet_gateway.log")
 
 
@@ -144,8 +163,7 @@ def _record_flower_run(run_dir: RunDirectory, entry: dict[str, object]) -> None:
     atomic_write_json(run_dir.flower_runs, history)
 
 
-def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
-                   say: Callable[[str], None] = print) -> RunStatus:
+def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False, say: Callable[[str], None] = print) -> RunStatus:
     """Start the SuperLink, register the sites, submit the run, follow it to the end, stop the SuperLink."""
     run_dir = prepare_run_directory(cfg, resume)
     log_file = run_dir.logs / "deployment.log"
@@ -158,8 +176,10 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
 
     launch = superlink_launch(cfg, run_dir)
     superlink = center_services(cfg, run_dir, launch)
-    note(f"starting SuperLink on {launch.host}:{launch.port} (TLS, SuperNode auth, SuperExec auth, state "
-         f"{launch.database}) and the Fleet-only gateway on {cfg.superlink.host}:{cfg.superlink.port}")
+    note(
+        f"starting SuperLink on {launch.host}:{launch.port} (TLS, SuperNode auth, SuperExec auth, state "
+        f"{launch.database}) and the Fleet-only gateway on {cfg.superlink.host}:{cfg.superlink.port}"
+    )
     try:
         superlink.start(cfg.superlink.startup_timeout_s)
         address = client_address(launch.host, launch.port)
@@ -174,8 +194,10 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False,
         note(f"{online}/{len(cfg.sites)} sites online")
         start_round = run_dir.last_completed_round()
         run_id = control.submit_run(run_dir.app_dir, run_dir.run_config)
-        _record_flower_run(run_dir, {"run_id": run_id, "submitted_at": _now(), "resume": resume,
-                                     "last_completed_round_at_submit": start_round})
+        _record_flower_run(
+            run_dir,
+            {"run_id": run_id, "submitted_at": _now(), "resume": resume, "last_completed_round_at_submit": start_round},
+        )
         note(f"submitted Flower run {run_id}" + (f" (resuming after round {start_round})" if resume else ""))
         with tqdm(total=cfg.federation.rounds, initial=start_round, desc="rounds", unit="round") as bar:
 
@@ -205,10 +227,11 @@ def load_for_resume(run_dir: str | Path) -> ServerDeploymentConfig:
     """The deployment config a run directory was started with (for `bcvlm-server --resume RUN_DIR`)."""
     directory = RunDirectory(Path(run_dir).resolve())
     if not directory.deployment_config.is_file():
-        raise ConfigError(f"{directory.root} is not a bcvlm-server run directory: {directory.deployment_config} missing")
+        raise ConfigError(
+            f"{directory.root} is not a bcvlm-server run directory: {directory.deployment_config} missing"
+        )
     cfg = load_deployment_config(directory.deployment_config)
     if Path(cfg.federation.run_dir).resolve() != directory.root:
         # The folder was moved: keep using it where it is now.
         cfg.federation.run_dir = str(directory.root)
     return cfg
-

@@ -1,4 +1,5 @@
 """ServerDeploymentConfig: the coordinating center's YAML for `bcvlm-server` (SuperLink + site keys + the federation)."""
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,13 @@ class ServerDeploymentConfig:
     """The run is stopped if it has not finished after this long."""
 
 
-PATH_KEYS: tuple[str, ...] = ("superlink.ca_cert", "superlink.server_cert", "superlink.server_key",
-                              "superlink.database", "federation.run_dir")
+PATH_KEYS: tuple[str, ...] = (
+    "superlink.ca_cert",
+    "superlink.server_cert",
+    "superlink.server_key",
+    "superlink.database",
+    "federation.run_dir",
+)
 """Keys holding paths; relative values are resolved against the YAML file's folder."""
 
 
@@ -80,8 +86,11 @@ def validate_deployment_config(cfg: ServerDeploymentConfig, source: str) -> Serv
     if cfg.superlink.internal_port == cfg.superlink.port:
         fail("superlink.internal_port", "must differ from superlink.port (the gateway's public port)")
     if cfg.superlink.control_address is not None:
-        fail("superlink.control_address", "is no longer used: the SuperLink's Control API listens only on "
-             "127.0.0.1:superlink.internal_port (remove the key)")
+        fail(
+            "superlink.control_address",
+            "is no longer used: the SuperLink's Control API listens only on "
+            "127.0.0.1:superlink.internal_port (remove the key)",
+        )
     if not cfg.sites:
         fail("sites", "at least one site (name + public_key) is needed")
     try:

@@ -8,6 +8,7 @@
 - A round in which fewer than `min_sites` sites trained leaves the global model unchanged and is recorded as failed,
   with every site's outcome (trained / declined with its reason code / failed with an error class / dropped).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,6 +34,7 @@ from bcvlm_client.run_settings import encode_round_settings
 from bcvlm_model.metrics import ScoreHistogram
 from bcvlm_server.bounded_client_manager import BoundedClientManager
 from bcvlm_server.reply_tracker import ReplyTracker
+from bcvlm_server.round_metrics import evaluation_metrics
 from bcvlm_server.round_outcomes import (
     TRAINED,
     describe_outcome,
@@ -42,7 +44,6 @@ from bcvlm_server.round_outcomes import (
 )
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig
-from bcvlm_server.round_metrics import evaluation_metrics
 from bcvlm_server.strategies import strategy_state_arrays
 from bcvlm_server.update_guard import rejection_reason, update_norm
 
@@ -127,13 +128,19 @@ class FederatedStrategy(Strategy):
         absolute = self.absolute_round(server_round)
         self._start_round(absolute)
         self.sent_global[absolute] = [array.copy() for array in self.global_arrays]
-        quorum = BoundedClientManager(client_manager, self.cfg.round_timeout_s, require_quorum=True,
-                                      stage=f"round {absolute} training")
+        quorum = BoundedClientManager(
+            client_manager, self.cfg.round_timeout_s, require_quorum=True, stage=f"round {absolute} training"
+        )
         instructions = self.inner.configure_fit(absolute, ndarrays_to_parameters(self.global_arrays), quorum)
         if quorum.shortfall:
             self._round["quorum_missing"] = True
-            self._round["fit"] = {"sites": {}, "failures": 0, "accepted": 0,
-                                  "outcome": f"unchanged: {quorum.shortfall}", "finished": time.perf_counter()}
+            self._round["fit"] = {
+                "sites": {},
+                "failures": 0,
+                "accepted": 0,
+                "outcome": f"unchanged: {quorum.shortfall}",
+                "finished": time.perf_counter(),
+            }
         settings = self._settings(absolute)
         LOGGER.info("round %d: training on %d sites", absolute, len(instructions))
         return [(proxy, FitIns(fitins.parameters, {**fitins.config, **settings})) for proxy, fitins in instructions]
@@ -206,8 +213,12 @@ class FederatedStrategy(Strategy):
         self._start_round(absolute)
         # After a training stage that found no quorum, evaluation does not wait a second timeout for it.
         missed = bool(self._round.get("quorum_missing"))
-        available = BoundedClientManager(client_manager, 0.0 if missed else self.cfg.round_timeout_s,
-                                         require_quorum=False, stage=f"round {absolute} evaluation")
+        available = BoundedClientManager(
+            client_manager,
+            0.0 if missed else self.cfg.round_timeout_s,
+            require_quorum=False,
+            stage=f"round {absolute} evaluation",
+        )
         instructions = self.inner.configure_evaluate(absolute, ndarrays_to_parameters(self.global_arrays), available)
         if not instructions:
             self._finish_round(absolute, {}, None)
@@ -236,15 +247,20 @@ class FederatedStrategy(Strategy):
         failures: int,
     ) -> None:
         """Close the round with the pooled histograms summed under SecAgg+ (no site's own histogram is known)."""
-        self._finish_round(self.absolute_round(server_round), site_metrics, None, failures=failures,
-                           pooled_histograms=pooled)
+        self._finish_round(
+            self.absolute_round(server_round), site_metrics, None, failures=failures, pooled_histograms=pooled
+        )
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Any]] | None:
         return None  # no central data at the coordinating center
 
     # --- round end ----------------------------------------------------------------------------------------------
     def _finish_round(
-        self, absolute: int, site_metrics: dict[str, dict[str, Any]], loss: float | None, failures: int = 0,
+        self,
+        absolute: int,
+        site_metrics: dict[str, dict[str, Any]],
+        loss: float | None,
+        failures: int = 0,
         pooled_histograms: dict[str, ScoreHistogram] | None = None,
     ) -> None:
         self._start_round(absolute)
@@ -288,8 +304,13 @@ class FederatedStrategy(Strategy):
         self.records.mark_round_completed(absolute, self.cfg.rounds)
         pooled = {task: value.get("auc") for task, value in evaluation["pooled"].items()}
         for node, outcome in sorted(outcomes.items()):
-            LOGGER.info("round %d: site %s: %s; evaluation %s", absolute, names.get(node, f"node {node}"),
-                        describe_outcome(outcome), outcome.get("evaluate", "not asked"))
+            LOGGER.info(
+                "round %d: site %s: %s; evaluation %s",
+                absolute,
+                names.get(node, f"node {node}"),
+                describe_outcome(outcome),
+                outcome.get("evaluate", "not asked"),
+            )
         if failure:
             LOGGER.error("round %d FAILED: %s", absolute, failure)
         LOGGER.info("round %d done in %.1f s; pooled AUC %s", absolute, metrics["wall_seconds"], pooled)

@@ -5,6 +5,7 @@ nobody. `bcvlm-server` therefore binds the SuperLink to 127.0.0.1 and puts this 
 by uvicorn with the server certificate) on the public address. Requests are passed on with their headers and body
 unchanged, so SuperNode authentication (a signature over a timestamp header) still verifies at the SuperLink.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,20 @@ FLEET_METHOD = "POST"
 """Every Fleet call of Flower 1.42's SuperNode is a POST (flwr/supernode/fleet_http_client.py)."""
 MAX_BODY_BYTES = 64 * 1024 * 1024
 """Larger bodies are refused: Flower chunks arrays into 5 MB objects, so no Fleet call comes near this."""
-HOP_BY_HOP_HEADERS = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "host",
-})
+HOP_BY_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
 """Headers that describe one connection (RFC 9110 7.6.1) and are not forwarded; everything else passes unchanged."""
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -56,11 +67,23 @@ class GatewaySettings:
     def command(self, python: str = sys.executable) -> list[str]:
         """`python -m bcvlm_server.fleet_gateway ...` for these settings."""
         return [
-            python, "-m", "bcvlm_server.fleet_gateway",
-            "--listen-host", self.listen_host, "--listen-port", str(self.listen_port),
-            "--upstream", self.upstream, "--ca-cert", str(self.ca_cert),
-            "--server-cert", str(self.server_cert), "--server-key", str(self.server_key),
-            "--upstream-timeout", str(self.upstream_timeout_s),
+            python,
+            "-m",
+            "bcvlm_server.fleet_gateway",
+            "--listen-host",
+            self.listen_host,
+            "--listen-port",
+            str(self.listen_port),
+            "--upstream",
+            self.upstream,
+            "--ca-cert",
+            str(self.ca_cert),
+            "--server-cert",
+            str(self.server_cert),
+            "--server-key",
+            str(self.server_key),
+            "--upstream-timeout",
+            str(self.upstream_timeout_s),
         ]
 
 
@@ -74,8 +97,9 @@ def create_gateway_app(upstream: str, ca_cert: Path, upstream_timeout_s: float =
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(base_url=upstream, verify=verify, timeout=upstream_timeout_s,
-                                     follow_redirects=False, trust_env=False) as client:
+        async with httpx.AsyncClient(
+            base_url=upstream, verify=verify, timeout=upstream_timeout_s, follow_redirects=False, trust_env=False
+        ) as client:
             app.state.client = client
             yield
 
@@ -84,8 +108,9 @@ def create_gateway_app(upstream: str, ca_cert: Path, upstream_timeout_s: float =
         if not FLEET_PATH.fullmatch(path) or request.scope.get("query_string"):
             return PlainTextResponse("not found: this address serves only the Flower Fleet API\n", status_code=404)
         if request.method != FLEET_METHOD:
-            return PlainTextResponse(f"method {request.method} not allowed\n", status_code=405,
-                                     headers={"Allow": FLEET_METHOD})
+            return PlainTextResponse(
+                f"method {request.method} not allowed\n", status_code=405, headers={"Allow": FLEET_METHOD}
+            )
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
@@ -106,16 +131,21 @@ def create_gateway_app(upstream: str, ca_cert: Path, upstream_timeout_s: float =
 
 def _streamed(upstream_response: httpx.Response) -> StreamingResponse:
     """The SuperLink's answer, streamed back byte for byte (headers too, minus hop-by-hop ones)."""
-    response = StreamingResponse(upstream_response.aiter_raw(), status_code=upstream_response.status_code,
-                                 background=BackgroundTask(upstream_response.aclose))
+    response = StreamingResponse(
+        upstream_response.aiter_raw(),
+        status_code=upstream_response.status_code,
+        background=BackgroundTask(upstream_response.aclose),
+    )
     # Replace Starlette's defaults with the upstream headers, repeated ones included.
     response.raw_headers = _forwarded_headers(upstream_response.headers.raw)
     return response
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bcvlm_server.fleet_gateway",
-                                     description="TLS gateway that forwards only Flower's Fleet API to a SuperLink.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bcvlm_server.fleet_gateway",
+        description="TLS gateway that forwards only Flower's Fleet API to a SuperLink.",
+    )
     parser.add_argument("--listen-host", required=True)
     parser.add_argument("--listen-port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="https://127.0.0.1:PORT of the SuperLink")
@@ -130,9 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Serve the gateway until SIGTERM/SIGINT (uvicorn handles both)."""
     args = build_parser().parse_args(argv)
     app = create_gateway_app(args.upstream, args.ca_cert, args.upstream_timeout)
-    uvicorn.run(app, host=args.listen_host, port=args.listen_port, ssl_certfile=str(args.server_cert),
-                ssl_keyfile=str(args.server_key), log_level="info", server_header=False, proxy_headers=False,
-                access_log=True)
+    uvicorn.run(
+        app,
+        host=args.listen_host,
+        port=args.listen_port,
+        ssl_certfile=str(args.server_cert),
+        ssl_keyfile=str(args.server_key),
+        log_level="info",
+        server_header=False,
+        proxy_headers=False,
+        access_log=True,
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """MeteredGrid: a Grid wrapper counting payload bytes sent to and received from each node (per round)."""
+
 from __future__ import annotations
 
 import threading

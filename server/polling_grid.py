@@ -1,4 +1,5 @@
 """PollingGrid: `send_and_receive` that looks for replies every 1 s instead of the 3 s Flower's HttpGrid sleeps."""
+
 from __future__ import annotations
 
 import json
@@ -64,17 +65,29 @@ class PollingGrid(DelegatingGrid):
 def _log_timing(messages: list[Message], started: float, pushed_at: float, reply_at: dict[str, float]) -> None:
     """One `grid-timing {json}` line per exchange: when it was pushed and when each site's reply was seen."""
     first = messages[0] if messages else None
-    configs = first.content.config_records.get(RECORD_KEY_CONFIGS) if first is not None and first.has_content() \
-        else None
-    LOGGER.info("%s%s", GRID_TIMING_MARKER, json.dumps({
-        "type": None if first is None else str(first.metadata.message_type),
-        "round": None if first is None else str(first.metadata.group_id),
-        "stage": None if configs is None else str(configs.get(Key.STAGE)),
-        "push_start": started, "pushed": pushed_at,
-        "messages": {str(m.metadata.message_id): {"node": int(m.metadata.dst_node_id),
-                                                  "reply": reply_at.get(str(m.metadata.message_id))}
-                     for m in messages},
-    }))
+    configs = (
+        first.content.config_records.get(RECORD_KEY_CONFIGS) if first is not None and first.has_content() else None
+    )
+    LOGGER.info(
+        "%s%s",
+        GRID_TIMING_MARKER,
+        json.dumps(
+            {
+                "type": None if first is None else str(first.metadata.message_type),
+                "round": None if first is None else str(first.metadata.group_id),
+                "stage": None if configs is None else str(configs.get(Key.STAGE)),
+                "push_start": started,
+                "pushed": pushed_at,
+                "messages": {
+                    str(m.metadata.message_id): {
+                        "node": int(m.metadata.dst_node_id),
+                        "reply": reply_at.get(str(m.metadata.message_id)),
+                    }
+                    for m in messages
+                },
+            }
+        ),
+    )
 
 
 def with_fast_replies(grid: Grid) -> Grid:

@@ -3,6 +3,7 @@
 Every workflow (plain fit, each SecAgg+ stage, evaluation) goes through `send_and_receive`, so this sees sites that
 failed or went silent even when a stage is abandoned and the strategy never gets their replies.
 """
+
 from __future__ import annotations
 
 import contextlib

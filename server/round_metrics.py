@@ -4,14 +4,15 @@ The pooled histogram is the sum of the sites' released histograms: summed here f
 summed under SecAgg+ (`secure_evaluation`) so that no single site's histogram reaches the server. Per-site AUCs are
 computed at the sites and sent only above each site's own minimum number of cases.
 """
+
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping
 
+from bcvlm_client.reply_schema import decode_histogram
 from bcvlm_model import TASKS
 from bcvlm_model.metrics import ScoreHistogram, task_metrics_from_histogram
-from bcvlm_client.reply_schema import decode_histogram
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -33,9 +34,13 @@ def sum_site_histograms(site_metrics: Mapping[str, Mapping[str, Any]], n_bins: i
 def site_reported_metrics(site_metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per site and task: the site's own AUC (None when the site withheld it) and its released case count."""
     return {
-        site: {task: {"auc": _finite_or_none(float(metrics[f"auc_{task}"])) if f"auc_{task}" in metrics else None,
-                      "cases": int(metrics.get(f"cases_{task}", 0))}
-               for task in TASKS}
+        site: {
+            task: {
+                "auc": _finite_or_none(float(metrics[f"auc_{task}"])) if f"auc_{task}" in metrics else None,
+                "cases": int(metrics.get(f"cases_{task}", 0)),
+            }
+            for task in TASKS
+        }
         for site, metrics in site_metrics.items()
     }
 
@@ -50,8 +55,9 @@ def evaluation_metrics(
 ) -> dict[str, Any]:
     """Pooled AUC / sensitivity per task from `pooled_histograms` (the secure sum) or else the sum of the sites'
     plain histograms; a pooled metric on fewer than `min_cases` per class is withheld. Per site: what it reported."""
-    pooled_counts = dict(pooled_histograms) if pooled_histograms is not None else sum_site_histograms(site_metrics,
-                                                                                                      n_bins)
+    pooled_counts = (
+        dict(pooled_histograms) if pooled_histograms is not None else sum_site_histograms(site_metrics, n_bins)
+    )
     pooled: dict[str, Any] = {}
     for task in TASKS:
         total = pooled_counts.get(task, ScoreHistogram.empty(n_bins))
@@ -62,7 +68,8 @@ def evaluation_metrics(
         summary["n_sites"] = sum(1 for metrics in site_metrics.values() if f"cases_{task}" in metrics)
         summary["histogram"] = {"positives": total.positives.tolist(), "negatives": total.negatives.tolist()}
         summary["secure_sum"] = pooled_histograms is not None
-        summary["sensitivity_at_specificity_kind"] = ("ROC summary: the threshold is chosen on these test images, so it "
-                                                      "is not an operating point")
+        summary["sensitivity_at_specificity_kind"] = (
+            "ROC summary: the threshold is chosen on these test images, so it is not an operating point"
+        )
         pooled[task] = summary
     return {"pooled": pooled, "sites": site_reported_metrics(site_metrics)}

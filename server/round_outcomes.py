@@ -3,6 +3,7 @@
 A site's error reply carries text the site chose; only a bounded exception class name is taken from it (the site's
 egress guard already reduces it to `site failed (ClassName)`), and the short reason is the server's own wording.
 """
+
 from __future__ import annotations
 
 import re
@@ -78,12 +79,16 @@ def describe_outcome(outcome: Mapping[str, Any]) -> str:
     return f"{kind} ({outcome.get('reason', '')})"
 
 
-def round_failure(trained: int, min_sites: int, fit_outcome: str, outcomes: Mapping[str, Mapping[str, Any]],
-                  names: Mapping[str, str]) -> str | None:
+def round_failure(
+    trained: int, min_sites: int, fit_outcome: str, outcomes: Mapping[str, Mapping[str, Any]], names: Mapping[str, str]
+) -> str | None:
     """Why a round failed (None when the global model was updated from at least `min_sites` sites)."""
     if trained >= min_sites and fit_outcome.startswith("updated"):
         return None
-    others = [f"{names.get(node, 'node ' + node)} {describe_outcome(outcome)}"
-              for node, outcome in sorted(outcomes.items()) if outcome.get("outcome") != TRAINED]
+    others = [
+        f"{names.get(node, 'node ' + node)} {describe_outcome(outcome)}"
+        for node, outcome in sorted(outcomes.items())
+        if outcome.get("outcome") != TRAINED
+    ]
     head = f"{trained} site(s) trained, min_sites {min_sites}; global model {fit_outcome}"
     return head + (": " + "; ".join(others) if others else "")

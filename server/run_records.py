@@ -4,6 +4,7 @@ Layout: `effective_config.yaml`, `state.json` (`last_completed_round`, written l
 files), `rounds/round-XXXX/{checkpoint/, strategy_state.safetensors, strategy_state.json, metrics.json}`,
 `logs/server.log`. A round counts as completed only once `state.json` names it.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save as save_safetensors_bytes
+from safetensors.numpy import load_file
+from safetensors.numpy import save as save_safetensors_bytes
 
 from bcvlm_model.atomic_io import atomic_write_bytes, atomic_write_json, read_json
 from bcvlm_model.config_io import save_effective_config

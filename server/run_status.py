@@ -2,6 +2,7 @@
 
 Used by `bcvlm-server status RUN_DIR`, by `bcvlm-server` while it follows a run, and for its exit code.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,10 @@ def round_line(metrics: Mapping[str, Any], names: Mapping[str, str]) -> str:
     parts = []
     for node, outcome in sorted((metrics.get("site_outcomes") or {}).items()):
         evaluation = outcome.get("evaluate")
-        parts.append(f"{names.get(node, 'node ' + node)} {describe_outcome(outcome)}"
-                     + (f", eval {evaluation}" if evaluation else ""))
+        parts.append(
+            f"{names.get(node, 'node ' + node)} {describe_outcome(outcome)}"
+            + (f", eval {evaluation}" if evaluation else "")
+        )
     line = f"round {metrics.get('round')} {status} in {float(metrics.get('wall_seconds', 0.0)):.1f} s"
     return line + (": " + "; ".join(parts) if parts else "")
 
@@ -34,16 +37,20 @@ def render_status(run_dir: str | Path) -> str:
     """The `bcvlm-server status RUN_DIR` report: progress, the Flower runs, one line per completed round."""
     records = RunRecords(run_dir)
     state = read_json(records.state_path) if records.state_path.is_file() else {}
-    lines = [f"run directory {records.root}",
-             f"completed rounds: {state.get('last_completed_round', 0)} of {state.get('planned_rounds', '?')}"]
+    lines = [
+        f"run directory {records.root}",
+        f"completed rounds: {state.get('last_completed_round', 0)} of {state.get('planned_rounds', '?')}",
+    ]
     flower_runs = records.root / "flower_runs.json"
     if flower_runs.is_file():
         for entry in read_json(flower_runs):
             if "finished_at" in entry:
                 lines.append(f"Flower run {entry['run_id']} ended {entry['finished_at']}: {entry.get('status')}")
             else:
-                lines.append(f"Flower run {entry['run_id']} submitted {entry.get('submitted_at')}"
-                             + (" (resume)" if entry.get("resume") else ""))
+                lines.append(
+                    f"Flower run {entry['run_id']} submitted {entry.get('submitted_at')}"
+                    + (" (resume)" if entry.get("resume") else "")
+                )
     names = records.site_names()
     for metrics in records.completed_rounds_metrics():
         lines.append(round_line(metrics, names))

@@ -1,6 +1,7 @@
 """The server's SecAgg+ with full-strength masks: unmasking expands seeds with ChaCha20 (`expand_masks`) and only
 sites that confirm the same expansion in the setup stage take part in the round. Each round's field is the smallest
 that holds the sum of the sampled sites' updates (`secagg_modulus`), so masked vectors travel as uint32, not int64."""
+
 from __future__ import annotations
 
 import importlib
@@ -33,8 +34,9 @@ def use_full_strength_masks() -> None:
     if current is expand_masks:
         return
     if current is not secaggplus_utils.pseudo_rand_gen:
-        raise RuntimeError(f"Flower's secaggplus_workflow.pseudo_rand_gen was replaced by {current!r}; refusing to "
-                           "unmask")
+        raise RuntimeError(
+            f"Flower's secaggplus_workflow.pseudo_rand_gen was replaced by {current!r}; refusing to unmask"
+        )
     _FLOWER_WORKFLOW.pseudo_rand_gen = expand_masks
 
 
@@ -73,9 +75,12 @@ class MaskHandshakeGrid:
             if reply.has_content() and RECORD_KEY_CONFIGS in reply.content.config_records:
                 confirmed = reply.content.config_records[RECORD_KEY_CONFIGS].get(MASK_PRG_CONFIG_KEY)
                 if confirmed != MASK_PRG_NAME:
-                    LOGGER.warning("SecAgg+: node %s did not confirm mask expansion %r (an older bcvlm or plain "
-                                   "Flower site?); it is left out of this round", reply.metadata.src_node_id,
-                                   MASK_PRG_NAME.decode())
+                    LOGGER.warning(
+                        "SecAgg+: node %s did not confirm mask expansion %r (an older bcvlm or plain "
+                        "Flower site?); it is left out of this round",
+                        reply.metadata.src_node_id,
+                        MASK_PRG_NAME.decode(),
+                    )
                     continue
             replies.append(reply)
         return replies
@@ -99,8 +104,11 @@ class UnpackingGrid:
                 try:
                     arrays = unpack_masked_vector([bytes_to_ndarray(data) for data in configs[Key.MASKED_PARAMETERS]])
                 except (TypeError, ValueError) as exc:
-                    LOGGER.warning("SecAgg+: node %s sent an unusable masked vector (%s); it is left out of this "
-                                   "round", reply.metadata.src_node_id, exc)
+                    LOGGER.warning(
+                        "SecAgg+: node %s sent an unusable masked vector (%s); it is left out of this round",
+                        reply.metadata.src_node_id,
+                        exc,
+                    )
                     continue
                 configs[Key.MASKED_PARAMETERS] = [ndarray_to_bytes(array) for array in arrays]
             replies.append(reply)
@@ -122,6 +130,10 @@ class FullStrengthSecAggPlusWorkflow(DropoutTolerantSecAggPlusWorkflow):
             state.mod_range = handshake.modulus  # what the sites were told; the later stages sum and unmask in it
         return proceed
 
-    def collect_masked_vectors_stage(self, grid: Grid, context: LegacyContext,  # type: ignore[override]
-                                     state: WorkflowState) -> bool:
+    def collect_masked_vectors_stage(
+        self,
+        grid: Grid,
+        context: LegacyContext,  # type: ignore[override]
+        state: WorkflowState,
+    ) -> bool:
         return super().collect_masked_vectors_stage(UnpackingGrid(grid), context, state)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ mean, times the number of summed sites = the pooled histogram. Why a second pass
 the training vector: the histograms describe the model the sites evaluate (this round's aggregate, which exists only
 after the training pass), the pass works for the final model too, and the training update keeps its own weighting.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,12 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.serverapp.grid import Grid
 
-from bcvlm_client.reply_schema import (COUNT_SCALE_KEY, EVALUATION_WEIGHT_KEY, SECURE_EVALUATION_KEY,
-                                       arrays_to_histograms)
+from bcvlm_client.reply_schema import (
+    COUNT_SCALE_KEY,
+    EVALUATION_WEIGHT_KEY,
+    SECURE_EVALUATION_KEY,
+    arrays_to_histograms,
+)
 from bcvlm_server.federated_strategy import FederatedStrategy
 from bcvlm_server.reply_tracker import ReplyTracker
 from bcvlm_server.secagg_masks import FullStrengthSecAggPlusWorkflow
@@ -45,23 +50,29 @@ class EvaluationAsSecureSum:
         self.weight = int(weight)
         self.finished = False
 
-    def configure_fit(self, server_round: int, parameters: Parameters,
-                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
         instructions = self.strategy.configure_evaluate(server_round, parameters, client_manager)
         if not instructions:
             self.finished = True  # the strategy closed the round itself (no site to ask)
         flags = {SECURE_EVALUATION_KEY: True, COUNT_SCALE_KEY: self.count_scale, EVALUATION_WEIGHT_KEY: self.weight}
         return [(proxy, FitIns(ins.parameters, {**ins.config, **flags})) for proxy, ins in instructions]
 
-    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-                      failures: list[Any]) -> tuple[None, dict[str, Any]]:
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
+    ) -> tuple[None, dict[str, Any]]:
         site_metrics = {str(proxy.node_id): dict(res.metrics) for proxy, res in results}
         pooled = {}
         if results:
             mean = parameters_to_ndarrays(results[0][1].parameters)  # the protocol's weighted mean, equal weights
             pooled = arrays_to_histograms([array * len(results) for array in mean], self.count_scale)
-        LOGGER.info("round %s: evaluation summed securely over %d site(s), %d failure(s)", server_round,
-                    len(results), len(failures))
+        LOGGER.info(
+            "round %s: evaluation summed securely over %d site(s), %d failure(s)",
+            server_round,
+            len(results),
+            len(failures),
+        )
         self.strategy.aggregate_secure_evaluation(server_round, pooled, site_metrics, len(failures))
         self.finished = True
         return None, {}

@@ -3,6 +3,7 @@
 Run-config keys: `server-config` (ServerConfig YAML; else `$BCVLM_SIMULATION_DIR/server.yaml`), `run-dir`
 (overrides `run_dir`), `resume` (continue after the run directory's last completed round).
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,25 +14,25 @@ from typing import Callable
 import numpy as np
 import torch
 from flwr.app import Context
-from flwr.server import ServerConfig as FlowerServerConfig
 from flwr.server import LegacyContext
+from flwr.server import ServerConfig as FlowerServerConfig
 from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
-from bcvlm_model.checkpoint import load_checkpoint, save_checkpoint
-from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
 from bcvlm_client.run_settings import build_federated_model
+from bcvlm_model.checkpoint import load_checkpoint, save_checkpoint
+from bcvlm_model.file_logging import attach_log_file
+from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
 from bcvlm_server.federated_strategy import FederatedStrategy
 from bcvlm_server.metered_grid import MeteredGrid
 from bcvlm_server.polling_grid import with_fast_replies
 from bcvlm_server.reply_tracker import ReplyTracker
 from bcvlm_server.run_records import RunRecords
-from bcvlm_server.server_config import ServerConfig, load_server_config
-from bcvlm_server.strategies import build_inner_strategy, load_strategy_state
-from bcvlm_model.file_logging import attach_log_file
 from bcvlm_server.secagg_masks import FullStrengthSecAggPlusWorkflow
 from bcvlm_server.secure_evaluation import SecureEvaluateWorkflow
+from bcvlm_server.server_config import ServerConfig, load_server_config
+from bcvlm_server.strategies import build_inner_strategy, load_strategy_state
 from bcvlm_server.workflows import TimedEvaluateWorkflow, TimedFitWorkflow
 
 LOGGER = logging.getLogger("bcvlm_server")
@@ -112,7 +113,11 @@ def prepare_start(
 
 
 def run_federation(
-    grid: Grid, context: Context, cfg: ServerConfig, run_dir: Path, resume: bool,
+    grid: Grid,
+    context: Context,
+    cfg: ServerConfig,
+    run_dir: Path,
+    resume: bool,
     model_factory: ModelFactory = default_model_factory,
 ) -> FederatedStrategy | None:
     """Run (or resume) the configured rounds; returns the strategy (its `global_arrays` = final model)."""
@@ -131,8 +136,14 @@ def run_federation(
     metered = MeteredGrid(with_fast_replies(grid))
     tracked = ReplyTracker(metered)
     strategy = FederatedStrategy(
-        cfg, inner, arrays, records=records, save_checkpoint=CheckpointWriter(cfg, records, model),
-        round_offset=done, byte_counter=metered.take_counts, reply_tracker=tracked,
+        cfg,
+        inner,
+        arrays,
+        records=records,
+        save_checkpoint=CheckpointWriter(cfg, records, model),
+        round_offset=done,
+        byte_counter=metered.take_counts,
+        reply_tracker=tracked,
     )
     legacy = LegacyContext(
         context=context,
@@ -140,6 +151,7 @@ def run_federation(
         strategy=strategy,
     )
     if cfg.secagg.enabled:
+
         def secagg_pass() -> FullStrengthSecAggPlusWorkflow:
             return FullStrengthSecAggPlusWorkflow(
                 num_shares=cfg.secagg.num_shares,

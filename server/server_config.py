@@ -1,4 +1,5 @@
 """ServerConfig: the coordinating center's run settings (model, data pipeline, strategy, SecAgg+, rounds, run dir)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Build the Flower (legacy API) aggregation strategy named in the config; FedAdam state to and from arrays."""
+
 from __future__ import annotations
 
 from typing import Any

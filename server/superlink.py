@@ -1,4 +1,5 @@
 """The coordinating center's SuperLink: start/stop `flower-superlink`, register site keys, submit and follow a run."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import tomli_w
 
-from bcvlm_model.atomic_io import atomic_write_text
 from bcvlm_client.flower_process import (
     FlowerProcess,
     FlowerProcessError,
@@ -19,6 +19,7 @@ from bcvlm_client.flower_process import (
     flower_executable,
     wait_for_port,
 )
+from bcvlm_model.atomic_io import atomic_write_text
 
 CONNECTION_NAME = "bcvlm"
 """Name of the SuperLink connection in the run directory's own `config.toml` (FLWR_HOME)."""
@@ -54,13 +55,19 @@ class SuperLinkLaunch:
             isolation = ["--isolation", "subprocess"]
         return [
             flower_executable("flower-superlink"),
-            "--ssl-ca-certfile", str(self.ca_cert),
-            "--ssl-certfile", str(self.server_cert),
-            "--ssl-keyfile", str(self.server_key),
+            "--ssl-ca-certfile",
+            str(self.ca_cert),
+            "--ssl-certfile",
+            str(self.server_cert),
+            "--ssl-keyfile",
+            str(self.server_key),
             "--enable-supernode-auth",
-            "--database", str(self.database),
-            "--host", self.host,
-            "--port", str(self.port),
+            "--database",
+            str(self.database),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
             *isolation,
             "--disable-runtime-dependency-installation",
         ]
@@ -77,8 +84,9 @@ class SuperLink:
 
     def __init__(self, launch: SuperLinkLaunch) -> None:
         self.launch = launch
-        self.process = FlowerProcess(launch.command(), flower_environment(launch.flwr_home), launch.log_path,
-                                     cwd=launch.flwr_home)
+        self.process = FlowerProcess(
+            launch.command(), flower_environment(launch.flwr_home), launch.log_path, cwd=launch.flwr_home
+        )
 
     def start(self, timeout_s: float = 60.0) -> SuperLink:
         """Start the SuperLink and wait until its HTTPS port accepts connections."""
@@ -125,8 +133,13 @@ class RunStatus:
 class FlowerControl:
     """The `flwr` CLI pointed at one SuperLink through a private FLWR_HOME/config.toml (nothing touches ~/.flwr)."""
 
-    def __init__(self, flwr_home: str | os.PathLike[str], address: str, root_certificates: str | os.PathLike[str],
-                 command_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        flwr_home: str | os.PathLike[str],
+        address: str,
+        root_certificates: str | os.PathLike[str],
+        command_timeout_s: float = 120.0,
+    ) -> None:
         self.flwr_home = Path(flwr_home).resolve()
         self.address = address
         self.root_certificates = Path(root_certificates).resolve()
@@ -148,13 +161,18 @@ class FlowerControl:
         command = [flower_executable("flwr"), *args, "--format", "json"]
         try:
             done = subprocess.run(
-                command, env=flower_environment(self.flwr_home), cwd=self.flwr_home, capture_output=True,
-                text=True, timeout=timeout_s or self.command_timeout_s, stdin=subprocess.DEVNULL,
+                command,
+                env=flower_environment(self.flwr_home),
+                cwd=self.flwr_home,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s or self.command_timeout_s,
+                stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired as exc:
             raise FlowerProcessError(f"`flwr {' '.join(args)}` timed out after {exc.timeout} s") from exc
         try:
-            answer = json.loads(done.stdout[done.stdout.find("{"):]) if "{" in done.stdout else None
+            answer = json.loads(done.stdout[done.stdout.find("{") :]) if "{" in done.stdout else None
         except json.JSONDecodeError:
             answer = None
         if not isinstance(answer, dict):
@@ -165,8 +183,7 @@ class FlowerControl:
 
     def register_site(self, public_key: str | os.PathLike[str], name: str) -> int | None:
         """Register a site's SSH-format EC public key; returns its node id (None when registered already)."""
-        answer = self._flwr(["supernode", "register", str(Path(public_key).resolve()), CONNECTION_NAME,
-                             "--name", name])
+        answer = self._flwr(["supernode", "register", str(Path(public_key).resolve()), CONNECTION_NAME, "--name", name])
         if answer.get("success"):
             return int(answer["node-id"])
         message = str(answer.get("error-message", answer))
@@ -186,8 +203,16 @@ class FlowerControl:
 
     def submit_run(self, app_dir: str | os.PathLike[str], run_config_toml: str | os.PathLike[str]) -> int:
         """`flwr run APP_DIR bcvlm -c RUN_CONFIG.toml`; returns the run id."""
-        answer = self._flwr(["run", str(Path(app_dir).resolve()), CONNECTION_NAME, "--run-config",
-                             str(Path(run_config_toml).resolve())], timeout_s=max(self.command_timeout_s, 300.0))
+        answer = self._flwr(
+            [
+                "run",
+                str(Path(app_dir).resolve()),
+                CONNECTION_NAME,
+                "--run-config",
+                str(Path(run_config_toml).resolve()),
+            ],
+            timeout_s=max(self.command_timeout_s, 300.0),
+        )
         if not answer.get("success") or answer.get("run-id") is None:
             raise FlowerProcessError(f"submitting the run failed: {answer.get('error-message', answer)}")
         return int(answer["run-id"])
@@ -208,8 +233,15 @@ class FlowerControl:
         """Write the run's full log as the SuperLink kept it (`flwr log RUN_ID --show`) to `log_path`."""
         command = [flower_executable("flwr"), "log", str(run_id), CONNECTION_NAME, "--show"]
         try:
-            done = subprocess.run(command, env=flower_environment(self.flwr_home), cwd=self.flwr_home,
-                                  capture_output=True, text=True, timeout=60.0, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                command,
+                env=flower_environment(self.flwr_home),
+                cwd=self.flwr_home,
+                capture_output=True,
+                text=True,
+                timeout=60.0,
+                stdin=subprocess.DEVNULL,
+            )
             text = done.stdout + (f"\n[flwr log exited {done.returncode}]\n{done.stderr}" if done.returncode else "")
         except subprocess.TimeoutExpired:
             text = f"[flwr log {run_id} --show timed out after 60 s]\n"
@@ -226,8 +258,14 @@ def wait_for_nodes(control: FlowerControl, expected: int, timeout_s: float, poll
     return online
 
 
-def follow_run(control: FlowerControl, run_id: int, timeout_s: float, poll_s: float = 15.0,
-               on_tick: Callable[[], None] | None = None, max_status_failures: int = 4) -> RunStatus:
+def follow_run(
+    control: FlowerControl,
+    run_id: int,
+    timeout_s: float,
+    poll_s: float = 15.0,
+    on_tick: Callable[[], None] | None = None,
+    max_status_failures: int = 4,
+) -> RunStatus:
     """Poll the run's status until it finishes; stop it after `timeout_s`.
 
     `flwr list` costs a CLI start, so it runs every `poll_s` seconds; `on_tick` is called about once a second in

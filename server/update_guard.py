@@ -1,4 +1,5 @@
 """Server-side rejection of site updates that are non-finite or larger than a norm bound (needs individual updates)."""
+
 from __future__ import annotations
 
 import math

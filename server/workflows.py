@@ -3,6 +3,7 @@
 Same logic as `flwr.server.workflow.default_workflows.default_{fit,evaluate}_workflow`, plus
 `send_and_receive(..., timeout=...)`: a site that dies mid-round is dropped after `timeout` seconds.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,9 +39,10 @@ def _send_and_collect(
     """Send each site its instruction, wait at most `timeout` s; return (ok results, failures), a missing reply
     counted as a TimeoutError failure."""
     proxies = {proxy.node_id: proxy for proxy, _ in instructions}
-    messages = [Message(content=encode(ins), dst_node_id=proxy.node_id, message_type=message_type,
-                        group_id=str(current_round))
-                for proxy, ins in instructions]
+    messages = [
+        Message(content=encode(ins), dst_node_id=proxy.node_id, message_type=message_type, group_id=str(current_round))
+        for proxy, ins in instructions
+    ]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     results: list = []
     failures: list = []
@@ -72,9 +74,14 @@ class TimedFitWorkflow:
             LOGGER.info("configure_fit: no sites selected, round %s skipped", current_round)
             return
         results, failures = _send_and_collect(
-            grid, instructions, lambda fitins: compat.fitins_to_recorddict(fitins, True),
-            lambda content: compat.recorddict_to_fitres(content, False), MessageType.TRAIN, current_round,
-            self.timeout)
+            grid,
+            instructions,
+            lambda fitins: compat.fitins_to_recorddict(fitins, True),
+            lambda content: compat.recorddict_to_fitres(content, False),
+            MessageType.TRAIN,
+            current_round,
+            self.timeout,
+        )
         LOGGER.info("fit round %s: %d results, %d failures", current_round, len(results), len(failures))
         parameters_aggregated, metrics = context.strategy.aggregate_fit(current_round, results, failures)
         if parameters_aggregated:
@@ -99,8 +106,14 @@ class TimedEvaluateWorkflow:
         if not instructions:
             return
         results, failures = _send_and_collect(
-            grid, instructions, lambda evaluateins: compat.evaluateins_to_recorddict(evaluateins, True),
-            compat.recorddict_to_evaluateres, MessageType.EVALUATE, current_round, self.timeout)
+            grid,
+            instructions,
+            lambda evaluateins: compat.evaluateins_to_recorddict(evaluateins, True),
+            compat.recorddict_to_evaluateres,
+            MessageType.EVALUATE,
+            current_round,
+            self.timeout,
+        )
         loss, metrics = context.strategy.aggregate_evaluate(current_round, results, failures)
         if loss is not None:
             context.history.add_loss_distributed(server_round=current_round, loss=loss)

@@ -1,4 +1,5 @@
 """Baselines trained with the project's own `train_local`: centralized, local-only per site, image-only (fusion ablation)."""
+
 from __future__ import annotations
 
 import functools
@@ -48,10 +49,16 @@ def recipe_from_config(cfg: SimulationConfig, cache_dir: str | None) -> Training
     DP trainable set (so the same parameters train), DP-SGD only when `baselines.private`."""
     server = cfg.server
     return TrainingRecipe(
-        preprocess=server.preprocess, text=server.text, local_train=server.local_train, rounds=server.rounds,
-        batch_size=cfg.site.compute.batch_size, cache_dir=cache_dir,
+        preprocess=server.preprocess,
+        text=server.text,
+        local_train=server.local_train,
+        rounds=server.rounds,
+        batch_size=cfg.site.compute.batch_size,
+        cache_dir=cache_dir,
         dp_ready=server.dp_trainable if server.dp_model else None,
-        privacy=cfg.site.privacy if cfg.baselines.private else None, seed=cfg.seed, progress=cfg.progress,
+        privacy=cfg.site.privacy if cfg.baselines.private else None,
+        seed=cfg.seed,
+        progress=cfg.progress,
     )
 
 
@@ -84,10 +91,12 @@ def _dp_state(recipe: TrainingRecipe, loader: DataLoader, steps_per_round: int) 
     if budget is None or not budget.enabled:
         return None
     rate = 1.0 / len(loader)
-    sigma = noise_multiplier_for_budget(budget.target_epsilon, budget.delta, rate,
-                                        steps_per_round * recipe.rounds, budget.accountant)
-    return DPTrainState(noise_multiplier=sigma, max_grad_norm=budget.max_grad_norm, delta=budget.delta,
-                        accountant=budget.accountant)
+    sigma = noise_multiplier_for_budget(
+        budget.target_epsilon, budget.delta, rate, steps_per_round * recipe.rounds, budget.accountant
+    )
+    return DPTrainState(
+        noise_multiplier=sigma, max_grad_norm=budget.max_grad_norm, delta=budget.delta, accountant=budget.accountant
+    )
 
 
 def train_reference(
@@ -102,32 +111,52 @@ def train_reference(
         raise ValueError(f"{label}: no training rows")
     model = _model(model_cfg, recipe)
     private = recipe.privacy is not None and recipe.privacy.enabled
-    loader = build_loader(train_table, recipe.preprocess, recipe.text, model_cfg, cache_dir=recipe.cache_dir,
-                          batch_size=recipe.batch_size, train=True, seed=recipe.seed,
-                          privacy_unit=recipe.privacy.unit if private else None)
+    loader = build_loader(
+        train_table,
+        recipe.preprocess,
+        recipe.text,
+        model_cfg,
+        cache_dir=recipe.cache_dir,
+        batch_size=recipe.batch_size,
+        train=True,
+        seed=recipe.seed,
+        privacy_unit=recipe.privacy.unit if private else None,
+    )
     steps = recipe.local_train.local_steps * steps_scale if recipe.local_train.local_steps else 0
     dp = _dp_state(recipe, loader, steps or len(loader))
     cfg = replace(recipe.local_train, local_steps=steps)
     for round_index in range(recipe.rounds):
         if dp is not None and _reproducible_noise(recipe):
             dp = replace(dp, insecure_seed=recipe.seed + round_index)
-        result = train_local(model, loader, cfg, dp=dp, seed=recipe.seed + round_index, progress=recipe.progress,
-                             progress_label=f"{label} round {round_index + 1}/{recipe.rounds}")
+        result = train_local(
+            model,
+            loader,
+            cfg,
+            dp=dp,
+            seed=recipe.seed + round_index,
+            progress=recipe.progress,
+            progress_label=f"{label} round {round_index + 1}/{recipe.rounds}",
+        )
         if dp is not None:
             dp = replace(dp, accountant_state=result.accountant_state)
     model.eval()
     return model
 
 
-def train_centralized(model_cfg: ModelConfig, train_tables: Mapping[str, pd.DataFrame], recipe: TrainingRecipe,
-                      label: str = "centralized") -> nn.Module:
+def train_centralized(
+    model_cfg: ModelConfig, train_tables: Mapping[str, pd.DataFrame], recipe: TrainingRecipe, label: str = "centralized"
+) -> nn.Module:
     """One model on the union of every site's training rows."""
     union = pd.concat(list(train_tables.values()), ignore_index=True)
     return train_reference(model_cfg, union, recipe, steps_scale=len(train_tables), label=label)
 
 
-def train_local_only(model_cfg: ModelConfig, train_tables: Mapping[str, pd.DataFrame], recipe: TrainingRecipe,
-                     on_model: Callable[[str, nn.Module], None]) -> None:
+def train_local_only(
+    model_cfg: ModelConfig,
+    train_tables: Mapping[str, pd.DataFrame],
+    recipe: TrainingRecipe,
+    on_model: Callable[[str, nn.Module], None],
+) -> None:
     """One model per site on that site's rows alone; `on_model(site, model)` scores it before the next is built."""
     for site, table in train_tables.items():
         on_model(site, train_reference(model_cfg, table, recipe, steps_scale=1, label=f"local-only {site}"))

@@ -4,6 +4,7 @@ A test image is not an independent case: a patient has several, and they share t
 patients with replacement within each site (all of a drawn patient's images come with them), and every method is
 scored on the same resamples, which makes the paired difference's CI account for the methods' correlation.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,9 @@ class CaseIndex:
             for task, ids in per_task.items():
                 ids = np.asarray(ids).astype(str)
                 _, inverse = np.unique(ids, return_inverse=True)
-                index.setdefault(site, {})[task] = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)] \
-                    if len(ids) else []
+                index.setdefault(site, {})[task] = (
+                    [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)] if len(ids) else []
+                )
         return cls(index)
 
 
@@ -48,8 +50,12 @@ def _resample(index: CaseIndex, task: str, rng: np.random.Generator) -> dict[str
     return drawn
 
 
-def _aucs(scores: Mapping[str, Mapping[str, np.ndarray]], labels: Mapping[str, Mapping[str, np.ndarray]], task: str,
-          rows: Mapping[str, np.ndarray]) -> tuple[float, float]:
+def _aucs(
+    scores: Mapping[str, Mapping[str, np.ndarray]],
+    labels: Mapping[str, Mapping[str, np.ndarray]],
+    task: str,
+    rows: Mapping[str, np.ndarray],
+) -> tuple[float, float]:
     """(pooled AUC, mean per-site AUC) on the selected rows (NaN where undefined)."""
     pooled_scores, pooled_labels, site_aucs = [], [], []
     for site, selected in rows.items():
@@ -107,22 +113,32 @@ def bootstrap_intervals(
                 ref = draws[reference][task]
                 entry[f"pooled_auc_minus_{reference}_ci"][task] = _interval([a - b for a, (b, _) in zip(pooled, ref)])
                 entry[f"mean_site_auc_minus_{reference}_ci"][task] = _interval(
-                    [a - b for a, (_, b) in zip(per_site, ref)])
+                    [a - b for a, (_, b) in zip(per_site, ref)]
+                )
         out[method] = entry
     return out
 
 
-def method_intervals(scores_of: Mapping[str, Mapping[str, Any]], test_tables: Mapping[str, pd.DataFrame],
-                     resamples: int, seed: int, reference: str = "federated") -> dict[str, dict[str, Any]]:
+def method_intervals(
+    scores_of: Mapping[str, Mapping[str, Any]],
+    test_tables: Mapping[str, pd.DataFrame],
+    resamples: int,
+    seed: int,
+    reference: str = "federated",
+) -> dict[str, dict[str, Any]]:
     """CIs for every scored method (`scores_of[method][site]` has `.scores`/`.labels` per task, in test-table
     order with unlabelled rows dropped), clustered on the test tables' `patient_id`."""
     if not scores_of:
         return {}
     first = next(iter(scores_of.values()))
     labels = {site: {task: np.asarray(first[site].labels[task]) for task in TASKS} for site in first}
-    patients = {site: {task: table.loc[table[task].notna(), "patient_id"].to_numpy() for task in TASKS}
-                for site, table in test_tables.items() if site in first}
+    patients = {
+        site: {task: table.loc[table[task].notna(), "patient_id"].to_numpy() for task in TASKS}
+        for site, table in test_tables.items()
+        if site in first
+    }
     index = CaseIndex.from_patients(patients)
     scores = {method: {site: per_site[site].scores for site in first} for method, per_site in scores_of.items()}
-    return bootstrap_intervals(scores, labels, index, resamples=resamples, seed=seed,
-                               reference=reference if reference in scores_of else None)
+    return bootstrap_intervals(
+        scores, labels, index, resamples=resamples, seed=seed, reference=reference if reference in scores_of else None
+    )

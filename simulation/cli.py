@@ -1,4 +1,5 @@
 """`bcvlm simulate` (Hydra config + `key=value` overrides) and `bcvlm demo` (the main job on the synthetic default)."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,17 +8,21 @@ import signal
 import sys
 from typing import Sequence
 
-from bcvlm_model.config_io import ConfigError, config_to_yaml
 from bcvlm_client.flower_process import apply_flower_env_defaults
+from bcvlm_model.config_io import ConfigError, config_to_yaml
 
 
 def _parser(prog: str, default_config: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides key=value, e.g. server.rounds=5 split.kind=iid")
-    parser.add_argument("--config-name", default=default_config,
-                        help=f"config file (without .yaml) in --config-dir (default: {default_config})")
-    parser.add_argument("--config-dir", default=None,
-                        help="folder of Hydra configs (default: the packaged bcvlm_simulation/conf)")
+    parser.add_argument(
+        "--config-name",
+        default=default_config,
+        help=f"config file (without .yaml) in --config-dir (default: {default_config})",
+    )
+    parser.add_argument(
+        "--config-dir", default=None, help="folder of Hydra configs (default: the packaged bcvlm_simulation/conf)"
+    )
     parser.add_argument("--print-config", action="store_true", help="print the composed config and exit")
     return parser
 

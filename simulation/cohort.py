@@ -1,4 +1,5 @@
 """The simulation's input: a prepared manifest, or the synthetic cohort generated and prepared into the run."""
+
 from __future__ import annotations
 
 import shutil
@@ -22,8 +23,9 @@ def synthetic_cohort_dir(cohort: CohortConfig, default: Path) -> Path:
     return Path(cohort.synth_dir).resolve() if cohort.synth_dir else default
 
 
-def make_synthetic_cohort(synth: SynthConfig, preprocess: PreprocessConfig, folder: Path,
-                          progress: bool = True) -> tuple[pd.DataFrame, str]:
+def make_synthetic_cohort(
+    synth: SynthConfig, preprocess: PreprocessConfig, folder: Path, progress: bool = True
+) -> tuple[pd.DataFrame, str]:
     """Generate the synthetic DICOM cohort (`bcvlm synth`) and prepare it (`bcvlm prepare`); reuse a complete one."""
     from bcvlm_model.data.prepare import run_prepare
     from bcvlm_model.data.source_config import DataSourceConfig
@@ -49,8 +51,9 @@ def make_synthetic_cohort(synth: SynthConfig, preprocess: PreprocessConfig, fold
     return read_manifest(prepared / "manifest.csv"), str(prepared / "cache")
 
 
-def load_cohort(cohort: CohortConfig, preprocess: PreprocessConfig, default_dir: Path,
-                progress: bool = True) -> tuple[pd.DataFrame, str | None]:
+def load_cohort(
+    cohort: CohortConfig, preprocess: PreprocessConfig, default_dir: Path, progress: bool = True
+) -> tuple[pd.DataFrame, str | None]:
     """The manifest of `cohort` and its image cache folder (None = decode DICOMs on the fly); a synthetic cohort is
     made in `cohort.synth_dir` or `default_dir`."""
     if cohort.manifest:

@@ -1,4 +1,5 @@
 """SimulationConfig: the Hydra structured-config schema of `bcvlm simulate` and its loader (`key=value` overrides)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """Score every method on the virtual sites' test sets the same way: per-site and pooled AUC, ROC, from histograms."""
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def score_model_on_sites(
     """Evaluate one model on each site's test rows (deterministic: eval mode, canonical report text)."""
     results: dict[str, SiteScores] = {}
     for site, table in test_tables.items():
-        loader = build_loader(table, preprocess, text, model_cfg, cache_dir=cache_dir, batch_size=batch_size,
-                              train=False, seed=0)
+        loader = build_loader(
+            table, preprocess, text, model_cfg, cache_dir=cache_dir, batch_size=batch_size, train=False, seed=0
+        )
         outcome = evaluate(model, loader)
         results[site] = SiteScores(scores=dict(outcome.scores), labels=dict(outcome.labels))
     return results

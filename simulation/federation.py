@@ -1,20 +1,19 @@
 """Run the real ServerApp and ClientApp on Flower's simulation engine (Ray), one virtual SuperNode per site."""
+
 from __future__ import annotations
 
 import os
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import zlib
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from flwr.app import Context, Message
 
-from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_client.flower_process import apply_flower_env_defaults
+from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_simulation.config import ResourcesConfig
 
 SIMULATION_DIR_ENV = "BCVLM_SIMULATION_DIR"
@@ -64,14 +63,16 @@ class SimulatedSiteResolver:
         site = load_site_config(path)
         marker = node_map_dir(Path(self.run_dir)) / f"{context.node_id}.json"
         if not marker.is_file():
-            atomic_write_json(marker, {"node_id": str(context.node_id), "partition_id": partition_id,
-                                       "site": site.site_id})
+            atomic_write_json(
+                marker, {"node_id": str(context.node_id), "partition_id": partition_id, "site": site.site_id}
+            )
         ray_node = _ray_node_id()
         if ray_node is not None:  # the actor pool runs any site on any node: one marker per (site, Ray node)
             placement = ray_placement_dir(Path(self.run_dir)) / f"{partition_id}-{ray_node}.json"
             if not placement.is_file():
-                atomic_write_json(placement, {"partition_id": partition_id, "site": site.site_id,
-                                              "ray_node_id": ray_node})
+                atomic_write_json(
+                    placement, {"partition_id": partition_id, "site": site.site_id, "ray_node_id": ray_node}
+                )
         return site
 
 
@@ -90,8 +91,10 @@ class SeedNumpyPerMessage:
         config = msg.content.config_records.get("secaggplus") if msg.has_content() else None
         if config is not None:
             stage = str(config.get("stage", ""))
-        key = (f"{self.seed}|{context.node_config.get('partition-id', context.node_id)}|{msg.metadata.group_id}|"
-               f"{msg.metadata.message_type}|{stage}")
+        key = (
+            f"{self.seed}|{context.node_config.get('partition-id', context.node_id)}|{msg.metadata.group_id}|"
+            f"{msg.metadata.message_type}|{stage}"
+        )
         np.random.seed(zlib.crc32(key.encode()))
         return call_next(msg, context)
 
@@ -130,14 +133,17 @@ def backend_config(resources: ResourcesConfig) -> dict[str, Any]:
         init_args["num_cpus"] = int(resources.ray_num_cpus or (os.cpu_count() or 1))
         init_args["num_gpus"] = int(resources.ray_num_gpus)
     return {
-        "client_resources": {"num_cpus": float(resources.num_cpus_per_site),
-                             "num_gpus": float(resources.num_gpus_per_site)},
+        "client_resources": {
+            "num_cpus": float(resources.num_cpus_per_site),
+            "num_gpus": float(resources.num_gpus_per_site),
+        },
         "init_args": init_args,
     }
 
 
-def run_federation(run_dir: Path, num_sites: int, resources: ResourcesConfig, seed: int = 0,
-                   reproducible: bool = False) -> float:
+def run_federation(
+    run_dir: Path, num_sites: int, resources: ResourcesConfig, seed: int = 0, reproducible: bool = False
+) -> float:
     """Run `bcvlm_server`'s ServerApp with `num_sites` simulated `bcvlm_client` ClientApps; return wall seconds.
 
     `reproducible` (the sites' `privacy.insecure_reproducible_noise`) also seeds SecAgg+'s stochastic rounding per
@@ -154,17 +160,25 @@ def run_federation(run_dir: Path, num_sites: int, resources: ResourcesConfig, se
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")  # Ray starts workers at nice 15: sites would starve
-    client_app = build_client_app(resolve_site=SimulatedSiteResolver(str(run_dir)),
-                                  extra_mods=[SeedNumpyPerMessage(seed)] if reproducible else [])
+    client_app = build_client_app(
+        resolve_site=SimulatedSiteResolver(str(run_dir)), extra_mods=[SeedNumpyPerMessage(seed)] if reproducible else []
+    )
     server_app = build_server_app()  # reads $BCVLM_SIMULATION_DIR/server.yaml (bcvlm_server.server_app)
     if resources.ray_address:
         # workers on an existing cluster keep the environment their node was started with, not this process's
-        print(f"[simulate] joining the Ray cluster at {resources.ray_address} (resources.ray_num_cpus/ray_num_gpus "
-              "are not used; each site takes num_cpus_per_site/num_gpus_per_site on some node)", flush=True)
+        print(
+            f"[simulate] joining the Ray cluster at {resources.ray_address} (resources.ray_num_cpus/ray_num_gpus "
+            "are not used; each site takes num_cpus_per_site/num_gpus_per_site on some node)",
+            flush=True,
+        )
     started = time.perf_counter()
     try:
-        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_sites,
-                       backend_config=backend_config(resources))
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=num_sites,
+            backend_config=backend_config(resources),
+        )
     finally:
         if ray.is_initialized():
             ray.shutdown()

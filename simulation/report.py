@@ -1,4 +1,5 @@
 """Simulation report: `metrics.json` and one self-contained `report.html` with base64-embedded PNG plots."""
+
 from __future__ import annotations
 
 import base64
@@ -85,10 +86,19 @@ def plot_auc_per_round(metrics: dict[str, Any]) -> plt.Figure:
             if any(not math.isnan(y) for y in ys):
                 label = site if len(metrics["sites"]) <= MAX_SITES_IN_LEGEND else None
                 ax.plot(x, ys, marker=".", linewidth=1, alpha=0.6, label=label)
-        ax.plot(x, _finite(r.get("pooled_auc", {}).get(task) for r in rounds), marker="o", linewidth=2.5,
-                color="black", label="pooled (federated)")
-        for method, style, colour in (("centralized", "--", "tab:red"), ("local_only", ":", "tab:purple"),
-                                      ("image_only", "-.", "tab:brown")):
+        ax.plot(
+            x,
+            _finite(r.get("pooled_auc", {}).get(task) for r in rounds),
+            marker="o",
+            linewidth=2.5,
+            color="black",
+            label="pooled (federated)",
+        )
+        for method, style, colour in (
+            ("centralized", "--", "tab:red"),
+            ("local_only", ":", "tab:purple"),
+            ("image_only", "-.", "tab:brown"),
+        ):
             value = metrics["methods"].get(method, {}).get("pooled_auc", {}).get(task)
             if value is not None:
                 ax.axhline(value, linestyle=style, color=colour, label=f"{method} (final)")
@@ -132,9 +142,14 @@ def plot_epsilon(metrics: dict[str, Any]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     markers = "os^vD<>px*"
     for index, site in enumerate(metrics["sites"]):
-        ax.plot(x, _finite(r.get("epsilon", {}).get(site) for r in rounds), marker=markers[index % len(markers)],
-                markersize=8 - 1.5 * (index % 3), alpha=0.8,
-                label=site if len(metrics["sites"]) <= MAX_SITES_IN_LEGEND else None)
+        ax.plot(
+            x,
+            _finite(r.get("epsilon", {}).get(site) for r in rounds),
+            marker=markers[index % len(markers)],
+            markersize=8 - 1.5 * (index % 3),
+            alpha=0.8,
+            label=site if len(metrics["sites"]) <= MAX_SITES_IN_LEGEND else None,
+        )
     ax.set_ylim(bottom=0)
     ax.set_title("privacy spent per site (cumulative epsilon)")
     ax.set_xlabel("round")
@@ -184,8 +199,13 @@ def plot_methods(metrics: dict[str, Any]) -> plt.Figure:
         positions = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(tasks))]
         bars = ax.bar(positions, [0 if math.isnan(v) else v for v in values], width, label=method)
         for bar, value in zip(bars, values):
-            ax.annotate(format_number(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=6)
+            ax.annotate(
+                format_number(value),
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=6,
+            )
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylim(0.3, 1.05)
     ax.set_ylabel("pooled test AUC")
@@ -219,8 +239,9 @@ def _methods_table(metrics: dict[str, Any]) -> str:
         if method not in metrics["methods"]:
             continue
         base = f"methods.{method}"
-        cells = "".join(_cell_with_ci(metrics, f"{base}.mean_site_auc.{t}", f"{base}.mean_site_auc_ci.{t}")
-                        for t in tasks)
+        cells = "".join(
+            _cell_with_ci(metrics, f"{base}.mean_site_auc.{t}", f"{base}.mean_site_auc_ci.{t}") for t in tasks
+        )
         cells += "".join(_cell_with_ci(metrics, f"{base}.pooled_auc.{t}", f"{base}.pooled_auc_ci.{t}") for t in tasks)
         cells += "".join(_ci_only(metrics, f"{base}.mean_site_auc_minus_federated_ci.{t}") for t in tasks)
         note = html.escape(str(metrics["methods"][method].get("note", "")))
@@ -298,7 +319,8 @@ def render_html(metrics: dict[str, Any]) -> str:
     run = metrics.get("run", {})
     run_rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th>{_cell(metrics, f'run.{k}')}</tr>"
-        for k, v in run.items() if not isinstance(v, (dict, list))
+        for k, v in run.items()
+        if not isinstance(v, (dict, list))
     )
     notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in metrics.get("notes", []))
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>bcvlm simulation report</title>

@@ -1,4 +1,5 @@
 """Read the federated server's per-round metrics files (`rounds/round-XXXX/metrics.json`) into report rows."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,8 +47,9 @@ def round_row(raw: dict[str, Any], server_round: int) -> dict[str, Any]:
         "round": int(raw.get("round", server_round)),
         "pooled_auc": {task: _auc(pooled.get(task)) for task in TASKS},
         "site_auc": {str(site): {task: _auc(values.get(task)) for task in TASKS} for site, values in sites.items()},
-        "epsilon": {str(site): (None if value is None else float(value))
-                    for site, value in raw.get("epsilon", {}).items()},
+        "epsilon": {
+            str(site): (None if value is None else float(value)) for site, value in raw.get("epsilon", {}).items()
+        },
         "declined": {str(site): int(entry.get("declined", 0)) for site, entry in fit_sites.items()},
         "bytes_up": int(sum(int(entry.get("up", 0)) for entry in counts.values())),
         "bytes_down": int(sum(int(entry.get("down", 0)) for entry in counts.values())),

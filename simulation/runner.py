@@ -1,4 +1,5 @@
 """The simulation job: cohort -> virtual sites -> federated run on Flower's engine -> baselines -> report."""
+
 from __future__ import annotations
 
 import os
@@ -25,12 +26,16 @@ from bcvlm_model.data.manifest import MANIFEST_COLUMNS, write_manifest
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
+from bcvlm_simulation.bootstrap import method_intervals
 from bcvlm_simulation.cohort import load_cohort
 from bcvlm_simulation.config import SimulationConfig
-from bcvlm_simulation.bootstrap import method_intervals
 from bcvlm_simulation.evaluation import SiteScores, oracle_scores_on_sites, score_model_on_sites, summarise_method
 from bcvlm_simulation.federation import (
-    read_node_map, read_ray_placement, run_federation, server_config_path, site_config_path,
+    read_node_map,
+    read_ray_placement,
+    run_federation,
+    server_config_path,
+    site_config_path,
 )
 from bcvlm_simulation.pretrain import pretrain_on_public
 from bcvlm_simulation.report import build_report
@@ -64,11 +69,17 @@ def write_sites(cfg: SimulationConfig, run_dir: Path, table: pd.DataFrame, cache
         rows = table[table[SITE_COLUMN] == name].loc[:, list(MANIFEST_COLUMNS)]
         write_manifest(rows.reset_index(drop=True), folder / "manifest.csv")
         site = SiteConfig(
-            site_id=name, insecure=True, state_dir=str(folder / "state"), seed=cfg.seed + 1000 * (index + 1),
+            site_id=name,
+            insecure=True,
+            state_dir=str(folder / "state"),
+            seed=cfg.seed + 1000 * (index + 1),
             # no cohort cache: the researcher chose to decode on the fly; with one, sites must match server.preprocess
-            data=SiteDataConfig(manifest=str(folder / "manifest.csv"), cache_dir=cache_dir,
-                                decode_on_the_fly=cache_dir is None),
-            compute=cfg.site.compute, privacy=cfg.site.privacy, evaluation=cfg.site.evaluation,
+            data=SiteDataConfig(
+                manifest=str(folder / "manifest.csv"), cache_dir=cache_dir, decode_on_the_fly=cache_dir is None
+            ),
+            compute=cfg.site.compute,
+            privacy=cfg.site.privacy,
+            evaluation=cfg.site.evaluation,
         )
         save_effective_config(site, site_config_path(run_dir, index))
         if site.privacy.enabled:  # a virtual hospital is new in every run: its ledger starts with the run
@@ -85,15 +96,16 @@ def check_cohort_cache(manifest: pd.DataFrame, cache_dir: str | None, preprocess
         return
     gap = cache_gap(manifest["image_id"], cache_dir, preprocess, what="cohort images")
     if gap is not None:
-        raise SimulationError(f"cohort.cache_dir: server.preprocess asks for {wanted_preprocess(preprocess)}: {gap}. "
-                              "Prepare the cohort with the server's preprocess settings, or set cohort.cache_dir=null "
-                              "to decode the DICOMs on the fly")
+        raise SimulationError(
+            f"cohort.cache_dir: server.preprocess asks for {wanted_preprocess(preprocess)}: {gap}. "
+            "Prepare the cohort with the server's preprocess settings, or set cohort.cache_dir=null "
+            "to decode the DICOMs on the fly"
+        )
 
 
 def _tables(table: pd.DataFrame, names: list[str], split: str) -> dict[str, pd.DataFrame]:
     rows = table.loc[:, list(MANIFEST_COLUMNS) + [SITE_COLUMN]]
-    return {name: rows[(rows[SITE_COLUMN] == name) & (rows["split"] == split)].reset_index(drop=True)
-            for name in names}
+    return {name: rows[(rows[SITE_COLUMN] == name) & (rows["split"] == split)].reset_index(drop=True) for name in names}
 
 
 def _rounds_with_site_names(rounds: list[dict[str, Any]], node_to_site: dict[str, str]) -> list[dict[str, Any]]:
@@ -127,8 +139,10 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     summary = split_summary(table)
     atomic_write_text(run_dir / "split_summary.csv", summary.to_csv(index=False))
     atomic_write_json(run_dir / "split_summary.json", summary.to_dict("records"))
-    atomic_write_text(run_dir / "site_assignment.csv",
-                      table.loc[:, ["image_id", "patient_id", SITE_COLUMN, "split"]].to_csv(index=False))
+    atomic_write_text(
+        run_dir / "site_assignment.csv",
+        table.loc[:, ["image_id", "patient_id", SITE_COLUMN, "split"]].to_csv(index=False),
+    )
     print_split_summary(summary)
     init_checkpoints: dict[str, str] = {}
     if cfg.pretrain.enabled:
@@ -139,15 +153,21 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     if len(names) < 1:
         raise SimulationError("the split produced no virtual site")
 
-    print(f"[simulate] federated run: {len(names)} virtual sites, {cfg.server.rounds} rounds "
-          f"(DP {'on' if cfg.site.privacy.enabled else 'off'}, SecAgg+ {'on' if cfg.server.secagg.enabled else 'off'})",
-          flush=True)
-    federated_seconds = run_federation(run_dir, len(names), cfg.resources, cfg.seed,
-                                       reproducible=cfg.site.privacy.insecure_reproducible_noise)
+    print(
+        f"[simulate] federated run: {len(names)} virtual sites, {cfg.server.rounds} rounds "
+        f"(DP {'on' if cfg.site.privacy.enabled else 'off'}, SecAgg+ {'on' if cfg.server.secagg.enabled else 'off'})",
+        flush=True,
+    )
+    federated_seconds = run_federation(
+        run_dir, len(names), cfg.resources, cfg.seed, reproducible=cfg.site.privacy.insecure_reproducible_noise
+    )
     node_to_site = read_node_map(run_dir)
     ray_nodes = sorted({node for nodes in read_ray_placement(run_dir).values() for node in nodes})
-    print(f"[simulate] the virtual sites ran on {len(ray_nodes)} Ray node(s) "
-          f"({cfg.resources.ray_address or 'local Ray'})", flush=True)
+    print(
+        f"[simulate] the virtual sites ran on {len(ray_nodes)} Ray node(s) "
+        f"({cfg.resources.ray_address or 'local Ray'})",
+        flush=True,
+    )
     rounds = _rounds_with_site_names(read_round_metrics(run_dir / "federated"), node_to_site)
 
     tests = _tables(table, names, "test")
@@ -163,8 +183,9 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         return summarise_method(per_site, n_bins)
 
     def scored(name: str, model: torch.nn.Module, model_cfg: ModelConfig) -> dict[str, Any]:
-        return summarised(name, score_model_on_sites(model, tests, server.preprocess, server.text, model_cfg,
-                                                     cache_dir, batch))
+        return summarised(
+            name, score_model_on_sites(model, tests, server.preprocess, server.text, model_cfg, cache_dir, batch)
+        )
 
     methods: dict[str, Any] = {}
     print("[simulate] scoring the final federated model on every site's test set", flush=True)
@@ -173,9 +194,11 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     # What the server itself saw of the final model: the pooled histogram the sites released (summed under SecAgg+
     # when on), within their bin cap and minimum cell count; `pooled_auc` above is exact, from all test scores.
     methods["federated"]["released_pooled_auc"] = dict(rounds[-1]["pooled_auc"]) if rounds else {}
-    methods["federated"]["note"] = (f"{server.rounds} rounds x local epochs, DP-SGD per site, "
-                                    f"SecAgg+ {'on' if server.secagg.enabled else 'off'}"
-                                    + (", from public pretraining" if init_checkpoints else ""))
+    methods["federated"]["note"] = (
+        f"{server.rounds} rounds x local epochs, DP-SGD per site, "
+        f"SecAgg+ {'on' if server.secagg.enabled else 'off'}"
+        + (", from public pretraining" if init_checkpoints else "")
+    )
 
     recipe = replace(recipe_from_config(cfg, cache_dir), init_checkpoints=init_checkpoints)
     privacy_note = "DP-SGD, same budget" if cfg.baselines.private else "no DP"
@@ -190,8 +213,11 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         per_site: dict[str, Any] = {}
 
         def score_own_site(site: str, model: torch.nn.Module) -> None:
-            per_site.update(score_model_on_sites(model, {site: tests[site]}, server.preprocess, server.text,
-                                                 server.model, cache_dir, batch))
+            per_site.update(
+                score_model_on_sites(
+                    model, {site: tests[site]}, server.preprocess, server.text, server.model, cache_dir, batch
+                )
+            )
 
         train_local_only(server.model, trains, recipe, score_own_site)
         methods["local_only"] = summarised("local_only", per_site)
@@ -199,8 +225,9 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     if cfg.baselines.image_only:
         print("[simulate] baseline: image-only (fusion ablation)", flush=True)
         image_cfg = replace(server.model, kind="image_only")
-        methods["image_only"] = scored("image_only", train_centralized(image_cfg, trains, recipe, label="image-only"),
-                                       image_cfg)
+        methods["image_only"] = scored(
+            "image_only", train_centralized(image_cfg, trains, recipe, label="image-only"), image_cfg
+        )
         methods["image_only"]["note"] = f"kind=image_only, centralized, same epochs, {privacy_note}"
     if init_checkpoints:
         print("[simulate] scoring the public pretrained model (where every method started)", flush=True)
@@ -223,16 +250,25 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         "methods": methods,
         "split_summary": summary.to_dict("records"),
         "run": {
-            "run_dir": str(run_dir), "seed": cfg.seed, "num_sites": len(names), "rounds": server.rounds,
-            "model_kind": server.model.kind, "image_size": f"{server.preprocess.image_height}x{server.preprocess.image_width}",
-            "dp": cfg.site.privacy.enabled, "target_epsilon": cfg.site.privacy.target_epsilon,
+            "run_dir": str(run_dir),
+            "seed": cfg.seed,
+            "num_sites": len(names),
+            "rounds": server.rounds,
+            "model_kind": server.model.kind,
+            "image_size": f"{server.preprocess.image_height}x{server.preprocess.image_width}",
+            "dp": cfg.site.privacy.enabled,
+            "target_epsilon": cfg.site.privacy.target_epsilon,
             "privacy_unit": cfg.site.privacy.unit.value if cfg.site.privacy.enabled else "none",
             "dp_noise": "insecure-reproducible" if cfg.site.privacy.insecure_reproducible_noise else "secret",
-            "secagg": server.secagg.enabled, "federated_wall_time_s": round(federated_seconds, 1),
-            "ray": cfg.resources.ray_address or "local", "ray_nodes_used": len(ray_nodes),
-            "public_pretraining": (f"{cfg.pretrain.epochs} epochs on "
-                                   f"{cfg.pretrain.cohort.manifest or 'the synthetic public cohort'}"
-                                   if init_checkpoints else "off"),
+            "secagg": server.secagg.enabled,
+            "federated_wall_time_s": round(federated_seconds, 1),
+            "ray": cfg.resources.ray_address or "local",
+            "ray_nodes_used": len(ray_nodes),
+            "public_pretraining": (
+                f"{cfg.pretrain.epochs} epochs on {cfg.pretrain.cohort.manifest or 'the synthetic public cohort'}"
+                if init_checkpoints
+                else "off"
+            ),
             "wall_time_s": round(time.perf_counter() - started, 1),
         },
         "notes": [
@@ -243,6 +279,9 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         ],
     }
     report = build_report(metrics, run_dir)
-    print(f"[simulate] done in {metrics['run']['wall_time_s']} s. Report: {report}\n"
-          f"[simulate] metrics: {run_dir / 'metrics.json'}", flush=True)
+    print(
+        f"[simulate] done in {metrics['run']['wall_time_s']} s. Report: {report}\n"
+        f"[simulate] metrics: {run_dir / 'metrics.json'}",
+        flush=True,
+    )
     return report

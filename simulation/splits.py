@@ -1,4 +1,5 @@
 """Virtual-site splits of a manifest, always grouped by patient: natural, IID, Dirichlet label skew, quantity skew."""
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,9 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         if self.natural_small_sites not in SMALL_SITE_POLICIES:
-            raise SplitError(f"split.natural_small_sites '{self.natural_small_sites}' is not one of "
-                             f"{SMALL_SITE_POLICIES}")
+            raise SplitError(
+                f"split.natural_small_sites '{self.natural_small_sites}' is not one of {SMALL_SITE_POLICIES}"
+            )
 
 
 def _validate(manifest: pd.DataFrame, cfg: SplitConfig) -> None:
@@ -99,9 +101,11 @@ def _patient_mode(manifest: pd.DataFrame, key: pd.Series) -> pd.Series:
 
 def _natural_key_values(manifest: pd.DataFrame, key: str) -> pd.Series:
     if key == "manufacturer_model":
-        return manifest["manufacturer"].fillna("unknown").astype(str) + "/" + manifest["machine_id"].fillna(
-            "unknown"
-        ).astype(str)
+        return (
+            manifest["manufacturer"].fillna("unknown").astype(str)
+            + "/"
+            + manifest["machine_id"].fillna("unknown").astype(str)
+        )
     return manifest[key].fillna("unknown").astype(str)
 
 
@@ -185,16 +189,28 @@ def _drop_small_natural_sites(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataF
         return table
     listed = ", ".join(f"{site} ({count})" for site, count in small.items())
     if cfg.natural_small_sites == "keep":
-        LOGGER.warning("natural split: %d site(s) have fewer than split.min_patients_per_site=%d patients and are "
-                       "kept (split.natural_small_sites=keep): %s", len(small), cfg.min_patients_per_site, listed)
+        LOGGER.warning(
+            "natural split: %d site(s) have fewer than split.min_patients_per_site=%d patients and are "
+            "kept (split.natural_small_sites=keep): %s",
+            len(small),
+            cfg.min_patients_per_site,
+            listed,
+        )
         return table
     kept = table[~table[SITE_COLUMN].isin(small.index)]
     if kept.empty:
-        raise SplitError(f"natural split on '{cfg.natural_key}': every site has fewer than "
-                         f"split.min_patients_per_site={cfg.min_patients_per_site} patients ({listed})")
-    LOGGER.warning("natural split: dropped %d site(s) with fewer than split.min_patients_per_site=%d patients "
-                   "(%d images; set split.natural_small_sites=keep to keep them): %s", len(small),
-                   cfg.min_patients_per_site, len(table) - len(kept), listed)
+        raise SplitError(
+            f"natural split on '{cfg.natural_key}': every site has fewer than "
+            f"split.min_patients_per_site={cfg.min_patients_per_site} patients ({listed})"
+        )
+    LOGGER.warning(
+        "natural split: dropped %d site(s) with fewer than split.min_patients_per_site=%d patients "
+        "(%d images; set split.natural_small_sites=keep to keep them): %s",
+        len(small),
+        cfg.min_patients_per_site,
+        len(table) - len(kept),
+        listed,
+    )
     return kept.copy()
 
 
@@ -207,16 +223,19 @@ def _official_split_of_patients(manifest: pd.DataFrame) -> pd.Series | None:
     return rows.groupby(rows["patient_id"].astype(str))["split"].first().astype(str)
 
 
-def _split_keeping_official(labels: pd.Series, official: pd.Series, site: str, cfg: SplitConfig,
-                            rng: np.random.Generator) -> pd.Series:
+def _split_keeping_official(
+    labels: pd.Series, official: pd.Series, site: str, cfg: SplitConfig, rng: np.random.Generator
+) -> pd.Series:
     """Official test (and val) patients keep their split; val is drawn from the rest when the data set has none."""
     given = official.reindex(labels.index)
     split = pd.Series("train", index=labels.index, dtype=object)
     split[given == "test"] = "test"
     split[given == "val"] = "val"
     if (split == "test").sum() == 0:
-        raise SplitError(f"split.keep_official=true: site '{site}' has no patient in the data set's test split; "
-                         "use another split.natural_key or split.keep_official=false")
+        raise SplitError(
+            f"split.keep_official=true: site '{site}' has no patient in the data set's test split; "
+            "use another split.natural_key or split.keep_official=false"
+        )
     if not (official == "val").any() and cfg.val_fraction > 0:
         pool = labels[split == "train"]
         for cls in sorted(pool.unique()):
@@ -272,10 +291,13 @@ def split_sites(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
         raise SplitError("split.keep_official=true but the manifest has no split values to keep")
     if not cfg.keep_official and "split" in table.columns and table["split"].notna().any():
         counts = table["split"].dropna().astype(str).value_counts().sort_index()
-        LOGGER.warning("the manifest's own split (%s) is replaced by a new patient-level split (val_fraction=%s, "
-                       "test_fraction=%s); set split.keep_official=true to keep it",
-                       ", ".join(f"{name}: {n} images" for name, n in counts.items()), cfg.val_fraction,
-                       cfg.test_fraction)
+        LOGGER.warning(
+            "the manifest's own split (%s) is replaced by a new patient-level split (val_fraction=%s, "
+            "test_fraction=%s); set split.keep_official=true to keep it",
+            ", ".join(f"{name}: {n} images" for name, n in counts.items()),
+            cfg.val_fraction,
+            cfg.test_fraction,
+        )
     patients = np.array(sorted(table["patient_id"].unique()), dtype=object)
     if cfg.kind == "natural":
         site_of_patient = _assign_natural(table, cfg)
@@ -294,8 +316,11 @@ def split_sites(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     for site in sorted(table[SITE_COLUMN].unique()):
         site_patients = sorted(table.loc[table[SITE_COLUMN] == site, "patient_id"].unique())
         labels = strat.reindex(site_patients)
-        within = (_split_keeping_official(labels, official, site, cfg, rng) if official is not None
-                  else _split_within_site(labels, cfg, rng))
+        within = (
+            _split_keeping_official(labels, official, site, cfg, rng)
+            if official is not None
+            else _split_within_site(labels, cfg, rng)
+        )
         split_of_patient = pd.concat([split_of_patient, within])
     table["split"] = table["patient_id"].map(split_of_patient).astype(str)
     check_patients_disjoint(table, "split_sites")  # by construction; kept as the guard every reader relies on

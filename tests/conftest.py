@@ -1,4 +1,5 @@
 """Test-wide settings: offline model hubs, Flower telemetry and update check off, nothing written outside tmp dirs."""
+
 from __future__ import annotations
 
 import os

@@ -1,13 +1,18 @@
 """The package graph is one-way: bcvlm_model <- bcvlm_client <- bcvlm_server <- bcvlm_simulation; product code never
 imports the test harness (bcvlm_testing) or tests/."""
+
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDER_OF_PACKAGE = {"bcvlm_model": "bcvlm_model", "bcvlm_client": "client", "bcvlm_server": "server",
-                     "bcvlm_simulation": "simulation"}
+FOLDER_OF_PACKAGE = {
+    "bcvlm_model": "bcvlm_model",
+    "bcvlm_client": "client",
+    "bcvlm_server": "server",
+    "bcvlm_simulation": "simulation",
+}
 MAY_IMPORT = {
     "bcvlm_model": set(),
     "bcvlm_client": {"bcvlm_model"},  # the client owns the federation contract (round settings, reply schema, launcher)
@@ -43,8 +48,9 @@ def test_packages_import_one_way_only() -> None:
 
 
 def test_the_model_package_knows_nothing_of_flower() -> None:
-    users = [str(path.relative_to(REPO)) for path in (REPO / "bcvlm_model").rglob("*.py")
-             if "flwr" in imported_roots(path)]
+    users = [
+        str(path.relative_to(REPO)) for path in (REPO / "bcvlm_model").rglob("*.py") if "flwr" in imported_roots(path)
+    ]
     assert users == []
 
 
@@ -54,4 +60,7 @@ def test_the_check_sees_an_import_against_the_graph(tmp_path: Path) -> None:
         (tmp_path / folder).mkdir()
     (tmp_path / "client" / "bad.py").write_text("from bcvlm_server.cli import main\n")
     (tmp_path / "server" / "harness.py").write_text("import bcvlm_testing.loopback\n")
-    assert package_violations(tmp_path) == ["client/bad.py imports bcvlm_server", "server/harness.py imports bcvlm_testing"]
+    assert package_violations(tmp_path) == [
+        "client/bad.py imports bcvlm_server",
+        "server/harness.py imports bcvlm_testing",
+    ]

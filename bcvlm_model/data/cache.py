@@ -1,4 +1,5 @@
 """Preprocessed-array cache: one uint16 .npy per image under cache/<config hash>/, written atomically."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Breast region crop: bright tissue regions (not labels, specks or film-edge strips) on a downsampled copy -> a box."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,13 @@ def analysis_border(shape: tuple[int, ...]) -> int:
     return max(1, int(round(0.03 * min(shape[0], shape[1]))))
 
 
-def tissue_mask(small: np.ndarray, threshold: float, opening: bool = True, min_component_fraction: float = 0.005,
-                thin_fraction: float = 0.03) -> np.ndarray:
+def tissue_mask(
+    small: np.ndarray,
+    threshold: float,
+    opening: bool = True,
+    min_component_fraction: float = 0.005,
+    thin_fraction: float = 0.03,
+) -> np.ndarray:
     """The breast and body: the largest bright region plus bright regions touching the chest wall (left) edge.
 
     A frame of about 3 % along the border is ignored so that bright film edges cannot join regions together.
@@ -40,7 +46,9 @@ def tissue_mask(small: np.ndarray, threshold: float, opening: bool = True, min_c
     sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
     keep = [int(np.argmax(sizes)) + 1]
     for index, region in enumerate(ndimage.find_objects(labels), start=1):
-        thin = min(region[0].stop - region[0].start, region[1].stop - region[1].start) < thin_fraction * min(small.shape)
+        thin = min(region[0].stop - region[0].start, region[1].stop - region[1].start) < thin_fraction * min(
+            small.shape
+        )
         if region[1].start <= border and sizes[index - 1] >= min_component_fraction * small.size and not thin:
             keep.append(index)
     return np.isin(labels, keep)
@@ -87,7 +95,10 @@ def crop_to_box(unit: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def tissue_kept_fraction(
-    unit: np.ndarray, box: tuple[int, int, int, int], threshold: float = 0.08, analysis_height: int = 256,
+    unit: np.ndarray,
+    box: tuple[int, int, int, int],
+    threshold: float = 0.08,
+    analysis_height: int = 256,
 ) -> float:
     """Share of the tissue (tissue_mask without the opening that the box search uses) inside `box`: crop QA."""
     small, factor = downsample_for_analysis(unit, analysis_height)
@@ -96,4 +107,4 @@ def tissue_kept_fraction(
     if total == 0:
         return 1.0
     top, bottom, left, right = (v // factor for v in box)
-    return int(tissue[top:max(top + 1, bottom), left:max(left + 1, right)].sum()) / total
+    return int(tissue[top : max(top + 1, bottom), left : max(left + 1, right)].sum()) / total

@@ -1,4 +1,5 @@
 """MammographyDataset: manifest rows -> {image, metadata, labels, image_id}, from the cache or decoded on the fly."""
+
 from __future__ import annotations
 
 import math
@@ -62,9 +63,11 @@ class MammographyDataset(Dataset):
                     raise ValueError(f"{path}: cached shape {image.shape} != configured {expected}")
                 return image
             if not self.decode_on_the_fly:  # a site that did not allow it: never fall back to slow DICOM decoding
-                raise FileNotFoundError(f"{path}: image '{row['image_id']}' has no cached array for preprocessing "
-                                        f"{self.cfg.image_height}x{self.cfg.image_width} and decoding on the fly is "
-                                        "off (data.decode_on_the_fly); re-run bcvlm prepare with these settings")
+                raise FileNotFoundError(
+                    f"{path}: image '{row['image_id']}' has no cached array for preprocessing "
+                    f"{self.cfg.image_height}x{self.cfg.image_width} and decoding on the fly is "
+                    "off (data.decode_on_the_fly); re-run bcvlm prepare with these settings"
+                )
         return load_preprocessed(row["path"], self.cfg)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

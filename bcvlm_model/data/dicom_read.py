@@ -1,4 +1,5 @@
 """Read a DICOM file and decode its pixels, turning every failure into DicomRejected with a reason."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Errors of the data layer: a rejected DICOM file (with its reason) and a bad data-set description."""
+
 from __future__ import annotations
 
 

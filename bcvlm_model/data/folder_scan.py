@@ -1,4 +1,5 @@
 """Walk a DICOM folder: follow symlinked sub-folders once each (no loops), and say why every other entry was skipped."""
+
 from __future__ import annotations
 
 import os
@@ -62,13 +63,19 @@ def scan_dicom_folder(root: str | os.PathLike[str], suffixes: list[str]) -> Fold
                 try:
                     identity = _identity(entry.path)
                 except OSError as exc:
-                    scan.skipped.append(SkippedEntry(entry.path, f"folder cannot be read ({exc.strerror or exc})",
-                                                     True))
+                    scan.skipped.append(
+                        SkippedEntry(entry.path, f"folder cannot be read ({exc.strerror or exc})", True)
+                    )
                     continue
                 if identity in seen:
-                    scan.skipped.append(SkippedEntry(
-                        entry.path, f"folder already scanned (symbolic link loop, or a second link to "
-                                    f"{os.path.realpath(entry.path)})", True))
+                    scan.skipped.append(
+                        SkippedEntry(
+                            entry.path,
+                            f"folder already scanned (symbolic link loop, or a second link to "
+                            f"{os.path.realpath(entry.path)})",
+                            True,
+                        )
+                    )
                     continue
                 seen.add(identity)
                 pending.append(entry.path)

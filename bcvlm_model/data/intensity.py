@@ -1,4 +1,5 @@
 """Intensity steps: Modality LUT, deterministic VOI choice, VOI LUT / windowing to [0, 1], MONOCHROME1 inversion."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Decode a DICOM's pixels for a target size: JPEG 2000 at the reduced resolution level just above it, else in full."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.uid import JPEG2000, JPEG2000Lossless, UID
+from pydicom.uid import JPEG2000, UID, JPEG2000Lossless
 
 from bcvlm_model.data.dicom_read import decode_pixels
 from bcvlm_model.data.errors import DicomRejected
@@ -27,8 +28,12 @@ class DecodedPixels:
 def _reducible(ds: Dataset) -> bool:
     """True for single-frame, single-sample JPEG 2000 data whose header needs none of pydicom's corrections."""
     syntax = UID(str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")))
-    return (syntax in JPEG2000_SYNTAXES and "PixelData" in ds and int(ds.get("NumberOfFrames", 1) or 1) == 1
-            and int(ds.get("SamplesPerPixel", 1)) == 1)
+    return (
+        syntax in JPEG2000_SYNTAXES
+        and "PixelData" in ds
+        and int(ds.get("NumberOfFrames", 1) or 1) == 1
+        and int(ds.get("SamplesPerPixel", 1)) == 1
+    )
 
 
 def _matches_header(pixels: np.ndarray, ds: Dataset) -> bool:
@@ -37,8 +42,9 @@ def _matches_header(pixels: np.ndarray, ds: Dataset) -> bool:
     return bool(np.issubdtype(pixels.dtype, np.signedinteger)) == signed and int(ds.get("BitsStored", 16)) <= 16
 
 
-def decode_for_target(ds: Dataset, target_height: int, target_width: int, reduced: bool = True, threads: int = 1,
-                      path: str | None = None) -> DecodedPixels:
+def decode_for_target(
+    ds: Dataset, target_height: int, target_width: int, reduced: bool = True, threads: int = 1, path: str | None = None
+) -> DecodedPixels:
     """Stored pixels (2-D) for an image that will be resized into target_height x target_width.
 
     With `reduced`, single-frame JPEG 2000 is decoded at the deepest resolution level at which both sides still

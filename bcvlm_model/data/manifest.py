@@ -1,4 +1,5 @@
 """The manifest: one row per image (ids, DICOM path, laterality, view, metadata, labels); read, write, validate."""
+
 from __future__ import annotations
 
 import io
@@ -12,10 +13,25 @@ from bcvlm_model.atomic_io import atomic_write_text
 from bcvlm_model.data.errors import DataSourceError
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "source", "site_id", "patient_id", "study_id", "image_id", "path", "laterality", "view",
-    "age", "density", "implant", "manufacturer", "machine_id",
-    "malignancy", "calcification", "malignancy_label_kind", "split",
-    "oracle_malignancy", "oracle_calcification",
+    "source",
+    "site_id",
+    "patient_id",
+    "study_id",
+    "image_id",
+    "path",
+    "laterality",
+    "view",
+    "age",
+    "density",
+    "implant",
+    "manufacturer",
+    "machine_id",
+    "malignancy",
+    "calcification",
+    "malignancy_label_kind",
+    "split",
+    "oracle_malignancy",
+    "oracle_calcification",
 )
 """Column order of every manifest (see docs/architecture.md)."""
 
@@ -25,7 +41,14 @@ FLOAT_COLUMNS = ("age", "implant", "malignancy", "calcification", "oracle_malign
 BINARY_COLUMNS = ("implant", "malignancy", "calcification")
 
 METADATA_TEXT_FIELDS: tuple[str, ...] = (
-    "age", "density", "implant", "manufacturer", "machine_id", "view", "laterality", "site_id",
+    "age",
+    "density",
+    "implant",
+    "manufacturer",
+    "machine_id",
+    "view",
+    "laterality",
+    "site_id",
 )
 """Manifest fields that may be rendered into the report text. Label columns are never among them."""
 

@@ -7,6 +7,7 @@ GDCM's `libgdcmopenjp2` (OpenJPEG 2.3.0, symbols prefixed `gdcmopenjp2_`, built 
 pylibjpeg-openjpeg's extension module (OpenJPEG 2.5.x, unprefixed, built without threads). This module binds the
 few functions a decode needs from whichever is present, GDCM's first because only it can use several threads.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -34,18 +35,37 @@ class OpenJpegError(RuntimeError):
 class _ImageComp(ctypes.Structure):
     """opj_image_comp_t (same layout in OpenJPEG 2.3 and 2.5)."""
 
-    _fields_ = [("dx", ctypes.c_uint32), ("dy", ctypes.c_uint32), ("w", ctypes.c_uint32), ("h", ctypes.c_uint32),
-                ("x0", ctypes.c_uint32), ("y0", ctypes.c_uint32), ("prec", ctypes.c_uint32),
-                ("bpp", ctypes.c_uint32), ("sgnd", ctypes.c_uint32), ("resno_decoded", ctypes.c_uint32),
-                ("factor", ctypes.c_uint32), ("data", ctypes.POINTER(ctypes.c_int32)), ("alpha", ctypes.c_uint16)]
+    _fields_ = [
+        ("dx", ctypes.c_uint32),
+        ("dy", ctypes.c_uint32),
+        ("w", ctypes.c_uint32),
+        ("h", ctypes.c_uint32),
+        ("x0", ctypes.c_uint32),
+        ("y0", ctypes.c_uint32),
+        ("prec", ctypes.c_uint32),
+        ("bpp", ctypes.c_uint32),
+        ("sgnd", ctypes.c_uint32),
+        ("resno_decoded", ctypes.c_uint32),
+        ("factor", ctypes.c_uint32),
+        ("data", ctypes.POINTER(ctypes.c_int32)),
+        ("alpha", ctypes.c_uint16),
+    ]
 
 
 class _Image(ctypes.Structure):
     """opj_image_t."""
 
-    _fields_ = [("x0", ctypes.c_uint32), ("y0", ctypes.c_uint32), ("x1", ctypes.c_uint32), ("y1", ctypes.c_uint32),
-                ("numcomps", ctypes.c_uint32), ("color_space", ctypes.c_int), ("comps", ctypes.POINTER(_ImageComp)),
-                ("icc_profile_buf", ctypes.c_void_p), ("icc_profile_len", ctypes.c_uint32)]
+    _fields_ = [
+        ("x0", ctypes.c_uint32),
+        ("y0", ctypes.c_uint32),
+        ("x1", ctypes.c_uint32),
+        ("y1", ctypes.c_uint32),
+        ("numcomps", ctypes.c_uint32),
+        ("color_space", ctypes.c_int),
+        ("comps", ctypes.POINTER(_ImageComp)),
+        ("icc_profile_buf", ctypes.c_void_p),
+        ("icc_profile_len", ctypes.c_uint32),
+    ]
 
 
 _MSG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
@@ -122,8 +142,9 @@ def reduction_for_target(rows: int, columns: int, target_height: int, target_wid
     later aspect-preserving resize only ever shrinks.
     """
     reduce = 0
-    while (math.ceil(rows / 2 ** (reduce + 1)) >= target_height
-           and math.ceil(columns / 2 ** (reduce + 1)) >= target_width):
+    while (
+        math.ceil(rows / 2 ** (reduce + 1)) >= target_height and math.ceil(columns / 2 ** (reduce + 1)) >= target_width
+    ):
         reduce += 1
     return reduce
 
@@ -151,7 +172,7 @@ class _MemoryStream:
         if remaining <= 0:
             return _READ_END
         count = min(size, remaining)
-        ctypes.memmove(buffer, self.data[self.position:self.position + count], count)
+        ctypes.memmove(buffer, self.data[self.position : self.position + count], count)
         self.position += count
         return count
 
@@ -168,8 +189,9 @@ class _MemoryStream:
         return 1
 
 
-def decode_reduced(codestream: bytes, reduce: int, threads: int = 1,
-                   library: OpenJpegLibrary | None = None) -> ReducedDecode:
+def decode_reduced(
+    codestream: bytes, reduce: int, threads: int = 1, library: OpenJpegLibrary | None = None
+) -> ReducedDecode:
     """Decode the first component of a J2K codestream (or JP2 file) at resolution reduction `reduce`.
 
     When the codestream has fewer decomposition levels than `reduce`, the deepest available one is used.
@@ -202,8 +224,9 @@ def decode_reduced(codestream: bytes, reduce: int, threads: int = 1,
         lib.fn("stream_set_seek_function", None, ctypes.c_void_p, _SEEK_FN)(stream, source.seek)
         lib.fn("stream_set_user_data", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(stream, None, None)
         lib.fn("stream_set_user_data_length", None, ctypes.c_void_p, ctypes.c_uint64)(stream, len(codestream))
-        read_header = lib.fn("read_header", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                             ctypes.POINTER(ctypes.POINTER(_Image)))
+        read_header = lib.fn(
+            "read_header", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(_Image))
+        )
         if not read_header(stream, codec, ctypes.byref(image)):
             raise OpenJpegError("OpenJPEG could not read the header: " + "; ".join(errors))
         set_factor = lib.fn("set_decoded_resolution_factor", ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
@@ -212,8 +235,9 @@ def decode_reduced(codestream: bytes, reduce: int, threads: int = 1,
             applied -= 1
         errors.clear()  # the refused factors above logged errors that are not failures
         decode = lib.fn("decode", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_Image))
-        if not decode(codec, stream, image) or not lib.fn("end_decompress", ctypes.c_int, ctypes.c_void_p,
-                                                          ctypes.c_void_p)(codec, stream):
+        if not decode(codec, stream, image) or not lib.fn(
+            "end_decompress", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p
+        )(codec, stream):
             raise OpenJpegError("OpenJPEG could not decode the codestream: " + ("; ".join(errors) or "no detail"))
         return ReducedDecode(_first_component(image.contents), applied)
     finally:
@@ -237,7 +261,7 @@ def _first_component(image: _Image) -> np.ndarray:
         low, high = -(2 ** (comp.prec - 1)), 2 ** (comp.prec - 1) - 1
         dtype = np.int16 if comp.prec <= 16 else np.int32
     else:
-        low, high = 0, 2 ** comp.prec - 1
+        low, high = 0, 2**comp.prec - 1
         dtype = np.uint16 if comp.prec <= 16 else np.int32
     # lower resolution levels are filtered approximations and may leave the stored range by a little
     return np.clip(values, low, high).astype(dtype)

@@ -1,4 +1,5 @@
 """Laterality and view from DICOM tags (with an image-content fallback) and flipping so the chest wall is on the LEFT."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -78,7 +79,7 @@ def chest_wall_side_from_tags(ds: Dataset) -> str | None:
 def chest_wall_side_from_content(unit: np.ndarray) -> str:
     """'left'/'right': the half of the image holding more tissue (the breast is widest at the chest wall)."""
     half = unit.shape[1] // 2
-    left, right = float(unit[:, :half].sum()), float(unit[:, unit.shape[1] - half:].sum())
+    left, right = float(unit[:, :half].sum()), float(unit[:, unit.shape[1] - half :].sum())
     return "left" if left >= right else "right"
 
 

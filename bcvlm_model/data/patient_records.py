@@ -1,4 +1,5 @@
 """Patient records for patient-level DP: one item per patient (all of their images), flattened back at collation."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -42,8 +43,9 @@ class PatientRecordCollator:
     def __call__(self, records: list[list[Any]]) -> Any:
         items = [item for record in records for item in record]
         batch = self.collate_images(items)
-        batch[RECORD_INDEX] = torch.tensor([slot for slot, record in enumerate(records) for _ in record],
-                                           dtype=torch.long)
+        batch[RECORD_INDEX] = torch.tensor(
+            [slot for slot, record in enumerate(records) for _ in record], dtype=torch.long
+        )
         return batch
 
 

@@ -1,4 +1,5 @@
 """DICOM file -> model-ready float32 array in [0, 1]: decode, Modality LUT, VOI, MONOCHROME1, orientation, crop, resize."""
+
 from __future__ import annotations
 
 import os
@@ -11,11 +12,17 @@ from bcvlm_model.data.crop import breast_bounding_box, crop_to_box, tissue_kept_
 from bcvlm_model.data.dicom_read import check_mammography, is_for_processing, read_dicom
 from bcvlm_model.data.errors import DicomRejected
 from bcvlm_model.data.intensity import (
-    apply_voi_unit, has_voi, invert_if_monochrome1, modality_values, scale_percentiles,
+    apply_voi_unit,
+    has_voi,
+    invert_if_monochrome1,
+    modality_values,
+    scale_percentiles,
 )
 from bcvlm_model.data.jpeg2000_decode import decode_for_target
 from bcvlm_model.data.orientation import (
-    chest_wall_side_from_content, chest_wall_side_from_tags, orient_chest_wall_left,
+    chest_wall_side_from_content,
+    chest_wall_side_from_tags,
+    orient_chest_wall_left,
 )
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.resize import resize_and_pad
@@ -61,8 +68,9 @@ def preprocess_dataset(
     `decode_threads` only changes speed (JPEG 2000 decoder threads), never the output.
     """
     check_mammography(ds, path)
-    decoded = decode_for_target(ds, cfg.image_height, cfg.image_width, cfg.jpeg2000_reduced_decode,
-                                decode_threads, path)
+    decoded = decode_for_target(
+        ds, cfg.image_height, cfg.image_width, cfg.jpeg2000_reduced_decode, decode_threads, path
+    )
     pixels = decoded.pixels
     try:
         unit, voi_kind = to_unit_intensity(pixels, ds, cfg)

@@ -1,4 +1,5 @@
 """Refuse uncompressed pixel data longer than its header says, so a wrong header never decodes as an image."""
+
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
@@ -33,4 +34,6 @@ def check_native_pixel_length(ds: Dataset, path: str | None = None) -> None:
         raise DicomRejected(
             f"pixel data is longer than the header says: {actual} bytes, but Rows {ds.get('Rows')} x Columns "
             f"{ds.get('Columns')} x frames {frames} x samples {ds.get('SamplesPerPixel', 1)} x BitsAllocated "
-            f"{ds.get('BitsAllocated')}/8 = {expected} bytes (wrong Rows/Columns or BitsAllocated?)", path)
+            f"{ds.get('BitsAllocated')}/8 = {expected} bytes (wrong Rows/Columns or BitsAllocated?)",
+            path,
+        )

@@ -1,4 +1,5 @@
 """`bcvlm prepare` engine: manifest from an adapter, parallel preprocessing into a resumable cache, rejects file."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -54,8 +55,10 @@ class PrepareSummary:
         """One line for the user: each input counted once, rejects grouped by reason."""
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.rejects.counts_by_reason().items())) or "none"
         state = "done" if self.finished else "stopped early (run again to resume)"
-        line = (f"{state}; {self.images} images: {self.ready_now + self.ready_cached} ready ({self.ready_now} "
-                f"processed now, {self.ready_cached} from the cache), {self.rejected} rejected ({reasons})")
+        line = (
+            f"{state}; {self.images} images: {self.ready_now + self.ready_cached} ready ({self.ready_now} "
+            f"processed now, {self.ready_cached} from the cache), {self.rejected} rejected ({reasons})"
+        )
         if self.pending:
             line += f", {self.pending} not processed yet"
         return f"{line}; cache {self.cache_dir}"
@@ -141,8 +144,9 @@ def run_prepare(
     rejects = result.rejects
     if strict and len(rejects):
         first = rejects.rows[0]
-        raise StrictRejectError(f"--strict: {len(rejects)} reject(s); first: {first['path'] or first['image_id']}: "
-                                f"{first['reason']}")
+        raise StrictRejectError(
+            f"--strict: {len(rejects)} reject(s); first: {first['path'] or first['image_id']}: {first['reason']}"
+        )
     manifest = result.manifest
     inputs = len(manifest) + len(rejects)  # before the pixel stage adds rejects of manifest rows
     folder = record_cache_config(out / "cache", preprocess)
@@ -177,8 +181,10 @@ def run_prepare(
         bar.update(1)
         if reason is not None:
             target = cached_array_path(out / "cache", preprocess, image_id)
-            atomic_write_json(_reject_marker(target), {"image_id": image_id, "reason": reason,
-                                                       "source": source_fingerprint(paths[image_id])})
+            atomic_write_json(
+                _reject_marker(target),
+                {"image_id": image_id, "reason": reason, "source": source_fingerprint(paths[image_id])},
+            )
             failed_ids.add(image_id)
             newly_failed.add(image_id)
             rejects.add(image_id, paths[image_id], "pixels", reason)
@@ -198,17 +204,30 @@ def run_prepare(
             for image_id, reason in pool.imap_unordered(_process_one, jobs, chunksize=1):
                 handle(image_id, reason)
     bar.close()
-    finished = all(image_id in failed_ids or cached_array_path(out / "cache", preprocess, image_id).is_file()
-                   for image_id in manifest["image_id"])
+    finished = all(
+        image_id in failed_ids or cached_array_path(out / "cache", preprocess, image_id).is_file()
+        for image_id in manifest["image_id"]
+    )
     if finished:
         good = manifest.loc[~manifest["image_id"].isin(failed_ids)].reset_index(drop=True)
         good["path"] = [os.path.abspath(path) for path in good["path"]]  # readable from any working folder
         write_manifest(good, out / "manifest.csv")
         write_rejects(rejects, out / "rejects.csv")
-    cached_now = {image_id for image_id in manifest["image_id"]
-                  if cached_array_path(out / "cache", preprocess, image_id).is_file()}
+    cached_now = {
+        image_id
+        for image_id in manifest["image_id"]
+        if cached_array_path(out / "cache", preprocess, image_id).is_file()
+    }
     new_ready = processed - len(newly_failed)
-    return PrepareSummary(images=inputs, processed=processed, skipped=skipped, rejected=len(rejects),
-                          cache_dir=folder, finished=finished, rejects=rejects, ready_now=new_ready,
-                          ready_cached=len(cached_now) - new_ready,
-                          pending=len(manifest) - len(cached_now) - len(failed_ids))
+    return PrepareSummary(
+        images=inputs,
+        processed=processed,
+        skipped=skipped,
+        rejected=len(rejects),
+        cache_dir=folder,
+        finished=finished,
+        rejects=rejects,
+        ready_now=new_ready,
+        ready_cached=len(cached_now) - new_ready,
+        pending=len(manifest) - len(cached_now) - len(failed_ids),
+    )

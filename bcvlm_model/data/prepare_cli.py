@@ -1,4 +1,5 @@
 """`bcvlm prepare`: preprocess a data set (RSNA, VinDr, CBIS-DDSM, DICOM folder, CSV, synthetic) into a cache."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:
     """PrepareConfig from --config, flags and dotlist overrides."""
     overrides = list(args.overrides)
-    for key, value in (("source.kind", args.kind), ("source.root", args.root), ("source.csv", args.csv),
-                       ("workers", args.workers), ("out", args.out)):
+    for key, value in (
+        ("source.kind", args.kind),
+        ("source.root", args.root),
+        ("source.csv", args.csv),
+        ("workers", args.workers),
+        ("out", args.out),
+    ):
         if value is not None:
             overrides.append(f"{key}={value}")
     if args.csv_files:
@@ -66,8 +72,15 @@ def main(argv: Sequence[str]) -> int:
         cfg = config_from_args(args)
         if not cfg.out:
             raise ConfigError("out: no output folder (--out)")
-        summary = run_prepare(cfg.source, cfg.preprocess, cfg.out, workers=cfg.workers, strict=cfg.strict,
-                              progress=not args.quiet, max_new_images=args.max_images)
+        summary = run_prepare(
+            cfg.source,
+            cfg.preprocess,
+            cfg.out,
+            workers=cfg.workers,
+            strict=cfg.strict,
+            progress=not args.quiet,
+            max_new_images=args.max_images,
+        )
     except (ConfigError, DataSourceError, ValueError) as exc:
         print(f"bcvlm prepare: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
 """PreprocessConfig: every setting that turns a DICOM into the model's input array; stored in each checkpoint."""
+
 from __future__ import annotations
 
 import hashlib

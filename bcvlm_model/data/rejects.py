@@ -1,4 +1,5 @@
 """The rejects file: one row per unusable image or table row, with the stage that rejected it and why."""
+
 from __future__ import annotations
 
 import io
@@ -27,7 +28,7 @@ def reason_phrase(reason: str) -> str:
     if named:  # generic CSV: "field 'age': unparseable age 'sixty'" -> "field 'age': unparseable age"
         if named.group(1) is None:
             return text.split("(")[0].strip()
-        return f"{named.group(0)}{reason_phrase(text[named.end():])}"
+        return f"{named.group(0)}{reason_phrase(text[named.end() :])}"
     return re.split(r"[(:]| '", text, maxsplit=1)[0].strip() or reason
 
 
@@ -39,8 +40,14 @@ class RejectLog:
 
     def add(self, image_id: object, path: object, stage: str, reason: str) -> None:
         """Record one rejected item."""
-        self.rows.append({"image_id": "" if image_id is None else str(image_id),
-                          "path": "" if path is None else str(path), "stage": stage, "reason": reason})
+        self.rows.append(
+            {
+                "image_id": "" if image_id is None else str(image_id),
+                "path": "" if path is None else str(path),
+                "stage": stage,
+                "reason": reason,
+            }
+        )
 
     def extend(self, other: "RejectLog") -> None:
         """Append another log's rows."""

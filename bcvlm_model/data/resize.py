@@ -1,4 +1,5 @@
 """Aspect-preserving resize into the configured size, padded on the right (away from the chest wall) and centred vertically."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,5 +25,5 @@ def resize_and_pad(
     resized = np.asarray(source.resize((new_w, new_h), resample=resample), dtype=np.float32)
     out = np.full((target_height, target_width), pad_value, dtype=np.float32)
     top = (target_height - new_h) // 2
-    out[top:top + new_h, :new_w] = resized
+    out[top : top + new_h, :new_w] = resized
     return np.clip(out, 0.0, 1.0)

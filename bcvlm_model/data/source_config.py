@@ -1,4 +1,5 @@
 """DataSourceConfig: where a data set lives and how its tables map to the manifest (one schema for every adapter)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,8 +33,12 @@ class DataSourceConfig:
     # dicom_folder: the CSV column holding the image id (SOPInstanceUID or file name stem) to join on.
     join_column: str = "image_id"
     # csv: values (lower-cased) read as 1 / 0 in label and implant columns.
-    positive_values: list[str] = field(default_factory=lambda: ["1", "1.0", "true", "yes", "y", "malignant", "positive"])
-    negative_values: list[str] = field(default_factory=lambda: ["0", "0.0", "false", "no", "n", "benign", "negative", "normal"])
+    positive_values: list[str] = field(
+        default_factory=lambda: ["1", "1.0", "true", "yes", "y", "malignant", "positive"]
+    )
+    negative_values: list[str] = field(
+        default_factory=lambda: ["0", "0.0", "false", "no", "n", "benign", "negative", "normal"]
+    )
     # csv: how malignancy was established, written to malignancy_label_kind.
     malignancy_label_kind: Optional[str] = None
     # dicom_folder: file suffixes scanned ('' = files without a suffix too).

@@ -1,4 +1,5 @@
 """Refuse a manifest whose patients appear in more than one split (train/val/test): evaluation on trained patients."""
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -29,8 +30,11 @@ def check_patients_disjoint(manifest: pd.DataFrame, origin: str) -> None:
     shared = shared_patients(manifest)
     if not shared:
         return
-    parts = [f"{len(ids)} in both '{first}' and '{second}' (e.g. {', '.join(ids[:3])})"
-             for (first, second), ids in shared.items()]
+    parts = [
+        f"{len(ids)} in both '{first}' and '{second}' (e.g. {', '.join(ids[:3])})"
+        for (first, second), ids in shared.items()
+    ]
     raise PatientOverlapError(
         f"{origin}: patient_id values appear in more than one split: {'; '.join(parts)}. A model would be scored on "
-        "patients it was trained or tuned on; give every patient's images one split (bcvlm prepare does) and retry")
+        "patients it was trained or tuned on; give every patient's images one split (bcvlm prepare does) and retry"
+    )

@@ -1,4 +1,5 @@
 """`bcvlm synth`: write the synthetic mammography cohort (DICOMs, RSNA-schema train.csv, oracle.csv)."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
     """SynthConfig from --config plus the flags given."""
     overrides = []
-    mapping = {"n_patients": args.n_patients, "n_sites": args.sites, "seed": args.seed,
-               "malignancy_prevalence": args.prevalence, "calcification_prevalence": args.calcification_prevalence,
-               "lesion_contrast": args.lesion_contrast, "transfer_syntax": args.transfer_syntax,
-               "workers": args.workers}
+    mapping = {
+        "n_patients": args.n_patients,
+        "n_sites": args.sites,
+        "seed": args.seed,
+        "malignancy_prevalence": args.prevalence,
+        "calcification_prevalence": args.calcification_prevalence,
+        "lesion_contrast": args.lesion_contrast,
+        "transfer_syntax": args.transfer_syntax,
+        "workers": args.workers,
+    }
     for key, value in mapping.items():
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -57,7 +64,9 @@ def main(argv: Sequence[str]) -> int:
     start = time.perf_counter()
     cohort = generate_cohort(cfg, args.out, progress=not args.quiet)
     seconds = time.perf_counter() - start
-    print(f"bcvlm synth: {len(cohort)} images of {cfg.n_patients} patients at {cfg.height}x{cfg.width} in "
-          f"{seconds:.1f} s -> {args.out} (malignancy {cohort['cancer'].mean():.1%}, "
-          f"calcification {cohort['calcification'].mean():.1%})")
+    print(
+        f"bcvlm synth: {len(cohort)} images of {cfg.n_patients} patients at {cfg.height}x{cfg.width} in "
+        f"{seconds:.1f} s -> {args.out} (malignancy {cohort['cancer'].mean():.1%}, "
+        f"calcification {cohort['calcification'].mean():.1%})"
+    )
     return 0

@@ -1,4 +1,5 @@
 """Re-encode a DICOM file losslessly (JPEG-LS, JPEG 2000, RLE, uncompressed) with GDCM, e.g. for tests and benchmarks."""
+
 from __future__ import annotations
 
 import os

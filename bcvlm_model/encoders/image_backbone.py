@@ -1,4 +1,5 @@
 """Image backbone: a timm EfficientNet-family ConvNet or ViT cut into stages, single-channel, with tapped feature maps."""
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,17 @@ def adapt_input_channels(conv: nn.Conv2d, in_chans: int) -> nn.Conv2d:
         return conv
     from timm.models._manipulate import adapt_input_conv
 
-    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    conv.groups, conv.bias is not None, padding_mode=conv.padding_mode)
+    new = nn.Conv2d(
+        in_chans,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
     new.__class__ = conv.__class__  # keep timm's Conv2dSame ('same' padding) behaviour
     with torch.no_grad():
         new.weight.copy_(adapt_input_conv(in_chans, conv.weight.detach()))
@@ -67,8 +77,15 @@ class ImageBackbone(nn.Module):
     Stages before the first trainable one run under no_grad (no activations kept for backward).
     """
 
-    def __init__(self, stages: list[nn.Module], taps: list[int], channels: list[int], strides: list[int],
-                 prefix_tokens: int = 0, patch_size: int = 0) -> None:
+    def __init__(
+        self,
+        stages: list[nn.Module],
+        taps: list[int],
+        channels: list[int],
+        strides: list[int],
+        prefix_tokens: int = 0,
+        patch_size: int = 0,
+    ) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
         self.taps = taps
@@ -94,7 +111,7 @@ class ImageBackbone(nn.Module):
     def _as_map(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         if not self.patch_size:
             return x
-        tokens = x[:, self.prefix_tokens:]
+        tokens = x[:, self.prefix_tokens :]
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
         return tokens.reshape(tokens.shape[0], grid_h, grid_w, tokens.shape[-1]).permute(0, 3, 1, 2).contiguous()
 
@@ -120,8 +137,9 @@ class ImageBackbone(nn.Module):
                     frozen_taps.append(x)
         return x, frozen_taps
 
-    def forward_trainable(self, x: torch.Tensor, frozen_taps: list[torch.Tensor],
-                          image_size: tuple[int, int]) -> list[torch.Tensor]:
+    def forward_trainable(
+        self, x: torch.Tensor, frozen_taps: list[torch.Tensor], image_size: tuple[int, int]
+    ) -> list[torch.Tensor]:
         """Run the trainable stages from the frozen prefix's output `x`; returns every tapped feature map.
 
         `image_size` is the (H, W) of the original image (ViT token maps are reshaped with it)."""
@@ -175,8 +193,14 @@ def build_image_backbone(cfg: ImageEncoderConfig, pretrained: bool = True) -> Im
             "(conv_stem + blocks) and ViT"
         )
     tap_indices = [stage_of[info["module"]] for info in taps]
-    backbone = ImageBackbone(stages[: tap_indices[-1] + 1], tap_indices, [int(info["num_chs"]) for info in taps],
-                             [int(info["reduction"]) for info in taps], prefix_tokens=prefix, patch_size=patch)
+    backbone = ImageBackbone(
+        stages[: tap_indices[-1] + 1],
+        tap_indices,
+        [int(info["num_chs"]) for info in taps],
+        [int(info["reduction"]) for info in taps],
+        prefix_tokens=prefix,
+        patch_size=patch,
+    )
     disable_inplace(backbone)
     backbone.set_trainable_stages(cfg.trainable_stages)
     return backbone

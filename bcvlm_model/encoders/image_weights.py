@@ -1,4 +1,5 @@
 """Offline image weights: EfficientNet-Lite0 ImageNet weights from their registry package mapped onto timm, or a local file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +39,9 @@ def read_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return payload
 
 
-def map_state_dict_by_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def map_state_dict_by_order(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Rename `source` tensors to `target`'s keys, pairing them in order; every pair must agree in shape.
 
     The packaged EfficientNet-Lite0 (lukemelas-style names `_blocks.3._expand_conv`) and timm's
@@ -50,7 +53,9 @@ def map_state_dict_by_order(source: dict[str, torch.Tensor], target: dict[str, t
     mapped: dict[str, torch.Tensor] = {}
     for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items()):
         if tuple(tensor.shape) != tuple(expected.shape):
-            raise ValueError(f"weight {source_key} {tuple(tensor.shape)} does not fit {target_key} {tuple(expected.shape)}")
+            raise ValueError(
+                f"weight {source_key} {tuple(tensor.shape)} does not fit {target_key} {tuple(expected.shape)}"
+            )
         mapped[target_key] = tensor
     return mapped
 

@@ -1,4 +1,5 @@
 """Opacus-compatible replacements for BatchNorm: frozen per-channel affine, or GroupNorm; in-place ops switched off."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """Offline text encoder: all-MiniLM-L6-v2 from its registry package or any local Hugging Face BERT-family folder."""
+
 from __future__ import annotations
 
 import json

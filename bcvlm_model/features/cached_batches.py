@@ -6,6 +6,7 @@ image-prefix outputs (looked up by `image_id`) and the token tensors by the cach
 the report's token ids, so every augmented rendering is its own entry). Records not cached yet are computed with
 the model's frozen prefix and stored. `warm_image_cache` fills the image side for a whole dataset up front.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from bcvlm_model.features.cached_model import FROZEN_IMAGE_KEY, TEXT_HIDDEN_KEY, frozen_tap_key
 from bcvlm_model.features.frozen_cache import FrozenFeatureStore
-from bcvlm_model.features.frozen_prefix import (FrozenPrefixPlan, image_prefix_outputs, text_prefix_outputs,
-                                                valid_token_count)
+from bcvlm_model.features.frozen_prefix import (
+    FrozenPrefixPlan,
+    image_prefix_outputs,
+    text_prefix_outputs,
+    valid_token_count,
+)
 
 TEXT_MEMORY_ENTRIES = 4096
 """Text entries also kept in memory (a few MB each thousand): reports repeat within a round more than across."""
@@ -37,8 +42,14 @@ def text_entry_name(input_ids: torch.Tensor, token_type_ids: torch.Tensor, posit
 class FrozenFeatureCollator:
     """Collate with `inner`, then put cached frozen-prefix outputs in place of the pixels and token ids."""
 
-    def __init__(self, inner: Callable[[Sequence[Any]], dict[str, Any]], model: nn.Module, plan: FrozenPrefixPlan,
-                 image_store: FrozenFeatureStore | None, text_store: FrozenFeatureStore | None) -> None:
+    def __init__(
+        self,
+        inner: Callable[[Sequence[Any]], dict[str, Any]],
+        model: nn.Module,
+        plan: FrozenPrefixPlan,
+        image_store: FrozenFeatureStore | None,
+        text_store: FrozenFeatureStore | None,
+    ) -> None:
         if plan.caches_image != (image_store is not None) or plan.text_cached != (text_store is not None):
             raise ValueError("FrozenFeatureCollator: a store is needed for exactly the cached parts of the plan")
         self.inner = inner
@@ -94,8 +105,10 @@ class FrozenFeatureCollator:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         types, positions = batch["token_type_ids"], batch["position_ids"]
         counts = valid_token_count(mask)
-        names = [text_entry_name(ids[row, :count], types[row, :count], positions[row, :count])
-                 for row, count in enumerate(counts.tolist())]
+        names = [
+            text_entry_name(ids[row, :count], types[row, :count], positions[row, :count])
+            for row, count in enumerate(counts.tolist())
+        ]
         hidden: list[torch.Tensor | None] = [self._text_lookup(name) for name in names]
         missing = [row for row, value in enumerate(hidden) if value is None]
         if missing:
@@ -117,12 +130,19 @@ class FrozenFeatureCollator:
 
 
 def _stack_images(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {"image": torch.stack([torch.as_tensor(item["image"], dtype=torch.float32) for item in items]),
-            "image_id": [str(item["image_id"]) for item in items]}
+    return {
+        "image": torch.stack([torch.as_tensor(item["image"], dtype=torch.float32) for item in items]),
+        "image_id": [str(item["image_id"]) for item in items],
+    }
 
 
-def warm_image_cache(model: nn.Module, dataset: Dataset, store: FrozenFeatureStore,
-                     image_ids: Sequence[str] | None = None, batch_size: int = 8) -> int:
+def warm_image_cache(
+    model: nn.Module,
+    dataset: Dataset,
+    store: FrozenFeatureStore,
+    image_ids: Sequence[str] | None = None,
+    batch_size: int = 8,
+) -> int:
     """Compute and store the image prefix of every record of `dataset` not cached yet; returns how many were new.
 
     `image_ids` (the dataset's ids in order) lets cached records be skipped without loading their pixels."""

@@ -6,6 +6,7 @@ model's parameters (same objects, same names, same federated order): Opacus hook
 `module(*(batch[key] for key in module.input_keys))`); every key is batch-first, so per-sample gradients are those
 of the plain model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,11 @@ def input_keys_for(plan: FrozenPrefixPlan, uses_image: bool, uses_text: bool) ->
     """The batch keys a FrozenFeatureModel with `plan` reads, in forward-argument order."""
     keys: list[str] = []
     if uses_image:
-        keys += ([FROZEN_IMAGE_KEY, *(frozen_tap_key(i) for i in range(plan.frozen_taps))] if plan.caches_image
-                 else list(PLAIN_IMAGE_KEYS))
+        keys += (
+            [FROZEN_IMAGE_KEY, *(frozen_tap_key(i) for i in range(plan.frozen_taps))]
+            if plan.caches_image
+            else list(PLAIN_IMAGE_KEYS)
+        )
     if uses_text:
         keys += [TEXT_HIDDEN_KEY, "attention_mask"] if plan.text_cached else list(PLAIN_TEXT_KEYS)
     return tuple(keys)
@@ -67,8 +71,9 @@ class FrozenFeatureModel(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if len(inputs) != len(self.input_keys):
-            raise TypeError(f"FrozenFeatureModel takes {len(self.input_keys)} inputs {self.input_keys}, "
-                            f"got {len(inputs)}")
+            raise TypeError(
+                f"FrozenFeatureModel takes {len(self.input_keys)} inputs {self.input_keys}, got {len(inputs)}"
+            )
         named = dict(zip(self.input_keys, inputs))
         vlm = self._vlm
         device = inputs[0].device
@@ -76,8 +81,13 @@ class FrozenFeatureModel(nn.Module):
             text_hidden = text_mask = None
             if vlm.uses_text:
                 text_mask = named["attention_mask"]
-                text_hidden = (named[TEXT_HIDDEN_KEY] if self.plan.text_cached else vlm.text_encoder_hidden(
-                    named["input_ids"], text_mask, named["token_type_ids"], named["position_ids"]))
+                text_hidden = (
+                    named[TEXT_HIDDEN_KEY]
+                    if self.plan.text_cached
+                    else vlm.text_encoder_hidden(
+                        named["input_ids"], text_mask, named["token_type_ids"], named["position_ids"]
+                    )
+                )
             feature_maps = None
             if vlm.uses_image:
                 if self.plan.caches_image:

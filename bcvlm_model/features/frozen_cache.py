@@ -6,6 +6,7 @@ and buffer of the frozen prefix, bytes included), where the prefix ends, the pre
 dtype and the cache format version. A change of any of them opens a different folder, so a stale entry is never read.
 Entries are `.npz` files written atomically (`atomic_io`): a killed process leaves the old entry or none.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,15 +64,15 @@ class FrozenFeatureStore:
     key_payload: dict[str, Any]
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str], kind: str, key_payload: dict[str, Any],
-             storage_dtype: str = "float16") -> "FrozenFeatureStore":
+    def open(
+        cls, root: str | os.PathLike[str], kind: str, key_payload: dict[str, Any], storage_dtype: str = "float16"
+    ) -> "FrozenFeatureStore":
         """The store for `key_payload` under `<root>/<kind>-<key hash>/` (created, with its key record)."""
         if storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"frozen-feature storage dtype {storage_dtype!r}: must be one of {sorted(STORAGE_DTYPES)}")
         if not kind.isidentifier():
             raise ValueError(f"frozen-feature store kind {kind!r} must be a plain identifier")
-        payload = {**key_payload, "storage_dtype": storage_dtype, "format_version": CACHE_FORMAT_VERSION,
-                   "kind": kind}
+        payload = {**key_payload, "storage_dtype": storage_dtype, "format_version": CACHE_FORMAT_VERSION, "kind": kind}
         folder = Path(root) / f"{kind}-{cache_key(payload)}"
         folder.mkdir(parents=True, exist_ok=True)
         record = folder / KEY_RECORD_NAME
@@ -88,8 +89,10 @@ class FrozenFeatureStore:
     def save(self, name: str, tensors: list[torch.Tensor]) -> Path:
         """Store one record's tensors (no batch dim) atomically in the storage dtype."""
         dtype = STORAGE_DTYPES[self.storage_dtype]
-        arrays = {f"t{index}": tensor.detach().to("cpu", torch.float32).numpy().astype(dtype)
-                  for index, tensor in enumerate(tensors)}
+        arrays = {
+            f"t{index}": tensor.detach().to("cpu", torch.float32).numpy().astype(dtype)
+            for index, tensor in enumerate(tensors)
+        }
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         return atomic_write_bytes(self.entry_path(name), buffer.getvalue())

@@ -6,6 +6,7 @@ encoder when none of it trains: its last hidden state over the report's tokens. 
 mode and float32: a frozen encoder's dropout (text encoder) is not applied to cached features, which is the usual
 frozen-feature-extraction choice; everything that trains runs exactly as without the cache.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,11 @@ def plan_frozen_prefix(model: nn.Module, reports_augmented: bool = False) -> Fro
         first_trainable = 0  # a wholly frozen backbone is not a BreastVLM training setup: keep the plain path
     taps = sum(1 for index in backbone.taps if index < first_trainable) if backbone is not None else 0
     text = getattr(model, "text_encoder", None)
-    text_cached = (not reports_augmented and text is not None
-                   and not any(parameter.requires_grad for parameter in text.parameters()))
+    text_cached = (
+        not reports_augmented
+        and text is not None
+        and not any(parameter.requires_grad for parameter in text.parameters())
+    )
     return FrozenPrefixPlan(image_first_trainable=first_trainable, frozen_taps=taps, text_cached=text_cached)
 
 
@@ -62,8 +66,9 @@ def image_key_payload(model: nn.Module, plan: FrozenPrefixPlan, preprocess: Prep
     stages = list(backbone.stages)[: plan.image_first_trainable]
     return {
         "weights": weights_fingerprint(stages),
-        "image_encoder": {key: value for key, value in config_to_dict(model.cfg.image_encoder).items()
-                          if key != "trainable_stages"},  # where the prefix ends is recorded below
+        "image_encoder": {
+            key: value for key, value in config_to_dict(model.cfg.image_encoder).items() if key != "trainable_stages"
+        },  # where the prefix ends is recorded below
         "first_trainable_stage": plan.image_first_trainable,
         "taps": list(backbone.taps),
         "preprocess": config_to_dict(preprocess),
@@ -73,7 +78,10 @@ def image_key_payload(model: nn.Module, plan: FrozenPrefixPlan, preprocess: Prep
 
 def text_key_payload(model: nn.Module) -> dict:
     """What a text entry depends on besides its token ids (which name the entry): the encoder's weights."""
-    return {"weights": weights_fingerprint([model.text_encoder]), "text_encoder": config_to_dict(model.cfg.text_encoder)}
+    return {
+        "weights": weights_fingerprint([model.text_encoder]),
+        "text_encoder": config_to_dict(model.cfg.text_encoder),
+    }
 
 
 @contextlib.contextmanager
@@ -111,15 +119,23 @@ def valid_token_count(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def text_prefix_outputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> list[torch.Tensor]:
+def text_prefix_outputs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_type_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+) -> list[torch.Tensor]:
     """Per report: the frozen encoder's hidden state over its valid tokens [L_i, hidden] (float32, CPU)."""
     encoder = model.text_encoder
     device = _device_of(encoder)
     counts = valid_token_count(attention_mask)
     with _eval_mode(encoder):
-        hidden = encoder(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                         token_type_ids=token_type_ids.to(device),
-                         position_ids=position_ids.to(device)).last_hidden_state
+        hidden = encoder(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            token_type_ids=token_type_ids.to(device),
+            position_ids=position_ids.to(device),
+        ).last_hidden_state
     hidden = hidden.float().cpu()
     return [hidden[row, : int(counts[row])] for row in range(hidden.shape[0])]

@@ -1,4 +1,5 @@
 """The one hook a training setup calls: wrap (model, loader) so the frozen prefix is read from the site's cache."""
+
 from __future__ import annotations
 
 import logging
@@ -39,9 +40,15 @@ def reports_augmented(collate_fn: object) -> bool:
     return bool(collate_fn.train and (cfg.paraphrase or cfg.shuffle_within_section or cfg.mask_probability > 0))
 
 
-def frozen_feature_training(model: nn.Module, loader: DataLoader, cache_root: str | os.PathLike[str],
-                            preprocess: PreprocessConfig, storage_dtype: str = "float16",
-                            device: str | torch.device = "cpu", warm: bool = True) -> CachedTraining | None:
+def frozen_feature_training(
+    model: nn.Module,
+    loader: DataLoader,
+    cache_root: str | os.PathLike[str],
+    preprocess: PreprocessConfig,
+    storage_dtype: str = "float16",
+    device: str | torch.device = "cpu",
+    warm: bool = True,
+) -> CachedTraining | None:
     """Wrap `model` and `loader` to train from cached frozen-prefix outputs; None when nothing is frozen.
 
     Call after the trainable set is final (DP-ready) and before the loop: the stores are keyed by the frozen
@@ -56,10 +63,14 @@ def frozen_feature_training(model: nn.Module, loader: DataLoader, cache_root: st
         return None
     model.to(torch.device(device))
     root = Path(cache_root)
-    image_store = (FrozenFeatureStore.open(root, "image", image_key_payload(model, plan, preprocess), storage_dtype)
-                   if plan.caches_image else None)
-    text_store = (FrozenFeatureStore.open(root, "text", text_key_payload(model), storage_dtype)
-                  if plan.text_cached else None)
+    image_store = (
+        FrozenFeatureStore.open(root, "image", image_key_payload(model, plan, preprocess), storage_dtype)
+        if plan.caches_image
+        else None
+    )
+    text_store = (
+        FrozenFeatureStore.open(root, "text", text_key_payload(model), storage_dtype) if plan.text_cached else None
+    )
     warmed = 0
     if image_store is not None and warm:
         # Under patient-level DP the loader's items are patients (`PatientRecords`): warm from their images.
@@ -68,15 +79,27 @@ def frozen_feature_training(model: nn.Module, loader: DataLoader, cache_root: st
         ids = [str(name) for name in manifest["image_id"]] if manifest is not None else None
         warmed = warm_image_cache(model, images, image_store, ids, batch_size=8)
         if warmed:
-            LOGGER.info("frozen-feature cache: computed the image prefix of %d record(s) into %s", warmed,
-                        image_store.folder)
+            LOGGER.info(
+                "frozen-feature cache: computed the image prefix of %d record(s) into %s", warmed, image_store.folder
+            )
     collator = FrozenFeatureCollator(loader.collate_fn, model, plan, image_store, text_store)
     if loader.batch_size is None:  # a batch sampler of its own (e.g. one that groups by patient): keep it
-        cached_loader = DataLoader(loader.dataset, batch_sampler=loader.batch_sampler, collate_fn=collator,
-                                   num_workers=0, generator=loader.generator)
+        cached_loader = DataLoader(
+            loader.dataset,
+            batch_sampler=loader.batch_sampler,
+            collate_fn=collator,
+            num_workers=0,
+            generator=loader.generator,
+        )
     else:
-        cached_loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
-                                   collate_fn=collator, num_workers=0, generator=loader.generator,
-                                   drop_last=loader.drop_last)
+        cached_loader = DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            sampler=loader.sampler,
+            collate_fn=collator,
+            num_workers=0,
+            generator=loader.generator,
+            drop_last=loader.drop_last,
+        )
     module = FrozenFeatureModel(model, plan, (preprocess.image_height, preprocess.image_width))
     return CachedTraining(module=module, loader=cached_loader, collator=collator, warmed=warmed)

@@ -1,4 +1,5 @@
 """Aggregates per-image probabilities into per-breast and per-exam probabilities (mean or max)."""
+
 from __future__ import annotations
 
 from typing import Literal, Sequence
@@ -43,7 +44,9 @@ def aggregate_breasts(images: pd.DataFrame, tasks: Sequence[str], how: Aggregati
     return pd.DataFrame(rows)
 
 
-def aggregate_exams(breasts: pd.DataFrame, images: pd.DataFrame, tasks: Sequence[str], how: Aggregation) -> pd.DataFrame:
+def aggregate_exams(
+    breasts: pd.DataFrame, images: pd.DataFrame, tasks: Sequence[str], how: Aggregation
+) -> pd.DataFrame:
     """One row per exam: the `how` of its breasts' probabilities, plus the standard views it lacks."""
     if how not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation '{how}': expected one of {AGGREGATIONS}")

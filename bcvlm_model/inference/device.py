@@ -1,4 +1,5 @@
 """Chooses the inference device (auto = CUDA when present, else CPU) and whether bf16 autocast is used."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Groups manifest rows (one per image) into exams and breasts, and names the standard views each exam lacks."""
+
 from __future__ import annotations
 
 import pandas as pd

@@ -1,4 +1,5 @@
 """Grad-CAM on any layer of an nn.Module (forward hook) and PNG overlays of the heatmap on the preprocessed image."""
+
 from __future__ import annotations
 
 import io

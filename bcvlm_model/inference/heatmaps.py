@@ -1,4 +1,5 @@
 """Grad-CAM heatmaps of a BreastVLM's image encoder (its last stage), written as PNG overlays per image."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Turns `--input` (a folder of DICOM files or a manifest CSV) into manifest rows plus the files skipped with a reason."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,9 @@ def _resolve_manifest_paths(manifest: pd.DataFrame, manifest_path: Path) -> pd.D
     return resolved
 
 
-def collect_images(input_path: str | os.PathLike[str], site_id: str = "1",
-                   progress: bool = True) -> tuple[pd.DataFrame, list[SkippedFile]]:
+def collect_images(
+    input_path: str | os.PathLike[str], site_id: str = "1", progress: bool = True
+) -> tuple[pd.DataFrame, list[SkippedFile]]:
     """Manifest rows for `input_path` and the files already refused (non-DICOM, non-MG, unreadable headers).
 
     A folder is scanned recursively with the data layer's DICOM-folder adapter (metadata from tags: PatientAge,

@@ -1,4 +1,5 @@
 """Applies a user's metadata CSV (keyed by image, study or patient) over the metadata read from DICOM tags."""
+
 from __future__ import annotations
 
 import os
@@ -31,11 +32,14 @@ def read_metadata_overrides(path: str | os.PathLike[str]) -> pd.DataFrame:
     unknown = [c for c in table.columns if c not in KEY_COLUMNS and c not in METADATA_TEXT_FIELDS]
     if unknown:
         raise MetadataOverrideError(
-            f"{source}: unknown column(s) {', '.join(unknown)}; allowed: {', '.join(KEY_COLUMNS + METADATA_TEXT_FIELDS)}")
+            f"{source}: unknown column(s) {', '.join(unknown)}; allowed: {', '.join(KEY_COLUMNS + METADATA_TEXT_FIELDS)}"
+        )
     return table
 
 
-def apply_metadata_overrides(manifest: pd.DataFrame, overrides: pd.DataFrame, origin: str = "metadata CSV") -> pd.DataFrame:
+def apply_metadata_overrides(
+    manifest: pd.DataFrame, overrides: pd.DataFrame, origin: str = "metadata CSV"
+) -> pd.DataFrame:
     """Copy of `manifest` where every non-empty override cell replaces the matching rows' value; re-validated.
 
     A row of the CSV matches manifest rows on its most specific non-empty key (image_id > study_id > patient_id;

@@ -1,4 +1,5 @@
 """Chooses the decision threshold that reaches a target specificity on validation scores and stores it in a checkpoint's `extra`."""
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,11 @@ class OperatingPoint:
     n_positives: int
 
 
-def choose_threshold(scores: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray,
-                     target_specificity: float = DEFAULT_TARGET_SPECIFICITY) -> OperatingPoint:
+def choose_threshold(
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[float] | np.ndarray,
+    target_specificity: float = DEFAULT_TARGET_SPECIFICITY,
+) -> OperatingPoint:
     """Smallest threshold t with specificity(t) >= target, where a case is called positive when p >= t.
 
     `scores` are probabilities in [0, 1]; `labels` are 0/1 with NaN for unlabelled cases (ignored).
@@ -57,13 +61,17 @@ def choose_threshold(scores: Sequence[float] | np.ndarray, labels: Sequence[floa
     threshold = float(reaching[0]) if reaching.size else float(np.nextafter(negatives[-1], np.inf))
     specificity = float(np.mean(negatives < threshold))
     sensitivity = float(np.mean(positives >= threshold)) if positives.size else None
-    return OperatingPoint(threshold, float(target_specificity), specificity, sensitivity,
-                          int(negatives.size), int(positives.size))
+    return OperatingPoint(
+        threshold, float(target_specificity), specificity, sensitivity, int(negatives.size), int(positives.size)
+    )
 
 
-def operating_points_from_validation(scores: np.ndarray, labels: np.ndarray,
-                                     target_specificity: float = DEFAULT_TARGET_SPECIFICITY,
-                                     tasks: Sequence[str] = TASKS) -> dict[str, dict[str, Any]]:
+def operating_points_from_validation(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    target_specificity: float = DEFAULT_TARGET_SPECIFICITY,
+    tasks: Sequence[str] = TASKS,
+) -> dict[str, dict[str, Any]]:
     """Operating point per task from validation probabilities [N, len(tasks)] and labels (NaN = missing).
 
     A task without any labelled negative gets no entry (its predictions then carry no binary call).
@@ -81,9 +89,13 @@ def operating_points_from_validation(scores: np.ndarray, labels: np.ndarray,
     return points
 
 
-def store_operating_points(extra: Mapping[str, Any] | None, scores: np.ndarray, labels: np.ndarray,
-                           target_specificity: float = DEFAULT_TARGET_SPECIFICITY,
-                           tasks: Sequence[str] = TASKS) -> dict[str, Any]:
+def store_operating_points(
+    extra: Mapping[str, Any] | None,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    target_specificity: float = DEFAULT_TARGET_SPECIFICITY,
+    tasks: Sequence[str] = TASKS,
+) -> dict[str, Any]:
     """Copy of a checkpoint `extra` dict with `extra["operating_points"]` set from validation data (pass to save_checkpoint)."""
     updated = dict(extra or {})
     updated[OPERATING_POINTS_KEY] = operating_points_from_validation(scores, labels, target_specificity, tasks)

@@ -1,4 +1,5 @@
 """`bcvlm predict` end to end: collect images, apply metadata overrides, predict, aggregate, add binary calls."""
+
 from __future__ import annotations
 
 import os
@@ -55,14 +56,19 @@ def _exam_notes(exams: pd.DataFrame) -> pd.DataFrame:
 
 def _empty_levels() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     probabilities = [f"p_{task}" for task in TASKS]
-    return (pd.DataFrame(columns=["exam_id", "breast_id", "image_id", *probabilities]),
-            pd.DataFrame(columns=["breast_id", "exam_id", *probabilities]),
-            pd.DataFrame(columns=["exam_id", *probabilities, "note"]))
+    return (
+        pd.DataFrame(columns=["exam_id", "breast_id", "image_id", *probabilities]),
+        pd.DataFrame(columns=["breast_id", "exam_id", *probabilities]),
+        pd.DataFrame(columns=["exam_id", *probabilities, "note"]),
+    )
 
 
-def predict(checkpoint_dir: str | os.PathLike[str], input_path: str | os.PathLike[str],
-            metadata_csv: str | os.PathLike[str] | None = None,
-            options: PredictOptions | None = None) -> PredictionResult:
+def predict(
+    checkpoint_dir: str | os.PathLike[str],
+    input_path: str | os.PathLike[str],
+    metadata_csv: str | os.PathLike[str] | None = None,
+    options: PredictOptions | None = None,
+) -> PredictionResult:
     """Predict every exam found under `input_path` with the checkpoint's own preprocessing, template and threshold."""
     options = options or PredictOptions()
     predictor = CheckpointPredictor(checkpoint_dir, options.device, options.allow_bf16)
@@ -72,8 +78,9 @@ def predict(checkpoint_dir: str | os.PathLike[str], input_path: str | os.PathLik
         manifest = apply_metadata_overrides(manifest, read_metadata_overrides(metadata_csv), origin=str(metadata_csv))
     rows = assign_exam_keys(manifest)
     if len(rows):
-        predicted = predictor.predict_images(rows, options.batch_size, options.heatmap_dir, options.heatmap_task,
-                                             options.workers, options.progress)
+        predicted = predictor.predict_images(
+            rows, options.batch_size, options.heatmap_dir, options.heatmap_task, options.workers, options.progress
+        )
         skipped.extend(predicted.skipped)
         images = predicted.table
     else:
@@ -86,12 +93,18 @@ def predict(checkpoint_dir: str | os.PathLike[str], input_path: str | os.PathLik
         images, breasts, exams = _empty_levels()
     thresholds = predictor.thresholds
     images, breasts, exams = (add_binary_calls(table, thresholds, TASKS) for table in (images, breasts, exams))
-    return PredictionResult(images, breasts, exams, skipped, _run_info(predictor, checkpoint_dir, options,
-                                                                     files_seen, len(images)))
+    return PredictionResult(
+        images, breasts, exams, skipped, _run_info(predictor, checkpoint_dir, options, files_seen, len(images))
+    )
 
 
-def _run_info(predictor: CheckpointPredictor, checkpoint_dir: str | os.PathLike[str], options: PredictOptions,
-              n_files: int, n_predicted: int) -> dict[str, Any]:
+def _run_info(
+    predictor: CheckpointPredictor,
+    checkpoint_dir: str | os.PathLike[str],
+    options: PredictOptions,
+    n_files: int,
+    n_predicted: int,
+) -> dict[str, Any]:
     cfg = predictor.preprocess_cfg
     return {
         "checkpoint": str(Path(checkpoint_dir).resolve()),
@@ -103,7 +116,7 @@ def _run_info(predictor: CheckpointPredictor, checkpoint_dir: str | os.PathLike[
         "operating_points": predictor.extra.get(OPERATING_POINTS_KEY, {}),
         "thresholds": predictor.thresholds,
         "binary_call": "call_<task> = 1 when p_<task> >= threshold (validation operating point); "
-                       "empty when the checkpoint stores no operating point for the task",
+        "empty when the checkpoint stores no operating point for the task",
         "device": predictor.inference_device.description,
         "files_seen": n_files,
         "images_predicted": n_predicted,

@@ -1,4 +1,5 @@
 """Runs a checkpoint's model on manifest rows in batches, exactly as in training (same dataset items and collator)."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,17 @@ from bcvlm_model.inference.results import SkippedFile
 from bcvlm_model.model_config import PACKAGE_DEFAULT
 
 IMAGE_COLUMNS: tuple[str, ...] = (
-    "exam_id", "breast_id", "patient_id", "study_id", "image_id", "laterality", "view", "path",
-    "age", "implant", "manufacturer",
+    "exam_id",
+    "breast_id",
+    "patient_id",
+    "study_id",
+    "image_id",
+    "laterality",
+    "view",
+    "path",
+    "age",
+    "implant",
+    "manufacturer",
 )
 """Manifest-derived columns copied into every per-image result row (when present)."""
 
@@ -94,12 +104,17 @@ class CheckpointPredictor:
 
     def _forward(self, batch: dict[str, Any]) -> torch.Tensor:
         device = self.inference_device.device
-        return self.model(batch["image"].to(device), batch["input_ids"].to(device),
-                          batch["attention_mask"].to(device), batch["token_type_ids"].to(device),
-                          batch["position_ids"].to(device))
+        return self.model(
+            batch["image"].to(device),
+            batch["input_ids"].to(device),
+            batch["attention_mask"].to(device),
+            batch["token_type_ids"].to(device),
+            batch["position_ids"].to(device),
+        )
 
-    def _predict_batch(self, batch: dict[str, Any], cam: GradCAM | None,
-                       task_index: int) -> tuple[np.ndarray, torch.Tensor | None]:
+    def _predict_batch(
+        self, batch: dict[str, Any], cam: GradCAM | None, task_index: int
+    ) -> tuple[np.ndarray, torch.Tensor | None]:
         if cam is None:
             with torch.inference_mode():
                 logits = self._forward(batch)
@@ -107,8 +122,15 @@ class CheckpointPredictor:
         logits, cams = cam(lambda: self._forward(batch), task_index)
         return torch.sigmoid(logits.float()).cpu().numpy(), cams.cpu()
 
-    def predict_images(self, manifest: pd.DataFrame, batch_size: int = 4, heatmap_dir: str | os.PathLike[str] | None = None,
-                       heatmap_task: str = TASKS[0], workers: int = 0, progress: bool = True) -> ImagePredictions:
+    def predict_images(
+        self,
+        manifest: pd.DataFrame,
+        batch_size: int = 4,
+        heatmap_dir: str | os.PathLike[str] | None = None,
+        heatmap_task: str = TASKS[0],
+        workers: int = 0,
+        progress: bool = True,
+    ) -> ImagePredictions:
         """Probabilities `p_<task>` for every manifest row that preprocesses; the others are listed with a reason.
 
         The rows must be a valid manifest plus optional `exam_id` / `breast_id` columns (see `assign_exam_keys`).
@@ -120,8 +142,13 @@ class CheckpointPredictor:
         rows = manifest.reset_index(drop=True)
         dataset = MammographyDataset(rows, self.preprocess_cfg)
         cam = GradCAM(self.model, image_encoder_last_stage(self.model)) if heatmap_dir is not None else None
-        loader = DataLoader(_ItemsOrRejections(dataset), batch_size=batch_size, shuffle=False,
-                            num_workers=workers, collate_fn=_keep_list)
+        loader = DataLoader(
+            _ItemsOrRejections(dataset),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_keep_list,
+        )
         records: list[dict[str, Any]] = []
         skipped: list[SkippedFile] = []
         with tqdm(total=len(rows), desc="bcvlm predict", unit="image", disable=not progress) as bar:
@@ -136,8 +163,14 @@ class CheckpointPredictor:
                 bar.update(len(items))
         return ImagePredictions(pd.DataFrame(records), skipped)
 
-    def _records_for(self, items: list[dict[str, Any]], rows: pd.DataFrame, cam: GradCAM | None,
-                     heatmap_dir: str | os.PathLike[str] | None, heatmap_task: str) -> list[dict[str, Any]]:
+    def _records_for(
+        self,
+        items: list[dict[str, Any]],
+        rows: pd.DataFrame,
+        cam: GradCAM | None,
+        heatmap_dir: str | os.PathLike[str] | None,
+        heatmap_task: str,
+    ) -> list[dict[str, Any]]:
         batch = self.collator(items)
         reports = self.collator.render_batch(items)
         probabilities, cams = self._predict_batch(batch, cam, TASKS.index(heatmap_task))
@@ -147,11 +180,12 @@ class CheckpointPredictor:
             record = {column: row[column] for column in IMAGE_COLUMNS if column in row.index}
             record["report"] = reports[position]
             record["metadata_not_recorded"] = ",".join(
-                name for name in self.text_cfg.fields if item["metadata"].get(name) is None)
+                name for name in self.text_cfg.fields if item["metadata"].get(name) is None
+            )
             for column, task in enumerate(TASKS):
                 record[f"p_{task}"] = float(probabilities[position, column])
             if cams is not None and heatmap_dir is not None:
-                unit = (item["image"][0] * self.preprocess_cfg.intensity_std + self.preprocess_cfg.intensity_mean)
+                unit = item["image"][0] * self.preprocess_cfg.intensity_std + self.preprocess_cfg.intensity_mean
                 target = heatmap_path(heatmap_dir, str(row["image_id"]), heatmap_task)
                 save_overlay_png(target, unit.numpy(), cams[position].numpy())
                 record["heatmap"] = str(target)

@@ -1,4 +1,5 @@
 """The result of one `bcvlm predict` run: per-image, per-breast and per-exam tables, binary calls and skipped files."""
+
 from __future__ import annotations
 
 import math

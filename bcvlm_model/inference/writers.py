@@ -1,4 +1,5 @@
 """Writes a PredictionResult as JSON (sections per level) or CSV (one `level` column, skipped files in a side CSV)."""
+
 from __future__ import annotations
 
 import io
@@ -16,7 +17,7 @@ OUTPUT_FORMATS: tuple[str, ...] = (".csv", ".json")
 
 
 def output_format(path: str | os.PathLike[str]) -> str:
-    """".csv" or ".json" from the output file's extension; ValueError for anything else."""
+    """ ".csv" or ".json" from the output file's extension; ValueError for anything else."""
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise ValueError(f"output file '{path}' must end in .csv or .json (got '{suffix or 'no extension'}')")

@@ -1,4 +1,5 @@
 """Metrics that can be computed from aggregates alone: score histograms, AUC, ROC, sensitivity at a specificity."""
+
 from bcvlm_model.metrics.score_histograms import (
     DEFAULT_BINS,
     ScoreHistogram,

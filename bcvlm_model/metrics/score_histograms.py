@@ -4,6 +4,7 @@ Sites send histograms (counts of positive and negative cases per score bin), nev
 histograms of all sites and computing the AUC from the sum gives exactly the AUC of the pooled, binned scores:
 scores in the same bin count as ties (half a concordant pair), as in the Mann-Whitney statistic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,9 +32,7 @@ class ScoreHistogram:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ScoreHistogram):
             return NotImplemented
-        return bool(
-            np.array_equal(self.positives, other.positives) and np.array_equal(self.negatives, other.negatives)
-        )
+        return bool(np.array_equal(self.positives, other.positives) and np.array_equal(self.negatives, other.negatives))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -153,9 +152,7 @@ def exact_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((rank_sum - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
 
 
-def task_metrics_from_histogram(
-    histogram: ScoreHistogram, *, min_cases: int, specificity: float
-) -> dict[str, Any]:
+def task_metrics_from_histogram(histogram: ScoreHistogram, *, min_cases: int, specificity: float) -> dict[str, Any]:
     """AUC and sensitivity at `specificity`, or withheld (None plus a reason) when either class has < min_cases."""
     n_pos, n_neg = histogram.n_positive, histogram.n_negative
     result: dict[str, Any] = {"n_positive": n_pos, "n_negative": n_neg, "specificity_target": specificity}

@@ -1,4 +1,5 @@
 """Names of the privacy accountants bcvlm accepts (no torch or Opacus import, so configs can check them cheaply)."""
+
 from __future__ import annotations
 
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")

@@ -5,6 +5,7 @@ are therefore drawn fresh for every training call from `secrets` (the operating 
 from anything a coordinating center knows or chooses (round numbers, config seeds, run ids). A reproducible stream
 exists only for simulation, behind a seed that is named insecure wherever it is set.
 """
+
 from __future__ import annotations
 
 import secrets

@@ -1,4 +1,5 @@
 """DP-ready model: choose what trains under DP, check Opacus compatibility, and verify per-sample gradients."""
+
 from __future__ import annotations
 
 import warnings
@@ -46,8 +47,10 @@ def find_dp_problems(model: nn.Module) -> list[str]:
     for name, module in model.named_modules():
         trainable = any(parameter.requires_grad for parameter in module.parameters(recurse=False))
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            problems.append(f"{name}: {type(module).__name__} mixes examples in a batch (build the image encoder with "
-                            "image_encoder.norm 'batch_frozen' or 'group')")
+            problems.append(
+                f"{name}: {type(module).__name__} mixes examples in a batch (build the image encoder with "
+                "image_encoder.norm 'batch_frozen' or 'group')"
+            )
         if getattr(module, "inplace", False) is True:
             problems.append(f"{name}: in-place operation ({type(module).__name__}) breaks Opacus' backward hooks")
         if trainable and type(module) not in GradSampleModule.GRAD_SAMPLERS:
@@ -88,8 +91,9 @@ def _sum_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return masked_multitask_bce(logits, labels, reduction="sum")
 
 
-def per_sample_gradient_error(model: nn.Module, batch: Mapping[str, torch.Tensor], loss_fn: LossFn = _sum_loss,
-                              force_functorch: bool = False) -> dict[str, float]:
+def per_sample_gradient_error(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], loss_fn: LossFn = _sum_loss, force_functorch: bool = False
+) -> dict[str, float]:
     """Compare Opacus per-sample gradients with one-example-at-a-time backward passes on `model`.
 
     `loss_fn` must be a sum over examples. Returns {"max_relative_error", "worst_parameter" index as float,
@@ -113,7 +117,9 @@ def per_sample_gradient_error(model: nn.Module, batch: Mapping[str, torch.Tensor
         for name in names:
             grad_sample = parameters[name].grad_sample
             if grad_sample is None or grad_sample.shape[0] != batch_size:
-                raise DPCompatibilityError(f"{name}: Opacus produced no per-sample gradient with batch dim {batch_size}")
+                raise DPCompatibilityError(
+                    f"{name}: Opacus produced no per-sample gradient with batch dim {batch_size}"
+                )
             opacus_grads[name] = grad_sample.detach().clone()
     finally:
         wrapped._close()

@@ -15,6 +15,7 @@ lacks the seed, but they are not a CSPRNG (floating-point attacks on Gaussian sa
 Accountants: RDP and PRV. Opacus' GDP accountant is refused because it keeps only the last (noise, rate) pair of
 its history, so a ledger replayed through it under-reports a multi-round spend.
 """
+
 from __future__ import annotations
 
 import copy
@@ -87,12 +88,15 @@ def noise_multiplier_for_budget(
         raise ValueError(f"total_steps must be > 0, got {total_steps}")
     if not 0 < sample_rate <= 1:
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
-    return _cached_noise_multiplier(float(target_epsilon), float(delta), float(sample_rate), int(total_steps), accountant)
+    return _cached_noise_multiplier(
+        float(target_epsilon), float(delta), float(sample_rate), int(total_steps), accountant
+    )
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, total_steps: int,
-                             accountant: str) -> float:
+def _cached_noise_multiplier(
+    target_epsilon: float, delta: float, sample_rate: float, total_steps: int, accountant: str
+) -> float:
     return float(
         get_noise_multiplier(
             target_epsilon=target_epsilon,
@@ -148,8 +152,9 @@ def noise_multiplier_for_remaining_budget(
     return high if high <= max_noise_multiplier else None
 
 
-def _fits_budget(state: dict[str, Any] | None, target_epsilon: float, delta: float, accountant: str,
-                 sample_rate: float, steps: int) -> Callable[[float], bool]:
+def _fits_budget(
+    state: dict[str, Any] | None, target_epsilon: float, delta: float, accountant: str, sample_rate: float, steps: int
+) -> Callable[[float], bool]:
     """sigma -> whether `steps` more steps at sigma keep the history within the target.
 
     For RDP the history's Renyi divergences are summed once (RDP composes additively, exactly as Opacus'
@@ -159,12 +164,15 @@ def _fits_budget(state: dict[str, Any] | None, target_epsilon: float, delta: flo
     from opacus.accountants.analysis import rdp as rdp_analysis
 
     orders = list(RDP_ALPHAS)
-    history_rdp = sum(rdp_analysis.compute_rdp(q=rate, noise_multiplier=sigma, steps=count, orders=orders)
-                      for sigma, rate, count in (state or {}).get("history", []))
+    history_rdp = sum(
+        rdp_analysis.compute_rdp(q=rate, noise_multiplier=sigma, steps=count, orders=orders)
+        for sigma, rate, count in (state or {}).get("history", [])
+    )
 
     def fits(sigma: float) -> bool:
-        total = history_rdp + rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=sigma, steps=steps,
-                                                       orders=orders)
+        total = history_rdp + rdp_analysis.compute_rdp(
+            q=sample_rate, noise_multiplier=sigma, steps=steps, orders=orders
+        )
         epsilon, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=total, delta=delta)
         return float(epsilon) <= target_epsilon
 
@@ -186,9 +194,7 @@ def _accountant_from_state(accountant: str, state: dict[str, Any] | None):
     if state is not None and state.get("history"):
         if state.get("mechanism", accountant) != accountant:
             raise ValueError(f"accountant state is for '{state.get('mechanism')}', not '{accountant}'")
-        instance.load_state_dict(
-            {"mechanism": accountant, "history": [tuple(entry) for entry in state["history"]]}
-        )
+        instance.load_state_dict({"mechanism": accountant, "history": [tuple(entry) for entry in state["history"]]})
     return instance
 
 

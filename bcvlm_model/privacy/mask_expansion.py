@@ -6,6 +6,7 @@ seed's every byte goes through HKDF-SHA256 into a 256-bit ChaCha20 key, and the 
 Both ends of the protocol (the site's mod and the server's unmasking) must use this function: `MASK_PRG_NAME` is
 what they announce to each other. No Flower import: the Flower wiring lives in bcvlm_client / bcvlm_server.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -62,7 +63,7 @@ def expand_masks(seed: bytes, num_range: int, shapes: Sequence[tuple[int, ...]])
     stream = words[: total * word.itemsize].view(word)
     masks, start = [], 0
     for shape, count in zip(shapes, counts):
-        chunk = stream[start:start + count]
+        chunk = stream[start : start + count]
         start += count
         if word.itemsize == 4:
             values = chunk.astype(np.int64)

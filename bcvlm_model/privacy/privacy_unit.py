@@ -1,4 +1,5 @@
 """The DP privacy unit: what one Opacus record is (a patient with all of their images, or a single image)."""
+
 from __future__ import annotations
 
 from enum import Enum
@@ -13,8 +14,10 @@ class PrivacyUnit(str, Enum):
     """Weaker: each image is a record, so a patient with k images is protected only at group-privacy level k·ε."""
 
 
-IMAGE_UNIT_WARNING = ("privacy unit 'image' is weaker than the default 'patient': each image is one DP record, so a "
-                      "patient with k images is protected only at k x epsilon (group privacy)")
+IMAGE_UNIT_WARNING = (
+    "privacy unit 'image' is weaker than the default 'patient': each image is one DP record, so a "
+    "patient with k images is protected only at k x epsilon (group privacy)"
+)
 """Said in the site log, the ledger's terms and the simulation report whenever `unit: image` is chosen."""
 
 

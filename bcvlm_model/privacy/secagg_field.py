@@ -4,6 +4,7 @@ the modulus (4 bytes for up to 1024 sites at the default 2**22 quantisation leve
 
 No Flower import: the Flower wiring lives in bcvlm_client.secagg_mod and bcvlm_server.secagg_masks.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -28,8 +29,10 @@ def secagg_modulus(quantization_range: int, num_sites: int) -> int:
     largest_sum = int(num_sites) * int(quantization_range)
     modulus = 1 << largest_sum.bit_length()  # > largest_sum, the smallest power of two that is
     if modulus > MAX_MODULUS:
-        raise ValueError(f"{num_sites} sites x quantization_range {quantization_range} needs a modulus of {modulus}, "
-                         f"above the {MAX_MODULUS} masks are drawn for: lower secagg.quantization_range")
+        raise ValueError(
+            f"{num_sites} sites x quantization_range {quantization_range} needs a modulus of {modulus}, "
+            f"above the {MAX_MODULUS} masks are drawn for: lower secagg.quantization_range"
+        )
     return modulus
 
 

@@ -1,10 +1,20 @@
 """Metadata rendered as text: versioned report template, leakage guard and the tokenizing batch collator."""
+
 from bcvlm_model.text.collator import ReportCollator
 from bcvlm_model.text.leakage_guard import LeakageError, check_report_fields, leakage_reason
 from bcvlm_model.text.report_config import DEFAULT_REPORT_FIELDS, TEMPLATE_VERSION, ReportTemplateConfig, TextConfig
 from bcvlm_model.text.report_template import NOT_RECORDED, ReportTemplate, render_report
 
 __all__ = [
-    "DEFAULT_REPORT_FIELDS", "LeakageError", "NOT_RECORDED", "ReportCollator", "ReportTemplate",
-    "ReportTemplateConfig", "TEMPLATE_VERSION", "TextConfig", "check_report_fields", "leakage_reason", "render_report",
+    "DEFAULT_REPORT_FIELDS",
+    "LeakageError",
+    "NOT_RECORDED",
+    "ReportCollator",
+    "ReportTemplate",
+    "ReportTemplateConfig",
+    "TEMPLATE_VERSION",
+    "TextConfig",
+    "check_report_fields",
+    "leakage_reason",
+    "render_report",
 ]

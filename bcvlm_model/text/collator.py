@@ -1,4 +1,5 @@
 """ReportCollator: dataset items -> model batch (stacked images, tokenized reports with explicit [B,T] ids, labels)."""
+
 from __future__ import annotations
 
 import random
@@ -48,13 +49,16 @@ class ReportCollator:
 
     def render_batch(self, items: Sequence[Mapping[str, Any]]) -> list[str]:
         """The report text of each item (augmented when train=True)."""
-        return [self.template.render(item["metadata"], self._rng_for(str(item.get("image_id", index))))
-                for index, item in enumerate(items)]
+        return [
+            self.template.render(item["metadata"], self._rng_for(str(item.get("image_id", index))))
+            for index, item in enumerate(items)
+        ]
 
     def tokenize(self, reports: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize reports into [B,T] input_ids, attention_mask, token_type_ids, position_ids."""
-        encoded = self.tokenizer(list(reports), padding="longest", truncation=True, max_length=self.max_length,
-                                 return_tensors="pt")
+        encoded = self.tokenizer(
+            list(reports), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         input_ids = encoded["input_ids"].long()
         batch, length = input_ids.shape
         positions = torch.arange(length, dtype=torch.long) + self.position_offset
@@ -77,6 +81,10 @@ class ReportCollator:
         if images.dim() != 4:
             raise ValueError(f"images must be [1,H,W] each, got a stacked shape {tuple(images.shape)}")
         labels = torch.stack([torch.as_tensor(item["labels"], dtype=torch.float32) for item in items])
-        batch = {"image": images.contiguous(memory_format=torch.contiguous_format), **self.tokenize(reports),
-                 "labels": labels, "image_id": [str(item.get("image_id", "")) for item in items]}
+        batch = {
+            "image": images.contiguous(memory_format=torch.contiguous_format),
+            **self.tokenize(reports),
+            "labels": labels,
+            "image_id": [str(item.get("image_id", "")) for item in items],
+        }
         return batch

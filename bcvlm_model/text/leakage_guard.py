@@ -1,4 +1,5 @@
 """Leakage guard: refuses report fields that encode the label or the reading outcome, unless explicitly allowed."""
+
 from __future__ import annotations
 
 import re

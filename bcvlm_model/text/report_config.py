@@ -1,4 +1,5 @@
 """Configuration of the metadata report (fields, missing-value policy, augmentation, tokenizer length)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,7 +9,15 @@ from bcvlm_model.model_config import PACKAGE_DEFAULT
 TEMPLATE_VERSION = "1.0"
 """Version of the phrase templates in `bcvlm_model.text.report_template`; stored in every checkpoint."""
 
-DEFAULT_REPORT_FIELDS: tuple[str, ...] = ("age", "implant", "view", "manufacturer", "machine_id", "laterality", "density")
+DEFAULT_REPORT_FIELDS: tuple[str, ...] = (
+    "age",
+    "implant",
+    "view",
+    "manufacturer",
+    "machine_id",
+    "laterality",
+    "density",
+)
 """Manifest columns rendered by default (density only when present, unless missing="say")."""
 
 

@@ -1,4 +1,5 @@
 """Hierarchical metadata-to-text template: sections patient / exam / breast, paraphrases, canonical and augmented renderings."""
+
 from __future__ import annotations
 
 import math
@@ -12,11 +13,21 @@ from bcvlm_model.text.report_config import TEMPLATE_VERSION, TextConfig
 NOT_RECORDED = "not recorded"
 SECTIONS: tuple[str, ...] = ("patient", "exam", "breast")
 
-VIEW_NAMES = {"CC": "craniocaudal", "MLO": "mediolateral oblique", "ML": "mediolateral", "LM": "lateromedial",
-              "XCCL": "exaggerated craniocaudal", "AT": "axillary tail"}
+VIEW_NAMES = {
+    "CC": "craniocaudal",
+    "MLO": "mediolateral oblique",
+    "ML": "mediolateral",
+    "LM": "lateromedial",
+    "XCCL": "exaggerated craniocaudal",
+    "AT": "axillary tail",
+}
 LATERALITY_NAMES = {"L": "left", "R": "right"}
-DENSITY_NAMES = {"A": "almost entirely fatty", "B": "scattered fibroglandular", "C": "heterogeneously dense",
-                 "D": "extremely dense"}
+DENSITY_NAMES = {
+    "A": "almost entirely fatty",
+    "B": "scattered fibroglandular",
+    "C": "heterogeneously dense",
+    "D": "extremely dense",
+}
 
 
 def is_missing(value: Any) -> bool:
@@ -74,20 +85,48 @@ class FieldPhrases:
 
 
 FIELD_PHRASES: dict[str, FieldPhrases] = {
-    "age": FieldPhrases("patient", _age, ("age {v}", "patient aged {v}", "{v} old"),
-                        ("age " + NOT_RECORDED, "patient age " + NOT_RECORDED)),
-    "implant": FieldPhrases("patient", _implant, ("breast implant {v}", "implant {v}", "implants: {v}"),
-                            ("breast implant " + NOT_RECORDED, "implant status " + NOT_RECORDED)),
-    "view": FieldPhrases("exam", _view, ("{v} view", "view {v}", "projection {v}"),
-                         ("view " + NOT_RECORDED, "projection " + NOT_RECORDED)),
-    "manufacturer": FieldPhrases("exam", _plain, ("manufacturer {v}", "unit made by {v}", "vendor {v}"),
-                                 ("manufacturer " + NOT_RECORDED, "vendor " + NOT_RECORDED)),
-    "machine_id": FieldPhrases("exam", _plain, ("machine {v}", "machine id {v}", "acquired on machine {v}"),
-                               ("machine " + NOT_RECORDED, "machine id " + NOT_RECORDED)),
-    "laterality": FieldPhrases("breast", _laterality, ("{v} breast", "side {v}", "laterality {v}"),
-                               ("laterality " + NOT_RECORDED, "side " + NOT_RECORDED)),
-    "density": FieldPhrases("breast", _density, ("density {v}", "breast density {v}", "tissue density {v}"),
-                            ("density " + NOT_RECORDED, "breast density " + NOT_RECORDED)),
+    "age": FieldPhrases(
+        "patient",
+        _age,
+        ("age {v}", "patient aged {v}", "{v} old"),
+        ("age " + NOT_RECORDED, "patient age " + NOT_RECORDED),
+    ),
+    "implant": FieldPhrases(
+        "patient",
+        _implant,
+        ("breast implant {v}", "implant {v}", "implants: {v}"),
+        ("breast implant " + NOT_RECORDED, "implant status " + NOT_RECORDED),
+    ),
+    "view": FieldPhrases(
+        "exam",
+        _view,
+        ("{v} view", "view {v}", "projection {v}"),
+        ("view " + NOT_RECORDED, "projection " + NOT_RECORDED),
+    ),
+    "manufacturer": FieldPhrases(
+        "exam",
+        _plain,
+        ("manufacturer {v}", "unit made by {v}", "vendor {v}"),
+        ("manufacturer " + NOT_RECORDED, "vendor " + NOT_RECORDED),
+    ),
+    "machine_id": FieldPhrases(
+        "exam",
+        _plain,
+        ("machine {v}", "machine id {v}", "acquired on machine {v}"),
+        ("machine " + NOT_RECORDED, "machine id " + NOT_RECORDED),
+    ),
+    "laterality": FieldPhrases(
+        "breast",
+        _laterality,
+        ("{v} breast", "side {v}", "laterality {v}"),
+        ("laterality " + NOT_RECORDED, "side " + NOT_RECORDED),
+    ),
+    "density": FieldPhrases(
+        "breast",
+        _density,
+        ("density {v}", "breast density {v}", "tissue density {v}"),
+        ("density " + NOT_RECORDED, "breast density " + NOT_RECORDED),
+    ),
 }
 """Phrase table of template version TEMPLATE_VERSION; fields not listed render as "<field> <value>" in "exam"."""
 

@@ -1,4 +1,5 @@
 """The one DataLoader factory: manifest rows -> ReportCollator batches, grouped by patient for patient-level DP."""
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,14 @@ def build_loader(
     generator = torch.Generator().manual_seed(seed)
     if train and privacy_unit is PrivacyUnit.patient:
         records = PatientRecords(images, images.manifest["patient_id"].tolist())
-        return DataLoader(records, batch_size=records_per_batch(len(images), len(records), batch_size),
-                          shuffle=True, collate_fn=PatientRecordCollator(collate), num_workers=num_workers,
-                          generator=generator)
-    return DataLoader(images, batch_size=batch_size, shuffle=train, collate_fn=collate, num_workers=num_workers,
-                      generator=generator)
+        return DataLoader(
+            records,
+            batch_size=records_per_batch(len(images), len(records), batch_size),
+            shuffle=True,
+            collate_fn=PatientRecordCollator(collate),
+            num_workers=num_workers,
+            generator=generator,
+        )
+    return DataLoader(
+        images, batch_size=batch_size, shuffle=train, collate_fn=collate, num_workers=num_workers, generator=generator
+    )

@@ -1,4 +1,5 @@
 """LocalTrainConfig: the optimiser and step budget of one local training call (one federated round at a site)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

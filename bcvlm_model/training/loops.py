@@ -5,6 +5,7 @@ logits [B, len(TASKS)]. FedProx's proximal gradient mu * (w - w_global) is added
 (Opacus overwrites p.grad with the clipped, noised sum, so a parameter-only loss term would be silently dropped);
 it is data-independent, so adding it costs no privacy.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,9 @@ def model_input_keys(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(model, "input_keys", MODEL_INPUTS))
 
 
-def model_inputs(batch: Mapping[str, Any], device: torch.device,
-                 keys: tuple[str, ...] = MODEL_INPUTS) -> dict[str, torch.Tensor]:
+def model_inputs(
+    batch: Mapping[str, Any], device: torch.device, keys: tuple[str, ...] = MODEL_INPUTS
+) -> dict[str, torch.Tensor]:
     """The model's input tensors of a collated batch, moved to `device` (NCHW-contiguous images)."""
     missing = [key for key in keys if key not in batch]
     if missing:
@@ -112,7 +114,9 @@ def proximal_pairs(
             raise KeyError(f"global_state has no entry for trainable parameter '{name}'")
         reference = torch.as_tensor(global_state[name]).to(device=device, dtype=param.dtype)
         if reference.shape != param.shape:
-            raise ValueError(f"global_state['{name}'] has shape {tuple(reference.shape)}, expected {tuple(param.shape)}")
+            raise ValueError(
+                f"global_state['{name}'] has shape {tuple(reference.shape)}, expected {tuple(param.shape)}"
+            )
         pairs.append((param, reference))
     return pairs
 
@@ -210,7 +214,8 @@ def train_local(
             if private is not None:
                 if private.optimizer.grouped:  # patient-level DP: the optimizer sums each patient's rows first
                     private.optimizer.set_record_index(
-                        batch[RECORD_INDEX] if batch_size > 0 else torch.zeros(0, dtype=torch.long))
+                        batch[RECORD_INDEX] if batch_size > 0 else torch.zeros(0, dtype=torch.long)
+                    )
                 if private.optimizer.pre_step():  # clip per sample, add noise, account
                     add_proximal_gradient(pairs, proximal_mu)
                     private.optimizer.original_optimizer.step()
@@ -269,8 +274,9 @@ def evaluate(
         model.train(was_training)
     all_scores = np.concatenate(scores) if scores else np.zeros((0, len(TASKS)))
     all_labels = np.concatenate(labels) if labels else np.zeros((0, len(TASKS)))
-    result = EvalResult(mean_loss=loss_sum / loss_examples if loss_examples else float("nan"),
-                        num_examples=int(all_scores.shape[0]))
+    result = EvalResult(
+        mean_loss=loss_sum / loss_examples if loss_examples else float("nan"), num_examples=int(all_scores.shape[0])
+    )
     for column, task in enumerate(TASKS):
         keep = ~np.isnan(all_labels[:, column])
         result.scores[task] = all_scores[keep, column]

@@ -1,5 +1,6 @@
 """Rehearsal: split the prepared synthetic cohort into one manifest per hospital, each with a patient-level
 train/test split (`python make_site_manifests.py`, in the rehearsal folder, after `bcvlm prepare`)."""
+
 from pathlib import Path
 
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
@@ -7,9 +8,12 @@ from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, site_names, split_
 
 HOSPITALS = ("hospital_a", "hospital_b", "hospital_c")
 
-table = split_sites(read_manifest("prepared/manifest.csv"),
-                    SplitConfig(kind="natural", natural_key="site_id", val_fraction=0.0, test_fraction=0.4,
-                                min_patients_per_site=2, seed=0))
+table = split_sites(
+    read_manifest("prepared/manifest.csv"),
+    SplitConfig(
+        kind="natural", natural_key="site_id", val_fraction=0.0, test_fraction=0.4, min_patients_per_site=2, seed=0
+    ),
+)
 
 
 def absolute(path: str) -> str:

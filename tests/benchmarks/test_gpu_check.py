@@ -1,4 +1,5 @@
 """benchmarks/gpu_check.sh --cpu-smoke: every GPU step runs at tiny size on CPU and the script prints one JSON."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("gpu_check")
     env = {**os.environ, **FLOWER_ENV_DEFAULTS, "RAY_DEDUP_LOGS": "0"}
-    done = subprocess.run(["bash", str(SCRIPT), "--cpu-smoke"], env=env, capture_output=True, text=True,
-                          timeout=1100, cwd=work)
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "--cpu-smoke"], env=env, capture_output=True, text=True, timeout=1100, cwd=work
+    )
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-6000:]}"
     return json.loads(done.stdout)
 

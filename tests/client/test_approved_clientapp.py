@@ -8,6 +8,7 @@ real `bcvlm-client` site; the center submits crafted FABs whose ClientApp would 
 Both FABs name `probe_server:app` as their ServerApp (also on PYTHONPATH): it sends the site one train message and
 writes down the reply, so the test sees what the server learns.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,20 +24,20 @@ from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
 from flwr.supercore.error import ApiErrorCode
 from flwr.supercore.runtime.runtime_http_client import RuntimeHttpClient
 
+from bcvlm_client.flower_process import free_port, terminate_tree
 from bcvlm_server.center_services import CenterServices, SuperExecLaunch
 from bcvlm_server.certs import create_certificates
 from bcvlm_server.deployment import FAB_TEMPLATE
 from bcvlm_server.fleet_gateway import GatewaySettings
-from bcvlm_client.flower_process import free_port, terminate_tree
-from bcvlm_testing.loopback import wait_until
 from bcvlm_server.superlink import FlowerControl, SuperLinkLaunch, wait_for_nodes, write_run_config_toml
 from bcvlm_testing.federation_sites import ready_site_fields
+from bcvlm_testing.loopback import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 CRAFTED = ("carries_code", "names_other")
 
-PROBE_SERVER = '''
+PROBE_SERVER = """
 import json, time
 from pathlib import Path
 from flwr.app import Message, RecordDict
@@ -56,19 +57,20 @@ def main(grid, context):
     answers = [reply.error.reason if reply.has_error() else "content" for reply in replies]
     print("replies from the site:", answers)
     Path({report!r}).joinpath(context.run_config["probe"] + ".json").write_text(json.dumps(answers))
-'''
-MARKER_CLIENT = '''
+"""
+MARKER_CLIENT = """
 from pathlib import Path
 Path({marker!r}).joinpath({name!r}).write_text("site ran code from the FAB")
 from flwr.clientapp import ClientApp
 app = ClientApp()
-'''
+"""
 
 
 def acquire_task_error(port: int) -> str:
     """What the site's SuperNode answers a local process that asks for a task without the SuperExec secret."""
-    client = RuntimeHttpClient.from_server_address(f"127.0.0.1:{port}", insecure=True, root_certificates=None,
-                                                   interceptors=[])
+    client = RuntimeHttpClient.from_server_address(
+        f"127.0.0.1:{port}", insecure=True, root_certificates=None, interceptors=[]
+    )
     try:
         client.AcquireTask(AcquireTaskRequest())
     except Exception as exc:  # noqa: BLE001 - the refusal's text is checked by the test
@@ -110,8 +112,9 @@ class Observed:
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     root = tmp_path_factory.mktemp("fab_refusal")
-    certs = create_certificates(root / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase",
-                                generate_site_keys=["alpha"])
+    certs = create_certificates(
+        root / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase", generate_site_keys=["alpha"]
+    )
     marker_dir, report_dir, probes = root / "markers", root / "reports", root / "probes"
     for folder in (marker_dir, report_dir, probes):
         folder.mkdir()
@@ -120,25 +123,41 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPATH", os.pathsep.join([str(probes), os.environ.get("PYTHONPATH", "")]))
     center_home = root / "center"
-    launch = SuperLinkLaunch(host="127.0.0.1", port=free_port(), ca_cert=certs.ca_cert, server_cert=certs.server_cert,
-                             server_key=certs.server_key, database=center_home / "state.db", flwr_home=center_home,
-                             log_path=center_home / "superlink.log", superexec_secret=center_home / "superexec.secret")
+    launch = SuperLinkLaunch(
+        host="127.0.0.1",
+        port=free_port(),
+        ca_cert=certs.ca_cert,
+        server_cert=certs.server_cert,
+        server_key=certs.server_key,
+        database=center_home / "state.db",
+        flwr_home=center_home,
+        log_path=center_home / "superlink.log",
+        superexec_secret=center_home / "superexec.secret",
+    )
     internal = f"127.0.0.1:{launch.port}"
     public_port = free_port()
     center = CenterServices(
         launch,
-        SuperExecLaunch(internal, certs.ca_cert, center_home / "superexec.secret", center_home,
-                        center_home / "superexec.log"),
-        GatewaySettings("127.0.0.1", public_port, f"https://{internal}", certs.ca_cert, certs.server_cert,
-                        certs.server_key),
+        SuperExecLaunch(
+            internal, certs.ca_cert, center_home / "superexec.secret", center_home, center_home / "superexec.log"
+        ),
+        GatewaySettings(
+            "127.0.0.1", public_port, f"https://{internal}", certs.ca_cert, certs.server_cert, certs.server_key
+        ),
         center_home / "gateway.log",
     )
     site_yaml = root / "site.yaml"
-    site_yaml.write_text(yaml.safe_dump({  # real data and ledger: bcvlm-client checks both before it starts
-        "site_id": "alpha", "superlink_address": f"127.0.0.1:{public_port}",
-        "ca_cert": str(certs.site_ca_cert("alpha")), "private_key": str(certs.site_private_key("alpha")),
-        **ready_site_fields(root, state_dir=root / "state"),
-    }))
+    site_yaml.write_text(
+        yaml.safe_dump(
+            {  # real data and ledger: bcvlm-client checks both before it starts
+                "site_id": "alpha",
+                "superlink_address": f"127.0.0.1:{public_port}",
+                "ca_cert": str(certs.site_ca_cert("alpha")),
+                "private_key": str(certs.site_private_key("alpha")),
+                **ready_site_fields(root, state_dir=root / "state"),
+            }
+        )
+    )
     site = None
     runtime_port = free_port()
     try:
@@ -146,25 +165,51 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
         control = FlowerControl(root / "cli", internal, certs.ca_cert)
         control.register_site(certs.site_public_key("alpha"), "alpha")
         with open(root / "client.out", "wb") as log:
-            site = subprocess.Popen([sys.executable, "-m", "bcvlm_client.cli", "--site", str(site_yaml),
-                                     "--runtime-port", str(runtime_port)], stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            site = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bcvlm_client.cli",
+                    "--site",
+                    str(site_yaml),
+                    "--runtime-port",
+                    str(runtime_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         assert wait_for_nodes(control, 1, 180, poll_s=2) == 1, (root / "client.out").read_text()
         apps = {
-            "carries_code": crafted_app(root, "carries_code", "evil_client:app", {
-                "evil_client.py": MARKER_CLIENT.format(marker=str(marker_dir), name="carries_code")}),
+            "carries_code": crafted_app(
+                root,
+                "carries_code",
+                "evil_client:app",
+                {"evil_client.py": MARKER_CLIENT.format(marker=str(marker_dir), name="carries_code")},
+            ),
             "names_other": crafted_app(root, "names_other", "probe_client:app", {}),
         }
         run_ids = {}
         for name, folder in apps.items():
             run_ids[name] = control.submit_run(folder, write_run_config_toml(root / f"{name}.toml", {"probe": name}))
-        wait_until(lambda: all((report_dir / f"{name}.json").is_file() for name in CRAFTED), 600,
-                   "the probe ServerApps to record the site's replies", poll_s=2)
+        wait_until(
+            lambda: all((report_dir / f"{name}.json").is_file() for name in CRAFTED),
+            600,
+            "the probe ServerApps to record the site's replies",
+            poll_s=2,
+        )
         run_logs = {}
         for name, run_id in run_ids.items():
             run_logs[name] = control.save_run_log(run_id, root / f"run_{name}.log").read_text(errors="replace")
-        return Observed(root=root, marker_dir=marker_dir, report_dir=report_dir, run_ids=run_ids, run_logs=run_logs,
-                        runtime_without_secret_error=acquire_task_error(runtime_port))
+        return Observed(
+            root=root,
+            marker_dir=marker_dir,
+            report_dir=report_dir,
+            run_ids=run_ids,
+            run_logs=run_logs,
+            runtime_without_secret_error=acquire_task_error(runtime_port),
+        )
     finally:
         if site is not None:
             terminate_tree(site.pid, grace_s=5.0)

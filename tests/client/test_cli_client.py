@@ -1,4 +1,5 @@
 """`bcvlm-client --site cfg.yaml`: validation errors name the key; the SuperNode is started with the site's settings."""
+
 from __future__ import annotations
 
 import os
@@ -18,10 +19,10 @@ from bcvlm_client.cli import (
     prepare_supernode,
     watch_supernode,
 )
+from bcvlm_client.flower_process import FlowerProcess, flower_environment
 from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_server.certs import create_certificates, create_site_key
-from bcvlm_client.flower_process import FlowerProcess, flower_environment
 from bcvlm_testing.federation_sites import make_site, ready_site_fields
 
 
@@ -30,18 +31,27 @@ def site_yaml(tmp_path: Path) -> Path:
     """A complete site folder: its own key pair, the CA certificate from `bcvlm certs`, a manifest, a cache dir, a YAML
     with relative paths."""
     keys = create_site_key(tmp_path / "site" / "certs", "hosp_a")
-    bundle = create_certificates(tmp_path / "center" / "certs", ["localhost"], ["127.0.0.1"],
-                                 {"hosp_a": keys.public_key}, ca_passphrase=b"test CA passphrase")
+    bundle = create_certificates(
+        tmp_path / "center" / "certs",
+        ["localhost"],
+        ["127.0.0.1"],
+        {"hosp_a": keys.public_key},
+        ca_passphrase=b"test CA passphrase",
+    )
     make_site(tmp_path / "site", "prepared", n_train=12, n_test=6)  # prepared/manifest.csv + prepared/cache
     path = tmp_path / "site" / "site.yaml"
-    path.write_text(yaml.safe_dump({
-        "site_id": "hosp_a",
-        "superlink_address": "127.0.0.1:9443",
-        "ca_cert": str(bundle.site_ca_cert("hosp_a")),
-        "private_key": os.path.relpath(keys.private_key, path.parent),
-        "data": {"manifest": "prepared/manifest.csv", "cache_dir": "prepared/cache"},
-        "state_dir": "state",
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "site_id": "hosp_a",
+                "superlink_address": "127.0.0.1:9443",
+                "ca_cert": str(bundle.site_ca_cert("hosp_a")),
+                "private_key": os.path.relpath(keys.private_key, path.parent),
+                "data": {"manifest": "prepared/manifest.csv", "cache_dir": "prepared/cache"},
+                "state_dir": "state",
+            }
+        )
+    )
     return path
 
 
@@ -60,8 +70,9 @@ def _edit(path: Path, **changes: object) -> Path:
     return path
 
 
-def test_relative_paths_resolve_next_to_the_yaml(site_yaml: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+def test_relative_paths_resolve_next_to_the_yaml(
+    site_yaml: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -89,8 +100,9 @@ def test_relative_paths_resolve_next_to_the_yaml(site_yaml: Path, monkeypatch: p
         ({"approved_fab_sha256": ["not-a-hash"]}, "approved_fab_sha256"),
     ],
 )
-def test_bad_config_is_refused_naming_the_key(site_yaml: Path, changes: dict[str, object], key: str,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_config_is_refused_naming_the_key(
+    site_yaml: Path, changes: dict[str, object], key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     _edit(site_yaml, **changes)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_site_for_deployment(site_yaml)
@@ -111,14 +123,14 @@ def test_check_accepts_a_valid_site_with_its_ledger(site_yaml: Path, capsys: pyt
     assert "epsilon 0.000 of 8.0 spent" in out
 
 
-def test_check_refuses_training_images_that_cannot_be_read(site_yaml: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_refuses_training_images_that_cannot_be_read(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--site", str(site_yaml), "--init-ledger"]) == 0
     for cached in (site_yaml.parent / "prepared" / "cache").glob("*/prepared-img-1.npy"):
         cached.unlink()  # a training image with neither a cached array nor a DICOM
     assert main(["--site", str(site_yaml), "--check"]) == 2
     assert "1 training images have neither a DICOM file nor a cached array (first: prepared-img-1)" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 def test_check_without_a_ledger_says_how_to_create_it(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -185,8 +197,10 @@ def test_insecure_site_runs_without_tls_flags(site_yaml: Path) -> None:
 
 def test_watchdog_restarts_a_supernode_whose_message_loop_died(tmp_path: Path) -> None:
     # The exact line Flower 1.42's SuperNode logs before its message loop ends and the process idles forever.
-    fatal = ("\x1b[91mERROR \x1b[0m:     Server error '500 Internal Server Error' for url "
-             "'https://127.0.0.1:9443/v1/fleet/pull-messages'")
+    fatal = (
+        "\x1b[91mERROR \x1b[0m:     Server error '500 Internal Server Error' for url "
+        "'https://127.0.0.1:9443/v1/fleet/pull-messages'"
+    )
     script = f"import sys, time; print({fatal!r}, flush=True); time.sleep(600)"
     log = tmp_path / "supernode.log"
     hung = FlowerProcess([sys.executable, "-c", script], flower_environment(tmp_path / "home"), log).start()
@@ -199,12 +213,16 @@ def test_watchdog_restarts_a_supernode_whose_message_loop_died(tmp_path: Path) -
 
 def test_watchdog_returns_the_exit_code_of_a_supernode_that_exits(tmp_path: Path) -> None:
     log = tmp_path / "supernode.log"
-    failing = FlowerProcess([sys.executable, "-c", "print('ERROR : Failed to receive message x'); raise SystemExit(3)"],
-                            flower_environment(tmp_path / "home"), log).start()
+    failing = FlowerProcess(
+        [sys.executable, "-c", "print('ERROR : Failed to receive message x'); raise SystemExit(3)"],
+        flower_environment(tmp_path / "home"),
+        log,
+    ).start()
     assert watch_supernode(failing, log, 0, poll_s=0.2) == 3
 
 
 # --- real Flower processes: a SuperLink that is replaced, a refused key, a killed bcvlm-client ----------------------
+
 
 class RealCenter:
     """A TLS + SuperNode-auth SuperLink on loopback (what `bcvlm-server` starts), replaceable by a fresh one."""
@@ -213,8 +231,9 @@ class RealCenter:
         from bcvlm_client.flower_process import free_port
 
         self.root = root
-        self.certs = create_certificates(root / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase",
-                                         generate_site_keys=sites)
+        self.certs = create_certificates(
+            root / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase", generate_site_keys=sites
+        )
         self.port = free_port()
         self.generation = 0
         self.superlink = None
@@ -226,9 +245,16 @@ class RealCenter:
 
         self.generation += 1
         home = self.root / f"superlink{self.generation}"
-        launch = SuperLinkLaunch(host="127.0.0.1", port=self.port, ca_cert=self.certs.ca_cert,
-                                 server_cert=self.certs.server_cert, server_key=self.certs.server_key,
-                                 database=home / "state.db", flwr_home=home, log_path=home / "superlink.log")
+        launch = SuperLinkLaunch(
+            host="127.0.0.1",
+            port=self.port,
+            ca_cert=self.certs.ca_cert,
+            server_cert=self.certs.server_cert,
+            server_key=self.certs.server_key,
+            database=home / "state.db",
+            flwr_home=home,
+            log_path=home / "superlink.log",
+        )
         self.superlink = SuperLink(launch).start(120.0)
         self.control = FlowerControl(home / "cli", client_address("127.0.0.1", self.port), self.certs.ca_cert)
 
@@ -249,14 +275,18 @@ class RealCenter:
 def _site_yaml_for(center: RealCenter, root: Path, site: str) -> Path:
     (root / site).mkdir(parents=True)
     path = root / site / "site.yaml"
-    path.write_text(yaml.safe_dump({
-        "site_id": site,
-        "superlink_address": f"127.0.0.1:{center.port}",
-        "ca_cert": str(center.certs.site_ca_cert(site)),
-        "private_key": str(center.certs.site_private_key(site)),
-        "compute": {"num_threads": 1},
-        **ready_site_fields(root / site),
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "site_id": site,
+                "superlink_address": f"127.0.0.1:{center.port}",
+                "ca_cert": str(center.certs.site_ca_cert(site)),
+                "private_key": str(center.certs.site_private_key(site)),
+                "compute": {"num_threads": 1},
+                **ready_site_fields(root / site),
+            }
+        )
+    )
     return path
 
 
@@ -264,9 +294,14 @@ def _start_client(site_yaml: Path, out: Path, *args: str):
     import subprocess
 
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bcvlm_client.cli", "--site", str(site_yaml), *args],
-                            stdout=open(out, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bcvlm_client.cli", "--site", str(site_yaml), *args],
+        stdout=open(out, "ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def _wait(condition, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
@@ -324,8 +359,10 @@ def test_refused_site_is_told_its_key_fingerprint_and_retries(tmp_path: Path) ->
     finally:
         center.stop()
     text = out.read_text()
-    expected = (f"this site's key (SHA-256 fingerprint {_fingerprint_of_pub_file(center.certs.site_public_key('hosp_a'))})"
-                " is not registered at the center: send `supernode_auth_key.pub` to the coordinating center")
+    expected = (
+        f"this site's key (SHA-256 fingerprint {_fingerprint_of_pub_file(center.certs.site_public_key('hosp_a'))})"
+        " is not registered at the center: send `supernode_auth_key.pub` to the coordinating center"
+    )
     assert text.count(expected) == 2, text  # the first start and the one retry
     assert "restarting the SuperNode in 1 s" in text
     assert client.returncode != 0
@@ -364,8 +401,11 @@ def test_sigkill_of_the_client_leaves_no_process_and_frees_the_runtime_port(tmp_
                 pass
         return found
 
-    _wait(lambda: any("bcvlm_client.site_superexec" in c for c in commands()) and _listening(port), 120,
-          "the SuperNode, its SuperExec and the runtime port")
+    _wait(
+        lambda: any("bcvlm_client.site_superexec" in c for c in commands()) and _listening(port),
+        120,
+        "the SuperNode, its SuperExec and the runtime port",
+    )
     tree = process_tree(client.pid)
     assert len(tree) >= 4  # bcvlm-client, keeper, SuperNode, SuperExec
     os.kill(client.pid, signal.SIGKILL)
@@ -376,14 +416,15 @@ def test_sigkill_of_the_client_leaves_no_process_and_frees_the_runtime_port(tmp_
             state = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return True
-        return state[state.rfind(")") + 2:].split()[0] == "Z"
+        return state[state.rfind(")") + 2 :].split()[0] == "Z"
 
     _wait(lambda: all(gone(pid) for pid in tree[1:]), 30, "the site's processes to end", poll_s=0.2)
     assert not _listening(port)
 
 
-def test_a_supernode_that_exits_0_is_restarted(site_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_supernode_that_exits_0_is_restarted(
+    site_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Flower's SuperNode exits 0 (or 130) when a new SuperLink answers 401: that is no reason for a site to stay down.
     starts = tmp_path / "starts"
     fake = tmp_path / "flower-supernode"

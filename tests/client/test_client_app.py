@@ -1,4 +1,5 @@
 """The site's ClientApp: `compute.num_threads` sets torch's threads in the process that trains."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -67,24 +68,39 @@ def test_secagg_key_stages_import_neither_torch_nor_the_model(tmp_path: Path) ->
     import sys
 
     import numpy as np
+    import yaml
+    from tests.federation_sites import make_site, server_config_dict, server_model_factory
 
     from bcvlm_client.run_settings import encode_round_settings
     from bcvlm_server.server_app import trainable_arrays
     from bcvlm_server.server_config import load_server_config
-    from tests.federation_sites import make_site, server_config_dict, server_model_factory
-    import yaml
 
     sites = {100 + i: str(make_site(tmp_path, f"site{i}", seed=i)) for i in range(3)}
     (tmp_path / "server.yaml").write_text(yaml.safe_dump(server_config_dict(tmp_path / "run")))
     cfg = load_server_config(tmp_path / "server.yaml")
     np.savez(tmp_path / "arrays.npz", *trainable_arrays(server_model_factory(cfg)))
-    config = encode_round_settings(server_round=1, planned_rounds=1, proximal_mu=0.0, n_bins=cfg.evaluation.n_bins,
-                                   model=cfg.model, preprocess=cfg.preprocess, text=cfg.text,
-                                   local_train=cfg.local_train, dp_trainable=cfg.dp_trainable, dp=cfg.dp_model)
-    (tmp_path / "prepared.json").write_text(json.dumps(
-        {"arrays": str(tmp_path / "arrays.npz"), "config": config, "sites": sites}))
-    done = subprocess.run([sys.executable, "-c", STAGE_PROBE, str(tmp_path / "prepared.json")], capture_output=True,
-                          text=True, timeout=600, cwd=Path(__file__).resolve().parents[2])
+    config = encode_round_settings(
+        server_round=1,
+        planned_rounds=1,
+        proximal_mu=0.0,
+        n_bins=cfg.evaluation.n_bins,
+        model=cfg.model,
+        preprocess=cfg.preprocess,
+        text=cfg.text,
+        local_train=cfg.local_train,
+        dp_trainable=cfg.dp_trainable,
+        dp=cfg.dp_model,
+    )
+    (tmp_path / "prepared.json").write_text(
+        json.dumps({"arrays": str(tmp_path / "arrays.npz"), "config": config, "sites": sites})
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", STAGE_PROBE, str(tmp_path / "prepared.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen == {"import": False, "setup": False, "share_keys": False, "train": True}

@@ -1,4 +1,5 @@
 """Egress guard: whitelisted replies pass; ids, free text, per-image values, extra arrays and leaky errors do not."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,8 +59,17 @@ def test_a_whitelisted_fit_reply_passes() -> None:
         ([np.zeros((3, 2), np.int64), np.zeros(4, np.float32)], None, "Success"),
         (None, None, "failed reading /data/site/patient-123/img.dcm"),
     ],
-    ids=["id-metric", "str-value", "per-image-bytes", "training-loss", "training-time", "missing-array", "wrong-shape",
-         "int-array", "free-text-status"],
+    ids=[
+        "id-metric",
+        "str-value",
+        "per-image-bytes",
+        "training-loss",
+        "training-time",
+        "missing-array",
+        "wrong-shape",
+        "int-array",
+        "free-text-status",
+    ],
 )
 def test_anything_else_in_a_fit_reply_is_blocked(arrays, metrics, status) -> None:
     instruction = _instruction()
@@ -81,13 +91,21 @@ def _histogram_arrays(bins: int = N_BINS, value: float = 0.25) -> list[np.ndarra
 
 def test_a_secure_evaluation_reply_of_scaled_histograms_passes() -> None:
     instruction = _secure_evaluation_instruction()
-    check_reply(_fit_reply(instruction, _histogram_arrays(), {"cases_malignancy": 40, "auc_malignancy": 0.8}),
-                instruction)
+    check_reply(
+        _fit_reply(instruction, _histogram_arrays(), {"cases_malignancy": 40, "auc_malignancy": 0.8}), instruction
+    )
 
 
-@pytest.mark.parametrize("arrays", [_histogram_arrays(bins=N_BINS + 1), _histogram_arrays(value=3.0),
-                                    _histogram_arrays()[:-1], [a + 0.1 for a in GLOBAL]],
-                         ids=["other-bins", "unscaled-counts", "missing-histogram", "model-arrays"])
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        _histogram_arrays(bins=N_BINS + 1),
+        _histogram_arrays(value=3.0),
+        _histogram_arrays()[:-1],
+        [a + 0.1 for a in GLOBAL],
+    ],
+    ids=["other-bins", "unscaled-counts", "missing-histogram", "model-arrays"],
+)
 def test_a_secure_evaluation_reply_carries_exactly_the_scaled_histograms(arrays) -> None:
     instruction = _secure_evaluation_instruction()
     with pytest.raises(EgressViolation):
@@ -102,12 +120,14 @@ def test_an_extra_record_with_a_list_of_scores_is_blocked() -> None:
         check_reply(reply, instruction)
 
 
-@pytest.mark.parametrize(("value", "passes"), [(MASK_PRG_NAME, True), (b"hosp_a /data/site", False),
-                                               (MASK_PRG_NAME.decode(), False)])
+@pytest.mark.parametrize(
+    ("value", "passes"), [(MASK_PRG_NAME, True), (b"hosp_a /data/site", False), (MASK_PRG_NAME.decode(), False)]
+)
 def test_only_the_fixed_mask_expansion_name_passes_in_its_secagg_field(value: object, passes: bool) -> None:
     instruction = _instruction()
-    reply = Message(RecordDict({"secaggplus_configs": ConfigRecord({MASK_PRG_CONFIG_KEY: value})}),
-                    reply_to=instruction)
+    reply = Message(
+        RecordDict({"secaggplus_configs": ConfigRecord({MASK_PRG_CONFIG_KEY: value})}), reply_to=instruction
+    )
     if passes:
         check_reply(reply, instruction)
     else:
@@ -119,8 +139,9 @@ def test_evaluate_histograms_must_have_the_announced_bin_count() -> None:
     instruction = _instruction()
     histogram = score_histogram(np.array([0.1, 0.8, 0.85]), np.array([0.0, 1.0, 1.0]), N_BINS)
     assert decode_histogram(encode_histogram(histogram), N_BINS) == histogram
-    content = RecordDict({"evaluateres.metrics": ConfigRecord({"cases_malignancy": 3,
-                                                               "hist_malignancy": encode_histogram(histogram)})})
+    content = RecordDict(
+        {"evaluateres.metrics": ConfigRecord({"cases_malignancy": 3, "hist_malignancy": encode_histogram(histogram)})}
+    )
     check_reply(Message(content, reply_to=instruction), instruction)
     wrong = score_histogram(np.array([0.1]), np.array([1.0]), N_BINS + 1)
     content.config_records["evaluateres.metrics"]["hist_malignancy"] = encode_histogram(wrong)

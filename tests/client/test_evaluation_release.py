@@ -1,10 +1,11 @@
 """What a site releases about its test patients: at most max_bins cells, none under k cases, counts kept."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bcvlm_client.evaluation_release import release_histogram, releasable_site_auc
+from bcvlm_client.evaluation_release import releasable_site_auc, release_histogram
 from bcvlm_model.metrics import auc_from_histogram, exact_auc, score_histogram
 
 

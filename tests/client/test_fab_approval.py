@@ -1,4 +1,5 @@
 """The site's verdict on app bundles, on FABs built by Flower's own `flwr build` code from app folders."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Flower processes started the way bcvlm starts them make no connection beyond loopback (strace of real processes)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bcvlm_server.certs import create_certificates, create_site_key
 from bcvlm_client.flower_process import (
     FlowerProcess,
     flower_environment,
@@ -21,6 +21,7 @@ from bcvlm_client.flower_process import (
     free_port,
     wait_for_port,
 )
+from bcvlm_server.certs import create_certificates, create_site_key
 from bcvlm_server.superlink import CONNECTION_NAME, FlowerControl, SuperLinkLaunch
 from bcvlm_testing.federation_sites import ready_site_fields
 
@@ -67,43 +68,89 @@ def _stays_local(address: str, port: int) -> bool:
 
 def _flwr(args: list[str], flwr_home: Path, trace: Path) -> dict[str, object]:
     """A traced `flwr ARGS --format json` call with the environment bcvlm gives the `flwr` CLI."""
-    done = subprocess.run(_traced([flower_executable("flwr"), *args, "--format", "json"], trace),
-                          env=flower_environment(flwr_home), cwd=flwr_home, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
-    return json.loads(done.stdout[done.stdout.find("{"):])
+    done = subprocess.run(
+        _traced([flower_executable("flwr"), *args, "--format", "json"], trace),
+        env=flower_environment(flwr_home),
+        cwd=flwr_home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    return json.loads(done.stdout[done.stdout.find("{") :])
 
 
 def test_flower_processes_connect_only_to_loopback(tmp_path: Path) -> None:
     """SuperLink, `bcvlm-client` with its SuperNode and SuperExec, and the `flwr` CLI, as bcvlm starts them."""
     site_key = create_site_key(tmp_path / "site" / "keys", "hosp_a")
-    certs = create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], {"hosp_a": site_key.public_key},
-                                ca_passphrase=b"test CA passphrase")
+    certs = create_certificates(
+        tmp_path / "certs",
+        ["localhost"],
+        ["127.0.0.1"],
+        {"hosp_a": site_key.public_key},
+        ca_passphrase=b"test CA passphrase",
+    )
     traces = tmp_path / "traces"
     traces.mkdir()
     port = free_port()
     server_home = tmp_path / "center"
-    launch = SuperLinkLaunch(host="127.0.0.1", port=port, ca_cert=certs.ca_cert, server_cert=certs.server_cert,
-                             server_key=certs.server_key, database=server_home / "state.db", flwr_home=server_home,
-                             log_path=server_home / "superlink.log")
-    superlink = FlowerProcess(_traced(launch.command(), traces / "superlink"), flower_environment(server_home),
-                              launch.log_path, cwd=server_home)
+    launch = SuperLinkLaunch(
+        host="127.0.0.1",
+        port=port,
+        ca_cert=certs.ca_cert,
+        server_cert=certs.server_cert,
+        server_key=certs.server_key,
+        database=server_home / "state.db",
+        flwr_home=server_home,
+        log_path=server_home / "superlink.log",
+    )
+    superlink = FlowerProcess(
+        _traced(launch.command(), traces / "superlink"),
+        flower_environment(server_home),
+        launch.log_path,
+        cwd=server_home,
+    )
     site_dir = tmp_path / "site"
     site_dir.mkdir(exist_ok=True)
     site_yaml = site_dir / "site.yaml"
-    site_yaml.write_text(yaml.safe_dump({
-        "site_id": "hosp_a", "superlink_address": f"127.0.0.1:{port}", "ca_cert": str(certs.site_ca_cert("hosp_a")),
-        "private_key": str(site_key.private_key), **ready_site_fields(site_dir),
-    }))
+    site_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "site_id": "hosp_a",
+                "superlink_address": f"127.0.0.1:{port}",
+                "ca_cert": str(certs.site_ca_cert("hosp_a")),
+                "private_key": str(site_key.private_key),
+                **ready_site_fields(site_dir),
+            }
+        )
+    )
     client = FlowerProcess(
-        _traced([sys.executable, "-m", "bcvlm_client.cli", "--site", str(site_yaml), "--runtime-port",
-                 str(free_port()), "--max-restarts", "0"], traces / "client"),
-        flower_environment(site_dir / "client_home"), site_dir / "client.out")
+        _traced(
+            [
+                sys.executable,
+                "-m",
+                "bcvlm_client.cli",
+                "--site",
+                str(site_yaml),
+                "--runtime-port",
+                str(free_port()),
+                "--max-restarts",
+                "0",
+            ],
+            traces / "client",
+        ),
+        flower_environment(site_dir / "client_home"),
+        site_dir / "client.out",
+    )
     try:
         superlink.start()
         wait_for_port("127.0.0.1", port, 120.0, superlink.process)
         FlowerControl(server_home, f"127.0.0.1:{port}", certs.ca_cert).write_connection_config()
-        registered = _flwr(["supernode", "register", str(certs.site_public_key("hosp_a")), CONNECTION_NAME],
-                           server_home, traces / "flwr_register")
+        registered = _flwr(
+            ["supernode", "register", str(certs.site_public_key("hosp_a")), CONNECTION_NAME],
+            server_home,
+            traces / "flwr_register",
+        )
         assert registered.get("success"), registered
         client.start()
         deadline, online, polls = time.monotonic() + 240.0, False, 0
@@ -122,6 +169,10 @@ def test_flower_processes_connect_only_to_loopback(tmp_path: Path) -> None:
     # The recording works: the site's SuperNode and the CLI were seen reaching the SuperLink's port.
     assert any(port == p for _, p, _ in connections["client"]), connections["client"]
     assert any(port == p for _, p, _ in connections[f"flwr_list_{polls}"]), connections[f"flwr_list_{polls}"]
-    outside = [f"{name}: {line}" for name, found in connections.items() for address, to_port, line in found
-               if not _stays_local(address, to_port)]
+    outside = [
+        f"{name}: {line}"
+        for name, found in connections.items()
+        for address, to_port, line in found
+        if not _stays_local(address, to_port)
+    ]
     assert not outside, "connection attempts beyond loopback:\n" + "\n".join(outside)

@@ -1,4 +1,5 @@
 """A site whose cache does not match the server's `preprocess` declines, naming both; on-the-fly only if allowed."""
+
 from __future__ import annotations
 
 import logging
@@ -24,10 +25,20 @@ OTHER_SIZE = replace(tiny_preprocess(), image_height=128, image_width=64)  # the
 
 
 def _settings(preprocess) -> RoundSettings:
-    return RoundSettings.from_config(encode_round_settings(
-        server_round=1, planned_rounds=2, proximal_mu=0.0, n_bins=100, model=tiny_model_config(),
-        preprocess=preprocess, text=TextConfig(), local_train=LocalTrainConfig(local_steps=2),
-        dp_trainable=DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0), dp=True))
+    return RoundSettings.from_config(
+        encode_round_settings(
+            server_round=1,
+            planned_rounds=2,
+            proximal_mu=0.0,
+            n_bins=100,
+            model=tiny_model_config(),
+            preprocess=preprocess,
+            text=TextConfig(),
+            local_train=LocalTrainConfig(local_steps=2),
+            dp_trainable=DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0),
+            dp=True,
+        )
+    )
 
 
 def _allow_decoding_on_the_fly(site_yaml: Path) -> None:

@@ -1,4 +1,5 @@
 """SitePrivacyLedger: explicit creation, monotonic epsilon, locks, data fingerprint, hash chain, declines."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def _terms(target: float = 4.0, delta: float = DELTA, data: str = DATA) -> Ledge
     return LedgerTerms(target_epsilon=target, delta=delta, accountant="rdp", data_fingerprint=data)
 
 
-def _charge(state_dir: Path, server_round: int, noise: float = 1.0, rate: float = 0.1, steps: int = 10,
-            run_id: int = 7) -> float:
+def _charge(
+    state_dir: Path, server_round: int, noise: float = 1.0, rate: float = 0.1, steps: int = 10, run_id: int = 7
+) -> float:
     with SitePrivacyLedger.locked(state_dir, _terms()) as ledger:
         return ledger.charge_round(run_id, server_round, noise, rate, steps)
 

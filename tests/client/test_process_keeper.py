@@ -1,4 +1,5 @@
 """The process keeper ends its command's whole tree (orphans in other sessions too) when its parent is SIGKILLed."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ def _running(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return state[state.rfind(")") + 2:].split()[0] != "Z"
+    return state[state.rfind(")") + 2 :].split()[0] != "Z"
 
 
 def test_sigkill_of_the_parent_ends_the_whole_tree() -> None:

@@ -1,4 +1,5 @@
 """The site's SecAgg+ mod takes part only when the server announces bcvlm's mask expansion, and confirms it."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,10 +22,18 @@ def _client_fn(context):  # noqa: ANN001, ANN202 - the setup stage never reaches
 def _send_setup(announced: bytes | None) -> tuple[Message, InProcessGrid]:
     """One SecAgg+ setup message from the server to a site running the mod; returns the site's reply."""
     grid = InProcessGrid(ClientApp(client_fn=_client_fn, mods=[full_strength_secaggplus_mod]), {NODE: {}})
-    configs = ConfigRecord({
-        Key.STAGE: Stage.SETUP, Key.SAMPLE_NUMBER: 3, Key.SHARE_NUMBER: 3, Key.THRESHOLD: 2,
-        Key.CLIPPING_RANGE: 1.0, Key.TARGET_RANGE: 2**22, Key.MOD_RANGE: 2**32, Key.MAX_WEIGHT: 100.0,
-    })
+    configs = ConfigRecord(
+        {
+            Key.STAGE: Stage.SETUP,
+            Key.SAMPLE_NUMBER: 3,
+            Key.SHARE_NUMBER: 3,
+            Key.THRESHOLD: 2,
+            Key.CLIPPING_RANGE: 1.0,
+            Key.TARGET_RANGE: 2**22,
+            Key.MOD_RANGE: 2**32,
+            Key.MAX_WEIGHT: 100.0,
+        }
+    )
     if announced is not None:
         configs[MASK_PRG_CONFIG_KEY] = announced
     message = grid.create_message(RecordDict({RECORD_KEY_CONFIGS: configs}), MessageType.TRAIN, NODE, "1")

@@ -1,4 +1,5 @@
 """SiteConfig YAML validation: unknown keys, wrong types, missing values and missing paths name the key."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,7 +39,12 @@ def test_a_valid_site_loads(tmp_path, valid) -> None:
     "edit, key",
     [
         (lambda p: p.update(unknown_key=1), "unknown_key"),
-        (lambda p: p["compute"].update(batch_size="eight") if "compute" in p else p.update(compute={"batch_size": "eight"}), "batch_size"),
+        (
+            lambda p: (
+                p["compute"].update(batch_size="eight") if "compute" in p else p.update(compute={"batch_size": "eight"})
+            ),
+            "batch_size",
+        ),
         (lambda p: p.pop("state_dir"), "state_dir"),
         (lambda p: p["data"].update(manifest="/nonexistent/manifest.csv"), "data.manifest"),
         (lambda p: p["privacy"].update(delta=2.0), "privacy.delta"),
@@ -58,8 +64,10 @@ def test_insecure_is_allowed_to_a_loopback_superlink(tmp_path, valid, address) -
     assert load_site_config(_write(tmp_path, valid)).insecure is True
 
 
-@pytest.mark.parametrize("address", ["superlink.example.org:9443", "10.0.0.5:9443", "0.0.0.0:9443",
-                                     "[2001:db8::1]:9443", "localhost.example.org:9443"])
+@pytest.mark.parametrize(
+    "address",
+    ["superlink.example.org:9443", "10.0.0.5:9443", "0.0.0.0:9443", "[2001:db8::1]:9443", "localhost.example.org:9443"],
+)
 def test_insecure_is_refused_for_a_remote_superlink(tmp_path, valid, address) -> None:
     valid.update(insecure=True, superlink_address=address)
     with pytest.raises(ConfigError, match="key 'insecure'.*only allowed for a SuperLink on this machine"):

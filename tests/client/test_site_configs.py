@@ -1,4 +1,5 @@
 """Every example in site_configs/ validates against its schema, and becomes loadable once its files exist."""
+
 from __future__ import annotations
 
 import shutil
@@ -16,8 +17,12 @@ from bcvlm_server.deployment_config import ServerDeploymentConfig, load_deployme
 from bcvlm_server.server_config import validate_server_config
 
 SITE_CONFIGS = Path(__file__).resolve().parents[2] / "site_configs"
-SITE_LAYOUTS = {"rsna_site": "rsna", "vindr_site": "vindr", "dicom_folder_site": "dicom_folder",
-                "synthetic_site": "synthetic"}
+SITE_LAYOUTS = {
+    "rsna_site": "rsna",
+    "vindr_site": "vindr",
+    "dicom_folder_site": "dicom_folder",
+    "synthetic_site": "synthetic",
+}
 
 
 def test_the_examples_cover_the_four_site_layouts_and_the_server() -> None:
@@ -44,8 +49,13 @@ def test_site_example_loads_for_deployment_once_its_files_exist(site: str, tmp_p
     raw = yaml.safe_load((SITE_CONFIGS / f"{site}.yaml").read_text())
     # The site makes its key pair in certs/; the center's CA certificate arrives there too.
     keys = create_site_key(tmp_path / "certs", raw["site_id"])
-    bundle = create_certificates(tmp_path / "center" / "certs", ["localhost"], [], {raw["site_id"]: keys.public_key},
-                                 ca_passphrase=b"test CA passphrase")
+    bundle = create_certificates(
+        tmp_path / "center" / "certs",
+        ["localhost"],
+        [],
+        {raw["site_id"]: keys.public_key},
+        ca_passphrase=b"test CA passphrase",
+    )
     shutil.copy(bundle.site_ca_cert(raw["site_id"]), tmp_path / "certs" / "ca.crt")
     raw["data"] = {**raw["data"], "manifest": "prepared/manifest.csv", "cache_dir": "prepared/cache"}
     raw["state_dir"] = "state"
@@ -66,10 +76,16 @@ def test_server_example_validates_and_loads_once_certificates_exist(tmp_path: Pa
     assert cfg.superlink.port == 9443
     assert cfg.federation.min_sites < len(cfg.sites)  # the quorum survives a lost site
     shutil.copy(SITE_CONFIGS / "server.example.yaml", tmp_path / "server.yaml")
-    public_keys = {site.name: create_site_key(tmp_path / "received" / site.name, site.name).public_key
-                   for site in cfg.sites}
-    create_certificates(tmp_path / "certs", ["superlink.example.org"], ["203.0.113.10"], public_keys,
-                        ca_passphrase=b"test CA passphrase")
+    public_keys = {
+        site.name: create_site_key(tmp_path / "received" / site.name, site.name).public_key for site in cfg.sites
+    }
+    create_certificates(
+        tmp_path / "certs",
+        ["superlink.example.org"],
+        ["203.0.113.10"],
+        public_keys,
+        ca_passphrase=b"test CA passphrase",
+    )
     loaded = load_deployment_config(tmp_path / "server.yaml")
     assert [Path(site.public_key).parent.name for site in loaded.sites] == [site.name for site in cfg.sites]
     assert loaded.federation.run_dir == str(tmp_path / "runs" / "federation-001")

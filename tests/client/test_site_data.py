@@ -1,5 +1,6 @@
 """Site data checks: no patient in two splits (check, fit, evaluate refuse), and the delta bound counts the
 site's privacy units (training patients by default, images under `unit: image`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,16 +20,32 @@ from bcvlm_model.privacy.privacy_unit import PrivacyUnit
 from bcvlm_model.text import TextConfig
 from bcvlm_model.training import LocalTrainConfig
 from bcvlm_server.server_app import trainable_arrays
-from bcvlm_testing.federation_sites import SHARED_MODELS, make_site, site_trainer_factory, tiny_model_config, tiny_preprocess
+from bcvlm_testing.federation_sites import (
+    SHARED_MODELS,
+    make_site,
+    site_trainer_factory,
+    tiny_model_config,
+    tiny_preprocess,
+)
 
 DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
 
 
 def _settings() -> RoundSettings:
-    return RoundSettings.from_config(encode_round_settings(
-        server_round=1, planned_rounds=1, proximal_mu=0.0, n_bins=100, model=tiny_model_config(),
-        preprocess=tiny_preprocess(), text=TextConfig(), local_train=LocalTrainConfig(local_steps=1),
-        dp_trainable=DP_TRAINABLE, dp=True))
+    return RoundSettings.from_config(
+        encode_round_settings(
+            server_round=1,
+            planned_rounds=1,
+            proximal_mu=0.0,
+            n_bins=100,
+            model=tiny_model_config(),
+            preprocess=tiny_preprocess(),
+            text=TextConfig(),
+            local_train=LocalTrainConfig(local_steps=1),
+            dp_trainable=DP_TRAINABLE,
+            dp=True,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +86,9 @@ def test_evaluate_refuses_too(tmp_path, global_arrays) -> None:
         site_trainer_factory(load_site_config(site_yaml)).evaluate(global_arrays, _settings())
 
 
-SUMMARY = SiteDataSummary(train_rows=400, train_patients=100, eval_rows=40, eval_patients=10,
-                          data_fingerprint="sha256:x")
+SUMMARY = SiteDataSummary(
+    train_rows=400, train_patients=100, eval_rows=40, eval_patients=10, data_fingerprint="sha256:x"
+)
 
 
 def _site(delta: float, unit: PrivacyUnit = PrivacyUnit.patient) -> SiteConfig:

@@ -1,4 +1,5 @@
 """SiteTrainer.fit: secret DP noise, the delta bound, and no budget spent before the data loads."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,17 +19,33 @@ from bcvlm_model.privacy.dp_ready import DPReadyConfig
 from bcvlm_model.text import TextConfig
 from bcvlm_model.training import LocalTrainConfig
 from bcvlm_server.server_app import trainable_arrays
-from bcvlm_testing.federation_sites import SHARED_MODELS, make_site, site_trainer_factory, tiny_model_config, tiny_preprocess
+from bcvlm_testing.federation_sites import (
+    SHARED_MODELS,
+    make_site,
+    site_trainer_factory,
+    tiny_model_config,
+    tiny_preprocess,
+)
 
 DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
 RUN_ID = 5
 
 
 def settings(server_round: int = 1) -> RoundSettings:
-    return RoundSettings.from_config(encode_round_settings(
-        server_round=server_round, planned_rounds=2, proximal_mu=0.0, n_bins=100, model=tiny_model_config(),
-        preprocess=tiny_preprocess(), text=TextConfig(), local_train=LocalTrainConfig(local_steps=2),
-        dp_trainable=DP_TRAINABLE, dp=True))
+    return RoundSettings.from_config(
+        encode_round_settings(
+            server_round=server_round,
+            planned_rounds=2,
+            proximal_mu=0.0,
+            n_bins=100,
+            model=tiny_model_config(),
+            preprocess=tiny_preprocess(),
+            text=TextConfig(),
+            local_train=LocalTrainConfig(local_steps=2),
+            dp_trainable=DP_TRAINABLE,
+            dp=True,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +60,11 @@ def fit_update(site_yaml: Path, arrays: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def charged(site_yaml: Path) -> list[dict]:
-    return [entry for entry in SitePrivacyLedger.open(load_site_config(site_yaml).state_dir).rounds
-            if entry["kind"] == "charged"]
+    return [
+        entry
+        for entry in SitePrivacyLedger.open(load_site_config(site_yaml).state_dir).rounds
+        if entry["kind"] == "charged"
+    ]
 
 
 def test_identical_fits_upload_different_noise(tmp_path, global_arrays) -> None:
@@ -111,10 +131,20 @@ def test_a_new_run_spends_the_budget_left_by_an_earlier_one(tmp_path, global_arr
 
 
 def hostile_evaluation_settings(n_bins: int) -> RoundSettings:
-    return RoundSettings.from_config(encode_round_settings(
-        server_round=1, planned_rounds=2, proximal_mu=0.0, n_bins=n_bins, model=tiny_model_config(),
-        preprocess=tiny_preprocess(), text=TextConfig(), local_train=LocalTrainConfig(local_steps=2),
-        dp_trainable=DP_TRAINABLE, dp=True))
+    return RoundSettings.from_config(
+        encode_round_settings(
+            server_round=1,
+            planned_rounds=2,
+            proximal_mu=0.0,
+            n_bins=n_bins,
+            model=tiny_model_config(),
+            preprocess=tiny_preprocess(),
+            text=TextConfig(),
+            local_train=LocalTrainConfig(local_steps=2),
+            dp_trainable=DP_TRAINABLE,
+            dp=True,
+        )
+    )
 
 
 def test_evaluation_replies_keep_the_site_bounds_whatever_bins_the_server_asks(tmp_path, global_arrays) -> None:
@@ -123,7 +153,8 @@ def test_evaluation_replies_keep_the_site_bounds_whatever_bins_the_server_asks(t
     config["evaluation"] = {"max_bins": 4, "min_cell_count": 6, "site_auc_min_cases": 100}
     site_yaml.write_text(yaml.safe_dump(config))
     loss, _, metrics = site_trainer_factory(load_site_config(site_yaml)).evaluate(
-        global_arrays, hostile_evaluation_settings(n_bins=100_000))
+        global_arrays, hostile_evaluation_settings(n_bins=100_000)
+    )
     assert loss == 0.0 and not any(key.startswith("auc_") for key in metrics)  # too few cases for a site AUC
     histogram = decode_histogram(metrics["hist_malignancy"], 100_000)
     cells = (histogram.positives + histogram.negatives)[(histogram.positives + histogram.negatives) > 0]

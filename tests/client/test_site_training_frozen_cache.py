@@ -1,4 +1,5 @@
 """SiteTrainer.fit with the frozen-feature cache: the same DP update as without it, the cache on the site's disk."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,18 +14,39 @@ from bcvlm_model.privacy.dp_ready import DPReadyConfig
 from bcvlm_model.text import TextConfig
 from bcvlm_model.training import LocalTrainConfig
 from bcvlm_server.server_app import trainable_arrays
-from bcvlm_testing.federation_sites import SHARED_MODELS, make_site, site_trainer_factory, tiny_model_config, tiny_preprocess
+from bcvlm_testing.federation_sites import (
+    SHARED_MODELS,
+    make_site,
+    site_trainer_factory,
+    tiny_model_config,
+    tiny_preprocess,
+)
 
 DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
-PRIVACY = {"enabled": True, "target_epsilon": 50.0, "delta": 1e-3, "max_grad_norm": 0.1,
-           "insecure_reproducible_noise": True}
+PRIVACY = {
+    "enabled": True,
+    "target_epsilon": 50.0,
+    "delta": 1e-3,
+    "max_grad_norm": 0.1,
+    "insecure_reproducible_noise": True,
+}
 
 
 def _settings() -> RoundSettings:
-    return RoundSettings.from_config(encode_round_settings(
-        server_round=1, planned_rounds=2, proximal_mu=0.0, n_bins=100, model=tiny_model_config(),
-        preprocess=tiny_preprocess(), text=TextConfig(), local_train=LocalTrainConfig(local_steps=0),
-        dp_trainable=DP_TRAINABLE, dp=True))
+    return RoundSettings.from_config(
+        encode_round_settings(
+            server_round=1,
+            planned_rounds=2,
+            proximal_mu=0.0,
+            n_bins=100,
+            model=tiny_model_config(),
+            preprocess=tiny_preprocess(),
+            text=TextConfig(),
+            local_train=LocalTrainConfig(local_steps=0),
+            dp_trainable=DP_TRAINABLE,
+            dp=True,
+        )
+    )
 
 
 def _site(root: Path, cache: bool, images_per_patient: int = 1) -> Path:

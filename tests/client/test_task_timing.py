@@ -1,4 +1,5 @@
 """Task timing: each message a ClientApp handles leaves one `task-timing` line with its stage and timestamps."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ def _consume_configs(msg: Message, context, call_next):  # noqa: ANN001, ANN202 
 def test_one_line_per_message_with_stage_and_ordered_times(caplog: pytest.LogCaptureFixture) -> None:
     app = ClientApp(client_fn=lambda context: None, mods=[task_timing.task_timing_mod, _consume_configs])
     grid = InProcessGrid(app, {NODE: {}})
-    message = grid.create_message(RecordDict({RECORD_KEY_CONFIGS: ConfigRecord({Key.STAGE: Stage.SHARE_KEYS})}),
-                                  MessageType.TRAIN, NODE, "3")
+    message = grid.create_message(
+        RecordDict({RECORD_KEY_CONFIGS: ConfigRecord({Key.STAGE: Stage.SHARE_KEYS})}), MessageType.TRAIN, NODE, "3"
+    )
     task_timing.mark("main")
     task_timing.LOGGER.addHandler(caplog.handler)
     try:
@@ -36,6 +38,6 @@ def test_one_line_per_message_with_stage_and_ordered_times(caplog: pytest.LogCap
         task_timing.LOGGER.removeHandler(caplog.handler)
     lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith(task_timing.MARKER)]
     assert len(lines) == 1
-    entry = json.loads(lines[0][len(task_timing.MARKER):])
+    entry = json.loads(lines[0][len(task_timing.MARKER) :])
     assert (entry["type"], entry["round"], entry["stage"]) == ("train", "3", Stage.SHARE_KEYS)
     assert entry["process_start"] <= entry["main"] <= entry["handle_start"] <= entry["handle_end"] <= time.time()

@@ -1,4 +1,5 @@
 """Fixtures of the data-layer tests: small hand-made DICOMs, a tiny synthetic cohort, the 8 real mammograms."""
+
 from __future__ import annotations
 
 from pathlib import Path

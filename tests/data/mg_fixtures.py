@@ -1,4 +1,5 @@
 """Helpers of the data-layer tests: minimal MG DICOM datasets with chosen pixels and tags."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 
 
-def make_mg_dataset(pixels: np.ndarray, bits_stored: int = 12, photometric: str = "MONOCHROME2",
-                    **tags: Any) -> Dataset:
+def make_mg_dataset(
+    pixels: np.ndarray, bits_stored: int = 12, photometric: str = "MONOCHROME2", **tags: Any
+) -> Dataset:
     """A minimal valid MG dataset holding `pixels` (uint16), plus any extra tags."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MG_FOR_PRESENTATION

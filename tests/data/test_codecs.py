@@ -1,8 +1,10 @@
 """Compressed transfer syntaxes decode to the same pixels: RLE, JPEG 2000 (pydicom encoders), JPEG-LS (GDCM)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from mg_fixtures import make_mg_dataset
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from bcvlm_model.data.dicom_read import decode_pixels, read_dicom
@@ -10,15 +12,15 @@ from bcvlm_model.data.pipeline import load_preprocessed
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.transcode import transcode_dicom
 
-from mg_fixtures import make_mg_dataset
-
 
 @pytest.fixture
 def reference(tmp_path):
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 2**14, size=(96, 48), dtype=np.uint16)
     path = tmp_path / "plain.dcm"
-    make_mg_dataset(pixels, bits_stored=14, WindowCenter=8192, WindowWidth=16384).save_as(path, enforce_file_format=True)
+    make_mg_dataset(pixels, bits_stored=14, WindowCenter=8192, WindowWidth=16384).save_as(
+        path, enforce_file_format=True
+    )
     return path, pixels
 
 

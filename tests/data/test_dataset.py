@@ -1,4 +1,5 @@
 """MammographyDataset without decoding on the fly: a missing cached array is an error, never a silent DICOM decode."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -21,8 +22,9 @@ def test_a_missing_cached_array_raises_when_decoding_on_the_fly_is_off(tmp_path)
 
 def test_cached_arrays_load_when_decoding_on_the_fly_is_off(tmp_path) -> None:
     folder = make_site(tmp_path, "site").parent
-    dataset = MammographyDataset(read_manifest(folder / "manifest.csv"), tiny_preprocess(), folder / "cache",
-                                 decode_on_the_fly=False)
+    dataset = MammographyDataset(
+        read_manifest(folder / "manifest.csv"), tiny_preprocess(), folder / "cache", decode_on_the_fly=False
+    )
     assert dataset[0]["image"].shape == (1, 64, 32)
 
 

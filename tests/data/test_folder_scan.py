@@ -1,4 +1,5 @@
 """Scanning a DICOM folder: symlinked sub-folders are followed once, loops end, and every skipped entry is reported."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Laterality/view from tags, chest wall to the left, breast crop and aspect-preserving resize + pad."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,10 @@ from pydicom.sequence import Sequence
 
 from bcvlm_model.data.crop import breast_bounding_box, crop_to_box
 from bcvlm_model.data.orientation import (
-    chest_wall_side_from_content, chest_wall_side_from_tags, laterality_from_tags, orient_chest_wall_left,
+    chest_wall_side_from_content,
+    chest_wall_side_from_tags,
+    laterality_from_tags,
+    orient_chest_wall_left,
     view_from_tags,
 )
 from bcvlm_model.data.pipeline import load_preprocessed, preprocess_dataset
@@ -24,15 +28,18 @@ def _ds(**tags) -> Dataset:
     return ds
 
 
-@pytest.mark.parametrize("tags, expected", [
-    ({"ImageLaterality": "L", "Laterality": "R"}, "L"),  # ImageLaterality wins
-    ({"Laterality": "R"}, "R"),
-    ({"PatientOrientation": "L"}, "L"),  # non-standard single letter
-    ({"PatientOrientation": ["A", "R"]}, "L"),  # standard LCC
-    ({"PatientOrientation": ["P", "FL"]}, "R"),  # standard RMLO
-    ({"PatientOrientation": "CC"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "tags, expected",
+    [
+        ({"ImageLaterality": "L", "Laterality": "R"}, "L"),  # ImageLaterality wins
+        ({"Laterality": "R"}, "R"),
+        ({"PatientOrientation": "L"}, "L"),  # non-standard single letter
+        ({"PatientOrientation": ["A", "R"]}, "L"),  # standard LCC
+        ({"PatientOrientation": ["P", "FL"]}, "R"),  # standard RMLO
+        ({"PatientOrientation": "CC"}, None),
+        ({}, None),
+    ],
+)
 def test_laterality_from_tags(tags, expected):
     assert laterality_from_tags(_ds(**tags)) == expected
 

@@ -1,8 +1,10 @@
 """Modality LUT, VOI (LINEAR, LINEAR_EXACT, SIGMOID, VOI LUT Sequence, several windows), MONOCHROME1, For-Processing."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from mg_fixtures import make_mg_dataset
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -10,8 +12,6 @@ from bcvlm_model.data.errors import DicomRejected
 from bcvlm_model.data.intensity import choose_window_index
 from bcvlm_model.data.pipeline import load_preprocessed, to_unit_intensity
 from bcvlm_model.data.preprocess_config import PreprocessConfig
-
-from mg_fixtures import make_mg_dataset
 
 RAMP = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16)  # 0 .. 4080, 12-bit
 
@@ -32,8 +32,9 @@ def test_linear_window_matches_dicom_formula():
 
 
 def test_linear_exact_window_with_rescale():
-    ds = make_mg_dataset(RAMP, WindowCenter=3000, WindowWidth=2000, VOILUTFunction="LINEAR_EXACT",
-                         RescaleSlope=2, RescaleIntercept=-100)
+    ds = make_mg_dataset(
+        RAMP, WindowCenter=3000, WindowWidth=2000, VOILUTFunction="LINEAR_EXACT", RescaleSlope=2, RescaleIntercept=-100
+    )
     modality = RAMP * 2.0 - 100
     expected = np.clip((modality - 3000) / 2000 + 0.5, 0, 1)
     np.testing.assert_allclose(_unit(ds), expected, atol=1e-9)

@@ -1,4 +1,5 @@
 """Reduced-resolution JPEG 2000 decoding in the pipeline: same model input as a full decode, within stated bounds."""
+
 from __future__ import annotations
 
 from dataclasses import replace

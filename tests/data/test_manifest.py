@@ -1,4 +1,5 @@
 """Manifest schema: round trip, coercion, and errors that name the column."""
+
 from __future__ import annotations
 
 import math
@@ -7,14 +8,29 @@ import pandas as pd
 import pytest
 
 from bcvlm_model.data.manifest import (
-    MANIFEST_COLUMNS, ManifestError, empty_manifest, read_manifest, validate, write_manifest,
+    MANIFEST_COLUMNS,
+    ManifestError,
+    empty_manifest,
+    read_manifest,
+    validate,
+    write_manifest,
 )
 
 
 def _row(**values):
     row = {c: None for c in MANIFEST_COLUMNS}
-    row.update(source="rsna", site_id=2, patient_id=10, study_id=10, image_id=462822612, path="/x.dcm",
-               laterality="L", view="CC", age=61.0, malignancy=1)
+    row.update(
+        source="rsna",
+        site_id=2,
+        patient_id=10,
+        study_id=10,
+        image_id=462822612,
+        path="/x.dcm",
+        laterality="L",
+        view="CC",
+        age=61.0,
+        malignancy=1,
+    )
     row.update(values)
     return row
 
@@ -34,9 +50,16 @@ def test_empty_manifest_has_all_columns():
     assert list(empty_manifest().columns) == list(MANIFEST_COLUMNS)
 
 
-@pytest.mark.parametrize("column, value", [
-    ("laterality", "left"), ("malignancy", 2), ("density", "E"), ("age", "old"), ("split", "training"),
-])
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("laterality", "left"),
+        ("malignancy", 2),
+        ("density", "E"),
+        ("age", "old"),
+        ("split", "training"),
+    ],
+)
 def test_bad_values_name_the_column(column, value):
     with pytest.raises(ManifestError, match=f"'{column}'"):
         validate(pd.DataFrame([_row(**{column: value})]))

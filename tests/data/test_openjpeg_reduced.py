@@ -1,20 +1,23 @@
 """OpenJPEG through ctypes: full-level decodes are bit-exact, reduced levels approximate a 2x2^r block mean."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
+from mg_fixtures import make_mg_dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEG2000Lossless
 
 from bcvlm_model.data.dicom_read import read_dicom
 from bcvlm_model.data.openjpeg_reduced import (
-    OpenJpegError, available_libraries, decode_reduced, reduction_for_target,
+    OpenJpegError,
+    available_libraries,
+    decode_reduced,
+    reduction_for_target,
 )
 from bcvlm_model.data.transcode import transcode_dicom
-
-from mg_fixtures import make_mg_dataset
 
 LIBRARIES = available_libraries()
 
@@ -69,7 +72,7 @@ def test_reduction_beyond_the_codestream_levels_uses_the_deepest_one(small_j2k):
     codestream, _ = small_j2k
     decoded = decode_reduced(codestream, 30)
     assert 0 < decoded.reduce < 30
-    assert decoded.pixels.shape == (math.ceil(96 / 2 ** decoded.reduce), math.ceil(48 / 2 ** decoded.reduce))
+    assert decoded.pixels.shape == (math.ceil(96 / 2**decoded.reduce), math.ceil(48 / 2**decoded.reduce))
 
 
 def test_damaged_codestream_raises_with_openjpeg_detail(small_j2k):
@@ -78,13 +81,16 @@ def test_damaged_codestream_raises_with_openjpeg_detail(small_j2k):
         decode_reduced(codestream[: len(codestream) // 3] + b"\x00" * 64, 1)
 
 
-@pytest.mark.parametrize(("rows", "columns", "target", "expected"), [
-    (4432, 2864, (2048, 1024), 1),  # 2216x1432 still covers 2048x1024; 1108x716 does not
-    (4432, 2864, (512, 256), 3),
-    (4432, 2864, (4096, 2048), 0),
-    (1000, 1000, (4096, 2048), 0),  # smaller than the target: never reduced
-    (4096, 2048, (2048, 1024), 1),  # exactly half still covers
-])
+@pytest.mark.parametrize(
+    ("rows", "columns", "target", "expected"),
+    [
+        (4432, 2864, (2048, 1024), 1),  # 2216x1432 still covers 2048x1024; 1108x716 does not
+        (4432, 2864, (512, 256), 3),
+        (4432, 2864, (4096, 2048), 0),
+        (1000, 1000, (4096, 2048), 0),  # smaller than the target: never reduced
+        (4096, 2048, (2048, 1024), 1),  # exactly half still covers
+    ],
+)
 def test_reduction_for_target_is_the_deepest_level_covering_both_sides(rows, columns, target, expected):
     assert reduction_for_target(rows, columns, *target) == expected
 

@@ -1,4 +1,5 @@
 """PatientRecords: under patient-level DP the Poisson sampler draws whole patients, never part of one."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -8,8 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
-from bcvlm_model.data.patient_records import (RECORD_INDEX, PatientRecordCollator, PatientRecords,
-                                              records_per_batch)
+from bcvlm_model.data.patient_records import RECORD_INDEX, PatientRecordCollator, PatientRecords, records_per_batch
 from bcvlm_model.privacy.dp_training import DPTrainState, make_private
 
 IMAGES_PER_PATIENT = [1, 2, 4, 3, 4, 2, 4, 1, 3, 4, 2, 4]

@@ -1,4 +1,5 @@
 """Pixel data longer than its header describes is rejected with a reason, never decoded as a garbage image."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,12 @@ def test_prepare_lists_the_wrong_header_in_rejects(tmp_path):
     ds = make_mg_dataset(PIXELS, **tags)
     ds.Rows = 40
     _save(ds, root / "wrong_rows.dcm")
-    summary = run_prepare(DataSourceConfig(kind="dicom_folder", root=str(root)),
-                          PreprocessConfig(image_height=32, image_width=16), tmp_path / "out", progress=False)
+    summary = run_prepare(
+        DataSourceConfig(kind="dicom_folder", root=str(root)),
+        PreprocessConfig(image_height=32, image_width=16),
+        tmp_path / "out",
+        progress=False,
+    )
     rejects = pd.read_csv(tmp_path / "out" / "rejects.csv", dtype=str)
     assert summary.rejected == 1 and rejects["path"].iloc[0].endswith("wrong_rows.dcm")
     assert rejects["stage"].iloc[0] == "pixels" and "longer than the header says" in rejects["reason"].iloc[0]

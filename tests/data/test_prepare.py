@@ -1,4 +1,5 @@
 """`bcvlm prepare`: a run killed halfway then restarted yields the same cache as an uninterrupted run; config-keyed cache."""
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,12 @@ def test_killed_run_restarted_equals_uninterrupted_run(tmp_path, synth_cohort_di
     assert reference.finished and reference.processed == 24
 
     out = tmp_path / "killed"
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(synth_cohort_dir), str(out), "9"],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(synth_cohort_dir), str(out), "9"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert killed.returncode == -9, killed.stderr
     folder = cache_folder(out / "cache", CFG)
     assert len(_arrays(folder)) == 9 and not (out / "manifest.csv").exists()
@@ -75,8 +80,21 @@ def test_changed_config_never_reuses_arrays(tmp_path, synth_cohort_dir):
 
 
 def test_cli_and_dataset_read_the_cache(tmp_path, synth_cohort_dir, capsys):
-    code = prepare_main(["--source", "synthetic", "--root", str(synth_cohort_dir), "--out", str(tmp_path),
-                         "--size", "64x32", "--workers", "2", "--quiet"])
+    code = prepare_main(
+        [
+            "--source",
+            "synthetic",
+            "--root",
+            str(synth_cohort_dir),
+            "--out",
+            str(tmp_path),
+            "--size",
+            "64x32",
+            "--workers",
+            "2",
+            "--quiet",
+        ]
+    )
     assert code == 0 and "24 processed" in capsys.readouterr().out
     manifest = read_manifest(tmp_path / "manifest.csv")
     assert len(manifest) == 24 and (manifest["source"] == "synthetic").all()
@@ -122,8 +140,21 @@ def test_a_changed_source_file_is_processed_again(tmp_path, synth_cohort_dir):
 def test_a_relative_source_root_gives_absolute_manifest_paths(tmp_path, synth_cohort_dir, monkeypatch):
     """The issue a center hit: paths relative to where `prepare` ran broke every reader started elsewhere."""
     monkeypatch.chdir(synth_cohort_dir.parent)
-    code = prepare_main(["--source", "synthetic", "--root", synth_cohort_dir.name, "--out", str(tmp_path / "out"),
-                         "--size", "64x32", "--workers", "1", "--quiet"])
+    code = prepare_main(
+        [
+            "--source",
+            "synthetic",
+            "--root",
+            synth_cohort_dir.name,
+            "--out",
+            str(tmp_path / "out"),
+            "--size",
+            "64x32",
+            "--workers",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == 0
     raw = pd.read_csv(tmp_path / "out" / "manifest.csv")
     assert all(Path(path).is_absolute() and Path(path).is_file() for path in raw["path"])

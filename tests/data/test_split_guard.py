@@ -1,4 +1,5 @@
 """The patient-overlap guard: a patient with images in two splits is found and named."""
+
 from __future__ import annotations
 
 import pandas as pd

@@ -1,4 +1,5 @@
 """`bcvlm synth`: real MG DICOMs with proper tags, RSNA-schema CSV, oracle, seeded, site styles, lesion visibility."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,7 +60,10 @@ def test_cohort_statistics_sites_and_oracle():
     older = cohort["age"] >= 65
     assert cohort.loc[older, "cancer"].mean() > cohort.loc[~older, "cancer"].mean() + 0.1
     dense = cohort["true_density"].isin(["C", "D"])
-    hidden_fraction = lambda part: ((part["cancer"] == 1) & (part["mass_kind"] != 1)).sum() / part["cancer"].sum()
+
+    def hidden_fraction(part):
+        return ((part["cancer"] == 1) & (part["mass_kind"] != 1)).sum() / part["cancer"].sum()
+
     assert hidden_fraction(cohort[dense]) > hidden_fraction(cohort[~dense])  # dense breasts mask cancers
 
 
@@ -86,8 +90,23 @@ def test_power_law_noise_spectrum():
 
 
 def test_cli(tmp_path, capsys):
-    code = synth_main(["--out", str(tmp_path), "--n-patients", "2", "--size", "64x32", "--sites", "4", "--seed", "1",
-                       "--lesion-contrast", "2", "--quiet"])
+    code = synth_main(
+        [
+            "--out",
+            str(tmp_path),
+            "--n-patients",
+            "2",
+            "--size",
+            "64x32",
+            "--sites",
+            "4",
+            "--seed",
+            "1",
+            "--lesion-contrast",
+            "2",
+            "--quiet",
+        ]
+    )
     assert code == 0 and "8 images of 2 patients at 64x32" in capsys.readouterr().out
     assert synth_main(["--out", str(tmp_path), "--size", "64by32"]) == 2
     with pytest.raises(SystemExit):

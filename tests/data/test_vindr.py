@@ -1,4 +1,5 @@
 """VinDr-Mammo adapter on its real table layout: patient ids, metadata.csv (present, partial, absent), bad findings."""
+
 from __future__ import annotations
 
 import logging
@@ -13,11 +14,15 @@ from bcvlm_model.data.source_config import DataSourceConfig
 
 PIXELS = breast_pixels(32, 16)
 BREAST_HEADER = "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split\n"
-FINDING_HEADER = ("study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,"
-                  "finding_categories,finding_birads,xmin,ymin,xmax,ymax,split\n")
-METADATA = ("SOP Instance UID,Series Instance UID,Patient's Age,Manufacturer,Manufacturer's Model Name\n"
-            "i1,se1,053Y,SIEMENS,Mammomat Inspiration\ni2,se1,053Y,SIEMENS,Mammomat Inspiration\n"
-            "i3,se2,061Y,IMS GIOTTO S.p.A.,GIOTTO IMAGE 3DL\n")
+FINDING_HEADER = (
+    "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,"
+    "finding_categories,finding_birads,xmin,ymin,xmax,ymax,split\n"
+)
+METADATA = (
+    "SOP Instance UID,Series Instance UID,Patient's Age,Manufacturer,Manufacturer's Model Name\n"
+    "i1,se1,053Y,SIEMENS,Mammomat Inspiration\ni2,se1,053Y,SIEMENS,Mammomat Inspiration\n"
+    "i3,se2,061Y,IMS GIOTTO S.p.A.,GIOTTO IMAGE 3DL\n"
+)
 
 
 def _vindr(root: Path, patients: dict[str, str], metadata: str | None = METADATA, findings: str = "") -> Path:
@@ -26,7 +31,8 @@ def _vindr(root: Path, patients: dict[str, str], metadata: str | None = METADATA
     (root / "breast-level_annotations.csv").write_text(
         BREAST_HEADER + "s1,se1,i1,L,CC,3518,2800,BI-RADS 1,DENSITY C,training\n"
         "s1,se1,i2,L,MLO,3518,2800,BI-RADS 1,DENSITY C,training\n"
-        "s2,se2,i3,R,CC,3518,2800,BI-RADS 4,DENSITY B,test\n")
+        "s2,se2,i3,R,CC,3518,2800,BI-RADS 4,DENSITY B,test\n"
+    )
     (root / "finding_annotations.csv").write_text(FINDING_HEADER + findings)
     if metadata is not None:
         (root / "metadata.csv").write_text(metadata)
@@ -62,8 +68,11 @@ def test_without_a_patient_id_the_study_is_the_patient_and_it_is_said(tmp_path, 
 def test_metadata_fills_age_manufacturer_and_machine_id_from_the_model(tmp_path):
     m = _manifest(_vindr(tmp_path, {"s1": "A", "s2": "B"}))
     assert m.loc["i1", "age"] == 53.0 and m.loc["i3", "manufacturer"] == "IMS GIOTTO S.p.A."
-    assert m["machine_id"].to_dict() == {"i1": "Mammomat Inspiration", "i2": "Mammomat Inspiration",
-                                         "i3": "GIOTTO IMAGE 3DL"}
+    assert m["machine_id"].to_dict() == {
+        "i1": "Mammomat Inspiration",
+        "i2": "Mammomat Inspiration",
+        "i3": "GIOTTO IMAGE 3DL",
+    }
 
 
 def test_missing_metadata_csv_is_said_once_naming_what_is_lost(tmp_path, caplog):
@@ -85,11 +94,14 @@ def test_metadata_without_a_model_column_names_the_missing_column(tmp_path, capl
 
 @pytest.mark.parametrize("bad", ["['Mass'", "{'Mass': 1}"])
 def test_an_image_with_an_unparseable_finding_is_rejected_once(tmp_path, bad):
-    findings = (f"s1,se1,i1,L,CC,3518,2800,BI-RADS 1,DENSITY C,\"{bad}\",,,,,,training\n"
-                f"s1,se1,i1,L,CC,3518,2800,BI-RADS 1,DENSITY C,\"{bad}\",,,,,,training\n"
-                "s2,se2,i3,R,CC,3518,2800,BI-RADS 4,DENSITY B,['Suspicious Calcification'],BI-RADS 4,1,2,3,4,test\n")
-    result = build_manifest(DataSourceConfig(kind="vindr", root=str(_vindr(tmp_path, {"s1": "A", "s2": "B"},
-                                                                            findings=findings))))
+    findings = (
+        f's1,se1,i1,L,CC,3518,2800,BI-RADS 1,DENSITY C,"{bad}",,,,,,training\n'
+        f's1,se1,i1,L,CC,3518,2800,BI-RADS 1,DENSITY C,"{bad}",,,,,,training\n'
+        "s2,se2,i3,R,CC,3518,2800,BI-RADS 4,DENSITY B,['Suspicious Calcification'],BI-RADS 4,1,2,3,4,test\n"
+    )
+    result = build_manifest(
+        DataSourceConfig(kind="vindr", root=str(_vindr(tmp_path, {"s1": "A", "s2": "B"}, findings=findings)))
+    )
     m = result.manifest.set_index("image_id")
     assert sorted(m.index) == ["i2", "i3"] and m.loc["i3", "calcification"] == 1.0
     assert [r["image_id"] for r in result.rejects.rows] == ["i1"]

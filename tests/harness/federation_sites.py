@@ -1,4 +1,5 @@
 """Test helpers for federation tests: small learnable sites (cached arrays + manifest + site YAML) and configs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,9 +37,17 @@ def tiny_preprocess() -> PreprocessConfig:
     return PreprocessConfig(image_height=HEIGHT, image_width=WIDTH)
 
 
-def make_site(root: Path, name: str, *, n_train: int = 12, n_test: int = 12, seed: int = 0,
-              privacy: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
-              images_per_patient: int = 1) -> Path:
+def make_site(
+    root: Path,
+    name: str,
+    *,
+    n_train: int = 12,
+    n_test: int = 12,
+    seed: int = 0,
+    privacy: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
+    images_per_patient: int = 1,
+) -> Path:
     """Write a site's cached images, manifest and site YAML under root/name; returns the YAML path.
 
     Malignant images carry a bright blob, so the task is learnable; calcification is labelled on half the rows.
@@ -58,13 +67,24 @@ def make_site(root: Path, name: str, *, n_train: int = 12, n_test: int = 12, see
         save_cached_array(cached_array_path(cache, preprocess, image_id), np.clip(image, 0, 1))
         row = {column: None for column in MANIFEST_COLUMNS}
         row.update(
-            source="synthetic", site_id=name, patient_id=f"{name}-p{index // images_per_patient}",
+            source="synthetic",
+            site_id=name,
+            patient_id=f"{name}-p{index // images_per_patient}",
             study_id=f"{name}-s{index // images_per_patient}",
-            image_id=image_id, path=str(folder / "missing.dcm"), laterality="LR"[index % 2], view=("CC", "MLO")[index % 2],
-            age=float(40 + index), density="ABCD"[index % 4], implant=0.0, manufacturer="Hologic", machine_id="1",
-            malignancy=malignant, calcification=float(index % 3 == 0) if index % 2 == 0 else float("nan"),
+            image_id=image_id,
+            path=str(folder / "missing.dcm"),
+            laterality="LR"[index % 2],
+            view=("CC", "MLO")[index % 2],
+            age=float(40 + index),
+            density="ABCD"[index % 4],
+            implant=0.0,
+            manufacturer="Hologic",
+            machine_id="1",
+            malignancy=malignant,
+            calcification=float(index % 3 == 0) if index % 2 == 0 else float("nan"),
             split="train" if index < n_train else "test",
-            oracle_malignancy=float("nan"), oracle_calcification=float("nan"),
+            oracle_malignancy=float("nan"),
+            oracle_calcification=float("nan"),
         )
         rows.append(row)
     manifest = folder / "manifest.csv"
@@ -176,16 +196,25 @@ class FailingTrainer:
         raise OSError(f"{self.SECRET}: file not found")
 
 
-def run_inprocess(root: Path, sites: dict[int, Path], name: str, *, resume: bool = False, silent=None,
-                  trainer_factory=None, wait_for_silent: bool = False, departed: set[int] | None = None,
-                  **overrides: Any):
+def run_inprocess(
+    root: Path,
+    sites: dict[int, Path],
+    name: str,
+    *,
+    resume: bool = False,
+    silent=None,
+    trainer_factory=None,
+    wait_for_silent: bool = False,
+    departed: set[int] | None = None,
+    **overrides: Any,
+):
     """Run the real ServerApp and ClientApps over an InProcessGrid; returns (config, strategy, grid)."""
     from flwr.app import Context, RecordDict
 
     from bcvlm_client.client_app import build_client_app
-    from bcvlm_testing.inprocess_grid import InProcessGrid
     from bcvlm_server.server_app import run_federation
     from bcvlm_server.server_config import load_server_config
+    from bcvlm_testing.inprocess_grid import InProcessGrid
 
     config_path = root / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(server_config_dict(root / "run", **overrides)))
@@ -197,8 +226,13 @@ def run_inprocess(root: Path, sites: dict[int, Path], name: str, *, resume: bool
         return trainers.setdefault(site_cfg.site_id, make(site_cfg))
 
     app = build_client_app(trainer_factory=trainer)
-    grid = InProcessGrid(app, {node: {"site-config": str(path)} for node, path in sites.items()}, silent_nodes=silent,
-                         wait_for_silent=wait_for_silent, departed=departed)
+    grid = InProcessGrid(
+        app,
+        {node: {"site-config": str(path)} for node, path in sites.items()},
+        silent_nodes=silent,
+        wait_for_silent=wait_for_silent,
+        departed=departed,
+    )
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     strategy = run_federation(grid, context, cfg, root / "run", resume, server_model_factory)
     return cfg, strategy, grid

@@ -5,6 +5,7 @@ ClientApp become error replies as in Flower's runtime; nodes listed in `silent_n
 With `wait_for_silent`, `send_and_receive` then waits its full timeout as the real grid does, and nodes added to
 `departed` are no longer listed (as the SuperLink stops listing a site whose heartbeats stopped).
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,7 +40,10 @@ class InProcessGrid(Grid):
         self.run_id = run_id
         self.contexts = {
             int(node_id): Context(
-                run_id=run_id, node_id=int(node_id), node_config=dict(config), state=RecordDict(),
+                run_id=run_id,
+                node_id=int(node_id),
+                node_config=dict(config),
+                state=RecordDict(),
                 run_config=dict(run_config or {}),
             )
             for node_id, config in node_configs.items()
@@ -63,8 +67,9 @@ class InProcessGrid(Grid):
     def run(self) -> Run:  # type: ignore[override]
         return Run.create_empty(self.run_id)
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
-                       ttl: float | None = None) -> Message:
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:

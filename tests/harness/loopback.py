@@ -1,5 +1,6 @@
 """A whole federation on one machine (127.0.0.1): certificates, synthetic sites, `bcvlm-server` and `bcvlm-client`
 processes — for deployment rehearsals, the loopback tests and the round-overhead benchmark."""
+
 from __future__ import annotations
 
 import os
@@ -14,10 +15,10 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS, free_port, process_tree, terminate_tree
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from bcvlm_server.certs import CertificatePaths, SiteKeyPaths, create_certificates, create_site_key
-from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS, free_port, process_tree, terminate_tree
 from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, site_names, split_sites
 
 PYTHON = sys.executable
@@ -28,8 +29,12 @@ TINY_FEDERATION: dict[str, Any] = {
     "rounds": 2,
     "min_sites": 2,
     "round_timeout_s": 120.0,
-    "model": {"text_encoder": {"num_layers": 1}, "image_encoder": {"trainable_stages": 1},
-              "fusion": {"dim": 32, "heads": 2}, "dropout": 0.0},
+    "model": {
+        "text_encoder": {"num_layers": 1},
+        "image_encoder": {"trainable_stages": 1},
+        "fusion": {"dim": 32, "heads": 2},
+        "dropout": 0.0,
+    },
     "preprocess": {"image_height": 64, "image_width": 32},
     "text": {"max_length": 32},
     "local_train": {"local_steps": 2, "learning_rate": 1.0e-3},
@@ -45,8 +50,9 @@ class LoopbackError(RuntimeError):
 
 def run_cli(args: Sequence[str], cwd: Path, timeout_s: float = 600.0) -> subprocess.CompletedProcess[str]:
     """Run `bcvlm ARGS` in a subprocess; raise LoopbackError with its output when it fails."""
-    done = subprocess.run([PYTHON, "-m", "bcvlm_model.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout_s)
+    done = subprocess.run(
+        [PYTHON, "-m", "bcvlm_model.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout_s
+    )
     if done.returncode != 0:
         raise LoopbackError(f"bcvlm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     return done
@@ -54,22 +60,61 @@ def run_cli(args: Sequence[str], cwd: Path, timeout_s: float = 600.0) -> subproc
 
 def init_site_ledger(site_yaml: Path, cwd: Path) -> None:
     """`bcvlm-client --site SITE --init-ledger`, as a site does once before its first round."""
-    done = subprocess.run([PYTHON, "-m", "bcvlm_client.cli", "--site", str(site_yaml), "--init-ledger"], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [PYTHON, "-m", "bcvlm_client.cli", "--site", str(site_yaml), "--init-ledger"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode != 0:
         raise LoopbackError(f"bcvlm-client --init-ledger failed for {site_yaml}:\n{done.stdout}\n{done.stderr}")
 
 
-def build_synthetic_sites(root: Path, n_sites: int = 3, n_patients: int = 24,
-                          size: str = "64x32") -> tuple[dict[str, Path], Path]:
+def build_synthetic_sites(
+    root: Path, n_sites: int = 3, n_patients: int = 24, size: str = "64x32"
+) -> tuple[dict[str, Path], Path]:
     """`bcvlm synth` + `bcvlm prepare`, then one manifest per synthetic site with train/test splits by patient."""
-    run_cli(["synth", "--out", str(root / "synth"), "--n-patients", str(n_patients), "--size", size,
-             "--sites", str(n_sites), "--seed", "0", "--workers", "1", "--quiet"], cwd=root)
-    run_cli(["prepare", "--source", "synthetic", "--root", str(root / "synth"), "--out", str(root / "prepared"),
-             "--size", size, "--quiet"], cwd=root)
-    table = split_sites(read_manifest(root / "prepared" / "manifest.csv"),
-                        SplitConfig(kind="natural", natural_key="site_id", val_fraction=0.0, test_fraction=0.4,
-                                    min_patients_per_site=2, seed=0))
+    run_cli(
+        [
+            "synth",
+            "--out",
+            str(root / "synth"),
+            "--n-patients",
+            str(n_patients),
+            "--size",
+            size,
+            "--sites",
+            str(n_sites),
+            "--seed",
+            "0",
+            "--workers",
+            "1",
+            "--quiet",
+        ],
+        cwd=root,
+    )
+    run_cli(
+        [
+            "prepare",
+            "--source",
+            "synthetic",
+            "--root",
+            str(root / "synth"),
+            "--out",
+            str(root / "prepared"),
+            "--size",
+            size,
+            "--quiet",
+        ],
+        cwd=root,
+    )
+    table = split_sites(
+        read_manifest(root / "prepared" / "manifest.csv"),
+        SplitConfig(
+            kind="natural", natural_key="site_id", val_fraction=0.0, test_fraction=0.4, min_patients_per_site=2, seed=0
+        ),
+    )
     manifests = {}
     for index, name in enumerate(site_names(table)[:n_sites]):
         rows = table[table[SITE_COLUMN] == name].loc[:, list(MANIFEST_COLUMNS)]
@@ -86,8 +131,9 @@ class LoopbackFederation:
     root: Path
     site_ids: tuple[str, ...]
     federation: dict[str, Any]
-    site_privacy: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "target_epsilon": 8.0,
-                                                                   "delta": 1.0e-3})
+    site_privacy: dict[str, Any] = field(
+        default_factory=lambda: {"enabled": True, "target_epsilon": 8.0, "delta": 1.0e-3}
+    )
     n_patients: int = 24
     image_size: str = "64x32"
     compute: dict[str, Any] = field(default_factory=lambda: {"batch_size": 4, "eval_batch_size": 32})
@@ -98,47 +144,75 @@ class LoopbackFederation:
         # As in a real deployment: each site makes its own key pair and hands the center only the .pub. "rogue" has
         # a key the center never registers. The CA keys are encrypted with throwaway passphrases nobody needs again.
         self.site_keys: dict[str, SiteKeyPaths] = {
-            site: create_site_key(self.root / "site_keys" / site, site) for site in [*self.site_ids, "rogue"]}
+            site: create_site_key(self.root / "site_keys" / site, site) for site in [*self.site_ids, "rogue"]
+        }
         self.certs: CertificatePaths = create_certificates(
-            self.root / "certs", ["localhost"], ["127.0.0.1"],
+            self.root / "certs",
+            ["localhost"],
+            ["127.0.0.1"],
             {site: self.site_keys[site].public_key for site in self.site_ids},
-            ca_passphrase=secrets.token_urlsafe(24).encode(), ca_key_path=self.root / "ca_private" / "ca.key")
+            ca_passphrase=secrets.token_urlsafe(24).encode(),
+            ca_key_path=self.root / "ca_private" / "ca.key",
+        )
         self.other_ca = create_certificates(
-            self.root / "other_certs", ["localhost"], ["127.0.0.1"], {"rogue": self.site_keys["rogue"].public_key},
-            ca_passphrase=secrets.token_urlsafe(24).encode(), ca_key_path=self.root / "other_ca_private" / "ca.key")
-        manifests, cache = build_synthetic_sites(self.root, n_sites=len(self.site_ids), n_patients=self.n_patients,
-                                                 size=self.image_size)
-        self.site_yamls = {site: self._write_site(site, manifests[f"site{i}"], cache)
-                           for i, site in enumerate(self.site_ids)}
+            self.root / "other_certs",
+            ["localhost"],
+            ["127.0.0.1"],
+            {"rogue": self.site_keys["rogue"].public_key},
+            ca_passphrase=secrets.token_urlsafe(24).encode(),
+            ca_key_path=self.root / "other_ca_private" / "ca.key",
+        )
+        manifests, cache = build_synthetic_sites(
+            self.root, n_sites=len(self.site_ids), n_patients=self.n_patients, size=self.image_size
+        )
+        self.site_yamls = {
+            site: self._write_site(site, manifests[f"site{i}"], cache) for i, site in enumerate(self.site_ids)
+        }
         self.run_dir = self.root / "run"
         self.server_yaml = self.root / "server.yaml"
-        self.server_yaml.write_text(yaml.safe_dump({
-            "superlink": {"host": "127.0.0.1", "port": self.port, "ca_cert": "certs/ca.crt",
-                          "server_cert": "certs/server.crt", "server_key": "certs/server.key"},
-            "sites": [{"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in self.site_ids],
-            "wait_for_sites_s": 120.0,
-            "run_timeout_s": 900.0,
-            "federation": {**self.federation, "run_dir": "run"},
-        }))
+        self.server_yaml.write_text(
+            yaml.safe_dump(
+                {
+                    "superlink": {
+                        "host": "127.0.0.1",
+                        "port": self.port,
+                        "ca_cert": "certs/ca.crt",
+                        "server_cert": "certs/server.crt",
+                        "server_key": "certs/server.key",
+                    },
+                    "sites": [
+                        {"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in self.site_ids
+                    ],
+                    "wait_for_sites_s": 120.0,
+                    "run_timeout_s": 900.0,
+                    "federation": {**self.federation, "run_dir": "run"},
+                }
+            )
+        )
         self._cache = cache
         self._manifests = manifests
 
-    def _write_site(self, site: str, manifest: Path, cache: Path, key_site: str | None = None,
-                    ca_cert: Path | None = None) -> Path:
+    def _write_site(
+        self, site: str, manifest: Path, cache: Path, key_site: str | None = None, ca_cert: Path | None = None
+    ) -> Path:
         key_site = key_site or site
         folder = self.root / "site_configs"
         folder.mkdir(exist_ok=True)
         path = folder / f"{site}.yaml"
-        path.write_text(yaml.safe_dump({
-            "site_id": site,
-            "superlink_address": f"127.0.0.1:{self.port}",
-            "ca_cert": str(ca_cert or self.certs.ca_cert),
-            "private_key": str(self.site_keys[key_site].private_key),
-            "data": {"manifest": str(manifest), "cache_dir": str(cache)},
-            "compute": dict(self.compute),
-            "privacy": dict(self.site_privacy),
-            "state_dir": str(self.root / "state" / site),
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "site_id": site,
+                    "superlink_address": f"127.0.0.1:{self.port}",
+                    "ca_cert": str(ca_cert or self.certs.ca_cert),
+                    "private_key": str(self.site_keys[key_site].private_key),
+                    "data": {"manifest": str(manifest), "cache_dir": str(cache)},
+                    "compute": dict(self.compute),
+                    "privacy": dict(self.site_privacy),
+                    "state_dir": str(self.root / "state" / site),
+                }
+            )
+        )
         if self.site_privacy.get("enabled", True):
             init_site_ledger(path, self.root)
         return path
@@ -155,10 +229,23 @@ class LoopbackFederation:
 
     def _spawn(self, args: Sequence[str], log_name: str, niceness: int = 0) -> subprocess.Popen[bytes]:
         log = open(self.root / log_name, "ab")  # noqa: SIM115 - the child holds it
-        env = {**os.environ, **FLOWER_ENV_DEFAULTS, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        process = subprocess.Popen([PYTHON, *args], cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True,
-                                   preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
+        env = {
+            **os.environ,
+            **FLOWER_ENV_DEFAULTS,
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+        process = subprocess.Popen(
+            [PYTHON, *args],
+            cwd=self.root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+        )
         self.processes.append(process)
         return process
 
@@ -167,8 +254,11 @@ class LoopbackFederation:
         return self._spawn(["-m", "bcvlm_server.cli", *source], "server.out")
 
     def start_client(self, site_yaml: Path, *args: str) -> subprocess.Popen[bytes]:
-        return self._spawn(["-m", "bcvlm_client.cli", "--site", str(site_yaml), "--runtime-port", str(free_port()),
-                            *args], f"client_{site_yaml.stem}.out", niceness=CLIENT_NICENESS)
+        return self._spawn(
+            ["-m", "bcvlm_client.cli", "--site", str(site_yaml), "--runtime-port", str(free_port()), *args],
+            f"client_{site_yaml.stem}.out",
+            niceness=CLIENT_NICENESS,
+        )
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL a process and all its descendants at once (a crash, not a clean stop)."""

@@ -1,4 +1,5 @@
 """Fixtures of the inference tests: a tiny checkpoint saved for real, the 8 real CBIS-DDSM DICOMs decoded once."""
+
 from __future__ import annotations
 
 import shutil
@@ -27,8 +28,13 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny VLM (random Lite0 image encoder, 1-layer MiniLM, 32-d fusion) saved with `save_checkpoint` at 256x128,
     with an operating point per task stored from made-up validation scores."""
     torch.manual_seed(0)
-    cfg = ModelConfig(kind="vlm", image_encoder=ImageEncoderConfig(weights=RANDOM_INIT, trainable_stages=1),
-                      text_encoder=TextEncoderConfig(num_layers=1), fusion=FusionConfig(dim=32, heads=4), dropout=0.0)
+    cfg = ModelConfig(
+        kind="vlm",
+        image_encoder=ImageEncoderConfig(weights=RANDOM_INIT, trainable_stages=1),
+        text_encoder=TextEncoderConfig(num_layers=1),
+        fusion=FusionConfig(dim=32, heads=4),
+        dropout=0.0,
+    )
     model = build_model(cfg).eval()
     with torch.no_grad():  # spread the outputs so that equality checks between images mean something
         model.head[-1].weight.mul_(8.0)

@@ -1,4 +1,5 @@
 """Tests of exam grouping, missing-view detection and per-breast / per-exam aggregation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,9 @@ def _images() -> pd.DataFrame:
         ("77", "s1", "e", "R", "CC", 0.3, 0.9),
         ("77", "s1", "f", "R", "MLO", 0.5, 0.7),
     ]
-    frame = pd.DataFrame(rows, columns=["patient_id", "study_id", "image_id", "laterality", "view",
-                                        "p_malignancy", "p_calcification"])
+    frame = pd.DataFrame(
+        rows, columns=["patient_id", "study_id", "image_id", "laterality", "view", "p_malignancy", "p_calcification"]
+    )
     return assign_exam_keys(frame)
 
 
@@ -60,6 +62,7 @@ def test_unknown_aggregation_and_missing_columns_are_named() -> None:
 
 
 def test_one_image_studies_with_repeated_views_stay_separate_exams() -> None:
-    priors = pd.DataFrame({"patient_id": ["9", "9"], "study_id": ["2024", "2025"], "laterality": ["L", "L"],
-                           "view": ["CC", "CC"]})
+    priors = pd.DataFrame(
+        {"patient_id": ["9", "9"], "study_id": ["2024", "2025"], "laterality": ["L", "L"], "view": ["CC", "CC"]}
+    )
     assert sorted(assign_exam_keys(priors)["exam_id"]) == ["9/2024", "9/2025"]

@@ -1,4 +1,5 @@
 """Tests of Grad-CAM on a generic nn.Module and of the PNG overlay."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Tests of the validation-set operating point (threshold at a target specificity) and its storage in `extra`."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Tests of the CSV / JSON output writers and the binary calls at the operating point."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,15 @@ TASKS = ("malignancy", "calcification")
 
 
 def _result() -> PredictionResult:
-    images = pd.DataFrame({"image_id": ["a", "b"], "exam_id": ["e", "e"], "p_malignancy": [0.2, 0.7],
-                           "p_calcification": [0.1, np.nan]})
+    images = pd.DataFrame(
+        {"image_id": ["a", "b"], "exam_id": ["e", "e"], "p_malignancy": [0.2, 0.7], "p_calcification": [0.1, np.nan]}
+    )
     images = add_binary_calls(images, {"malignancy": 0.5, "calcification": None}, TASKS)
     breasts = pd.DataFrame({"breast_id": ["e/L"], "exam_id": ["e"], "p_malignancy": [0.7], "p_calcification": [0.1]})
     exams = pd.DataFrame({"exam_id": ["e"], "p_malignancy": [0.7], "p_calcification": [0.1]})
-    return PredictionResult(images, breasts, exams, [SkippedFile("x.dcm", "not a mammogram (Modality CT)")],
-                            {"aggregation": "max"})
+    return PredictionResult(
+        images, breasts, exams, [SkippedFile("x.dcm", "not a mammogram (Modality CT)")], {"aggregation": "max"}
+    )
 
 
 def test_binary_calls_follow_threshold() -> None:

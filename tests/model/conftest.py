@@ -1,4 +1,5 @@
 """Shared fixtures for model tests: a tiny VLM config, built models cached per session, a collated batch."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -15,9 +16,13 @@ TINY_HEIGHT, TINY_WIDTH = 128, 64
 
 def tiny_model_config(kind: str = "vlm") -> ModelConfig:
     """Real pretrained encoders, text truncated to 1 layer, 32-d fusion, no dropout."""
-    return ModelConfig(kind=kind, image_encoder=ImageEncoderConfig(trainable_stages=1),
-                       text_encoder=TextEncoderConfig(num_layers=1, trainable_layers=0),
-                       fusion=FusionConfig(dim=32, heads=4, mlp_ratio=2.0), dropout=0.0)
+    return ModelConfig(
+        kind=kind,
+        image_encoder=ImageEncoderConfig(trainable_stages=1),
+        text_encoder=TextEncoderConfig(num_layers=1, trainable_layers=0),
+        fusion=FusionConfig(dim=32, heads=4, mlp_ratio=2.0),
+        dropout=0.0,
+    )
 
 
 def case_items(count: int, seed: int = 0) -> list[dict]:
@@ -27,14 +32,22 @@ def case_items(count: int, seed: int = 0) -> list[dict]:
     items = []
     for index in range(count):
         labels = torch.tensor([float(index % 2), float("nan") if index % 3 == 0 else 1.0])
-        items.append({
-            "image": torch.randn(1, TINY_HEIGHT, TINY_WIDTH, generator=generator),
-            "metadata": {"age": 45.0 + 7 * index, "view": views[index % 2], "laterality": sides[(index // 2) % 2],
-                         "implant": float(index == 3), "density": densities[index % 4], "manufacturer": "Hologic",
-                         "machine_id": str(48 + index)},
-            "labels": labels,
-            "image_id": f"img-{index}",
-        })
+        items.append(
+            {
+                "image": torch.randn(1, TINY_HEIGHT, TINY_WIDTH, generator=generator),
+                "metadata": {
+                    "age": 45.0 + 7 * index,
+                    "view": views[index % 2],
+                    "laterality": sides[(index // 2) % 2],
+                    "implant": float(index == 3),
+                    "density": densities[index % 4],
+                    "manufacturer": "Hologic",
+                    "machine_id": str(48 + index),
+                },
+                "labels": labels,
+                "image_id": f"img-{index}",
+            }
+        )
     return items
 
 
@@ -50,10 +63,20 @@ def model_factory() -> Callable[[str], torch.nn.Module]:
     def make(kind: str = "vlm") -> torch.nn.Module:
         if kind not in cache:
             torch.manual_seed(0)
-            cfg = tiny_model_config(kind) if kind != "vit" else replace(
-                tiny_model_config("image_only"),
-                image_encoder=ImageEncoderConfig(name="vit_small_patch16_224", weights="none", trainable_stages=-1,
-                                                 feature_stages=[-1], vit_img_size=[TINY_HEIGHT, TINY_WIDTH]))
+            cfg = (
+                tiny_model_config(kind)
+                if kind != "vit"
+                else replace(
+                    tiny_model_config("image_only"),
+                    image_encoder=ImageEncoderConfig(
+                        name="vit_small_patch16_224",
+                        weights="none",
+                        trainable_stages=-1,
+                        feature_stages=[-1],
+                        vit_img_size=[TINY_HEIGHT, TINY_WIDTH],
+                    ),
+                )
+            )
             cache[kind] = build_model(cfg)
         return copy.deepcopy(cache[kind])
 

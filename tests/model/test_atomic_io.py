@@ -1,4 +1,5 @@
 """Tests for atomic writes (bcvlm_model.atomic_io): a failed write leaves the old file and no temp files."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Checkpoints: identical outputs after a round trip, config contents, no unpickling, clear errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,8 +33,9 @@ def test_round_trip_gives_identical_outputs(tmp_path, model_factory, tiny_batch:
         assert torch.equal(model(**inputs), loaded.model(**inputs))
     assert loaded.preprocess_cfg == preprocess and loaded.text_cfg.mask_probability == 0.3
     assert loaded.extra == {"threshold": 0.42} and (loaded.tokenizer_dir / "vocab.txt").is_file()
-    assert [n for n, p in loaded.model.named_parameters() if p.requires_grad] == \
-        [n for n, p in model.named_parameters() if p.requires_grad]
+    assert [n for n, p in loaded.model.named_parameters() if p.requires_grad] == [
+        n for n, p in model.named_parameters() if p.requires_grad
+    ]
 
 
 def test_missing_files_are_clear_errors(tmp_path) -> None:

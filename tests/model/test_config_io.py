@@ -1,4 +1,5 @@
 """Tests for the one config system (bcvlm_model.config_io): validation errors name the file and the key."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,7 +40,11 @@ def test_yaml_and_overrides_are_merged_typed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text, key",
-    [("compute:\n  batch_sise: 4\n", "batch_sise"), ("compute:\n  batch_size: four\n", "batch_size"), ("nme: x\n", "nme")],
+    [
+        ("compute:\n  batch_sise: 4\n", "batch_sise"),
+        ("compute:\n  batch_size: four\n", "batch_size"),
+        ("nme: x\n", "nme"),
+    ],
 )
 def test_unknown_key_or_wrong_type_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "bad.yaml"

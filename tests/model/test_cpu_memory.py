@@ -1,6 +1,7 @@
 """keep_freed_memory: glibc thresholds raised in-process and passed on to child processes; user settings win.
 
 Each case runs in a fresh interpreter so the test process keeps its own allocator settings."""
+
 from __future__ import annotations
 
 import os
@@ -9,17 +10,24 @@ import sys
 
 from bcvlm_model import cpu_memory
 
-PROBE = ("from bcvlm_model.cpu_memory import keep_freed_memory; import os, subprocess, sys; "
-         "applied = keep_freed_memory({threshold}); "
-         "child = subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"MALLOC_MMAP_THRESHOLD_\"], "
-         "os.environ[\"MALLOC_TRIM_THRESHOLD_\"])'], capture_output=True, text=True, check=True).stdout.split(); "
-         "print(applied, *child)")
+PROBE = (
+    "from bcvlm_model.cpu_memory import keep_freed_memory; import os, subprocess, sys; "
+    "applied = keep_freed_memory({threshold}); "
+    "child = subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"MALLOC_MMAP_THRESHOLD_\"], "
+    'os.environ["MALLOC_TRIM_THRESHOLD_"])\'], capture_output=True, text=True, check=True).stdout.split(); '
+    "print(applied, *child)"
+)
 
 
 def _run(threshold: int, **env: str) -> list[str]:
     clean = {k: v for k, v in os.environ.items() if k not in (cpu_memory.ENV_MMAP, cpu_memory.ENV_TRIM)}
-    done = subprocess.run([sys.executable, "-c", PROBE.format(threshold=threshold)], env={**clean, **env},
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(threshold=threshold)],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.split()
 
 

@@ -1,4 +1,5 @@
 """DP-SGD arithmetic: noise from a budget, accountant history round trip, projected epsilon."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,8 @@ def test_bad_inputs_are_named() -> None:
 
 def test_remaining_budget_with_no_history_is_the_whole_budget() -> None:
     assert noise_multiplier_for_remaining_budget(None, 4.0, 1e-5, 0.05, 60) == pytest.approx(
-        noise_multiplier_for_budget(4.0, 1e-5, 0.05, 60), rel=0.02)
+        noise_multiplier_for_budget(4.0, 1e-5, 0.05, 60), rel=0.02
+    )
 
 
 def test_remaining_budget_noise_spends_what_is_left_and_no_more() -> None:
@@ -70,7 +72,8 @@ def test_a_planned_run_keeps_its_noise_from_round_to_round() -> None:
     planned = noise_multiplier_for_budget(4.0, delta, rate, rounds * steps)
     after_one = {"mechanism": "rdp", "history": [[planned, rate, steps]]}
     assert noise_multiplier_for_remaining_budget(after_one, 4.0, delta, rate, (rounds - 1) * steps) == pytest.approx(
-        planned, rel=0.01)
+        planned, rel=0.01
+    )
 
 
 def test_a_spent_budget_has_no_noise_level() -> None:

@@ -1,4 +1,5 @@
 """Tests for bcvlm_model.file_logging: one handler per file, records reach the file."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Fusion layers: 2D positions distinguish tokens, cross-attention ignores padded text, co-attention keeps shapes."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """masked_multitask_bce: equals manual BCE on labelled entries; zero but differentiable when nothing is labelled."""
+
 from __future__ import annotations
 
 import math

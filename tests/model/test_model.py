@@ -1,4 +1,5 @@
 """BreastVLM and baselines: forward and backward at tiny size, modality use, checkpointing and bf16 options."""
+
 from __future__ import annotations
 
 import pytest

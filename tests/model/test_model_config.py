@@ -1,4 +1,5 @@
 """ModelConfig: validation names the key; baseline configs switch only what they should; YAML loading works."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -20,7 +21,9 @@ def test_baselines() -> None:
     base = ModelConfig()
     assert baseline_config("late_concat", base) == replace(base, kind="late_concat")
     vit = baseline_config("vit", base)
-    assert vit.kind == "image_only" and vit.image_encoder.name.startswith("vit_") and vit.image_encoder.weights == "none"
+    assert (
+        vit.kind == "image_only" and vit.image_encoder.name.startswith("vit_") and vit.image_encoder.weights == "none"
+    )
     assert vit.image_encoder.feature_stages == [-1]
     with pytest.raises(ValueError, match="unknown baseline"):
         baseline_config("resnet")

@@ -1,4 +1,5 @@
 """Federated parameters: stable names (trainable only), state round-trip, mismatch errors, Opacus wrapper unwrapped."""
+
 from __future__ import annotations
 
 import pytest

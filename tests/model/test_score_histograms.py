@@ -1,4 +1,5 @@
 """Tests for histogram-based AUC, ROC and sensitivity (bcvlm_model.metrics.score_histograms)."""
+
 from __future__ import annotations
 
 import numpy as np

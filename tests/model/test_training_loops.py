@@ -1,4 +1,5 @@
 """train_local / evaluate on the real tiny VLM: learning, FedProx under DP (exact), accounting, NaN labels."""
+
 from __future__ import annotations
 
 import copy
@@ -27,13 +28,22 @@ class BlobCases(Dataset):
             if malignant:
                 image[:, 20:36, 8:24] += 2.0
             calcification = malignant if index % 3 == 0 else float("nan")
-            self.items.append({
-                "image": image,
-                "metadata": {"age": 50.0 + index, "view": "CC", "laterality": "L", "implant": 0.0, "density": "B",
-                             "manufacturer": "Hologic", "machine_id": "1"},
-                "labels": torch.tensor([malignant, calcification]),
-                "image_id": f"case-{index}",
-            })
+            self.items.append(
+                {
+                    "image": image,
+                    "metadata": {
+                        "age": 50.0 + index,
+                        "view": "CC",
+                        "laterality": "L",
+                        "implant": 0.0,
+                        "density": "B",
+                        "manufacturer": "Hologic",
+                        "machine_id": "1",
+                    },
+                    "labels": torch.tensor([malignant, calcification]),
+                    "image_id": f"case-{index}",
+                }
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -78,8 +88,11 @@ def test_proximal_gradient_matches_manual_computation(dp_model, loader, use_dp: 
     start = copy.deepcopy(dp_model)
     offset = {name: torch.full_like(p, 0.01) for name, p in start.named_parameters() if p.requires_grad}
     global_state = {name: p.detach() - offset[name] for name, p in start.named_parameters() if p.requires_grad}
-    dp = (lambda: DPTrainState(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5, insecure_seed=3)) if use_dp \
+    dp = (
+        (lambda: DPTrainState(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5, insecure_seed=3))
+        if use_dp
         else (lambda: None)
+    )
     without, with_prox = copy.deepcopy(start), copy.deepcopy(start)
     train_local(without, loader, cfg, dp=dp(), proximal_mu=0.0, seed=3)
     train_local(with_prox, loader, cfg, dp=dp(), proximal_mu=mu, global_state=global_state, seed=3)

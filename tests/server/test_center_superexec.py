@@ -1,5 +1,6 @@
 """The center's SuperExec starts Flower's loop again after a server-side error (so its ServerApp child survives),
 and still stops on a client-side one."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,14 @@ def _argv(tmp_path: Path) -> list[str]:
     secret = tmp_path / "superexec_auth.secret"
     secret.write_text("a" * 64)
     secret.chmod(0o600)
-    return ["--runtime-api-address", "127.0.0.1:1", "--root-certificates", str(tmp_path / "ca.crt"),
-            "--superexec-auth-secret-file", str(secret)]
+    return [
+        "--runtime-api-address",
+        "127.0.0.1:1",
+        "--root-certificates",
+        str(tmp_path / "ca.crt"),
+        "--superexec-auth-secret-file",
+        str(secret),
+    ]
 
 
 def test_a_server_error_starts_the_same_loop_again(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Tests for `bcvlm certs`: site-made keys (only the .pub travels), encrypted CA key outside the files handed out,
 server certificate SANs, keys in the format Flower loads, 0600, no overwrite, the explicit center-made-keys flag."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -36,9 +37,13 @@ def site_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SiteKeyPath
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory, site_keys: dict[str, SiteKeyPaths]) -> CertificatePaths:
-    return create_certificates(tmp_path_factory.mktemp("center") / "certs", ["superlink.example.org", "localhost"],
-                               ["127.0.0.1", "10.1.2.3"], {s: keys.public_key for s, keys in site_keys.items()},
-                               ca_passphrase=PASSPHRASE)
+    return create_certificates(
+        tmp_path_factory.mktemp("center") / "certs",
+        ["superlink.example.org", "localhost"],
+        ["127.0.0.1", "10.1.2.3"],
+        {s: keys.public_key for s, keys in site_keys.items()},
+        ca_passphrase=PASSPHRASE,
+    )
 
 
 def _mode(path: Path) -> int:
@@ -57,10 +62,10 @@ def test_site_key_is_owner_only_and_loads_the_way_flower_loads_it(site_keys: dic
 
 
 def test_center_bundle_holds_no_site_private_key(bundle: CertificatePaths, site_keys: dict[str, SiteKeyPaths]) -> None:
-    center_files = {path.relative_to(bundle.out_dir).as_posix() for path in bundle.out_dir.rglob("*")
-                    if path.is_file()}
+    center_files = {path.relative_to(bundle.out_dir).as_posix() for path in bundle.out_dir.rglob("*") if path.is_file()}
     assert center_files == {"ca.crt", "server.crt", "server.key"} | {
-        f"sites/{s}/{name}" for s in SITES for name in ("ca.crt", "supernode_auth_key.pub")}
+        f"sites/{s}/{name}" for s in SITES for name in ("ca.crt", "supernode_auth_key.pub")
+    }
     for site, keys in site_keys.items():
         registered = serialization.load_ssh_public_key(bundle.site_public_key(site).read_bytes())
         own = serialization.load_ssh_public_key(keys.public_key.read_bytes())
@@ -101,8 +106,9 @@ def test_server_certificate_has_sans_and_chains_to_ca(bundle: CertificatePaths) 
 def test_refuses_to_overwrite_without_force(bundle: CertificatePaths, site_keys: dict[str, SiteKeyPaths]) -> None:
     before = bundle.ca_key.read_bytes()
     with pytest.raises(CertificateError, match="--force"):
-        create_certificates(bundle.out_dir, ["localhost"], [], {"hosp_a": site_keys["hosp_a"].public_key},
-                            ca_passphrase=PASSPHRASE)
+        create_certificates(
+            bundle.out_dir, ["localhost"], [], {"hosp_a": site_keys["hosp_a"].public_key}, ca_passphrase=PASSPHRASE
+        )
     assert bundle.ca_key.read_bytes() == before
 
 
@@ -116,8 +122,9 @@ def test_site_key_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 
 
 def test_center_generated_site_keys_need_the_explicit_option(tmp_path: Path) -> None:
-    paths = create_certificates(tmp_path / "certs", ["localhost"], [], ca_passphrase=PASSPHRASE,
-                                generate_site_keys=["a"])
+    paths = create_certificates(
+        tmp_path / "certs", ["localhost"], [], ca_passphrase=PASSPHRASE, generate_site_keys=["a"]
+    )
     assert paths.generated_sites == ("a",)
     assert _mode(paths.site_private_key("a")) == 0o600
     private = serialization.load_ssh_private_key(paths.site_private_key("a").read_bytes(), password=None)
@@ -145,21 +152,38 @@ def _write(path: Path, data: bytes) -> Path:
         (["localhost"], [], "missing", PASSPHRASE, None, "not found"),
     ],
 )
-def test_bad_input_names_the_problem(tmp_path: Path, names: list[str], ips: list[str], key: str | None,
-                                     passphrase: bytes, ca_key: str | None, message: str) -> None:
+def test_bad_input_names_the_problem(
+    tmp_path: Path,
+    names: list[str],
+    ips: list[str],
+    key: str | None,
+    passphrase: bytes,
+    ca_key: str | None,
+    message: str,
+) -> None:
     inbox = tmp_path / "inbox"
     good = create_site_key(inbox / "good", "a")
     ed_key = ed25519.Ed25519PrivateKey.generate().public_key()
     files = {
-        "a": good.public_key, "../evil": good.public_key, "private": good.private_key,
-        "ed25519": _write(inbox / "ed.pub", ed_key.public_bytes(serialization.Encoding.OpenSSH,
-                                                                serialization.PublicFormat.OpenSSH)),
-        "garbage": _write(inbox / "garbage.pub", b"not a key\n"), "missing": inbox / "nope.pub",
+        "a": good.public_key,
+        "../evil": good.public_key,
+        "private": good.private_key,
+        "ed25519": _write(
+            inbox / "ed.pub", ed_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        ),
+        "garbage": _write(inbox / "garbage.pub", b"not a key\n"),
+        "missing": inbox / "nope.pub",
     }
     out = tmp_path / "certs"
     with pytest.raises(CertificateError, match=message):
-        create_certificates(out, names, ips, {} if key is None else {key: files[key]}, ca_passphrase=passphrase,
-                            ca_key_path=None if ca_key is None else tmp_path / ca_key)
+        create_certificates(
+            out,
+            names,
+            ips,
+            {} if key is None else {key: files[key]},
+            ca_passphrase=passphrase,
+            ca_key_path=None if ca_key is None else tmp_path / ca_key,
+        )
     assert not out.exists() and not (tmp_path / "ca_private").exists()
 
 
@@ -167,8 +191,10 @@ def test_passphrase_comes_from_file_then_environment_then_prompt(tmp_path: Path)
     secret = _write(tmp_path / "pass.txt", b"from the file 123\n")
     assert read_ca_passphrase(str(secret), environ={CA_PASSPHRASE_ENV: "from the environment"}) == b"from the file 123"
     assert read_ca_passphrase(None, environ={CA_PASSPHRASE_ENV: "from the environment"}) == b"from the environment"
-    assert read_ca_passphrase(None, environ={}, prompt=lambda _: "typed at a terminal",
-                              interactive=True) == b"typed at a terminal"
+    assert (
+        read_ca_passphrase(None, environ={}, prompt=lambda _: "typed at a terminal", interactive=True)
+        == b"typed at a terminal"
+    )
 
 
 def test_passphrase_is_never_defaulted(tmp_path: Path) -> None:
@@ -179,15 +205,23 @@ def test_passphrase_is_never_defaulted(tmp_path: Path) -> None:
         read_ca_passphrase(None, environ={}, prompt=lambda _: next(answers), interactive=True)
 
 
-def test_command_line_site_key_then_center(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_line_site_key_then_center(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["site-key", "--out", str(tmp_path / "site_x"), "--site", "x"]) == 0
     printed = capsys.readouterr().out
     assert "SHA256:" in printed and "send this file" in printed
     monkeypatch.delenv(CA_PASSPHRASE_ENV, raising=False)
     secret = _write(tmp_path / "pass.txt", PASSPHRASE)
     out = tmp_path / "certs"
-    center = ["--out", str(out), "--server-name", "localhost", "--site-key", f"x={tmp_path / 'site_x' / 'supernode_auth_key.pub'}"]
+    center = [
+        "--out",
+        str(out),
+        "--server-name",
+        "localhost",
+        "--site-key",
+        f"x={tmp_path / 'site_x' / 'supernode_auth_key.pub'}",
+    ]
     assert main([*center, "--ca-passphrase-file", str(secret)]) == 0
     assert (out / "sites" / "x" / "supernode_auth_key.pub").is_file()
     assert not (out / "sites" / "x" / "supernode_auth_key").exists()
@@ -196,8 +230,9 @@ def test_command_line_site_key_then_center(tmp_path: Path, capsys: pytest.Captur
     assert "refusing to overwrite" in capsys.readouterr().err
 
 
-def test_command_line_refuses_center_made_keys_without_the_flag(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line_refuses_center_made_keys_without_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     secret = _write(tmp_path / "pass.txt", PASSPHRASE)
     common = ["--out", str(tmp_path / "certs"), "--server-name", "localhost", "--ca-passphrase-file", str(secret)]
     assert main([*common, "--sites", "x,y"]) == 2
@@ -207,12 +242,24 @@ def test_command_line_refuses_center_made_keys_without_the_flag(tmp_path: Path,
     assert (tmp_path / "certs" / "sites" / "y" / "supernode_auth_key").is_file()
 
 
-def test_command_line_needs_a_passphrase(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_line_needs_a_passphrase(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(CA_PASSPHRASE_ENV, raising=False)
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     create_site_key(tmp_path / "site_x", "x")
-    assert main(["--out", str(tmp_path / "certs"), "--server-name", "localhost",
-                 "--site-key", f"x={tmp_path / 'site_x' / 'supernode_auth_key.pub'}"]) == 2
+    assert (
+        main(
+            [
+                "--out",
+                str(tmp_path / "certs"),
+                "--server-name",
+                "localhost",
+                "--site-key",
+                f"x={tmp_path / 'site_x' / 'supernode_auth_key.pub'}",
+            ]
+        )
+        == 2
+    )
     assert "no passphrase was given" in capsys.readouterr().err
     assert not (tmp_path / "certs").exists()

@@ -1,4 +1,5 @@
 """`bcvlm-server`: a run whose rounds did not train exits non-zero naming sites and reasons; `status RUN_DIR`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,11 +17,18 @@ from bcvlm_testing.federation_sites import FailingTrainer, make_site, run_inproc
 @pytest.fixture()
 def failed_run(tmp_path: Path) -> Path:
     """A run directory whose only round failed at both sites (their data is unreadable)."""
-    sites = {100: make_site(tmp_path, "site0", n_train=4, n_test=4), 101: make_site(tmp_path, "site1", n_train=4,
-                                                                                   n_test=4, seed=1)}
+    sites = {
+        100: make_site(tmp_path, "site0", n_train=4, n_test=4),
+        101: make_site(tmp_path, "site1", n_train=4, n_test=4, seed=1),
+    }
     RunRecords(tmp_path / "run").save_site_names({"100": "alpha", "101": "beta"})
-    run_inprocess(tmp_path, sites, "server", trainer_factory=FailingTrainer,
-                  **{"secagg.enabled": False, "rounds": 1, "min_sites": 2})
+    run_inprocess(
+        tmp_path,
+        sites,
+        "server",
+        trainer_factory=FailingTrainer,
+        **{"secagg.enabled": False, "rounds": 1, "min_sites": 2},
+    )
     (tmp_path / "run" / "deployment.yaml").write_text("{}\n")
     return tmp_path / "run"
 
@@ -40,24 +48,48 @@ def test_status_refuses_a_folder_that_is_no_run(tmp_path: Path, capsys: pytest.C
 
 
 def test_a_run_in_which_every_site_fails_exits_non_zero_with_the_reasons(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase",
-                        generate_site_keys=["alpha", "beta"])
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_certificates(
+        tmp_path / "certs",
+        ["localhost"],
+        ["127.0.0.1"],
+        ca_passphrase=b"test CA passphrase",
+        generate_site_keys=["alpha", "beta"],
+    )
     server_yaml = tmp_path / "server.yaml"
-    server_yaml.write_text(yaml.safe_dump({
-        "superlink": {"host": "127.0.0.1", "port": 9555, "ca_cert": "certs/ca.crt",
-                      "server_cert": "certs/server.crt", "server_key": "certs/server.key"},
-        "sites": [{"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in ("alpha", "beta")],
-        "federation": {"run_dir": "run", "rounds": 1, "min_sites": 2},
-    }))
-    sites = {100: make_site(tmp_path, "site0", n_train=4, n_test=4), 101: make_site(tmp_path, "site1", n_train=4,
-                                                                                   n_test=4, seed=1)}
+    server_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "superlink": {
+                    "host": "127.0.0.1",
+                    "port": 9555,
+                    "ca_cert": "certs/ca.crt",
+                    "server_cert": "certs/server.crt",
+                    "server_key": "certs/server.key",
+                },
+                "sites": [
+                    {"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in ("alpha", "beta")
+                ],
+                "federation": {"run_dir": "run", "rounds": 1, "min_sites": 2},
+            }
+        )
+    )
+    sites = {
+        100: make_site(tmp_path, "site0", n_train=4, n_test=4),
+        101: make_site(tmp_path, "site1", n_train=4, n_test=4, seed=1),
+    }
 
     def deployment_with_failing_sites(cfg, resume=False):
         # The real ServerApp and ClientApps (in process) stand in for the SuperLink, SuperNodes and processes.
         RunRecords(tmp_path / "run").save_site_names({"100": "alpha", "101": "beta"})
-        run_inprocess(tmp_path, sites, "server", trainer_factory=FailingTrainer,
-                      **{"secagg.enabled": True, "rounds": 1, "min_sites": 2})
+        run_inprocess(
+            tmp_path,
+            sites,
+            "server",
+            trainer_factory=FailingTrainer,
+            **{"secagg.enabled": True, "rounds": 1, "min_sites": 2},
+        )
         return RunStatus(run_id=1, status="finished:completed", details={})
 
     monkeypatch.setattr(cli, "run_deployment", deployment_with_failing_sites)

@@ -1,4 +1,5 @@
 """`bcvlm-server` without processes: config validation, the run directory it writes, the FAB and SuperLink command."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,15 +20,25 @@ from bcvlm_server.deployment_config import load_deployment_config
 @pytest.fixture()
 def server_yaml(tmp_path: Path) -> Path:
     public_keys = {s: create_site_key(tmp_path / f"site_{s}", s).public_key for s in ("a", "b")}
-    create_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"], public_keys,
-                        ca_passphrase=b"test CA passphrase")
+    create_certificates(
+        tmp_path / "certs", ["localhost"], ["127.0.0.1"], public_keys, ca_passphrase=b"test CA passphrase"
+    )
     path = tmp_path / "server.yaml"
-    path.write_text(yaml.safe_dump({
-        "superlink": {"host": "127.0.0.1", "port": 9555, "ca_cert": "certs/ca.crt",
-                      "server_cert": "certs/server.crt", "server_key": "certs/server.key"},
-        "sites": [{"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in ("a", "b")],
-        "federation": {"run_dir": "runs/r1", "rounds": 3, "secagg": {"enabled": True}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "superlink": {
+                    "host": "127.0.0.1",
+                    "port": 9555,
+                    "ca_cert": "certs/ca.crt",
+                    "server_cert": "certs/server.crt",
+                    "server_key": "certs/server.key",
+                },
+                "sites": [{"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in ("a", "b")],
+                "federation": {"run_dir": "runs/r1", "rounds": 3, "secagg": {"enabled": True}},
+            }
+        )
+    )
     return path
 
 
@@ -41,7 +52,9 @@ def test_fab_declares_the_installed_apps_and_the_run_config_keys() -> None:
     # check_module=True: Flower's own check that the components import from the installed packages.
     config, _ = load_and_validate(FAB_TEMPLATE, check_module=True)
     assert config["tool"]["flwr"]["app"]["components"] == {
-        "serverapp": "bcvlm_server.server_app:app", "clientapp": "bcvlm_client.client_app:app"}
+        "serverapp": "bcvlm_server.server_app:app",
+        "clientapp": "bcvlm_client.client_app:app",
+    }
     assert set(config["tool"]["flwr"]["app"]["config"]) == {"server-config", "run-dir", "resume"}
     assert sorted(p.name for p in FAB_TEMPLATE.parent.iterdir()) == ["pyproject.toml"]  # no code, weights or data
 
@@ -80,8 +93,9 @@ def test_superlink_command_has_tls_auth_database_and_bind_address(server_yaml: P
     assert "--enable-supernode-auth" in command and "--insecure" not in command
     assert "--disable-runtime-dependency-installation" in command
     assert value("--isolation") == "process"
-    assert value("--superexec-auth-secret-file") == str(Path(cfg.federation.run_dir) / "superlink"
-                                                        / "superexec_auth.secret")
+    assert value("--superexec-auth-secret-file") == str(
+        Path(cfg.federation.run_dir) / "superlink" / "superexec_auth.secret"
+    )
 
 
 def test_superlink_listens_on_loopback_even_for_a_wildcard_public_address(server_yaml: Path) -> None:
@@ -103,8 +117,9 @@ def test_superlink_listens_on_loopback_even_for_a_wildcard_public_address(server
         ("federation", "rounds", "many", "rounds"),
     ],
 )
-def test_bad_config_names_the_key(server_yaml: Path, section: str, key: str, value: object, named: str,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_config_names_the_key(
+    server_yaml: Path, section: str, key: str, value: object, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     _edit(server_yaml, section, key, value)
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_deployment_config(server_yaml)

@@ -11,6 +11,7 @@ deployment must survive, in this order:
   complete with the others within a bounded time. (A site lost before the key exchange breaks the round in
   Flower 1.42's SecAggPlusWorkflow: it asks the survivors for key shares they never received.)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,9 +30,9 @@ from bcvlm_client.reply_schema import DeclineReason
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.privacy.dp_training import noise_multiplier_for_remaining_budget
-from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
 from bcvlm_server.server_app import default_model_factory, trainable_arrays
 from bcvlm_server.server_config import load_server_config
+from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 # The timeout is a hang guard for a loaded machine; on 2 idle cores the federation takes about 8 minutes.
@@ -46,8 +47,9 @@ def spend_budget(fed: LoopbackFederation, site: str) -> float:
     """Charge a site's real ledger with an earlier DP-SGD step that spends (all but 1e-9 of) its budget."""
     terms = SitePrivacyLedger.open(fed.state_dir(site)).terms
     with SitePrivacyLedger.locked(fed.state_dir(site), terms) as ledger:
-        sigma = noise_multiplier_for_remaining_budget(None, terms.target_epsilon, terms.delta, 1.0, 1,
-                                                      relative_tolerance=1e-9)
+        sigma = noise_multiplier_for_remaining_budget(
+            None, terms.target_epsilon, terms.delta, 1.0, 1, relative_tolerance=1e-9
+        )
         ledger.charge_round(0, 0, noise_multiplier=sigma, sample_rate=1.0, steps=1)
         return ledger.epsilon_spent
 
@@ -127,12 +129,22 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     spent_before = spend_budget(fed, SPENT)
     try:
         server = fed.start_server()
-        wait_until(lambda: fed.output("server.out").count("registered as node") == len(SITES), 300,
-                   "the server to register the sites' keys")
+        wait_until(
+            lambda: fed.output("server.out").count("registered as node") == len(SITES),
+            300,
+            "the server to register the sites' keys",
+        )
         clients = {site: fed.start_client(fed.site_yamls[site], "--restart-delay", "3") for site in SITES}
         rogue = fed.start_client(fed.intruder_yaml("rogue", key_site="rogue"), "--max-restarts", "0")
-        wrong_ca = fed.start_client(fed.intruder_yaml("wrong_ca", key_site="alpha", ca_cert=fed.other_ca.ca_cert),
-                                    "--max-restarts", "0", "--max-retries", "2", "--max-wait-time", "60")
+        wrong_ca = fed.start_client(
+            fed.intruder_yaml("wrong_ca", key_site="alpha", ca_cert=fed.other_ca.ca_cert),
+            "--max-restarts",
+            "0",
+            "--max-retries",
+            "2",
+            "--max-wait-time",
+            "60",
+        )
 
         # Round 1, then a crash of the whole coordinating center (SuperLink, SuperExec, ServerApp, our CLI).
         wait_until(lambda: fed.completed_rounds() >= 1 or server.poll() is not None, 900, "round 1")
@@ -147,8 +159,12 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
         # Resume; once the killed site has received round 2's SecAgg+ stage-2 (train) message, it dies.
         old_runs = set(_run_ids(fed.output(f"state/{KILLED}/logs/supernode.log")))
         resumed = fed.start_server("--resume", str(fed.run_dir))
-        wait_until(lambda: _train_messages_of_new_runs(fed, KILLED, old_runs) >= 3 or resumed.poll() is not None,
-                   900, f"site {KILLED} to receive its round-2 training message after the resume", poll_s=0.1)
+        wait_until(
+            lambda: _train_messages_of_new_runs(fed, KILLED, old_runs) >= 3 or resumed.poll() is not None,
+            900,
+            f"site {KILLED} to receive its round-2 training message after the resume",
+            poll_s=0.1,
+        )
         assert resumed.poll() is None, f"resumed server ended early:\n{fed.output('server.out')[-3000:]}"
         assert _round_2_started_after_resume(fed)
         fed.kill(clients[KILLED])
@@ -157,10 +173,18 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
         finished_at = time.monotonic()
         wait_until(lambda: rogue.poll() is not None and wrong_ca.poll() is not None, 120, "the intruders to give up")
         return Observed(
-            fed=fed, crashed_code=server.returncode, resumed_code=resumed_code, killed_at=killed_at,
-            finished_at=finished_at, rogue_code=rogue.returncode, wrong_ca_code=wrong_ca.returncode,
-            spent_epsilon_before=spent_before, epsilon_after_round_1=after_round_1, epsilon_after_crash=after_crash,
-            checkpoint_1_sha=checkpoint_sha, checkpoint_1_arrays_sha=arrays_sha,
+            fed=fed,
+            crashed_code=server.returncode,
+            resumed_code=resumed_code,
+            killed_at=killed_at,
+            finished_at=finished_at,
+            rogue_code=rogue.returncode,
+            wrong_ca_code=wrong_ca.returncode,
+            spent_epsilon_before=spent_before,
+            epsilon_after_round_1=after_round_1,
+            epsilon_after_crash=after_crash,
+            checkpoint_1_sha=checkpoint_sha,
+            checkpoint_1_arrays_sha=arrays_sha,
         )
     finally:
         fed.stop_all()
@@ -182,8 +206,9 @@ def test_global_weights_changed_and_stay_finite(observed: Observed) -> None:
     cfg = load_server_config(run_dir / "server_config.yaml")
     torch.manual_seed(cfg.seed)  # what the ServerApp does before building its initial model
     initial = trainable_arrays(default_model_factory(cfg))
-    rounds = [trainable_arrays(load_checkpoint(run_dir / "rounds" / f"round-{r:04d}" / "checkpoint").model)
-              for r in (1, 2)]
+    rounds = [
+        trainable_arrays(load_checkpoint(run_dir / "rounds" / f"round-{r:04d}" / "checkpoint").model) for r in (1, 2)
+    ]
     for arrays in rounds:
         assert len(arrays) == len(initial)
         assert all(np.isfinite(a).all() for a in arrays)
@@ -260,6 +285,9 @@ def test_site_without_the_ca_is_refused(observed: Observed) -> None:
     assert observed.wrong_ca_code not in (None, 0)
     log = (observed.fed.state_dir("wrong_ca") / "logs" / "supernode.log").read_text(errors="replace")
     assert "CERTIFICATE_VERIFY_FAILED" in log or "certificate verify failed" in log.lower()
-    activated = {line.split("node_id=")[1].split()[0] for line in observed.superlink_log().splitlines()
-                 if "Activated node_id=" in line}
+    activated = {
+        line.split("node_id=")[1].split()[0]
+        for line in observed.superlink_log().splitlines()
+        if "Activated node_id=" in line
+    }
     assert len(activated) == len(SITES), activated

@@ -3,6 +3,7 @@
 The deployment test (real SuperLink/SuperNode processes, TLS, authentication) lives with the deployment code; these
 runs check the federation logic: DP + SecAgg+, egress, ledgers, checkpoints, metrics, resume, declines, dead sites.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,21 @@ from bcvlm_client.site_training import SiteTrainer
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.privacy.dp_training import noise_multiplier_for_remaining_budget
-from bcvlm_testing.inprocess_grid import InProcessGrid
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_app import run_federation, trainable_arrays
 from bcvlm_server.server_config import load_server_config
 from bcvlm_testing.federation_sites import make_site, server_config_dict, server_model_factory, site_trainer_factory
+from bcvlm_testing.inprocess_grid import InProcessGrid
 
 ALLOWED_RECORDS = {
-    "fitres.parameters", "fitres.num_examples", "fitres.metrics", "fitres.status",
-    "evaluateres.loss", "evaluateres.num_examples", "evaluateres.metrics", "evaluateres.status",
+    "fitres.parameters",
+    "fitres.num_examples",
+    "fitres.metrics",
+    "fitres.status",
+    "evaluateres.loss",
+    "evaluateres.num_examples",
+    "evaluateres.metrics",
+    "evaluateres.status",
     "secaggplus_configs",
 }
 
@@ -87,8 +94,9 @@ def secagg_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("secagg")
     sites = {100 + k: make_site(root, f"site{k}", n_train=8, n_test=8, seed=k) for k in range(3)}
     recorder = Recorder()
-    cfg, strategy = _run(root, sites, "server", record=recorder, **{"secagg.enabled": True, "rounds": 2,
-                                                                  "local_train.local_steps": 1})
+    cfg, strategy = _run(
+        root, sites, "server", record=recorder, **{"secagg.enabled": True, "rounds": 2, "local_train.local_steps": 1}
+    )
     return root, sites, cfg, strategy, recorder
 
 
@@ -154,8 +162,15 @@ def test_resume_continues_bit_for_bit_and_a_site_over_budget_declines(tmp_path) 
     sites = {200 + k: make_site(tmp_path, f"site{k}", n_train=8, n_test=8, seed=10 + k) for k in range(3)}
     poor = load_site_config(sites[202])  # a site whose ledger has (almost) no budget left
     with SitePrivacyLedger.locked(poor.state_dir, SiteTrainer(poor).ledger_terms()) as ledger:
-        ledger.charge_round(0, 0, noise_multiplier_for_remaining_budget(
-            None, poor.privacy.target_epsilon, poor.privacy.delta, 1.0, 1, relative_tolerance=1e-9), 1.0, 1)
+        ledger.charge_round(
+            0,
+            0,
+            noise_multiplier_for_remaining_budget(
+                None, poor.privacy.target_epsilon, poor.privacy.delta, 1.0, 1, relative_tolerance=1e-9
+            ),
+            1.0,
+            1,
+        )
     dead = 203
     sites[dead] = make_site(tmp_path, "site-dead", n_train=8, n_test=8, seed=99)
     overrides = {"secagg.enabled": False, "strategy.name": "fedadam", "local_train.local_steps": 1, "min_sites": 2}
@@ -195,7 +210,9 @@ class ServerKilled(RuntimeError):
 
 
 def load_ledger_epsilon(site_path: Path) -> float:
-    return json.loads((Path(load_site_config(site_path).state_dir) / "privacy_ledger.json").read_text())["epsilon_spent"]
+    return json.loads((Path(load_site_config(site_path).state_dir) / "privacy_ledger.json").read_text())[
+        "epsilon_spent"
+    ]
 
 
 def test_secagg_round_survives_a_site_lost_before_the_key_exchange(tmp_path) -> None:
@@ -210,9 +227,13 @@ def test_secagg_round_survives_a_site_lost_before_the_key_exchange(tmp_path) -> 
         configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
         return configs is not None and configs.get(Key.STAGE) == Stage.SETUP
 
-    _run(tmp_path, sites, "server", silent=lost_at_setup,
-         **{"secagg.enabled": True, "rounds": 1, "min_sites": 2,
-            "local_train.local_steps": 1})
+    _run(
+        tmp_path,
+        sites,
+        "server",
+        silent=lost_at_setup,
+        **{"secagg.enabled": True, "rounds": 1, "min_sites": 2, "local_train.local_steps": 1},
+    )
     metrics = RunRecords(tmp_path / "run").load_metrics(1)
     assert metrics["fit"]["accepted"] == 2
     assert metrics["status"] == "trained" and metrics["fit"]["outcome"] == "updated from 2 sites"

@@ -1,4 +1,5 @@
 """FederatedStrategy over the real Server/ClientApps (InProcessGrid): failed rounds, per-site outcomes, quorum waits."""
+
 from __future__ import annotations
 
 import time
@@ -14,8 +15,13 @@ from bcvlm_testing.federation_sites import FailingTrainer, is_evaluation, make_s
 @pytest.mark.parametrize("secagg", [True, False], ids=["secagg", "plain"])
 def test_round_where_every_site_fails_is_failed_with_scrubbed_reasons(tmp_path: Path, secagg: bool) -> None:
     sites = {100 + k: make_site(tmp_path, f"site{k}", n_train=4, n_test=4, seed=k) for k in range(2)}
-    run_inprocess(tmp_path, sites, "server", trainer_factory=FailingTrainer,
-                  **{"secagg.enabled": secagg, "rounds": 1, "min_sites": 2})
+    run_inprocess(
+        tmp_path,
+        sites,
+        "server",
+        trainer_factory=FailingTrainer,
+        **{"secagg.enabled": secagg, "rounds": 1, "min_sites": 2},
+    )
     records = RunRecords(tmp_path / "run")
     metrics = records.load_metrics(1)
     assert metrics["status"] == "failed"
@@ -44,9 +50,21 @@ def test_a_site_lost_before_evaluation_costs_one_timeout_and_the_round_is_checkp
         return message.metadata.dst_node_id in departed
 
     started = time.monotonic()
-    _, _, grid = run_inprocess(tmp_path, sites, "server", silent=killed_at_evaluation, wait_for_silent=True,
-                               departed=departed, **{"secagg.enabled": True, "rounds": 2, "min_sites": 2,
-                                                     "round_timeout_s": timeout, "local_train.local_steps": 1})
+    _, _, grid = run_inprocess(
+        tmp_path,
+        sites,
+        "server",
+        silent=killed_at_evaluation,
+        wait_for_silent=True,
+        departed=departed,
+        **{
+            "secagg.enabled": True,
+            "rounds": 2,
+            "min_sites": 2,
+            "round_timeout_s": timeout,
+            "local_train.local_steps": 1,
+        },
+    )
     elapsed = time.monotonic() - started
     records = RunRecords(tmp_path / "run")
     assert records.last_completed_round() == 2
@@ -66,8 +84,14 @@ def test_a_missing_quorum_fails_the_round_after_one_timeout(tmp_path: Path) -> N
     sites = {100 + k: make_site(tmp_path, f"site{k}", n_train=4, n_test=4, seed=k) for k in range(3)}
     departed = {102}  # never online: 2 of the 3 sites the quorum asks for
     started = time.monotonic()
-    _, _, grid = run_inprocess(tmp_path, sites, "server", wait_for_silent=True, departed=departed,
-                               **{"secagg.enabled": False, "rounds": 1, "min_sites": 3, "round_timeout_s": timeout})
+    _, _, grid = run_inprocess(
+        tmp_path,
+        sites,
+        "server",
+        wait_for_silent=True,
+        departed=departed,
+        **{"secagg.enabled": False, "rounds": 1, "min_sites": 3, "round_timeout_s": timeout},
+    )
     elapsed = time.monotonic() - started
     metrics = RunRecords(tmp_path / "run").load_metrics(1)
     assert metrics["status"] == "failed"

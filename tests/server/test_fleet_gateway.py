@@ -1,6 +1,7 @@
 """The public address serves only the Fleet API: a real `bcvlm-server` (loopback SuperLink + SuperExec + gateway) and
 two `bcvlm-client` sites train one round through the gateway, while Control and Runtime calls sent to the public
 address fail and the same calls on the loopback SuperLink port work (so the probes can tell the difference)."""
+
 from __future__ import annotations
 
 import socket
@@ -16,18 +17,21 @@ from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
 from flwr.supercore.error import ApiErrorCode
 from flwr.supercore.runtime.runtime_http_client import RuntimeHttpClient
 
-from bcvlm_model.atomic_io import read_json
 from bcvlm_client.flower_process import flower_environment, flower_executable, free_port
-from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
+from bcvlm_model.atomic_io import read_json
 from bcvlm_server.superlink import FlowerControl
+from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 SITES = ("alpha", "beta")
 CONTROL_PATH = "/v1/control/list-runs"
 RUNTIME_PATH = "/v1/runtime/acquire-task"
-SMUGGLED_PATHS = ("/v1/fleet/../control/list-runs", "/v1/fleet/%2e%2e/control/list-runs",
-                  "/v1/fleet//../../v1/control/list-runs")
+SMUGGLED_PATHS = (
+    "/v1/fleet/../control/list-runs",
+    "/v1/fleet/%2e%2e/control/list-runs",
+    "/v1/fleet//../../v1/control/list-runs",
+)
 
 
 def http_status(port: int, path: str, ca_cert: Path, method: str = "POST") -> int:
@@ -35,8 +39,10 @@ def http_status(port: int, path: str, ca_cert: Path, method: str = "POST") -> in
     context = ssl.create_default_context(cafile=str(ca_cert))
     with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
         with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            tls.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/protobuf"
-                        f"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode("ascii"))
+            tls.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/protobuf"
+                f"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode("ascii")
+            )
             status_line = tls.recv(4096).split(b"\r\n", 1)[0]
     return int(status_line.split()[1])
 
@@ -44,9 +50,15 @@ def http_status(port: int, path: str, ca_cert: Path, method: str = "POST") -> in
 def flwr_output(home: Path, address: str, ca_cert: Path, args: list[str]) -> str:
     """Output of one real `flwr` command sent to `address` ("" when Flower reports success)."""
     control = FlowerControl(home, address, ca_cert)  # writes the connection `bcvlm` into home/config.toml
-    done = subprocess.run([flower_executable("flwr"), *args], env=flower_environment(control.flwr_home),
-                          cwd=control.flwr_home, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [flower_executable("flwr"), *args],
+        env=flower_environment(control.flwr_home),
+        cwd=control.flwr_home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     output = done.stdout + done.stderr
     return "" if done.returncode == 0 and '"success": true' in output else output
 
@@ -90,33 +102,57 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     ca_cert = fed.certs.ca_cert
     try:
         server = fed.start_server()
-        wait_until(lambda: fed.output("server.out").count("registered as node") == len(SITES)
-                   or server.poll() is not None, 300, "the server to register the sites' keys")
+        wait_until(
+            lambda: fed.output("server.out").count("registered as node") == len(SITES) or server.poll() is not None,
+            300,
+            "the server to register the sites' keys",
+        )
         assert server.poll() is None, fed.output("server.out")[-3000:]
         for site in SITES:
             fed.start_client(fed.site_yamls[site], "--restart-delay", "3")
-        wait_until(lambda: (fed.run_dir / "flower_runs.json").is_file() or server.poll() is not None, 600,
-                   "the run to be submitted")
-        status = {(where, path): http_status(port, path, ca_cert)
-                  for where, port in (("public", fed.port), ("internal", internal_port))
-                  for path in (CONTROL_PATH, RUNTIME_PATH, "/v1/fleet/get-run", *SMUGGLED_PATHS)}
+        wait_until(
+            lambda: (fed.run_dir / "flower_runs.json").is_file() or server.poll() is not None,
+            600,
+            "the run to be submitted",
+        )
+        status = {
+            (where, path): http_status(port, path, ca_cert)
+            for where, port in (("public", fed.port), ("internal", internal_port))
+            for path in (CONTROL_PATH, RUNTIME_PATH, "/v1/fleet/get-run", *SMUGGLED_PATHS)
+        }
         status[("public", "GET /v1/fleet/get-run")] = http_status(fed.port, "/v1/fleet/get-run", ca_cert, "GET")
         run_id = int(read_json(fed.run_dir / "flower_runs.json")[0]["run_id"])
         commands = {
             "ls": ["ls", "bcvlm", "--run-id", str(run_id), "--format", "json"],
-            "run": ["run", str(fed.run_dir / "app"), "bcvlm", "--run-config", str(fed.run_dir / "run_config.toml"),
-                    "--format", "json"],
+            "run": [
+                "run",
+                str(fed.run_dir / "app"),
+                "bcvlm",
+                "--run-config",
+                str(fed.run_dir / "run_config.toml"),
+                "--format",
+                "json",
+            ],
             "stop": ["stop", str(run_id), "bcvlm", "--format", "json"],
             "log": ["log", str(run_id), "bcvlm", "--show"],
-            "supernode register": ["supernode", "register", str(fed.site_keys["rogue"].public_key), "bcvlm",
-                                   "--format", "json"],
+            "supernode register": [
+                "supernode",
+                "register",
+                str(fed.site_keys["rogue"].public_key),
+                "bcvlm",
+                "--format",
+                "json",
+            ],
         }
-        public_errors = {name: flwr_output(fed.root / "public_cli", f"127.0.0.1:{fed.port}", ca_cert, args)
-                         for name, args in commands.items()}
+        public_errors = {
+            name: flwr_output(fed.root / "public_cli", f"127.0.0.1:{fed.port}", ca_cert, args)
+            for name, args in commands.items()
+        }
         internal = FlowerControl(fed.root / "internal_cli", f"127.0.0.1:{internal_port}", ca_cert)
         internal_listed = internal.run_status(run_id).run_id == run_id
-        client = RuntimeHttpClient.from_server_address(f"127.0.0.1:{internal_port}", insecure=False,
-                                                       root_certificates=ca_cert.read_bytes(), interceptors=[])
+        client = RuntimeHttpClient.from_server_address(
+            f"127.0.0.1:{internal_port}", insecure=False, root_certificates=ca_cert.read_bytes(), interceptors=[]
+        )
         try:
             client.AcquireTask(AcquireTaskRequest())
             runtime_error = ""
@@ -126,9 +162,17 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
             client.close()
         listening = listening_addresses(internal_port)
         code = server.wait(timeout=900)
-        return Observed(fed=fed, public_port=fed.port, internal_port=internal_port, server_code=code, status=status,
-                        public_flwr_errors=public_errors, internal_runs_listed=internal_listed,
-                        runtime_without_secret_error=runtime_error, listening=listening)
+        return Observed(
+            fed=fed,
+            public_port=fed.port,
+            internal_port=internal_port,
+            server_code=code,
+            status=status,
+            public_flwr_errors=public_errors,
+            internal_runs_listed=internal_listed,
+            runtime_without_secret_error=runtime_error,
+            listening=listening,
+        )
     finally:
         fed.stop_all()
 

@@ -4,12 +4,12 @@ declined with nothing trained, charged or uploaded but zeros.
 The ServerApp is a real `flwr.serverapp.ServerApp` that crafts its own fit messages (what a compromised coordinating
 center can do); messages travel through the in-process grid to the ClientApp a site runs (egress guard included).
 """
+
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
-
-import json
 
 import flwr.compat.common.recorddict_compat as compat
 import numpy as np
@@ -28,9 +28,15 @@ from bcvlm_model.config_io import config_to_dict
 from bcvlm_model.privacy.dp_ready import DPReadyConfig
 from bcvlm_model.text import TextConfig
 from bcvlm_model.training import LocalTrainConfig
-from bcvlm_testing.inprocess_grid import InProcessGrid
 from bcvlm_server.server_app import trainable_arrays
-from bcvlm_testing.federation_sites import SHARED_MODELS, make_site, site_trainer_factory, tiny_model_config, tiny_preprocess
+from bcvlm_testing.federation_sites import (
+    SHARED_MODELS,
+    make_site,
+    site_trainer_factory,
+    tiny_model_config,
+    tiny_preprocess,
+)
+from bcvlm_testing.inprocess_grid import InProcessGrid
 
 NODE = 11
 DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
@@ -40,14 +46,22 @@ LIMITS = {"max_local_steps": 3, "max_rounds": 5, "model_kinds": ["vlm"]}
 def honest_settings(server_round: int = 1) -> dict[str, Any]:
     """What an honest bcvlm server sends for the tiny federation."""
     return encode_round_settings(
-        server_round=server_round, planned_rounds=2, proximal_mu=0.0, n_bins=100, model=tiny_model_config(),
-        preprocess=tiny_preprocess(), text=TextConfig(), local_train=LocalTrainConfig(local_steps=1),
-        dp_trainable=DP_TRAINABLE, dp=True,
+        server_round=server_round,
+        planned_rounds=2,
+        proximal_mu=0.0,
+        n_bins=100,
+        model=tiny_model_config(),
+        preprocess=tiny_preprocess(),
+        text=TextConfig(),
+        local_train=LocalTrainConfig(local_steps=1),
+        dp_trainable=DP_TRAINABLE,
+        dp=True,
     )
 
 
-def hostile_server_app(instructions: list[dict[str, Any]], arrays: list[np.ndarray],
-                       replies: list[FitRes]) -> ServerApp:
+def hostile_server_app(
+    instructions: list[dict[str, Any]], arrays: list[np.ndarray], replies: list[FitRes]
+) -> ServerApp:
     """A ServerApp that sends each crafted fit config in turn to every node and keeps the decoded replies."""
     app = ServerApp()
 
@@ -55,9 +69,15 @@ def hostile_server_app(instructions: list[dict[str, Any]], arrays: list[np.ndarr
     def main(grid: Grid, context: Context) -> None:
         for config in instructions:
             fitins = FitIns(ndarrays_to_parameters(arrays), config)
-            messages = [Message(content=compat.fitins_to_recorddict(fitins, True), dst_node_id=node,
-                                message_type=MessageType.TRAIN, group_id=str(config["server-round"]))
-                        for node in grid.get_node_ids()]
+            messages = [
+                Message(
+                    content=compat.fitins_to_recorddict(fitins, True),
+                    dst_node_id=node,
+                    message_type=MessageType.TRAIN,
+                    group_id=str(config["server-round"]),
+                )
+                for node in grid.get_node_ids()
+            ]
             for reply in grid.send_and_receive(messages):
                 assert reply.has_content(), reply.error if reply.has_error() else "no reply"
                 replies.append(compat.recorddict_to_fitres(reply.content, keep_input=False))
@@ -70,7 +90,9 @@ def global_arrays() -> list[np.ndarray]:
     return trainable_arrays(SHARED_MODELS(tiny_model_config(), DP_TRAINABLE))
 
 
-def run_hostile(root: Path, name: str, arrays: list[np.ndarray], *instructions: dict[str, Any]) -> tuple[list[FitRes], Path]:
+def run_hostile(
+    root: Path, name: str, arrays: list[np.ndarray], *instructions: dict[str, Any]
+) -> tuple[list[FitRes], Path]:
     site_yaml = make_site(root, name, n_train=8, n_test=4, limits=LIMITS)
     replies: list[FitRes] = []
     client_app = build_client_app(trainer_factory=site_trainer_factory)
@@ -100,7 +122,9 @@ def _no_dp_trainable_set(config: dict[str, Any]) -> None:
 
 
 def _too_many_local_steps(config: dict[str, Any]) -> None:
-    config["local-train"] = json.dumps({**json.loads(config["local-train"]), "local_steps": LIMITS["max_local_steps"] + 1})
+    config["local-train"] = json.dumps(
+        {**json.loads(config["local-train"]), "local_steps": LIMITS["max_local_steps"] + 1}
+    )
 
 
 def _one_pass_over_too_many_batches(config: dict[str, Any]) -> None:
@@ -146,9 +170,12 @@ def test_a_pass_over_more_batches_than_allowed_is_declined(tmp_path, global_arra
     site_limits = {**LIMITS, "max_local_steps": 1}
     site_yaml = make_site(tmp_path, "site", n_train=8, n_test=4, limits=site_limits)
     replies: list[FitRes] = []
-    grid = InProcessGrid(build_client_app(trainer_factory=site_trainer_factory), {NODE: {"site-config": str(site_yaml)}})
+    grid = InProcessGrid(
+        build_client_app(trainer_factory=site_trainer_factory), {NODE: {"site-config": str(site_yaml)}}
+    )
     hostile_server_app([config], global_arrays, replies)(
-        grid, Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={}))
+        grid, Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    )
     assert_declined_with_nothing_uploaded(replies[0], DeclineReason.LOCAL_STEPS_OVER_LIMIT)
 
 

@@ -1,5 +1,6 @@
 """PollingGrid: replies come back as soon as the last one is in (not after Flower's 3 s sleep), a silent site costs
 the timeout, and only Flower's HttpGrid gets wrapped."""
+
 from __future__ import annotations
 
 import time
@@ -8,8 +9,8 @@ from flwr.app import Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.clientapp import ClientApp
 
-from bcvlm_testing.inprocess_grid import InProcessGrid
 from bcvlm_server.polling_grid import PollingGrid, with_fast_replies
+from bcvlm_testing.inprocess_grid import InProcessGrid
 
 NODES = (11, 12, 13)
 
@@ -18,10 +19,12 @@ class LateReplies(InProcessGrid):
     """Replies become visible only after `late_s` seconds (a site still working)."""
 
     def __init__(self, late_s: float, silent: int | None = None) -> None:
-        app = ClientApp(client_fn=lambda context: None, mods=[lambda msg, ctx, call_next: Message(RecordDict(),
-                                                                                                 reply_to=msg)])
-        super().__init__(app, {node: {} for node in NODES},
-                         silent_nodes=lambda message: message.metadata.dst_node_id == silent)
+        app = ClientApp(
+            client_fn=lambda context: None, mods=[lambda msg, ctx, call_next: Message(RecordDict(), reply_to=msg)]
+        )
+        super().__init__(
+            app, {node: {} for node in NODES}, silent_nodes=lambda message: message.metadata.dst_node_id == silent
+        )
         self.visible_at = time.monotonic() + late_s
         self.pulls = 0
 

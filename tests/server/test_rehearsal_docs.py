@@ -9,6 +9,7 @@ temporary one instead of /tmp/bcvlm-rehearsal, and the shipped configs' port 944
 the test cannot collide with anything listening on 9443). The hospitals run at a lower CPU priority: on a 2-core
 machine a CPU-starved SuperLink can hit Flower's SQLite lock timeout.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bcvlm_model.atomic_io import read_json
 from bcvlm_client.flower_process import free_port, process_tree
+from bcvlm_model.atomic_io import read_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -55,12 +56,16 @@ SETUP = (
 )
 SERVER = "bcvlm-server --config server.yaml"
 CLIENT = "bcvlm-client --site {}.yaml"
-CONTROL_THROUGH_GATEWAY = ("curl -s -o /dev/null -w '%{http_code}\\n' --cacert certs/ca.crt -X POST "
-                           "https://localhost:9443/v1/control/list-runs")
+CONTROL_THROUGH_GATEWAY = (
+    "curl -s -o /dev/null -w '%{http_code}\\n' --cacert certs/ca.crt -X POST "
+    "https://localhost:9443/v1/control/list-runs"
+)
 FAB_VERDICT = "grep 'running FAB' state/hospital_a/logs/site.log"
 STATUS = "bcvlm-server status runs/rehearsal-1"
-PREDICT = ("bcvlm predict --checkpoint runs/rehearsal-1/rounds/round-0002/checkpoint --input hospital_a/manifest.csv "
-           "--out predictions.csv")
+PREDICT = (
+    "bcvlm predict --checkpoint runs/rehearsal-1/rounds/round-0002/checkpoint --input hospital_a/manifest.csv "
+    "--out predictions.csv"
+)
 NEW_RUN = "bcvlm-server --config server.yaml federation.run_dir=runs/rehearsal-2 federation.rounds=1"
 
 
@@ -85,9 +90,17 @@ def _run(command: str, cwd: Path, timeout_s: float = 600.0) -> subprocess.Comple
 
 
 def _start(command: str, cwd: Path, log: Path, niceness: int = 0) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, shell=True, cwd=cwd, env=_env(), stdout=open(log, "ab"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
+    return subprocess.Popen(
+        command,
+        shell=True,
+        cwd=cwd,
+        env=_env(),
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+    )
 
 
 def _wait(condition, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
@@ -116,8 +129,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
     documented = documented_commands()
     copy_line = "cp -r site_configs/rehearsal /tmp/bcvlm-rehearsal && cd /tmp/bcvlm-rehearsal"
-    for command in (copy_line, *KEYS, *SETUP, SERVER, *(CLIENT.format(h) for h in HOSPITALS),
-                    CONTROL_THROUGH_GATEWAY, FAB_VERDICT, STATUS, PREDICT, NEW_RUN):
+    for command in (
+        copy_line,
+        *KEYS,
+        *SETUP,
+        SERVER,
+        *(CLIENT.format(h) for h in HOSPITALS),
+        CONTROL_THROUGH_GATEWAY,
+        FAB_VERDICT,
+        STATUS,
+        PREDICT,
+        NEW_RUN,
+    ):
         assert command in documented, f"not in docs/deployment.md §9: {command}"
     folder = tmp_path / "bcvlm-rehearsal"
     _run(copy_line.replace("/tmp/bcvlm-rehearsal", str(folder)), cwd=REPO)
@@ -131,10 +154,14 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
     for hospital in HOSPITALS:
         key = folder / hospital / "keys" / "supernode_auth_key"
         assert key.stat().st_mode & 0o777 == 0o600
-        assert (folder / "certs" / "sites" / hospital / "supernode_auth_key.pub").read_text() == \
-            (folder / hospital / "keys" / "supernode_auth_key.pub").read_text()
-    handed_out_private = [path.relative_to(folder) for path in (folder / "certs").rglob("*")
-                          if path.is_file() and "PRIVATE KEY" in path.read_text(errors="replace")]
+        assert (folder / "certs" / "sites" / hospital / "supernode_auth_key.pub").read_text() == (
+            folder / hospital / "keys" / "supernode_auth_key.pub"
+        ).read_text()
+    handed_out_private = [
+        path.relative_to(folder)
+        for path in (folder / "certs").rglob("*")
+        if path.is_file() and "PRIVATE KEY" in path.read_text(errors="replace")
+    ]
     assert handed_out_private == [Path("certs/server.key")], handed_out_private
     assert (folder / "ca_private" / "ca.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
 
@@ -148,8 +175,10 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
         _wait(lambda: _completed(run_1) >= 1 or server.poll() is not None, 1200, "round 1")
         assert server.poll() is None, (tmp_path / "server.out").read_text()[-3000:]
         assert _run(CONTROL_THROUGH_GATEWAY.replace("9443", port), cwd=folder).stdout.strip() == "404"
-        assert "it carries no code and names the installed bcvlm_client.client_app:app" in \
-            _run(FAB_VERDICT, cwd=folder).stdout
+        assert (
+            "it carries no code and names the installed bcvlm_client.client_app:app"
+            in _run(FAB_VERDICT, cwd=folder).stdout
+        )
         killed_tree = process_tree(clients[KILLED].pid)
         os.killpg(clients[KILLED].pid, signal.SIGKILL)  # the shell and bcvlm-client: a crash, no clean stop
         clients[KILLED].wait(timeout=30)
@@ -168,8 +197,11 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
             ledger = read_json(folder / "state" / hospital / "privacy_ledger.json")
             assert 0.0 < ledger["epsilon_spent"] <= 8.0 + 1e-6
         time.sleep(2)
-        assert not [pid for pid in killed_tree if Path(f"/proc/{pid}").exists()
-                    and Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"]
+        assert not [
+            pid
+            for pid in killed_tree
+            if Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+        ]
         status = _run(STATUS, cwd=folder).stdout
         assert "round 2 trained" in status and "hospital_a trained" in status
 

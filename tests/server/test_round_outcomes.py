@@ -1,4 +1,5 @@
 """Site outcomes: only a bounded class name of a site's error text is kept; a round below the quorum failed."""
+
 from __future__ import annotations
 
 from flwr.common.constant import ErrorCode
@@ -9,7 +10,9 @@ from bcvlm_server.round_outcomes import decline_reason_name, fit_reply_outcome, 
 def test_scrub_keeps_the_class_the_egress_guard_names_and_nothing_else() -> None:
     reason = "<class 'bcvlm_client.egress_guard.SiteFailure'>:<'site failed (DicomRejected); details are in the log'>"
     assert scrub_error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason) == (
-        "DicomRejected", "the site's ClientApp raised an error (details in the site's site.log)")
+        "DicomRejected",
+        "the site's ClientApp raised an error (details in the site's site.log)",
+    )
 
 
 def test_scrub_drops_free_text_of_an_unguarded_exception() -> None:

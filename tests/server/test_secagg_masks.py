@@ -2,6 +2,7 @@
 the plain weighted mean within the quantisation error, also when a site is lost after the key exchange, a site
 that does not confirm the mask expansion is left out instead of spoiling the sum, and a site uploads at most 4 bytes
 per parameter."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -22,8 +23,8 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
 from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
 from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY
-from bcvlm_testing.inprocess_grid import InProcessGrid
 from bcvlm_server.secagg_masks import FullStrengthSecAggPlusWorkflow
+from bcvlm_testing.inprocess_grid import InProcessGrid
 
 CLIPPING_RANGE = 1.0
 QUANTIZATION_RANGE = 2**22
@@ -59,20 +60,35 @@ def _setup_reply_without_confirmation(node: int) -> Callable:
 
 def _secagg_round(silent: Callable[[Message], bool] | None = None, extra_mods: tuple = ()) -> list[np.ndarray]:
     """One SecAgg+ fit round over the four sites; returns the new global parameters."""
-    app = ClientApp(client_fn=lambda context: FixedUpdateClient(context.node_id).to_client(),
-                    mods=[*extra_mods, full_strength_secaggplus_mod])
+    app = ClientApp(
+        client_fn=lambda context: FixedUpdateClient(context.node_id).to_client(),
+        mods=[*extra_mods, full_strength_secaggplus_mod],
+    )
     grid = InProcessGrid(app, {node: {} for node in WEIGHTS}, silent_nodes=silent)
-    strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=len(WEIGHTS),
-                      min_available_clients=len(WEIGHTS),
-                      initial_parameters=ndarrays_to_parameters([np.zeros(shape) for shape in SHAPES]))
-    context = LegacyContext(context=Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={}),
-                            config=ServerConfig(num_rounds=1), strategy=strategy)
-    workflow = FullStrengthSecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=0.5,
-                                              clipping_range=CLIPPING_RANGE, quantization_range=QUANTIZATION_RANGE,
-                                              max_weight=MAX_WEIGHT, timeout=30.0)
+    strategy = FedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=len(WEIGHTS),
+        min_available_clients=len(WEIGHTS),
+        initial_parameters=ndarrays_to_parameters([np.zeros(shape) for shape in SHAPES]),
+    )
+    context = LegacyContext(
+        context=Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={}),
+        config=ServerConfig(num_rounds=1),
+        strategy=strategy,
+    )
+    workflow = FullStrengthSecAggPlusWorkflow(
+        num_shares=1.0,
+        reconstruction_threshold=0.5,
+        clipping_range=CLIPPING_RANGE,
+        quantization_range=QUANTIZATION_RANGE,
+        max_weight=MAX_WEIGHT,
+        timeout=30.0,
+    )
     DefaultWorkflow(fit_workflow=workflow)(grid, context)
-    return parameters_to_ndarrays(compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD],
-                                                                    keep_input=True))
+    return parameters_to_ndarrays(
+        compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+    )
 
 
 def _expected(nodes: list[int]) -> tuple[list[np.ndarray], float]:
@@ -83,7 +99,8 @@ def _expected(nodes: list[int]) -> tuple[list[np.ndarray], float]:
     # sum is divided by the total weight ratio; weights are themselves rounded to 1/Q of MAX_WEIGHT.
     step = 2 * CLIPPING_RANGE / QUANTIZATION_RANGE
     bound = len(nodes) * step / (total / MAX_WEIGHT) + len(nodes) * CLIPPING_RANGE * MAX_WEIGHT / (
-        QUANTIZATION_RANGE * total / len(nodes))
+        QUANTIZATION_RANGE * total / len(nodes)
+    )
     return mean, bound
 
 
@@ -102,8 +119,11 @@ def test_a_site_lost_after_the_key_exchange_is_unmasked_correctly() -> None:
 
     def lost_before_upload(message: Message) -> bool:
         configs = message.content.config_records.get(RECORD_KEY_CONFIGS) if message.has_content() else None
-        return (message.metadata.dst_node_id == 103 and configs is not None
-                and configs.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS)
+        return (
+            message.metadata.dst_node_id == 103
+            and configs is not None
+            and configs.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS
+        )
 
     _assert_close(_secagg_round(silent=lost_before_upload), [101, 102, 104])
 

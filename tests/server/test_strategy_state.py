@@ -1,13 +1,14 @@
 """Strategy state saved with a round (FedAdam moments, safetensors + JSON) restores bit for bit."""
+
 from __future__ import annotations
 
 import numpy as np
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from test_update_rejection import Site
 
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig
 from bcvlm_server.strategies import build_inner_strategy, load_strategy_state, strategy_state_arrays
-from test_update_rejection import Site
 
 WEIGHTS = [np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), np.zeros(5, dtype=np.float32)]
 

@@ -1,5 +1,6 @@
 """follow_run: a status query that fails for a moment (SQLite busy on a loaded center) does not end a healthy run;
 failures in a row do, with the error."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Without SecAgg+: non-finite and oversized updates are rejected, declined sites skipped, the global stays finite."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,9 @@ def test_malicious_updates_are_rejected_and_the_global_model_stays_finite(tmp_pa
     cfg.strategy.name = strategy
     cfg.strategy.trim_fraction = 0.0
     cfg.update_guard.max_update_norm = 10.0
-    wrapper = FederatedStrategy(cfg, build_inner_strategy(cfg, GLOBAL), GLOBAL, records=RunRecords(tmp_path),
-                                save_checkpoint=lambda *args: None)
+    wrapper = FederatedStrategy(
+        cfg, build_inner_strategy(cfg, GLOBAL), GLOBAL, records=RunRecords(tmp_path), save_checkpoint=lambda *args: None
+    )
     nan_update = _update(0.1)
     nan_update[1][2] = np.nan
     results = [
@@ -69,8 +71,9 @@ def test_malicious_updates_are_rejected_and_the_global_model_stays_finite(tmp_pa
 def test_no_acceptable_update_keeps_the_global_model(tmp_path) -> None:
     cfg = ServerConfig(run_dir=str(tmp_path))
     cfg.secagg.enabled = False
-    wrapper = FederatedStrategy(cfg, build_inner_strategy(cfg, GLOBAL), GLOBAL, records=RunRecords(tmp_path),
-                                save_checkpoint=lambda *args: None)
+    wrapper = FederatedStrategy(
+        cfg, build_inner_strategy(cfg, GLOBAL), GLOBAL, records=RunRecords(tmp_path), save_checkpoint=lambda *args: None
+    )
     parameters, _ = wrapper.aggregate_fit(1, [_result(1, _update(np.inf))], [])
     for array, before in zip(parameters_to_ndarrays(parameters), GLOBAL):
         np.testing.assert_array_equal(array, before)

@@ -1,4 +1,5 @@
 """The baselines train exactly the parameters the federated model trains, with DP only when asked."""
+
 from __future__ import annotations
 
 from dataclasses import replace

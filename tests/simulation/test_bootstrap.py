@@ -1,4 +1,5 @@
 """Patient-clustered bootstrap: the CI covers the AUC, shrinks with more patients, and pairs methods."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,15 +33,18 @@ def _case(patients_per_site: int, resamples: int = 200):
             scores[method][site] = {task: site_scores[method] for task in TASKS}
         labels[site] = {task: site_labels["labels"] for task in TASKS}
         patients[site] = {task: site_patients["patients"] for task in TASKS}
-    intervals = bootstrap_intervals(scores, labels, CaseIndex.from_patients(patients), resamples=resamples, seed=0,
-                                    reference="a")
+    intervals = bootstrap_intervals(
+        scores, labels, CaseIndex.from_patients(patients), resamples=resamples, seed=0, reference="a"
+    )
     return scores, labels, intervals
 
 
 def test_the_interval_covers_the_pooled_auc() -> None:
     scores, labels, intervals = _case(60)
-    pooled = exact_auc(np.concatenate([scores["a"][s]["malignancy"] for s in ("s1", "s2")]),
-                       np.concatenate([labels[s]["malignancy"] for s in ("s1", "s2")]))
+    pooled = exact_auc(
+        np.concatenate([scores["a"][s]["malignancy"] for s in ("s1", "s2")]),
+        np.concatenate([labels[s]["malignancy"] for s in ("s1", "s2")]),
+    )
     low, high = intervals["a"]["pooled_auc_ci"]["malignancy"]
     assert low < pooled < high
 
@@ -62,8 +66,10 @@ def test_the_paired_difference_uses_the_same_resamples() -> None:
 
 def test_clustering_on_patients_widens_the_interval_over_treating_images_as_independent() -> None:
     scores, labels, clustered = _case(60, resamples=300)
-    one_image_each = {site: {task: np.array([f"{site}-{i}" for i in range(len(labels[site][task]))])
-                             for task in TASKS} for site in labels}
+    one_image_each = {
+        site: {task: np.array([f"{site}-{i}" for i in range(len(labels[site][task]))]) for task in TASKS}
+        for site in labels
+    }
     naive = bootstrap_intervals(scores, labels, CaseIndex.from_patients(one_image_each), resamples=300, seed=0)
     width = lambda ci: ci[1] - ci[0]  # noqa: E731
     assert width(clustered["a"]["pooled_auc_ci"]["malignancy"]) > width(naive["a"]["pooled_auc_ci"]["malignancy"])

@@ -1,4 +1,5 @@
 """Synthetic cohort reuse: same settings reuse it; other settings regenerate it without stale cached images."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Hydra configs of `bcvlm simulate`: packaged configs compose into the typed schema, overrides and errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,15 @@ def test_scale_config_has_at_least_50_sites() -> None:
 
 
 def test_overrides_apply_and_bad_ones_name_the_key() -> None:
-    cfg = load_simulation_config("demo", ["server.rounds=5", "split.kind=dirichlet", "split.dirichlet_alpha=0.3",
-                                          "+split.tasks_by_source.rsna=[malignancy]"])
+    cfg = load_simulation_config(
+        "demo",
+        [
+            "server.rounds=5",
+            "split.kind=dirichlet",
+            "split.dirichlet_alpha=0.3",
+            "+split.tasks_by_source.rsna=[malignancy]",
+        ],
+    )
     assert (cfg.server.rounds, cfg.split.kind, cfg.split.dirichlet_alpha) == (5, "dirichlet", 0.3)
     assert cfg.split.tasks_by_source == {"rsna": ["malignancy"]}
     with pytest.raises(ConfigError, match="server.no_such_key"):

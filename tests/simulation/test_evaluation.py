@@ -1,4 +1,5 @@
 """Method summaries: pooled AUC from summed site histograms, per-site AUCs and their mean."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,16 +10,19 @@ from bcvlm_simulation.evaluation import SiteScores, summarise_method
 
 
 def _site(scores: np.ndarray, labels: np.ndarray) -> SiteScores:
-    return SiteScores(scores={"malignancy": scores, "calcification": scores},
-                      labels={"malignancy": labels, "calcification": labels})
+    return SiteScores(
+        scores={"malignancy": scores, "calcification": scores}, labels={"malignancy": labels, "calcification": labels}
+    )
 
 
 def test_pooled_site_and_mean_site_auc() -> None:
     rng = np.random.default_rng(0)
     labels = [rng.integers(0, 2, 80).astype(float) for _ in range(2)]
     # Site b's scores sit 0.4 higher: each site ranks well within itself, the pooled ranking mixes the two scales.
-    scores = [np.clip(0.25 + 0.3 * labels[0] + rng.normal(0, 0.1, 80), 0, 1),
-              np.clip(0.65 + 0.3 * labels[1] + rng.normal(0, 0.1, 80), 0, 1)]
+    scores = [
+        np.clip(0.25 + 0.3 * labels[0] + rng.normal(0, 0.1, 80), 0, 1),
+        np.clip(0.65 + 0.3 * labels[1] + rng.normal(0, 0.1, 80), 0, 1),
+    ]
     summary = summarise_method({"a": _site(scores[0], labels[0]), "b": _site(scores[1], labels[1])}, n_bins=2000)
     site_a = roc_auc_score(labels[0], scores[0])
     site_b = roc_auc_score(labels[1], scores[1])

@@ -1,4 +1,5 @@
 """Flower's Ray backend settings; a simulation joining an existing 2-node Ray cluster (`resources.ray_address`)."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ def test_a_local_ray_is_sized_by_ray_num_cpus_and_gpus() -> None:
 
 
 def test_ray_address_joins_the_cluster_without_sizing_it() -> None:
-    config = backend_config(ResourcesConfig(num_cpus_per_site=2.0, num_gpus_per_site=0.25, ray_num_cpus=2,
-                                            ray_address="10.0.0.5:6379"))
+    config = backend_config(
+        ResourcesConfig(num_cpus_per_site=2.0, num_gpus_per_site=0.25, ray_num_cpus=2, ray_address="10.0.0.5:6379")
+    )
     assert config["init_args"]["address"] == "10.0.0.5:6379"
     assert "num_cpus" not in config["init_args"] and "num_gpus" not in config["init_args"]  # Ray refuses them
     assert config["client_resources"] == {"num_cpus": 2.0, "num_gpus": 0.25}
@@ -41,14 +43,34 @@ def test_ray_address_joins_the_cluster_without_sizing_it() -> None:
 
 def _ray_start(args: list[str], log: Path) -> subprocess.Popen:
     """`ray start ... --block` in its own session, so that teardown can end exactly the processes it started."""
-    ports = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-             "--metrics-export-port"]
-    command = [str(RAY), "start", *args, "--num-cpus", "1", "--num-gpus", "0", "--object-store-memory",
-               str(80 * 2**20), "--disable-usage-stats", "--block"]
+    ports = [
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+        "--metrics-export-port",
+    ]
+    command = [
+        str(RAY),
+        "start",
+        *args,
+        "--num-cpus",
+        "1",
+        "--num-gpus",
+        "0",
+        "--object-store-memory",
+        str(80 * 2**20),
+        "--disable-usage-stats",
+        "--block",
+    ]
     for flag in ports:  # two nodes on one machine: each needs its own agent ports
         command += [flag, str(free_port())]
-    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+    return subprocess.Popen(
+        command,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "RAY_DEDUP_LOGS": "0"},
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -75,13 +97,15 @@ def _wait_for(log: Path, text: str, process: subprocess.Popen) -> None:
 
 def _alive_node_ids(address: str, expected: int) -> list[str]:
     """The cluster's alive node ids, once `expected` nodes have joined (asked from a separate driver)."""
-    script = (f"import ray, time, sys\nray.init(address={address!r}, logging_level='ERROR')\n"
-              f"deadline = time.monotonic() + {NODE_WAIT_S}\n"
-              "while True:\n"
-              "    ids = sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])\n"
-              f"    if len(ids) >= {expected} or time.monotonic() > deadline: break\n"
-              "    time.sleep(1.0)\n"
-              "print('NODES', ','.join(ids))\n")
+    script = (
+        f"import ray, time, sys\nray.init(address={address!r}, logging_level='ERROR')\n"
+        f"deadline = time.monotonic() + {NODE_WAIT_S}\n"
+        "while True:\n"
+        "    ids = sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])\n"
+        f"    if len(ids) >= {expected} or time.monotonic() > deadline: break\n"
+        "    time.sleep(1.0)\n"
+        "print('NODES', ','.join(ids))\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=NODE_WAIT_S + 120)
     line = [row for row in done.stdout.splitlines() if row.startswith("NODES ")]
     assert done.returncode == 0 and line, done.stdout[-2000:] + done.stderr[-3000:]
@@ -96,8 +120,22 @@ def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
     started: list[subprocess.Popen] = []
     try:
         head_log, worker_log = temp_dir / "head.log", temp_dir / "worker.log"
-        started.append(_ray_start(["--head", "--port", str(port), "--temp-dir", str(temp_dir), "--include-dashboard",
-                                   "false", "--ray-client-server-port", str(free_port())], head_log))
+        started.append(
+            _ray_start(
+                [
+                    "--head",
+                    "--port",
+                    str(port),
+                    "--temp-dir",
+                    str(temp_dir),
+                    "--include-dashboard",
+                    "false",
+                    "--ray-client-server-port",
+                    str(free_port()),
+                ],
+                head_log,
+            )
+        )
         _wait_for(head_log, "will now block forever", started[0])
         address = f"127.0.0.1:{port}"
         started.append(_ray_start(["--address", address], worker_log))
@@ -120,16 +158,25 @@ def test_sites_of_a_simulation_run_on_both_nodes_of_an_existing_cluster(tmp_path
         target = site_config_path(run_dir, index)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(make_site(tmp_path / "data", name, seed=index), target)
-    server_config_path(run_dir).write_text(yaml.safe_dump(server_config_dict(run_dir / "federated", rounds=1,
-                                                                             min_sites=2)))
-    script = ("import sys\nfrom pathlib import Path\nfrom bcvlm_simulation.config import ResourcesConfig\n"
-              "from bcvlm_simulation.federation import run_federation\n"
-              f"run_federation(Path({str(run_dir)!r}), 2, ResourcesConfig(num_cpus_per_site=1.0, "
-              f"ray_address={address!r}))\n")
+    server_config_path(run_dir).write_text(
+        yaml.safe_dump(server_config_dict(run_dir / "federated", rounds=1, min_sites=2))
+    )
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom bcvlm_simulation.config import ResourcesConfig\n"
+        "from bcvlm_simulation.federation import run_federation\n"
+        f"run_federation(Path({str(run_dir)!r}), 2, ResourcesConfig(num_cpus_per_site=1.0, "
+        f"ray_address={address!r}))\n"
+    )
     log = tmp_path / "simulate.log"
     with log.open("w") as out:
-        done = subprocess.run([sys.executable, "-c", script], stdout=out, stderr=subprocess.STDOUT, timeout=1300,
-                              env={**os.environ, **FLOWER_ENV_DEFAULTS, "RAY_DEDUP_LOGS": "0"}, cwd=tmp_path)
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=1300,
+            env={**os.environ, **FLOWER_ENV_DEFAULTS, "RAY_DEDUP_LOGS": "0"},
+            cwd=tmp_path,
+        )
     text = log.read_text()
     assert done.returncode == 0, text[-4000:]
     assert f"joining the Ray cluster at {address}" in text

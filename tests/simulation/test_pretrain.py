@@ -1,4 +1,5 @@
 """Public pretraining: checkpoints per model kind, and the baselines start from exactly those weights."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -16,10 +17,18 @@ from bcvlm_simulation.runner import SimulationError, run_simulation_job
 
 
 def test_pretrained_weights_reach_the_baselines(tmp_path: Path) -> None:
-    cfg = load_simulation_config("tiny", [
-        "pretrain.enabled=true", "pretrain.epochs=1", "pretrain.cohort.synth.n_patients=4",
-        "pretrain.cohort.synth.height=64", "pretrain.cohort.synth.width=32", "progress=false",
-        "server.local_train.learning_rate=0.05"])
+    cfg = load_simulation_config(
+        "tiny",
+        [
+            "pretrain.enabled=true",
+            "pretrain.epochs=1",
+            "pretrain.cohort.synth.n_patients=4",
+            "pretrain.cohort.synth.height=64",
+            "pretrain.cohort.synth.width=32",
+            "progress=false",
+            "server.local_train.learning_rate=0.05",
+        ],
+    )
     checkpoints = pretrain_on_public(cfg, tmp_path, ["vlm", "image_only", "vlm"])
     assert sorted(checkpoints) == ["image_only", "vlm"]
     assert (tmp_path / "public_cohort" / "prepared" / "manifest.csv").is_file()
@@ -39,19 +48,30 @@ def test_pretrained_weights_reach_the_baselines(tmp_path: Path) -> None:
 
 
 def test_pretraining_has_its_own_optimizer_and_learning_rate_and_no_dp() -> None:
-    own = load_simulation_config("tiny", [
-        "pretrain.optimizer=adamw", "pretrain.learning_rate=0.003", "server.local_train.optimizer=sgd",
-        "server.local_train.learning_rate=0.05", "pretrain.epochs=2", "site.privacy.enabled=true",
-        "baselines.private=true"])
+    own = load_simulation_config(
+        "tiny",
+        [
+            "pretrain.optimizer=adamw",
+            "pretrain.learning_rate=0.003",
+            "server.local_train.optimizer=sgd",
+            "server.local_train.learning_rate=0.05",
+            "pretrain.epochs=2",
+            "site.privacy.enabled=true",
+            "baselines.private=true",
+        ],
+    )
     recipe = pretraining_recipe(own, None)
     assert (recipe.local_train.optimizer, recipe.local_train.learning_rate) == ("adamw", 0.003)
     assert (own.server.local_train.optimizer, own.server.local_train.learning_rate) == ("sgd", 0.05)
     assert recipe.rounds == 2 and recipe.privacy is None and recipe.init_checkpoints == {}
-    shared = load_simulation_config("tiny", ["server.local_train.optimizer=sgd",
-                                             "server.local_train.learning_rate=0.05"])
+    shared = load_simulation_config(
+        "tiny", ["server.local_train.optimizer=sgd", "server.local_train.learning_rate=0.05"]
+    )
     assert shared.pretrain.optimizer is None and shared.pretrain.learning_rate is None
-    assert (pretraining_recipe(shared, None).local_train.optimizer,
-            pretraining_recipe(shared, None).local_train.learning_rate) == ("sgd", 0.05)
+    assert (
+        pretraining_recipe(shared, None).local_train.optimizer,
+        pretraining_recipe(shared, None).local_train.learning_rate,
+    ) == ("sgd", 0.05)
 
 
 @pytest.mark.parametrize("override", ["pretrain.learning_rate=0", "pretrain.epochs=0", "pretrain.optimizer=adam"])
@@ -63,8 +83,15 @@ def test_bad_pretraining_settings_are_refused_at_load(override: str) -> None:
 def test_pretraining_and_an_init_checkpoint_are_refused_before_anything_is_touched(tmp_path: Path) -> None:
     earlier = tmp_path / "run" / "federated"
     earlier.mkdir(parents=True)
-    cfg = load_simulation_config("tiny", [f"run_dir={tmp_path / 'run'}", "overwrite=true", "pretrain.enabled=true",
-                                          f"server.init_checkpoint={tmp_path / 'some_checkpoint'}"])
+    cfg = load_simulation_config(
+        "tiny",
+        [
+            f"run_dir={tmp_path / 'run'}",
+            "overwrite=true",
+            "pretrain.enabled=true",
+            f"server.init_checkpoint={tmp_path / 'some_checkpoint'}",
+        ],
+    )
     with pytest.raises(SimulationError, match="pick one start"):
         run_simulation_job(cfg)
     assert earlier.is_dir()  # the earlier run's output was not removed

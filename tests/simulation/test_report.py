@@ -1,4 +1,5 @@
 """The report builder: report.html and metrics.json exist, embed PNGs, and every number in the HTML equals metrics.json."""
+
 from __future__ import annotations
 
 import base64
@@ -32,20 +33,37 @@ def example_metrics(seed: int = 0) -> dict:
 
     rounds = []
     for r in range(1, 4):
-        rounds.append({
-            "round": r,
-            "pooled_auc": {t: float(0.5 + 0.1 * r + rng.normal(0, 0.01)) for t in tasks},
-            "site_auc": {s: {t: float(0.5 + 0.1 * r + rng.normal(0, 0.03)) for t in tasks} for s in sites},
-            "epsilon": {s: float(r * (1.0 + rng.random())) for s in sites},
-            "bytes_up": int(rng.integers(1e5, 1e6)), "bytes_down": int(rng.integers(1e5, 1e6)),
-            "wall_time_s": float(rng.uniform(5, 9)),
-        })
-    methods = {"federated": method(1.2), "centralized": method(1.3), "local_only": method(0.8),
-               "image_only": method(0.9), "oracle": method(3.0)}
+        rounds.append(
+            {
+                "round": r,
+                "pooled_auc": {t: float(0.5 + 0.1 * r + rng.normal(0, 0.01)) for t in tasks},
+                "site_auc": {s: {t: float(0.5 + 0.1 * r + rng.normal(0, 0.03)) for t in tasks} for s in sites},
+                "epsilon": {s: float(r * (1.0 + rng.random())) for s in sites},
+                "bytes_up": int(rng.integers(1e5, 1e6)),
+                "bytes_down": int(rng.integers(1e5, 1e6)),
+                "wall_time_s": float(rng.uniform(5, 9)),
+            }
+        )
+    methods = {
+        "federated": method(1.2),
+        "centralized": method(1.3),
+        "local_only": method(0.8),
+        "image_only": method(0.9),
+        "oracle": method(3.0),
+    }
     methods["local_only"]["note"] = "each site alone"
-    summary = [{"site": s, "patients": 10 + i, "images": 40 + 4 * i, "manufacturers": "A;B"} for i, s in enumerate(sites)]
-    return {"tasks": tasks, "sites": sites, "rounds": rounds, "methods": methods, "split_summary": summary,
-            "run": {"wall_time_s": 12.5, "seed": 7}, "notes": ["synthetic cohort"]}
+    summary = [
+        {"site": s, "patients": 10 + i, "images": 40 + 4 * i, "manufacturers": "A;B"} for i, s in enumerate(sites)
+    ]
+    return {
+        "tasks": tasks,
+        "sites": sites,
+        "rounds": rounds,
+        "methods": methods,
+        "split_summary": summary,
+        "run": {"wall_time_s": 12.5, "seed": 7},
+        "notes": ["synthetic cohort"],
+    }
 
 
 def test_report_files_exist_and_numbers_agree(tmp_path: Path) -> None:
@@ -88,4 +106,6 @@ def test_the_methods_table_shows_each_auc_with_its_interval(tmp_path: Path) -> N
     metrics["methods"]["centralized"]["mean_site_auc_minus_federated_ci"] = {"malignancy": [-0.04, 0.02]}
     page = build_report(metrics, tmp_path).read_text()
     assert '<span class="ci">[0.7100, 0.8300]</span>' in page
-    assert '<td data-ci="methods.centralized.mean_site_auc_minus_federated_ci.malignancy">[-0.0400, 0.0200]</td>' in page
+    assert (
+        '<td data-ci="methods.centralized.mean_site_auc_minus_federated_ci.malignancy">[-0.0400, 0.0200]</td>' in page
+    )

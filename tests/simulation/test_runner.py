@@ -1,4 +1,5 @@
 """`bcvlm simulate` refuses a cohort cache prepared with other preprocessing than `server.preprocess`, naming both."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -14,7 +15,9 @@ def test_a_cohort_cache_of_another_size_is_refused_naming_both(tmp_path) -> None
     folder = make_site(tmp_path, "cohort").parent  # arrays at 64x32
     manifest = read_manifest(folder / "manifest.csv")
     with pytest.raises(SimulationError, match=r"asks for 128x64.*24 of 24 cohort images.*holds 64x32"):
-        check_cohort_cache(manifest, str(folder / "cache"), replace(tiny_preprocess(), image_height=128, image_width=64))
+        check_cohort_cache(
+            manifest, str(folder / "cache"), replace(tiny_preprocess(), image_height=128, image_width=64)
+        )
 
 
 def test_a_matching_cohort_cache_and_no_cache_pass(tmp_path) -> None:

@@ -1,5 +1,6 @@
 """`bcvlm simulate --config-name tiny`: 2 synthetic virtual sites, 1 round with DP and SecAgg+ on Flower's
 simulation engine (the real ServerApp/ClientApp), the baselines and the report — end to end in a subprocess."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bcvlm_model.atomic_io import read_json
 from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS
+from bcvlm_model.atomic_io import read_json
 from bcvlm_simulation.report import format_number, lookup
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -23,14 +24,24 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("sim") / "run"
     env = {**os.environ, **FLOWER_ENV_DEFAULTS, "RAY_DEDUP_LOGS": "0"}
-    command = [sys.executable, "-c", "from bcvlm_model.cli import main; raise SystemExit(main())",
-               "simulate", "--config-name", "tiny", f"run_dir={run_dir}", "progress=false",
-               # release the exact 1000-bin histograms, so the secure sum can be compared with the exact AUC
-               "site.evaluation.max_bins=1000", "site.evaluation.min_cell_count=1"]
+    command = [
+        sys.executable,
+        "-c",
+        "from bcvlm_model.cli import main; raise SystemExit(main())",
+        "simulate",
+        "--config-name",
+        "tiny",
+        f"run_dir={run_dir}",
+        "progress=false",
+        # release the exact 1000-bin histograms, so the secure sum can be compared with the exact AUC
+        "site.evaluation.max_bins=1000",
+        "site.evaluation.min_cell_count=1",
+    ]
     log_path = run_dir.parent / "simulate.log"
     with log_path.open("w") as log_file:
-        done = subprocess.run(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True, timeout=1400,
-                              cwd=run_dir.parent)
+        done = subprocess.run(
+            command, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True, timeout=1400, cwd=run_dir.parent
+        )
     log = log_path.read_text()
     assert done.returncode == 0, log[-4000:]
     assert f"Report: {run_dir / 'report.html'}" in log
@@ -54,8 +65,14 @@ def test_tiny_simulation_writes_sites_rounds_and_baselines(tiny_run: Path) -> No
     assert set(last["epsilon"]) == set(summary["site"]), "epsilon must be reported for every virtual site"
     assert all(value is not None and value > 0 for value in last["epsilon"].values())
     assert last["bytes_up"] > 0 and last["bytes_down"] > 0 and last["wall_time_s"] > 0
-    assert set(metrics["methods"]) == {"federated", "centralized", "local_only", "image_only", "public_pretrained",
-                                       "oracle"}
+    assert set(metrics["methods"]) == {
+        "federated",
+        "centralized",
+        "local_only",
+        "image_only",
+        "public_pretrained",
+        "oracle",
+    }
     # Public pretraining: the federated run started from the public VLM checkpoint (trainable weights only).
     public_vlm = tiny_run / "pretrain" / "vlm"
     assert (public_vlm / "model.safetensors").is_file() and (tiny_run / "pretrain" / "image_only").is_dir()

@@ -1,4 +1,5 @@
 """Virtual-site splits on RSNA- and VinDr-layout manifests: patient grouping, natural sites, Dirichlet skew."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,13 +22,25 @@ def rsna_layout_manifest(n_patients: int = 120, seed: int = 0) -> pd.DataFrame:
             for side in ("L", "R"):
                 rows.append(
                     {
-                        "source": "rsna", "site_id": site, "patient_id": f"{10000 + p}", "study_id": f"{10000 + p}",
-                        "image_id": f"{p}_{side}{view}", "path": f"train_images/{10000 + p}/{p}_{side}{view}.dcm",
-                        "laterality": side, "view": view, "age": float(40 + p % 40), "density": "B",
-                        "implant": 0.0, "manufacturer": None, "machine_id": machine,
-                        "malignancy": cancer if side == "L" else 0.0, "calcification": np.nan,
-                        "malignancy_label_kind": "biopsy-proven", "split": None,
-                        "oracle_malignancy": np.nan, "oracle_calcification": np.nan,
+                        "source": "rsna",
+                        "site_id": site,
+                        "patient_id": f"{10000 + p}",
+                        "study_id": f"{10000 + p}",
+                        "image_id": f"{p}_{side}{view}",
+                        "path": f"train_images/{10000 + p}/{p}_{side}{view}.dcm",
+                        "laterality": side,
+                        "view": view,
+                        "age": float(40 + p % 40),
+                        "density": "B",
+                        "implant": 0.0,
+                        "manufacturer": None,
+                        "machine_id": machine,
+                        "malignancy": cancer if side == "L" else 0.0,
+                        "calcification": np.nan,
+                        "malignancy_label_kind": "biopsy-proven",
+                        "split": None,
+                        "oracle_malignancy": np.nan,
+                        "oracle_calcification": np.nan,
                     }
                 )
     return pd.DataFrame(rows)
@@ -45,12 +58,25 @@ def vindr_layout_manifest(n_studies: int = 80, seed: int = 1) -> pd.DataFrame:
             for side in ("L", "R"):
                 rows.append(
                     {
-                        "source": "vindr", "site_id": "vindr", "patient_id": f"study{s:04d}", "study_id": f"study{s:04d}",
-                        "image_id": f"img{s:04d}{side}{view}", "path": f"images/study{s:04d}/img{s:04d}{side}{view}.dicom",
-                        "laterality": side, "view": view, "age": np.nan, "density": "C", "implant": np.nan,
-                        "manufacturer": maker, "machine_id": model, "malignancy": float(rng.random() < 0.05),
-                        "calcification": calc if side == "R" else 0.0, "malignancy_label_kind": "proxy: BI-RADS 4-5",
-                        "split": "training", "oracle_malignancy": np.nan, "oracle_calcification": np.nan,
+                        "source": "vindr",
+                        "site_id": "vindr",
+                        "patient_id": f"study{s:04d}",
+                        "study_id": f"study{s:04d}",
+                        "image_id": f"img{s:04d}{side}{view}",
+                        "path": f"images/study{s:04d}/img{s:04d}{side}{view}.dicom",
+                        "laterality": side,
+                        "view": view,
+                        "age": np.nan,
+                        "density": "C",
+                        "implant": np.nan,
+                        "manufacturer": maker,
+                        "machine_id": model,
+                        "malignancy": float(rng.random() < 0.05),
+                        "calcification": calc if side == "R" else 0.0,
+                        "malignancy_label_kind": "proxy: BI-RADS 4-5",
+                        "split": "training",
+                        "oracle_malignancy": np.nan,
+                        "oracle_calcification": np.nan,
                     }
                 )
     return pd.DataFrame(rows)
@@ -112,15 +138,18 @@ def test_dirichlet_split_skews_label_mix_as_alpha_falls() -> None:
 
 
 def test_quantity_skew_gives_unequal_site_sizes() -> None:
-    table = split_sites(rsna_layout_manifest(n_patients=200), SplitConfig(kind="quantity", num_sites=5, quantity_sigma=1.5))
+    table = split_sites(
+        rsna_layout_manifest(n_patients=200), SplitConfig(kind="quantity", num_sites=5, quantity_sigma=1.5)
+    )
     sizes = table.groupby(SITE_COLUMN)["patient_id"].nunique()
     assert sizes.min() >= 4 and sizes.max() >= 2 * sizes.min()
 
 
 def test_mixed_federation_masks_labels_by_source_and_summary_counts() -> None:
     manifest = pd.concat([rsna_layout_manifest(60), vindr_layout_manifest(40)], ignore_index=True)
-    cfg = SplitConfig(kind="natural", natural_key="source",
-                      tasks_by_source={"rsna": ["malignancy"], "vindr": ["calcification"]})
+    cfg = SplitConfig(
+        kind="natural", natural_key="source", tasks_by_source={"rsna": ["malignancy"], "vindr": ["calcification"]}
+    )
     table = split_sites(manifest, cfg)
     assert table.loc[table["source"] == "rsna", "calcification"].isna().all()
     assert table.loc[table["source"] == "vindr", "malignancy"].isna().all()
@@ -152,8 +181,9 @@ def with_official_split(manifest: pd.DataFrame, test_every: int = 4) -> pd.DataF
 
 def test_keep_official_keeps_the_data_sets_test_patients() -> None:
     manifest = with_official_split(rsna_layout_manifest())
-    table = split_sites(manifest, SplitConfig(kind="natural", natural_key="site_id", keep_official=True,
-                                              val_fraction=0.2))
+    table = split_sites(
+        manifest, SplitConfig(kind="natural", natural_key="site_id", keep_official=True, val_fraction=0.2)
+    )
     official_test = set(manifest.loc[manifest["split"] == "test", "patient_id"])
     assert set(table.loc[table["split"] == "test", "patient_id"]) == official_test
     assert table.loc[table["split"] == "val", "patient_id"].nunique() > 0  # drawn from official training patients
@@ -167,7 +197,8 @@ def test_replacing_an_official_split_is_said(caplog) -> None:
     assert "the manifest's own split (test: 120 images, train: 360 images) is replaced" in caplog.text
     assert "split.keep_official=true" in caplog.text
     assert set(table.loc[table["split"] == "test", "patient_id"]) != set(
-        manifest.loc[manifest["split"] == "test", "patient_id"])
+        manifest.loc[manifest["split"] == "test", "patient_id"]
+    )
 
 
 def test_a_manifest_without_a_split_is_not_said_to_be_replaced(caplog) -> None:
@@ -205,8 +236,10 @@ def test_natural_small_sites_keep_keeps_them_with_a_warning(caplog) -> None:
     manifest = rsna_layout_manifest(n_patients=60)
     manifest.loc[manifest["patient_id"].isin(["10001", "10002"]), "machine_id"] = "99"
     with caplog.at_level("WARNING"):
-        table = split_sites(manifest, SplitConfig(kind="natural", natural_key="machine_id", min_patients_per_site=4,
-                                                  natural_small_sites="keep"))
+        table = split_sites(
+            manifest,
+            SplitConfig(kind="natural", natural_key="machine_id", min_patients_per_site=4, natural_small_sites="keep"),
+        )
     assert "machine_id-99" in set(table[SITE_COLUMN]) and "machine_id-99 (2)" in caplog.text
 
 

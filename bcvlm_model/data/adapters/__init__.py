@@ -1,4 +1,5 @@
 """Adapters that turn a data set's own tables and folders into the manifest (plus rejected rows)."""
+
 from __future__ import annotations
 
 from typing import Callable

@@ -1,4 +1,5 @@
 """CBIS-DDSM adapter: mass/calcification case-description CSVs (one row per abnormality) -> one row per image."""
+
 from __future__ import annotations
 
 import math
@@ -6,16 +7,34 @@ import re
 from pathlib import Path
 
 from bcvlm_model.data.adapters.common import (
-    AdapterResult, RowRejected, blank, finalize, new_row, parse_density, parse_laterality, parse_view,
-    read_table, require_folder, resolve_path,
+    AdapterResult,
+    RowRejected,
+    blank,
+    finalize,
+    new_row,
+    parse_density,
+    parse_laterality,
+    parse_view,
+    read_table,
+    require_folder,
+    resolve_path,
 )
 from bcvlm_model.data.adapters.patients import dicom_patient_id
 from bcvlm_model.data.errors import DataSourceError
 from bcvlm_model.data.rejects import RejectLog
 from bcvlm_model.data.source_config import DataSourceConfig
 
-COMMON_REQUIRED = ("patient_id", "left or right breast", "image view", "abnormality id", "abnormality type",
-                   "assessment", "pathology", "subtlety", "image file path")
+COMMON_REQUIRED = (
+    "patient_id",
+    "left or right breast",
+    "image view",
+    "abnormality id",
+    "abnormality type",
+    "assessment",
+    "pathology",
+    "subtlety",
+    "image file path",
+)
 DENSITY_COLUMNS = ("breast density", "breast_density")  # calc CSVs / mass CSVs
 PATHOLOGIES = {"MALIGNANT": 1.0, "BENIGN": 0.0, "BENIGN_WITHOUT_CALLBACK": 0.0}
 
@@ -103,11 +122,20 @@ def build_cbis_manifest(cfg: DataSourceConfig) -> AdapterResult:
                 csv_patient = str(record["patient_id"]).strip()
                 patient = (dicom_patient_id(path) if path else None) or csv_patient
                 entry = images[image_id] = {
-                    "row": new_row(source="cbis", site_id=cfg.site_id, patient_id=patient, study_id=patient,
-                                   image_id=image_id, path=str(path or root / str(record["image file path"])),
-                                   laterality=laterality, view=view,
-                                   density=density, malignancy=0.0, malignancy_label_kind="biopsy-proven",
-                                   split=split_from(str(record["image file path"])) or split_from(table_path.name)),
+                    "row": new_row(
+                        source="cbis",
+                        site_id=cfg.site_id,
+                        patient_id=patient,
+                        study_id=patient,
+                        image_id=image_id,
+                        path=str(path or root / str(record["image file path"])),
+                        laterality=laterality,
+                        view=view,
+                        density=density,
+                        malignancy=0.0,
+                        malignancy_label_kind="biopsy-proven",
+                        split=split_from(str(record["image file path"])) or split_from(table_path.name),
+                    ),
                     "calc": False,
                 }
             row = entry["row"]
@@ -123,6 +151,10 @@ def build_cbis_manifest(cfg: DataSourceConfig) -> AdapterResult:
         rows.append(entry["row"])
     for image_id, (path, reason) in unusable.items():
         shown = images[image_id]["row"]["path"] if image_id in images else path
-        rejects.add(image_id, shown, "table", f"{reason} (the whole image is left out: its labels would be "
-                                               "incomplete or unknown)")
+        rejects.add(
+            image_id,
+            shown,
+            "table",
+            f"{reason} (the whole image is left out: its labels would be incomplete or unknown)",
+        )
     return finalize(rows, rejects)

@@ -1,4 +1,5 @@
 """Shared adapter pieces: checked CSV reading, value parsers (laterality, view, age, density, 0/1) and row assembly."""
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,9 @@ def read_table(path: Path, required: Iterable[str], field: str) -> pd.DataFrame:
         raise DataSourceError(f"{path}: not a readable CSV ({exc})") from exc
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise DataSourceError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
-                              f"(found: {', '.join(table.columns)})")
+        raise DataSourceError(
+            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} (found: {', '.join(table.columns)})"
+        )
     return table
 
 
@@ -108,8 +110,11 @@ def parse_density(value: Any) -> str | None:
     raise RowRejected(f"unparseable density '{value}'")
 
 
-def parse_binary(value: Any, positive: Iterable[str] = ("1", "1.0", "true", "yes"),
-                 negative: Iterable[str] = ("0", "0.0", "false", "no")) -> float:
+def parse_binary(
+    value: Any,
+    positive: Iterable[str] = ("1", "1.0", "true", "yes"),
+    negative: Iterable[str] = ("0", "0.0", "false", "no"),
+) -> float:
     """1.0 / 0.0 from the given spellings (case-insensitive); empty -> NaN; else row reject."""
     if blank(value):
         return math.nan

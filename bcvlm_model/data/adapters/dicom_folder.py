@@ -1,4 +1,5 @@
 """Plain DICOM folder adapter: metadata from tags (age, side, view, vendor, implant), optionally joined with a CSV."""
+
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bcvlm_model.data.adapters.common import (
-    AdapterResult, RowRejected, finalize, new_row, optional_text, parse_age, read_table, require_folder,
+    AdapterResult,
+    RowRejected,
+    finalize,
+    new_row,
+    optional_text,
+    parse_age,
+    read_table,
+    require_folder,
     resolve_path,
 )
 from bcvlm_model.data.adapters.field_parsing import check_column_map, parse_field
@@ -39,8 +47,14 @@ def report_skipped_entries(skipped: list[SkippedEntry], rejects: RejectLog, root
         else:
             ignored.setdefault(entry.reason, []).append(entry.path)
     for reason, paths in sorted(ignored.items()):
-        LOGGER.warning("%s: skipped %d entr%s (%s), e.g. %s", root, len(paths), "y" if len(paths) == 1 else "ies",
-                       reason, ", ".join(paths[:3]))
+        LOGGER.warning(
+            "%s: skipped %d entr%s (%s), e.g. %s",
+            root,
+            len(paths),
+            "y" if len(paths) == 1 else "ies",
+            reason,
+            ", ".join(paths[:3]),
+        )
 
 
 def laterality_by_content(path: Path) -> str:
@@ -48,7 +62,9 @@ def laterality_by_content(path: Path) -> str:
     from bcvlm_model.data.pipeline import to_unit_intensity
 
     ds = read_dicom(path)
-    unit, _ = to_unit_intensity(decode_pixels(ds, str(path)), ds, PreprocessConfig(for_processing_policy="percentile_window"))
+    unit, _ = to_unit_intensity(
+        decode_pixels(ds, str(path)), ds, PreprocessConfig(for_processing_policy="percentile_window")
+    )
     return laterality_from_content(unit)
 
 
@@ -61,10 +77,17 @@ def header_row(path: Path, cfg: DataSourceConfig) -> dict:
     laterality = laterality_from_tags(ds) or laterality_by_content(path)
     implant = IMPLANT_VALUES.get(str(ds.get("BreastImplantPresent", "")).strip().upper(), float("nan"))
     return new_row(
-        source="dicom_folder", site_id=cfg.site_id, patient_id=patient_id,
-        study_id=optional_text(ds.get("StudyInstanceUID")) or patient_id, image_id=image_id, path=str(path),
-        laterality=laterality, view=view_from_tags(ds) or "UNKNOWN", age=parse_age(ds.get("PatientAge")),
-        implant=implant, manufacturer=optional_text(ds.get("Manufacturer")),
+        source="dicom_folder",
+        site_id=cfg.site_id,
+        patient_id=patient_id,
+        study_id=optional_text(ds.get("StudyInstanceUID")) or patient_id,
+        image_id=image_id,
+        path=str(path),
+        laterality=laterality,
+        view=view_from_tags(ds) or "UNKNOWN",
+        age=parse_age(ds.get("PatientAge")),
+        implant=implant,
+        manufacturer=optional_text(ds.get("Manufacturer")),
         machine_id=optional_text(ds.get("ManufacturerModelName")),
     )
 

@@ -1,10 +1,17 @@
 """Parse a table value into the typed manifest field it is mapped to (used by the CSV and DICOM-folder joins)."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from bcvlm_model.data.adapters.common import (
-    RowRejected, optional_text, parse_age, parse_binary, parse_density, parse_laterality, parse_view,
+    RowRejected,
+    optional_text,
+    parse_age,
+    parse_binary,
+    parse_density,
+    parse_laterality,
+    parse_view,
 )
 from bcvlm_model.data.errors import DataSourceError
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS

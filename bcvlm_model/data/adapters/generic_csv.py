@@ -1,11 +1,18 @@
 """Generic CSV adapter: any table whose columns are mapped onto manifest fields by `column_map` in the config."""
+
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
 from bcvlm_model.data.adapters.common import (
-    AdapterResult, RowRejected, finalize, new_row, read_table, require_folder, resolve_path,
+    AdapterResult,
+    RowRejected,
+    finalize,
+    new_row,
+    read_table,
+    require_folder,
+    resolve_path,
 )
 from bcvlm_model.data.adapters.field_parsing import check_column_map, parse_field
 from bcvlm_model.data.errors import DataSourceError
@@ -34,8 +41,12 @@ def build_csv_manifest(cfg: DataSourceConfig) -> AdapterResult:
                 if values[field] is None:
                     raise RowRejected(f"field '{field}' is empty")
         except RowRejected as exc:
-            rejects.add(record.get(cfg.column_map["image_id"]), record.get(cfg.column_map["path"]), "table",
-                        f"{table_path.name} line {number}: {exc}")
+            rejects.add(
+                record.get(cfg.column_map["image_id"]),
+                record.get(cfg.column_map["path"]),
+                "table",
+                f"{table_path.name} line {number}: {exc}",
+            )
             continue
         values["path"] = str(resolve_path(root, values["path"]))
         values.setdefault("study_id", values["patient_id"])

@@ -1,4 +1,5 @@
 """Patient identity in adapters: the DICOM PatientID where a file has one, and one split per patient."""
+
 from __future__ import annotations
 
 import logging
@@ -43,14 +44,20 @@ def unify_patient_splits(rows: list[dict[str, Any]], source: str) -> list[str]:
     for row in rows:
         if row.get("split"):
             splits.setdefault(str(row["patient_id"]), set()).add(str(row["split"]))
-    target = {patient: next(s for s in SPLIT_PRECEDENCE if s in found)
-              for patient, found in splits.items() if len(found) > 1}
+    target = {
+        patient: next(s for s in SPLIT_PRECEDENCE if s in found) for patient, found in splits.items() if len(found) > 1
+    }
     for row in rows:
         if str(row["patient_id"]) in target:
             row["split"] = target[str(row["patient_id"])]
     if target:
         moved = sorted(target)
-        LOGGER.warning("%s: %d patient(s) had images in several splits of the data set (e.g. %s); each now has all "
-                       "images in one split (test before val before train), so no patient is both trained and "
-                       "evaluated on", source, len(moved), ", ".join(f"{p} -> {target[p]}" for p in moved[:3]))
+        LOGGER.warning(
+            "%s: %d patient(s) had images in several splits of the data set (e.g. %s); each now has all "
+            "images in one split (test before val before train), so no patient is both trained and "
+            "evaluated on",
+            source,
+            len(moved),
+            ", ".join(f"{p} -> {target[p]}" for p in moved[:3]),
+        )
     return sorted(target)

@@ -1,4 +1,5 @@
 """RSNA Screening Mammography adapter (train.csv + train_images/<patient_id>/<image_id>.dcm) and the synthetic cohort."""
+
 from __future__ import annotations
 
 import math
@@ -7,15 +8,35 @@ from pathlib import Path
 import pandas as pd
 
 from bcvlm_model.data.adapters.common import (
-    AdapterResult, RowRejected, finalize, new_row, optional_text, parse_age, parse_binary, parse_density,
-    parse_laterality, parse_view, read_table, require_folder, resolve_path,
+    AdapterResult,
+    RowRejected,
+    finalize,
+    new_row,
+    optional_text,
+    parse_age,
+    parse_binary,
+    parse_density,
+    parse_laterality,
+    parse_view,
+    read_table,
+    require_folder,
+    resolve_path,
 )
 from bcvlm_model.data.rejects import RejectLog
 from bcvlm_model.data.source_config import DataSourceConfig
 
 RSNA_REQUIRED = ("site_id", "patient_id", "image_id", "laterality", "view")
-RSNA_OPTIONAL = ("age", "cancer", "biopsy", "invasive", "BIRADS", "implant", "density", "machine_id",
-                 "difficult_negative_case")
+RSNA_OPTIONAL = (
+    "age",
+    "cancer",
+    "biopsy",
+    "invasive",
+    "BIRADS",
+    "implant",
+    "density",
+    "machine_id",
+    "difficult_negative_case",
+)
 ORACLE_REQUIRED = ("image_id", "calcification", "oracle_malignancy", "oracle_calcification")
 
 
@@ -35,14 +56,24 @@ def _rsna_rows(cfg: DataSourceConfig, source: str, label_kind: str) -> tuple[lis
         path = images / patient_id / f"{image_id}.dcm"
         try:
             cancer = parse_binary(record.get("cancer"))
-            rows.append(new_row(
-                source=source, site_id=optional_text(record["site_id"]) or cfg.site_id, patient_id=patient_id,
-                study_id=patient_id, image_id=image_id, path=str(path),
-                laterality=parse_laterality(record["laterality"]), view=parse_view(record["view"]),
-                age=parse_age(record.get("age")), density=parse_density(record.get("density")),
-                implant=parse_binary(record.get("implant")), machine_id=optional_text(record.get("machine_id")),
-                malignancy=cancer, malignancy_label_kind=None if math.isnan(cancer) else label_kind,
-            ))
+            rows.append(
+                new_row(
+                    source=source,
+                    site_id=optional_text(record["site_id"]) or cfg.site_id,
+                    patient_id=patient_id,
+                    study_id=patient_id,
+                    image_id=image_id,
+                    path=str(path),
+                    laterality=parse_laterality(record["laterality"]),
+                    view=parse_view(record["view"]),
+                    age=parse_age(record.get("age")),
+                    density=parse_density(record.get("density")),
+                    implant=parse_binary(record.get("implant")),
+                    machine_id=optional_text(record.get("machine_id")),
+                    malignancy=cancer,
+                    malignancy_label_kind=None if math.isnan(cancer) else label_kind,
+                )
+            )
         except RowRejected as exc:
             rejects.add(image_id, str(path), "table", f"{table_path.name} line {number}: {exc}")
     return rows, rejects, table

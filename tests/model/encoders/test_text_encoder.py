@@ -1,4 +1,5 @@
 """Text encoder: offline package default, truncation, trainable layers, clear errors for bad folders."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """FrozenFeatureModel: same parameters as the model, same logits and same Opacus per-sample gradients from the cache."""
+
 from __future__ import annotations
 
 import warnings
@@ -22,9 +23,13 @@ def _setup(model_factory, make_items, tmp_path):
     plan = plan_frozen_prefix(model)
     items = make_items(4)
     plain_batch = ReportCollator(TextConfig())(items)
-    collator = FrozenFeatureCollator(ReportCollator(TextConfig()), model, plan,
-                                     FrozenFeatureStore.open(tmp_path, "image", {"w": 1}, "float32"),
-                                     FrozenFeatureStore.open(tmp_path, "text", {"w": 1}, "float32"))
+    collator = FrozenFeatureCollator(
+        ReportCollator(TextConfig()),
+        model,
+        plan,
+        FrozenFeatureStore.open(tmp_path, "image", {"w": 1}, "float32"),
+        FrozenFeatureStore.open(tmp_path, "text", {"w": 1}, "float32"),
+    )
     cached = FrozenFeatureModel(model, plan, (HEIGHT, WIDTH))
     return model, cached, plain_batch, collator(items)
 

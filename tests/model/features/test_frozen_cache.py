@@ -1,4 +1,5 @@
 """FrozenFeatureStore: keyed folders, round trip in the storage dtype, atomic entries, damaged entries not trusted."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,10 @@ def test_a_different_key_opens_a_different_folder(tmp_path) -> None:
 
 
 def test_storage_dtype_is_part_of_the_key(tmp_path) -> None:
-    assert (FrozenFeatureStore.open(tmp_path, "text", {"w": 1}, "float16").folder
-            != FrozenFeatureStore.open(tmp_path, "text", {"w": 1}, "float32").folder)
+    assert (
+        FrozenFeatureStore.open(tmp_path, "text", {"w": 1}, "float16").folder
+        != FrozenFeatureStore.open(tmp_path, "text", {"w": 1}, "float32").folder
+    )
 
 
 def test_unknown_storage_dtype_is_refused(tmp_path) -> None:

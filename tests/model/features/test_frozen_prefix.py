@@ -1,4 +1,5 @@
 """plan_frozen_prefix and the cache keys: what is frozen, and which changes invalidate cached entries."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -45,8 +46,9 @@ def test_image_key_ignores_a_trainable_weight(model_factory) -> None:
 def test_image_key_changes_with_preprocessing(model_factory) -> None:
     model = model_factory("vlm")
     plan = plan_frozen_prefix(model)
-    assert (image_key_payload(model, plan, PREPROCESS)
-            != image_key_payload(model, plan, replace(PREPROCESS, intensity_mean=0.4)))
+    assert image_key_payload(model, plan, PREPROCESS) != image_key_payload(
+        model, plan, replace(PREPROCESS, intensity_mean=0.4)
+    )
 
 
 def test_text_key_changes_with_the_text_encoder_weights(model_factory) -> None:

@@ -1,4 +1,5 @@
 """frozen_feature_training: an epoch trained from the cache gives the update of one trained without it."""
+
 from __future__ import annotations
 
 import copy
@@ -24,14 +25,23 @@ class Cases(Dataset):
 
     def __init__(self, count: int) -> None:
         generator = torch.Generator().manual_seed(3)
-        self.items = [{
-            "image": torch.randn(1, HEIGHT, WIDTH, generator=generator),
-            "metadata": {"age": 40.0 + 3 * index, "view": ("CC", "MLO")[index % 2], "laterality": "LR"[index % 2],
-                         "implant": 0.0, "density": ("A", "B", None)[index % 3], "manufacturer": "Hologic",
-                         "machine_id": str(index % 4)},
-            "labels": torch.tensor([float(index % 2), float("nan") if index % 3 else float(index % 4 == 0)]),
-            "image_id": f"rec-{index}",
-        } for index in range(count)]
+        self.items = [
+            {
+                "image": torch.randn(1, HEIGHT, WIDTH, generator=generator),
+                "metadata": {
+                    "age": 40.0 + 3 * index,
+                    "view": ("CC", "MLO")[index % 2],
+                    "laterality": "LR"[index % 2],
+                    "implant": 0.0,
+                    "density": ("A", "B", None)[index % 3],
+                    "manufacturer": "Hologic",
+                    "machine_id": str(index % 4),
+                },
+                "labels": torch.tensor([float(index % 2), float("nan") if index % 3 else float(index % 4 == 0)]),
+                "image_id": f"rec-{index}",
+            }
+            for index in range(count)
+        ]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -45,8 +55,9 @@ CANONICAL = TextConfig(paraphrase=False, shuffle_within_section=False, mask_prob
 
 def _loader(dataset: Dataset, augment: bool = True) -> DataLoader:
     collator = ReportCollator(TextConfig() if augment else CANONICAL, train=True, seed=11)
-    return DataLoader(dataset, batch_size=4, shuffle=True, collate_fn=collator,
-                      generator=torch.Generator().manual_seed(5))
+    return DataLoader(
+        dataset, batch_size=4, shuffle=True, collate_fn=collator, generator=torch.Generator().manual_seed(5)
+    )
 
 
 def _max_difference(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> float:
@@ -59,8 +70,9 @@ def dp_model(model_factory) -> torch.nn.Module:
     return make_dp_ready(model_factory("vlm"), DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0))
 
 
-def _train_both(model: torch.nn.Module, tmp_path, dp: DPTrainState | None, augment: bool,
-                epochs: int = 2) -> tuple[dict, dict, dict]:
+def _train_both(
+    model: torch.nn.Module, tmp_path, dp: DPTrainState | None, augment: bool, epochs: int = 2
+) -> tuple[dict, dict, dict]:
     dataset = Cases(10)
     cfg = LocalTrainConfig(local_steps=0, learning_rate=5e-2, optimizer="sgd", momentum=0.0)
     start = get_trainable_state(model)
@@ -69,8 +81,9 @@ def _train_both(model: torch.nn.Module, tmp_path, dp: DPTrainState | None, augme
     for _ in range(epochs):
         train_local(plain, plain_loader, cfg, dp=copy.deepcopy(dp), seed=1)
     cached_model = copy.deepcopy(model)
-    cached = frozen_feature_training(cached_model, _loader(dataset, augment), tmp_path / "cache", PREPROCESS,
-                                     storage_dtype="float32")
+    cached = frozen_feature_training(
+        cached_model, _loader(dataset, augment), tmp_path / "cache", PREPROCESS, storage_dtype="float32"
+    )
     assert cached is not None and cached.warmed == len(dataset) and cached.module.plan.text_cached is not augment
     for _ in range(epochs):
         train_local(cached.module, cached.loader, cfg, dp=copy.deepcopy(dp), seed=1)
@@ -93,8 +106,9 @@ def test_cached_epochs_give_the_plain_update_under_opacus_clipping(dp_model, tmp
 
 
 def test_second_epoch_reads_every_record_from_the_cache(dp_model, tmp_path) -> None:
-    cached = frozen_feature_training(copy.deepcopy(dp_model), _loader(Cases(6), augment=False), tmp_path / "cache",
-                                     PREPROCESS)
+    cached = frozen_feature_training(
+        copy.deepcopy(dp_model), _loader(Cases(6), augment=False), tmp_path / "cache", PREPROCESS
+    )
     assert cached is not None
     cfg = LocalTrainConfig(local_steps=0, learning_rate=1e-3)
     train_local(cached.module, cached.loader, cfg)

@@ -1,4 +1,5 @@
 """Secret DP randomness: Poisson samples and noise are not reproducible from torch's global seed; the insecure seed is."""
+
 from __future__ import annotations
 
 import torch
@@ -22,9 +23,12 @@ def _sampled_and_noise(insecure_seed: int | None) -> tuple[list[list[float]], to
     torch.manual_seed(GLOBAL_SEED)
     model = nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    private = make_private(model, optimizer, _loader(),
-                           DPTrainState(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5,
-                                        insecure_seed=insecure_seed))
+    private = make_private(
+        model,
+        optimizer,
+        _loader(),
+        DPTrainState(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5, insecure_seed=insecure_seed),
+    )
     try:
         sampled = [batch[0].squeeze(1).tolist() for batch in private.loader]
         before = model.weight.detach().clone()
@@ -40,7 +44,7 @@ def _sampled_and_noise(insecure_seed: int | None) -> tuple[list[list[float]], to
 def test_secret_seeds_use_all_64_bits_and_differ() -> None:
     seeds = {secret_seed() for _ in range(64)}
     assert len(seeds) == 64
-    assert max(seeds).bit_length() > SEED_BITS - 8 and max(seeds) < 2 ** SEED_BITS
+    assert max(seeds).bit_length() > SEED_BITS - 8 and max(seeds) < 2**SEED_BITS
 
 
 def test_replaying_a_fit_with_the_same_global_seed_samples_and_noises_differently() -> None:
@@ -76,9 +80,12 @@ class _DictItems(torch.utils.data.Dataset):
 
 def test_empty_poisson_batches_of_dict_items_come_out_empty() -> None:
     model = nn.Linear(1, 1)
-    private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1),
-                           DataLoader(_DictItems(), batch_size=1),  # sample rate 1/3: (2/3)^3 of batches are empty
-                           DPTrainState(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5))
+    private = make_private(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        DataLoader(_DictItems(), batch_size=1),  # sample rate 1/3: (2/3)^3 of batches are empty
+        DPTrainState(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5),
+    )
     try:
         batches = [batch for _ in range(20) for batch in private.loader]
     finally:

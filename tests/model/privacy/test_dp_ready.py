@@ -1,12 +1,18 @@
 """DP-ready model: Opacus per-sample gradients equal one-example-at-a-time gradients; known-bad setups are caught."""
+
 from __future__ import annotations
 
 import pytest
 import timm
 import torch
 
-from bcvlm_model.privacy.dp_ready import (DPCompatibilityError, DPReadyConfig, find_dp_problems, make_dp_ready,
-                                          per_sample_gradient_error)
+from bcvlm_model.privacy.dp_ready import (
+    DPCompatibilityError,
+    DPReadyConfig,
+    find_dp_problems,
+    make_dp_ready,
+    per_sample_gradient_error,
+)
 
 TOLERANCE = 1e-3
 

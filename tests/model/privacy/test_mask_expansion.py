@@ -1,4 +1,5 @@
 """SecAgg+ mask expansion: the whole seed counts (no 32-bit fold), same seed same masks, uniform in [0, range)."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ SHAPES = [(64, 3), (), (1000,)]
 def _same_fold_as(seed: bytes) -> bytes:
     """Another seed that Flower folds to the same 32 bits: flip the same bits in two of its 4-byte words."""
     delta = int.from_bytes(os.urandom(4), "little") | 1
-    words = [int.from_bytes(seed[i:i + 4], "little") for i in range(0, len(seed), 4)]
+    words = [int.from_bytes(seed[i : i + 4], "little") for i in range(0, len(seed), 4)]
     words[0] ^= delta
     words[1] ^= delta
     return b"".join(word.to_bytes(4, "little") for word in words)
@@ -26,8 +27,9 @@ def test_seeds_flower_folds_together_give_different_masks() -> None:
     twin = _same_fold_as(seed)
     assert twin != seed
     # Flower 1.42 expands both to the same masks: only 32 bits of the seed matter there.
-    assert all(np.array_equal(a, b) for a, b in zip(pseudo_rand_gen(seed, 2**32, SHAPES),
-                                                    pseudo_rand_gen(twin, 2**32, SHAPES)))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(pseudo_rand_gen(seed, 2**32, SHAPES), pseudo_rand_gen(twin, 2**32, SHAPES))
+    )
     ours, theirs = expand_masks(seed, 2**32, SHAPES), expand_masks(twin, 2**32, SHAPES)
     assert not np.array_equal(ours[0], theirs[0]) and not np.array_equal(ours[2], theirs[2])
 
@@ -48,10 +50,16 @@ def test_masks_are_uniform_over_the_range(num_range: int) -> None:
     assert np.abs(counts - 250_000 / 16).max() < 6 * np.sqrt(250_000 / 16)
 
 
-@pytest.mark.parametrize(("seed", "num_range", "error"), [
-    (b"short", 2**32, ValueError), ("text seed, not bytes", 2**32, TypeError), (bytes(32), 1, ValueError),
-    (bytes(32), 2**63, ValueError), (bytes(32), True, ValueError),
-])
+@pytest.mark.parametrize(
+    ("seed", "num_range", "error"),
+    [
+        (b"short", 2**32, ValueError),
+        ("text seed, not bytes", 2**32, TypeError),
+        (bytes(32), 1, ValueError),
+        (bytes(32), 2**63, ValueError),
+        (bytes(32), True, ValueError),
+    ],
+)
 def test_bad_input_is_refused(seed: object, num_range: object, error: type) -> None:
     with pytest.raises(error):
         expand_masks(seed, num_range, [(3,)])  # type: ignore[arg-type]

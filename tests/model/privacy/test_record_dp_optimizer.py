@@ -1,4 +1,5 @@
 """Patient-level DP: the clipped per-patient gradient sum equals one-patient-at-a-time clipped gradients."""
+
 from __future__ import annotations
 
 import warnings
@@ -35,8 +36,14 @@ def _inputs(batch: dict, rows: list[int] | slice = slice(None)) -> list[torch.Te
 
 def _record_optimizer(model: torch.nn.Module, clip: float) -> RecordDPOptimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    return RecordDPOptimizer(torch.optim.SGD(params, lr=0.1), noise_multiplier=0.0, max_grad_norm=clip,
-                             expected_batch_size=3, loss_reduction="mean", grouped=True)
+    return RecordDPOptimizer(
+        torch.optim.SGD(params, lr=0.1),
+        noise_multiplier=0.0,
+        max_grad_norm=clip,
+        expected_batch_size=3,
+        loss_reduction="mean",
+        grouped=True,
+    )
 
 
 def _opacus_per_patient_sum(model: torch.nn.Module, batch: dict, clip: float) -> dict[str, torch.Tensor]:
@@ -64,9 +71,15 @@ def _one_patient_at_a_time(model: torch.nn.Module, batch: dict, clip: float) -> 
     for patient in sorted(set(PATIENT_OF_IMAGE)):
         rows = [row for row, owner in enumerate(PATIENT_OF_IMAGE) if owner == patient]
         model.zero_grad(set_to_none=True)
-        masked_multitask_bce(model(*_inputs(batch, rows)), batch["labels"][rows], "example_mean").mul(len(rows)).backward()
-        grads = {name: parameters[name].grad.detach().clone() if parameters[name].grad is not None
-                 else torch.zeros_like(parameters[name]) for name in names}
+        masked_multitask_bce(model(*_inputs(batch, rows)), batch["labels"][rows], "example_mean").mul(
+            len(rows)
+        ).backward()
+        grads = {
+            name: parameters[name].grad.detach().clone()
+            if parameters[name].grad is not None
+            else torch.zeros_like(parameters[name])
+            for name in names
+        }
         norm = torch.sqrt(sum(grad.pow(2).sum() for grad in grads.values()))
         factor = min(1.0, clip / (float(norm) + 1e-6))
         for name in names:
@@ -96,8 +109,14 @@ def test_clipping_per_image_instead_differs_from_the_per_patient_reference(dp_vl
     clip = 1e-3
     wrapped = GradSampleModule(dp_vlm, batch_first=True, loss_reduction="mean")
     params = [p for p in dp_vlm.parameters() if p.requires_grad]
-    optimizer = RecordDPOptimizer(torch.optim.SGD(params, lr=0.1), noise_multiplier=0.0, max_grad_norm=clip,
-                                  expected_batch_size=6, loss_reduction="mean", grouped=False)
+    optimizer = RecordDPOptimizer(
+        torch.optim.SGD(params, lr=0.1),
+        noise_multiplier=0.0,
+        max_grad_norm=clip,
+        expected_batch_size=6,
+        loss_reduction="mean",
+        grouped=False,
+    )
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")

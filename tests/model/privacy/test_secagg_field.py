@@ -1,5 +1,6 @@
 """The SecAgg+ field: a modulus that holds the sum of every site's quantised update, and the smallest unsigned type
 that carries a masked value in it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,15 +14,19 @@ from bcvlm_model.privacy.secagg_field import (
 )
 
 
-@pytest.mark.parametrize(("quantization_range", "num_sites", "expected"),
-                         [(2**22, 3, 2**24), (2**22, 4, 2**23 * 4), (2**22, 1024, 2**33), (100, 2, 256)])
-def test_modulus_is_the_smallest_power_of_two_above_the_largest_sum(quantization_range: int, num_sites: int,
-                                                                    expected: int) -> None:
+@pytest.mark.parametrize(
+    ("quantization_range", "num_sites", "expected"),
+    [(2**22, 3, 2**24), (2**22, 4, 2**23 * 4), (2**22, 1024, 2**33), (100, 2, 256)],
+)
+def test_modulus_is_the_smallest_power_of_two_above_the_largest_sum(
+    quantization_range: int, num_sites: int, expected: int
+) -> None:
     assert secagg_modulus(quantization_range, num_sites) == expected
 
 
-@pytest.mark.parametrize(("modulus", "dtype"), [(2**8, "uint8"), (2**9, "uint16"), (2**24, "uint32"),
-                                                (2**32, "uint32"), (2**33, "uint64")])
+@pytest.mark.parametrize(
+    ("modulus", "dtype"), [(2**8, "uint8"), (2**9, "uint16"), (2**24, "uint32"), (2**32, "uint32"), (2**33, "uint64")]
+)
 def test_packed_type_is_the_smallest_unsigned_type_holding_the_field(modulus: int, dtype: str) -> None:
     assert packed_dtype(modulus) == np.dtype(dtype)
 

@@ -1,4 +1,5 @@
 """ReportCollator: explicit [B,T] ids, NCHW images, labels kept with NaN, eval deterministic, train augmented."""
+
 from __future__ import annotations
 
 import torch

@@ -1,12 +1,25 @@
 """Leakage guard: label and reading-outcome fields are refused with a reason unless explicitly allowed."""
+
 from __future__ import annotations
 
 import pytest
 
 from bcvlm_model.text import LeakageError, TextConfig, check_report_fields, leakage_reason, render_report
 
-LEAKING = ["cancer", "biopsy", "invasive", "BIRADS", "breast_birads", "finding_birads", "difficult_negative_case",
-           "finding_categories", "malignancy", "calcification", "malignancy_label_kind", "oracle_malignancy"]
+LEAKING = [
+    "cancer",
+    "biopsy",
+    "invasive",
+    "BIRADS",
+    "breast_birads",
+    "finding_birads",
+    "difficult_negative_case",
+    "finding_categories",
+    "malignancy",
+    "calcification",
+    "malignancy_label_kind",
+    "oracle_malignancy",
+]
 SAFE = ["age", "view", "laterality", "implant", "density", "manufacturer", "machine_id", "site_id"]
 
 

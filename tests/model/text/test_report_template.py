@@ -1,4 +1,5 @@
 """Report template: canonical rendering is deterministic, augmentation varies, missing values are consistent."""
+
 from __future__ import annotations
 
 import random
@@ -9,15 +10,26 @@ import pytest
 
 from bcvlm_model.text import NOT_RECORDED, TEMPLATE_VERSION, TextConfig, render_report
 
-CASE = {"age": 61.0, "view": "MLO", "laterality": "R", "implant": 0.0, "density": "C", "manufacturer": "Hologic",
-        "machine_id": "49", "site_id": "1", "patient_id": "p1"}
+CASE = {
+    "age": 61.0,
+    "view": "MLO",
+    "laterality": "R",
+    "implant": 0.0,
+    "density": "C",
+    "manufacturer": "Hologic",
+    "machine_id": "49",
+    "site_id": "1",
+    "patient_id": "p1",
+}
 
 
 def test_canonical_rendering_is_deterministic_and_sectioned() -> None:
     text = render_report(CASE, TextConfig())
     assert text == render_report(dict(reversed(list(CASE.items()))), TextConfig())
-    assert text == ("Patient: age 61 years; breast implant absent. Exam: mediolateral oblique (MLO) view; "
-                    "manufacturer Hologic; machine 49. Breast: right breast; density C, heterogeneously dense.")
+    assert text == (
+        "Patient: age 61 years; breast implant absent. Exam: mediolateral oblique (MLO) view; "
+        "manufacturer Hologic; machine 49. Breast: right breast; density C, heterogeneously dense."
+    )
     assert "p1" not in text  # only configured fields are rendered
 
 
@@ -35,7 +47,9 @@ def test_field_masking_follows_the_configured_probability() -> None:
     cfg = TextConfig(mask_probability=0.5, paraphrase=False, shuffle_within_section=False)
     shown = [("age 61" in render_report(CASE, cfg, random.Random(seed))) for seed in range(400)]
     assert 0.4 < sum(shown) / len(shown) < 0.6
-    assert render_report(CASE, replace(cfg, mask_probability=1.0), random.Random(0)) == "No clinical information recorded."
+    assert (
+        render_report(CASE, replace(cfg, mask_probability=1.0), random.Random(0)) == "No clinical information recorded."
+    )
 
 
 def test_missing_values_are_said_or_left_out_consistently() -> None:
@@ -84,4 +98,5 @@ def test_the_canonical_report_with_every_field_missing() -> None:
     cfg = TextConfig(fields=list(EVERY_FIELD), omit_missing_fields=[])
     assert render_report({}, cfg) == (
         "Patient: age not recorded; breast implant not recorded. Exam: view not recorded; manufacturer not recorded; "
-        "machine not recorded; site id not recorded. Breast: laterality not recorded; density not recorded.")
+        "machine not recorded; site id not recorded. Breast: laterality not recorded; density not recorded."
+    )
