@@ -80,7 +80,7 @@ class PrivacyBudgetConfig:
 class SiteEvaluationConfig:
     """What this site releases about its test patients, whatever the server asks."""
 
-    max_bins: int = 100
+    max_bins: int = 1000
     """At most this many score cells per histogram (a server asking for finer bins gets coarse cells)."""
     min_cell_count: int = 5
     """Adjacent cells are merged until each holds at least this many cases; fewer in total releases nothing."""
