@@ -69,11 +69,11 @@ def test_secagg_key_stages_import_neither_torch_nor_the_model(tmp_path: Path) ->
 
     import numpy as np
     import yaml
-    from tests.federation_sites import make_site, server_config_dict, server_model_factory
 
     from bcvlm_client.run_settings import encode_round_settings
     from bcvlm_server.server_app import trainable_arrays
     from bcvlm_server.server_config import load_server_config
+    from bcvlm_testing.federation_sites import make_site, server_config_dict, server_model_factory
 
     sites = {100 + i: str(make_site(tmp_path, f"site{i}", seed=i)) for i in range(3)}
     (tmp_path / "server.yaml").write_text(yaml.safe_dump(server_config_dict(tmp_path / "run")))
