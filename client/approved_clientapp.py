@@ -21,10 +21,10 @@ from flwr.supernode.runtime import run_clientapp as flower_clientapp
 
 from bcvlm_client import task_timing
 from bcvlm_client.fab_approval import FabRefused, require_approved
+from bcvlm_client.site_log import SITE_LOG
 from bcvlm_model.file_logging import attach_log_file
 
 LOGGER = logging.getLogger("bcvlm_client.fab_approval")
-SITE_LOG = Path("logs") / "site.log"
 """Relative to the site's state_dir: the same log the ClientApp writes."""
 
 

@@ -23,6 +23,7 @@ from bcvlm_client.egress_guard import egress_guard_mod
 from bcvlm_client.reply_schema import COUNT_SCALE_KEY, EVALUATION_WEIGHT_KEY, SECURE_EVALUATION_KEY
 from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
 from bcvlm_client.site_config import SiteConfig, load_site_config, refuse_simulation_only_settings
+from bcvlm_client.site_log import SITE_LOG
 from bcvlm_client.task_timing import task_timing_mod
 from bcvlm_model.file_logging import attach_log_file
 
@@ -52,7 +53,7 @@ def resolve_site_config(context: Context) -> SiteConfig:
 
 
 def _attach_site_log(site: SiteConfig) -> None:
-    attach_log_file(LOGGER, Path(site.state_dir) / "logs" / "site.log")
+    attach_log_file(LOGGER, Path(site.state_dir) / SITE_LOG)
 
 
 def _use_threads(site: SiteConfig) -> None:

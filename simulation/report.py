@@ -56,12 +56,15 @@ def lookup(metrics: dict[str, Any], key: str) -> Any:
     return node
 
 
-def _cell(metrics: dict[str, Any], key: str) -> str:
+def _lookup_or_none(metrics: dict[str, Any], key: str) -> Any:
     try:
-        value = lookup(metrics, key)
+        return lookup(metrics, key)
     except (KeyError, IndexError, TypeError):
-        value = None
-    return f'<td data-key="{html.escape(key)}">{format_number(value)}</td>'
+        return None
+
+
+def _cell(metrics: dict[str, Any], key: str) -> str:
+    return f'<td data-key="{html.escape(key)}">{format_number(_lookup_or_none(metrics, key))}</td>'
 
 
 def _png(fig: plt.Figure) -> str:
@@ -216,17 +219,17 @@ def plot_methods(metrics: dict[str, Any]) -> plt.Figure:
     return fig
 
 
+def _interval_text(interval: Any) -> str:
+    return f"[{format_number(interval[0])}, {format_number(interval[1])}]"
+
+
 def _cell_with_ci(metrics: dict[str, Any], key: str, ci_key: str) -> str:
     """A value cell followed by its 95% CI when the metrics have one."""
-    try:
-        interval = lookup(metrics, ci_key)
-    except (KeyError, IndexError, TypeError):
-        interval = None
-    cell = _cell(metrics, key)
+    interval = _lookup_or_none(metrics, ci_key)
     if not interval:
-        return cell
-    low, high = interval
-    return cell[:-5] + f' <span class="ci">[{format_number(low)}, {format_number(high)}]</span></td>'
+        return _cell(metrics, key)
+    value = format_number(_lookup_or_none(metrics, key))
+    return f'<td data-key="{html.escape(key)}">{value} <span class="ci">{_interval_text(interval)}</span></td>'
 
 
 def _methods_table(metrics: dict[str, Any]) -> str:
@@ -250,11 +253,8 @@ def _methods_table(metrics: dict[str, Any]) -> str:
 
 
 def _ci_only(metrics: dict[str, Any], ci_key: str) -> str:
-    try:
-        interval = lookup(metrics, ci_key)
-    except (KeyError, IndexError, TypeError):
-        interval = None
-    text = f"[{format_number(interval[0])}, {format_number(interval[1])}]" if interval else "&ndash;"
+    interval = _lookup_or_none(metrics, ci_key)
+    text = _interval_text(interval) if interval else "&ndash;"
     return f'<td data-ci="{html.escape(ci_key)}">{text}</td>'
 
 
