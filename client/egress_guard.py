@@ -18,8 +18,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from bcvlm_client.reply_schema import (
     EVALUATE_METRICS,
     FIT_METRICS,
-    SECURE_EVALUATION_KEY,
     SECURE_EVALUATION_METRICS,
+    asks_secure_evaluation,
     decode_histogram,
 )
 from bcvlm_model import TASKS
@@ -148,8 +148,7 @@ def check_reply(reply: Message, instruction: Message) -> None:
     for name in ("fitins.config", "evaluateins.config"):
         if name in incoming.config_records and "n-bins" in incoming.config_records[name]:
             n_bins = int(incoming.config_records[name]["n-bins"])  # type: ignore[arg-type]
-    fit_config = incoming.config_records.get("fitins.config")
-    secure_evaluation = bool(fit_config is not None and fit_config.get(SECURE_EVALUATION_KEY))
+    secure_evaluation = asks_secure_evaluation(incoming.config_records)
     for name, arrays in content.array_records.items():
         if name != "fitres.parameters":
             raise EgressViolation(f"reply carries a non-whitelisted array record {_describe_key(name)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -51,6 +52,14 @@ release bounds (`bcvlm_client.evaluation_release`), and the site's own AUC where
 SECURE_EVALUATION_KEY = "secure-evaluation"
 """Fit-instruction config flag: this SecAgg+ "training" message asks for the site's evaluation histograms as arrays,
 so that they are summed under secure aggregation (the server sees only the pooled histogram)."""
+
+
+def asks_secure_evaluation(config_records: Mapping[str, Any]) -> bool:
+    """Whether an instruction's config records (`fitins.config`) flag a secure-evaluation SecAgg+ pass."""
+    fit_config = config_records.get("fitins.config")
+    return bool(fit_config is not None and fit_config.get(SECURE_EVALUATION_KEY))
+
+
 COUNT_SCALE_KEY = "count-scale"
 """Histogram counts are sent divided by this (SecAgg+ quantises values within its clipping range)."""
 EVALUATION_WEIGHT_KEY = "evaluation-weight"

@@ -240,10 +240,8 @@ def run_inprocess(
 
 def is_evaluation(message) -> bool:
     """An evaluation instruction: a plain evaluate message, or a SecAgg+ pass's secure-evaluation "train" message."""
-    from bcvlm_client.reply_schema import SECURE_EVALUATION_KEY
+    from bcvlm_client.reply_schema import asks_secure_evaluation
 
     if message.metadata.message_type == "evaluate":
         return True
-    if not message.has_content() or "fitins.config" not in message.content.config_records:
-        return False
-    return bool(message.content.config_records["fitins.config"].get(SECURE_EVALUATION_KEY))
+    return message.has_content() and asks_secure_evaluation(message.content.config_records)
