@@ -8,7 +8,7 @@ import torch
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.checkpoint import load_checkpoint, save_checkpoint
 from bcvlm_model.data.preprocess_config import PreprocessConfig
-from bcvlm_model.privacy.dp_ready import MODEL_INPUT_KEYS
+from bcvlm_model.model_inputs import MODEL_INPUT_KEYS
 from bcvlm_model.text import TEMPLATE_VERSION, TextConfig
 
 
