@@ -33,7 +33,9 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from bcvlm_model.atomic_io import atomic_write_json  # noqa: E402
+from bcvlm_model.config_io import enum_choices  # noqa: E402
 from bcvlm_model.data.preprocess_config import PreprocessConfig  # noqa: E402
+from bcvlm_model.features.storage_dtype import FeatureDtype  # noqa: E402
 from bcvlm_model.features.training_hook import frozen_feature_training  # noqa: E402
 from bcvlm_model.model import build_model  # noqa: E402
 from bcvlm_model.model_config import FusionConfig, ModelConfig, TextEncoderConfig  # noqa: E402
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--storage", default="float16", choices=("float16", "float32"))
+    parser.add_argument("--storage", default=FeatureDtype.float16.value, choices=enum_choices(FeatureDtype))
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="canonical reports (no paraphrase)")
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=1e-3)

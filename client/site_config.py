@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,18 +12,10 @@ from omegaconf import MISSING
 
 from bcvlm_client.superlink_address import is_loopback_address
 from bcvlm_model.config_io import ConfigError, load_config, to_enum
+from bcvlm_model.features.storage_dtype import FeatureDtype
 from bcvlm_model.model_config import ModelKind
 from bcvlm_model.privacy.accountants import Accountant
 from bcvlm_model.privacy.privacy_unit import PrivacyUnit
-
-
-class FeatureDtype(StrEnum):
-    """Values of `compute.frozen_feature_dtype`: how the frozen-feature cache stores its tensors."""
-
-    float16 = "float16"
-    """Half the disk."""
-    float32 = "float32"
-    """Bit-exact features."""
 
 
 def _fail(key: str, message: str) -> None:
