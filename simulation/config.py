@@ -161,6 +161,12 @@ def load_simulation_config(
         return OmegaConf.to_object(composed)  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as exc:
         message = " ".join(str(exc).split()) if str(exc) else type(exc).__name__
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        detail = " ".join(str(root).split())
+        if detail not in message:  # Hydra says only "Error merging override k=v": add the key, value and choices
+            message = f"{message}: {detail}"
         raise ConfigError(f"{folder / config_name}.yaml + overrides {list(overrides)}: {message}") from exc
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{folder / config_name}.yaml + overrides {list(overrides)}: {exc}") from exc
