@@ -35,8 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
+from bcvlm_model.config_io import to_enum
 from bcvlm_model.data.patient_records import RECORD_INDEX, PatientRecords
-from bcvlm_model.privacy.accountants import ACCOUNTANTS
+from bcvlm_model.privacy.accountants import Accountant
 from bcvlm_model.privacy.dp_randomness import dp_generators
 
 RDP_ALPHAS: tuple[float, ...] = (1.05, 1.1, 1.25, 1.5, 1.75, *range(2, 65), 80, 96, 128, 256)
@@ -55,15 +56,14 @@ class DPTrainState:
     noise_multiplier: float
     max_grad_norm: float
     delta: float
-    accountant: str = "rdp"
+    accountant: Accountant = Accountant.rdp
     accountant_state: dict[str, Any] | None = field(default=None)
     insecure_seed: int | None = None
     """Derive sampling and noise from this seed (simulation only: anyone who knows it can strip the noise).
     None = secret seeds from the OS CSPRNG for every call."""
 
     def __post_init__(self) -> None:
-        if self.accountant not in ACCOUNTANTS:
-            raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got '{self.accountant}'")
+        self.accountant = to_enum(Accountant, self.accountant, "accountant")
         if not self.noise_multiplier > 0:
             raise ValueError(f"noise_multiplier must be > 0, got {self.noise_multiplier}")
         if not self.max_grad_norm > 0:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
+from bcvlm_model.config_io import ConfigError, to_enum
 from bcvlm_model.model_config import PACKAGE_DEFAULT
 
 TEMPLATE_VERSION = "1.0"
@@ -21,6 +23,15 @@ DEFAULT_REPORT_FIELDS: tuple[str, ...] = (
 """Manifest columns rendered by default (density only when present, unless missing="say")."""
 
 
+class MissingPolicy(StrEnum):
+    """Values of `text.missing`: how a missing value appears in the report."""
+
+    say = "say"
+    """Rendered as "not recorded"."""
+    omit = "omit"
+    """The phrase is left out."""
+
+
 @dataclass
 class TextConfig:
     """How a manifest row becomes the short report the text encoder reads."""
@@ -31,8 +42,8 @@ class TextConfig:
     """Manifest columns to render, grouped into sections patient / exam / breast by the template."""
     allow_label_fields: bool = False
     """Allow fields that the leakage guard refuses (label/outcome columns). Only for leakage experiments."""
-    missing: str = "say"
-    """Missing values: "say" renders "not recorded", "omit" leaves the phrase out."""
+    missing: MissingPolicy = MissingPolicy.say
+    """Missing values (see MissingPolicy)."""
     omit_missing_fields: list[str] = field(default_factory=lambda: ["density"])
     """Fields left out when missing even if missing="say" (density is training-only in RSNA data)."""
     paraphrase: bool = True
@@ -45,6 +56,11 @@ class TextConfig:
     """Token budget (truncation length) for the report."""
     tokenizer: str = PACKAGE_DEFAULT
     """Tokenizer folder; PACKAGE_DEFAULT = the text encoder's folder (all-MiniLM-L6-v2 by default)."""
+
+    def __post_init__(self) -> None:
+        self.missing = to_enum(MissingPolicy, self.missing, "text.missing")
+        if not 0.0 <= self.mask_probability <= 1.0:
+            raise ConfigError(f"key 'text.mask_probability': must be in [0, 1], got {self.mask_probability}")
 
 
 ReportTemplateConfig = TextConfig
