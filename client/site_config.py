@@ -30,6 +30,12 @@ class SiteDataConfig:
     round whose preprocessing this site has no complete cache for is declined (PREPROCESS_MISMATCH)."""
     train_split: str = "train"
     eval_split: str = "test"
+    val_split: str = "val"
+    """Validation split: the server chooses operating points (decision thresholds) from its pooled histograms."""
+    val_fraction: float = 0.15
+    """When the manifest has no `val_split` rows, this fraction of the training patients (whole patients, stratified
+    by malignancy, seeded by `seed`) is held out as validation; 0 holds none out (the site then adds nothing to the
+    operating points)."""
 
 
 @dataclass
@@ -146,6 +152,10 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
             "is required unless data.decode_on_the_fly: true (then every DICOM is decoded on "
             "every epoch); point it at the cache/ folder `bcvlm prepare` wrote",
         )
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        fail("data.val_fraction", f"must be in [0, 1), got {cfg.data.val_fraction}")
+    if cfg.data.val_split in (cfg.data.train_split, cfg.data.eval_split):
+        fail("data.val_split", f"must differ from the train and evaluation splits, got '{cfg.data.val_split}'")
     if cfg.compute.batch_size < 1:
         fail("compute.batch_size", f"must be >= 1, got {cfg.compute.batch_size}")
     if cfg.compute.eval_batch_size < 1:

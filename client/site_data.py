@@ -18,6 +18,7 @@ from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.cache import CONFIG_RECORD_NAME, safe_file_stem
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.data.split_guard import check_patients_disjoint
+from bcvlm_model.data.validation_split import with_default_validation
 from bcvlm_model.privacy.privacy_unit import PrivacyUnit
 
 DELTA_RECORDS_FACTOR = 10
@@ -61,16 +62,18 @@ def split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def read_site_manifest(site: SiteConfig) -> pd.DataFrame:
-    """The site's manifest, refused (PatientOverlapError) when a patient has images in two splits."""
+    """The site's manifest, refused (PatientOverlapError) when a patient has images in two splits; without validation
+    rows, `data.val_fraction` of its training patients become the validation split (seeded by the site's seed)."""
     table = read_manifest(site.data.manifest)
     check_patients_disjoint(table, f"site '{site.site_id}': manifest {site.data.manifest}")
-    return table
+    data = site.data
+    return with_default_validation(table, data.val_fraction, site.seed, data.train_split, data.val_split)
 
 
 def summarise_site_data(site: SiteConfig, manifest: pd.DataFrame | None = None) -> SiteDataSummary:
     """Row and patient counts of the train and eval splits (manifest read from `site.data.manifest` if not given);
     a manifest with a patient in two splits is refused."""
-    table = read_manifest(site.data.manifest) if manifest is None else manifest
+    table = read_site_manifest(site) if manifest is None else manifest
     check_patients_disjoint(table, f"site '{site.site_id}': manifest {site.data.manifest}")
     train = split_rows(table, site.data.train_split)
     evaluation = split_rows(table, site.data.eval_split)
