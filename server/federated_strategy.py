@@ -34,8 +34,8 @@ from bcvlm_client.run_settings import encode_round_settings
 from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY
 from bcvlm_model.metrics import ScoreHistogram
 from bcvlm_server.bounded_client_manager import BoundedClientManager
-from bcvlm_server.reply_tracker import ReplyTracker
 from bcvlm_server.operating_points import choose_operating_points, log_operating_points
+from bcvlm_server.reply_tracker import ReplyTracker
 from bcvlm_server.round_metrics import evaluation_metrics, sum_site_histograms
 from bcvlm_server.round_outcomes import (
     TRAINED,

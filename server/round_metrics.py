@@ -71,10 +71,8 @@ def evaluation_metrics(
         summary["histogram"] = {"positives": total.positives.tolist(), "negatives": total.negatives.tolist()}
         summary["secure_sum"] = pooled_histograms is not None
         summary["sensitivity_at_specificity_kind"] = (
-            (
             "ROC summary: the threshold is chosen on these test images, so it is not an operating point (operating "
             "points are chosen on validation data: see `operating_points`)"
-        )
         )
         pooled[task] = summary
     return {"pooled": pooled, "sites": site_reported_metrics(site_metrics)}

@@ -15,9 +15,7 @@ def _patient_strata(rows: pd.DataFrame) -> pd.Series:
     by_patient = labels.groupby(rows["patient_id"].astype(str))
     positive = by_patient.max()
     labelled = by_patient.count() > 0
-    return pd.Series(
-        np.where(~labelled, "none", np.where(positive >= 1, "1", "0")), index=positive.index, dtype=object
-    )
+    return pd.Series(np.where(~labelled, "none", np.where(positive >= 1, "1", "0")), index=positive.index, dtype=object)
 
 
 def validation_patients(rows: pd.DataFrame, fraction: float, seed: int) -> list[str]:
