@@ -16,7 +16,11 @@ CHOSEN_ON = "pooled validation histograms released by the sites"
 
 
 def choose_operating_points(
-    validation: Mapping[str, ScoreHistogram] | None, *, target_specificity: float, min_cases: int
+    validation: Mapping[str, ScoreHistogram] | None,
+    *,
+    target_specificity: float,
+    min_cases: int,
+    chosen_on: str = CHOSEN_ON,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """(operating points per task for the checkpoint's `extra`, the round record's account of them).
 
@@ -25,7 +29,7 @@ def choose_operating_points(
     no validation histograms at all (the evaluation stage failed or was withheld).
     """
     points: dict[str, dict[str, Any]] = {}
-    record: dict[str, Any] = {"chosen_on": CHOSEN_ON, "target_specificity": float(target_specificity), "tasks": {}}
+    record: dict[str, Any] = {"chosen_on": chosen_on, "target_specificity": float(target_specificity), "tasks": {}}
     for task in TASKS:
         histogram = None if validation is None else validation.get(task)
         n_pos = 0 if histogram is None else histogram.n_positive
@@ -37,7 +41,7 @@ def choose_operating_points(
         else:
             point = asdict(threshold_from_histogram(histogram, target_specificity))
             point["n_validation_cases"] = n_pos + n_neg
-            point["chosen_on"] = CHOSEN_ON
+            point["chosen_on"] = chosen_on
             points[task] = point
             record["tasks"][task] = {"operating_point": point, "withheld": None}
             continue
