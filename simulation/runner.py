@@ -220,10 +220,17 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     print("[simulate] scoring the final federated model on every site's test set", flush=True)
     final = load_checkpoint(final_checkpoint_dir(run_dir / "federated"))
     methods["federated"] = scored("federated", final.model, final.model_cfg)
+    federated_points = final.extra.get(OPERATING_POINTS_KEY) or {}
     methods["federated"]["operating_points"] = {
         "checkpoint": str(final_checkpoint_dir(run_dir / "federated")),
-        "tasks": final.extra.get(OPERATING_POINTS_KEY) or {},
-        "chosen_on": "the sites' pooled validation histograms, by the federated server (empty: no validation data)",
+        "chosen_on": "the sites' released validation histograms, pooled by the federated server",
+        "tasks": {
+            task: {
+                "operating_point": federated_points.get(task),
+                "withheld": None if task in federated_points else "see operating_points in the last round's metrics",
+            }
+            for task in TASKS
+        },
     }
     # What the server itself saw of the final model: the pooled histogram the sites released (summed under SecAgg+
     # when on), within their bin cap and minimum cell count; `pooled_auc` above is exact, from all test scores.
