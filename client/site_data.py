@@ -34,6 +34,8 @@ class SiteDataSummary:
     eval_rows: int
     eval_patients: int
     data_fingerprint: str
+    val_rows: int = 0
+    val_patients: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,12 +79,15 @@ def summarise_site_data(site: SiteConfig, manifest: pd.DataFrame | None = None) 
     check_patients_disjoint(table, f"site '{site.site_id}': manifest {site.data.manifest}")
     train = split_rows(table, site.data.train_split)
     evaluation = split_rows(table, site.data.eval_split)
+    validation = split_rows(table, site.data.val_split)
     return SiteDataSummary(
         train_rows=len(train),
         train_patients=int(train["patient_id"].nunique()),
         eval_rows=len(evaluation),
         eval_patients=int(evaluation["patient_id"].nunique()),
         data_fingerprint=training_set_fingerprint(train["patient_id"]),
+        val_rows=len(validation),
+        val_patients=int(validation["patient_id"].nunique()),
     )
 
 
@@ -123,7 +128,7 @@ def ledger_terms(site: SiteConfig, summary: SiteDataSummary) -> LedgerTerms:
 
 def data_availability(site: SiteConfig, manifest: pd.DataFrame | None = None) -> DataAvailability:
     """Cache coverage per preprocessing found under `data.cache_dir`, and images that cannot be read at all."""
-    table = read_manifest(site.data.manifest) if manifest is None else manifest
+    table = read_site_manifest(site) if manifest is None else manifest
     train = split_rows(table, site.data.train_split)
     evaluation = split_rows(table, site.data.eval_split)
     caches: list[CacheCoverage] = []

@@ -83,7 +83,7 @@ def test_the_insecure_setting_makes_identical_fits_identical(tmp_path, global_ar
 
 
 def test_a_delta_above_the_bound_is_refused_before_any_charge(tmp_path, global_arrays) -> None:
-    site_yaml = make_site(tmp_path, "site", n_train=12)  # bound: 1 / (10 x 12) = 0.0083
+    site_yaml = make_site(tmp_path, "site", n_train=12, val_fraction=0.0)  # bound: 1 / (10 x 12) = 0.0083
     raw = yaml.safe_load(site_yaml.read_text())
     raw["privacy"]["delta"] = 0.01
     site_yaml.write_text(yaml.safe_dump(raw))
@@ -159,3 +159,14 @@ def test_evaluation_replies_keep_the_site_bounds_whatever_bins_the_server_asks(t
     histogram = decode_histogram(metrics["hist_malignancy"], 100_000)
     cells = (histogram.positives + histogram.negatives)[(histogram.positives + histogram.negatives) > 0]
     assert 0 < len(cells) <= 4 and (cells >= 6).all() and cells.sum() == metrics["cases_malignancy"] == 30
+
+
+@pytest.mark.parametrize(("val_fraction", "released"), [(0.5, 6), (0.0, 0)], ids=["validation", "no-validation"])
+def test_the_evaluation_reply_carries_the_validation_histogram(tmp_path, global_arrays, val_fraction, released) -> None:
+    site_yaml = make_site(
+        tmp_path, "site", n_train=12, n_test=4, val_fraction=val_fraction, evaluation={"min_cell_count": 1}
+    )
+    _, _, metrics = site_trainer_factory(load_site_config(site_yaml)).evaluate(global_arrays, settings())
+    validation = decode_histogram(metrics["val_hist_malignancy"], 100)
+    assert validation.n_positive + validation.n_negative == released  # half of 12 training patients, or none
+    assert metrics["cases_malignancy"] == 4  # the test split's own histogram is unchanged
