@@ -61,3 +61,8 @@ def test_split_keys_of_real_data_sets_are_checked_at_load() -> None:
         load_simulation_config("simulate", ["split.natural_small_sites=merge"])
     with pytest.raises(ConfigError, match="keep_official"):
         load_simulation_config("simulate", ["split.keep_official=perhaps"])
+
+
+@pytest.mark.parametrize("name", ["simulate", "demo", "tiny"])
+def test_the_demo_tiny_and_generic_configs_hold_out_validation_patients(name: str) -> None:
+    assert load_simulation_config(name).split.val_fraction > 0  # operating points are chosen on them, never on test
