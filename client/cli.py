@@ -258,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"site config OK: site '{cfg.site_id}', SuperLink {cfg.superlink_address}, state in {cfg.state_dir}")
         print(
             f"data: {summary.train_rows} training images of {summary.train_patients} patients, "
-            f"{summary.eval_rows} evaluation images of {summary.eval_patients} patients"
+            f"{summary.eval_rows} evaluation images of {summary.eval_patients} patients, "
+            f"{summary.val_rows} validation images of {summary.val_patients} patients (operating points)"
         )
         print("\n".join(data_lines))
         print(ledger_line)

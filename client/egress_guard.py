@@ -18,11 +18,11 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from bcvlm_client.reply_schema import (
     EVALUATE_METRICS,
     FIT_METRICS,
+    SECURE_EVALUATION_ARRAYS,
     SECURE_EVALUATION_METRICS,
     asks_secure_evaluation,
     decode_histogram,
 )
-from bcvlm_model import TASKS
 from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
 
 LOGGER = logging.getLogger("bcvlm_client.egress_guard")
@@ -106,13 +106,16 @@ def _check_arrays(record: str, arrays: ArrayRecord, reference: ArrayRecord | Non
 
 
 def _check_histogram_arrays(record: str, arrays: ArrayRecord, n_bins: int | None) -> None:
-    """A secure-evaluation reply: exactly the scaled histograms (positives, negatives per task), no other array."""
+    """A secure-evaluation reply: exactly the scaled histograms (positives, negatives per task, evaluation then
+    validation split), no other array."""
     if len(arrays) == 0:  # the masked reply: SecAgg+ moved the values into its masked vector
         return
     if n_bins is None:
         raise EgressViolation(f"{record}: histogram arrays without a known bin count")
-    if len(arrays) != 2 * len(TASKS):
-        raise EgressViolation(f"{record}: {len(arrays)} arrays, a secure evaluation sends {2 * len(TASKS)} histograms")
+    if len(arrays) != SECURE_EVALUATION_ARRAYS:
+        raise EgressViolation(
+            f"{record}: {len(arrays)} arrays, a secure evaluation sends {SECURE_EVALUATION_ARRAYS} histograms"
+        )
     for name in arrays.keys():
         sent = _as_numpy(arrays[name])
         if sent.shape != (n_bins,) or sent.dtype.kind != "f":

@@ -45,9 +45,11 @@ EVALUATE_METRICS: dict[str, type] = {
     **{f"cases_{task}": int for task in TASKS},
     **{f"hist_{task}": bytes for task in TASKS},
     **{f"auc_{task}": float for task in TASKS},
+    **{f"val_hist_{task}": bytes for task in TASKS},
 }
 """Evaluate-reply metrics: labelled cases and score histograms (int64 LE, positives then negatives) within the site's
-release bounds (`bcvlm_client.evaluation_release`), and the site's own AUC where it has enough cases."""
+release bounds (`bcvlm_client.evaluation_release`), and the site's own AUC where it has enough cases. `val_hist_*`:
+the same release of the site's validation split, from which the server chooses operating points."""
 
 SECURE_EVALUATION_KEY = "secure-evaluation"
 """Fit-instruction config flag: this SecAgg+ "training" message asks for the site's evaluation histograms as arrays,
@@ -93,21 +95,38 @@ def decode_histogram(payload: bytes, n_bins: int) -> ScoreHistogram:
     return ScoreHistogram(flat[:n_bins].copy(), flat[n_bins:].copy())
 
 
-def histograms_to_arrays(histograms: dict[str, ScoreHistogram], count_scale: float) -> list[np.ndarray]:
-    """Per task in TASKS order: positives then negatives, as float64 counts / `count_scale` (a secure-sum vector)."""
+SECURE_EVALUATION_ARRAYS = 4 * len(TASKS)
+"""Arrays of a secure-evaluation reply: per task positives and negatives of the evaluation split, then the same for
+the validation split."""
+
+
+def histograms_to_arrays(
+    histograms: dict[str, ScoreHistogram], validation: dict[str, ScoreHistogram], count_scale: float
+) -> list[np.ndarray]:
+    """Per task in TASKS order: positives then negatives, as float64 counts / `count_scale`, first of the evaluation
+    split, then of the validation split (one secure-sum vector, so both are pooled in the same pass)."""
     arrays = []
-    for task in TASKS:
-        arrays.append(histograms[task].positives.astype(np.float64) / count_scale)
-        arrays.append(histograms[task].negatives.astype(np.float64) / count_scale)
+    for released in (histograms, validation):
+        for task in TASKS:
+            arrays.append(released[task].positives.astype(np.float64) / count_scale)
+            arrays.append(released[task].negatives.astype(np.float64) / count_scale)
     return arrays
 
 
-def arrays_to_histograms(arrays: list[np.ndarray], count_scale: float) -> dict[str, ScoreHistogram]:
-    """Inverse of `histograms_to_arrays` for a (summed) vector: counts rounded to the nearest integer."""
-    if len(arrays) != 2 * len(TASKS):
-        raise ValueError(f"expected {2 * len(TASKS)} histogram arrays, got {len(arrays)}")
+def arrays_to_histograms(
+    arrays: list[np.ndarray], count_scale: float
+) -> tuple[dict[str, ScoreHistogram], dict[str, ScoreHistogram]]:
+    """Inverse of `histograms_to_arrays` for a (summed) vector: (evaluation, validation) histograms, counts rounded to
+    the nearest integer."""
+    if len(arrays) != SECURE_EVALUATION_ARRAYS:
+        raise ValueError(f"expected {SECURE_EVALUATION_ARRAYS} histogram arrays, got {len(arrays)}")
     counts = [
         np.clip(np.rint(np.asarray(array, dtype=np.float64) * count_scale), 0, None).astype(np.int64)
         for array in arrays
     ]
-    return {task: ScoreHistogram(counts[2 * index], counts[2 * index + 1]) for index, task in enumerate(TASKS)}
+    n = len(TASKS)
+    evaluation = {task: ScoreHistogram(counts[2 * index], counts[2 * index + 1]) for index, task in enumerate(TASKS)}
+    validation = {
+        task: ScoreHistogram(counts[2 * (n + index)], counts[2 * (n + index) + 1]) for index, task in enumerate(TASKS)
+    }
+    return evaluation, validation

@@ -35,6 +35,18 @@ class SiteDataConfig:
     round whose preprocessing this site has no complete cache for is declined (PREPROCESS_MISMATCH)."""
     train_split: str = "train"
     eval_split: str = "test"
+    val_split: str = "val"
+    """Validation split: the server chooses operating points (decision thresholds) from its pooled histograms."""
+    val_fraction: float = 0.15
+    """When the manifest has no `val_split` rows, this fraction of the training patients (whole patients, stratified
+    by malignancy, seeded by `seed`) is held out as validation; 0 holds none out (the site then adds nothing to the
+    operating points)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            _fail("data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        if self.val_split in (self.train_split, self.eval_split):
+            _fail("data.val_split", f"must differ from the train and evaluation splits, got '{self.val_split}'")
 
 
 @dataclass

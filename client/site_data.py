@@ -18,6 +18,7 @@ from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.cache import CONFIG_RECORD_NAME, safe_file_stem
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.data.split_guard import check_patients_disjoint
+from bcvlm_model.data.validation_split import with_default_validation
 from bcvlm_model.privacy.privacy_unit import PrivacyUnit
 
 DELTA_RECORDS_FACTOR = 10
@@ -33,6 +34,8 @@ class SiteDataSummary:
     eval_rows: int
     eval_patients: int
     data_fingerprint: str
+    val_rows: int = 0
+    val_patients: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,25 +64,30 @@ def split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def read_site_manifest(site: SiteConfig) -> pd.DataFrame:
-    """The site's manifest, refused (PatientOverlapError) when a patient has images in two splits."""
+    """The site's manifest, refused (PatientOverlapError) when a patient has images in two splits; without validation
+    rows, `data.val_fraction` of its training patients become the validation split (seeded by the site's seed)."""
     table = read_manifest(site.data.manifest)
     check_patients_disjoint(table, f"site '{site.site_id}': manifest {site.data.manifest}")
-    return table
+    data = site.data
+    return with_default_validation(table, data.val_fraction, site.seed, data.train_split, data.val_split)
 
 
 def summarise_site_data(site: SiteConfig, manifest: pd.DataFrame | None = None) -> SiteDataSummary:
     """Row and patient counts of the train and eval splits (manifest read from `site.data.manifest` if not given);
     a manifest with a patient in two splits is refused."""
-    table = read_manifest(site.data.manifest) if manifest is None else manifest
+    table = read_site_manifest(site) if manifest is None else manifest
     check_patients_disjoint(table, f"site '{site.site_id}': manifest {site.data.manifest}")
     train = split_rows(table, site.data.train_split)
     evaluation = split_rows(table, site.data.eval_split)
+    validation = split_rows(table, site.data.val_split)
     return SiteDataSummary(
         train_rows=len(train),
         train_patients=int(train["patient_id"].nunique()),
         eval_rows=len(evaluation),
         eval_patients=int(evaluation["patient_id"].nunique()),
         data_fingerprint=training_set_fingerprint(train["patient_id"]),
+        val_rows=len(validation),
+        val_patients=int(validation["patient_id"].nunique()),
     )
 
 
@@ -120,7 +128,7 @@ def ledger_terms(site: SiteConfig, summary: SiteDataSummary) -> LedgerTerms:
 
 def data_availability(site: SiteConfig, manifest: pd.DataFrame | None = None) -> DataAvailability:
     """Cache coverage per preprocessing found under `data.cache_dir`, and images that cannot be read at all."""
-    table = read_manifest(site.data.manifest) if manifest is None else manifest
+    table = read_site_manifest(site) if manifest is None else manifest
     train = split_rows(table, site.data.train_split)
     evaluation = split_rows(table, site.data.eval_split)
     caches: list[CacheCoverage] = []

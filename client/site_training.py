@@ -273,47 +273,63 @@ class SiteTrainer:
         return state_to_arrays(model, update), len(rows), metrics
 
     # --- evaluate -----------------------------------------------------------------------------------------------
-    def released_evaluation(
-        self, arrays: list[np.ndarray], settings: RoundSettings
-    ) -> tuple[dict[str, ScoreHistogram], dict[str, Any]]:
-        """Evaluate the global model on the local evaluation split; return what the site may release: per task the
-        histogram within the site's bounds (`evaluation_release`), and the cases and the site's own AUC above its
-        minimum (plain metrics)."""
-        bounds = self.site.evaluation
-        rows = self._rows(self.site.data.eval_split)
-        histograms: dict[str, ScoreHistogram] = {}
-        metrics: dict[str, Any] = {}
+    def _scores(self, arrays: list[np.ndarray], settings: RoundSettings, rows: pd.DataFrame) -> Any:
+        """The global model's evaluation result on `rows` (None when there are none)."""
         if rows.empty:
-            result = None
-        else:
-            model = self._model(settings)
-            set_trainable_state(model, arrays_to_state(model, arrays))
-            # the frozen prefix of the test images is the same every round: read it from the site's cache too
-            module, loader = self._frozen_feature_training(model, self._loader(settings, rows, train=False), settings)
-            result = evaluate(module, loader, device=self.site.compute.device, bf16=self.site.compute.bf16)
+            return None
+        model = self._model(settings)
+        set_trainable_state(model, arrays_to_state(model, arrays))
+        # the frozen prefix of the evaluation images is the same every round: read it from the site's cache too
+        module, loader = self._frozen_feature_training(model, self._loader(settings, rows, train=False), settings)
+        return evaluate(module, loader, device=self.site.compute.device, bf16=self.site.compute.bf16)
+
+    def _released_histograms(self, result: Any, n_bins: int) -> dict[str, ScoreHistogram]:
+        """Per task, the histogram of `result` within the site's release bounds (empty when `result` is None)."""
+        bounds = self.site.evaluation
+        histograms = {}
         for task in TASKS:
             scores = result.scores[task] if result is not None else np.zeros(0)
             labels = result.labels[task] if result is not None else np.zeros(0)
-            exact = score_histogram(scores, labels, settings.n_bins)
+            exact = score_histogram(scores, labels, n_bins)
             histograms[task] = release_histogram(exact, bounds.max_bins, bounds.min_cell_count)
+        return histograms
+
+    def released_evaluation(
+        self, arrays: list[np.ndarray], settings: RoundSettings
+    ) -> tuple[dict[str, ScoreHistogram], dict[str, ScoreHistogram], dict[str, Any]]:
+        """Evaluate the global model on the local evaluation and validation splits; return what the site may release:
+        per task the histograms within the site's bounds (`evaluation_release`) of the evaluation split and of the
+        validation split (a site without validation rows releases empty ones), and the evaluation split's cases and
+        the site's own AUC above its minimum (plain metrics)."""
+        bounds = self.site.evaluation
+        result = self._scores(arrays, settings, self._rows(self.site.data.eval_split))
+        histograms = self._released_histograms(result, settings.n_bins)
+        validation_result = self._scores(arrays, settings, self._rows(self.site.data.val_split))
+        validation = self._released_histograms(validation_result, settings.n_bins)
+        metrics: dict[str, Any] = {}
+        for task in TASKS:
             metrics[f"cases_{task}"] = histograms[task].n_positive + histograms[task].n_negative
-            site_auc = releasable_site_auc(scores, labels, bounds.site_auc_min_cases)
-            if site_auc is not None:
-                metrics[f"auc_{task}"] = site_auc
+            if result is not None:
+                site_auc = releasable_site_auc(result.scores[task], result.labels[task], bounds.site_auc_min_cases)
+                if site_auc is not None:
+                    metrics[f"auc_{task}"] = site_auc
         LOGGER.info(
-            "site=%s round=%d: evaluated %d images; released %s",
+            "site=%s round=%d: evaluated %d images, %d validation images; released %s, validation %s",
             self.site.site_id,
             settings.server_round,
             0 if result is None else result.num_examples,
+            0 if validation_result is None else validation_result.num_examples,
             {task: metrics[f"cases_{task}"] for task in TASKS},
+            {task: validation[task].n_positive + validation[task].n_negative for task in TASKS},
         )
-        return histograms, metrics
+        return histograms, validation, metrics
 
     def evaluate(self, arrays: list[np.ndarray], settings: RoundSettings) -> EvaluateReply:
         """Plain evaluation reply (server without SecAgg+): released histograms, cases and site AUCs, no loss."""
-        histograms, metrics = self.released_evaluation(arrays, settings)
+        histograms, validation, metrics = self.released_evaluation(arrays, settings)
         for task in TASKS:
             metrics[f"hist_{task}"] = encode_histogram(histograms[task])
+            metrics[f"val_hist_{task}"] = encode_histogram(validation[task])
         cases = max(metrics[f"cases_{task}"] for task in TASKS)
         return 0.0, int(cases), metrics
 
@@ -324,8 +340,9 @@ class SiteTrainer:
         summed with the other sites'; every site gives the same `weight`, so the secure sum stays a plain sum."""
         if not (math.isfinite(count_scale) and count_scale >= 1) or weight < 1:
             raise ValueError(f"secure evaluation needs count-scale >= 1 and weight >= 1, got {count_scale}, {weight}")
-        histograms, metrics = self.released_evaluation(arrays, settings)
-        largest = max(int(max(h.positives.max(), h.negatives.max())) for h in histograms.values())
+        histograms, validation, metrics = self.released_evaluation(arrays, settings)
+        released = [*histograms.values(), *validation.values()]
+        largest = max(int(max(h.positives.max(), h.negatives.max())) for h in released)
         if largest > count_scale:
             raise ValueError(f"a histogram cell holds {largest} cases, above the count scale {count_scale}")
-        return histograms_to_arrays(histograms, count_scale), int(weight), metrics
+        return histograms_to_arrays(histograms, validation, count_scale), int(weight), metrics

@@ -31,10 +31,12 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from bcvlm_client.run_settings import encode_round_settings
+from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY
 from bcvlm_model.metrics import ScoreHistogram
 from bcvlm_server.bounded_client_manager import BoundedClientManager
+from bcvlm_server.operating_points import choose_operating_points, log_operating_points
 from bcvlm_server.reply_tracker import ReplyTracker
-from bcvlm_server.round_metrics import evaluation_metrics
+from bcvlm_server.round_metrics import evaluation_metrics, sum_site_histograms
 from bcvlm_server.round_outcomes import (
     TRAINED,
     describe_outcome,
@@ -49,7 +51,8 @@ from bcvlm_server.update_guard import rejection_reason, update_norm
 
 LOGGER = logging.getLogger("bcvlm_server.strategy")
 
-CheckpointFn = Callable[[int, list[np.ndarray]], None]
+CheckpointFn = Callable[[int, list[np.ndarray], dict[str, Any]], None]
+"""(absolute round, global arrays, checkpoint `extra` additions: the operating points when there are any)."""
 ByteCounter = Callable[[], dict[int, dict[str, int]]]
 
 
@@ -245,10 +248,17 @@ class FederatedStrategy(Strategy):
         pooled: dict[str, ScoreHistogram],
         site_metrics: dict[str, dict[str, Any]],
         failures: int,
+        validation: dict[str, ScoreHistogram] | None = None,
     ) -> None:
-        """Close the round with the pooled histograms summed under SecAgg+ (no site's own histogram is known)."""
+        """Close the round with the pooled histograms (evaluation and validation splits) summed under SecAgg+ (no
+        site's own histogram is known)."""
         self._finish_round(
-            self.absolute_round(server_round), site_metrics, None, failures=failures, pooled_histograms=pooled
+            self.absolute_round(server_round),
+            site_metrics,
+            None,
+            failures=failures,
+            pooled_histograms=pooled,
+            validation_histograms=validation or None,
         )
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Any]] | None:
@@ -262,8 +272,17 @@ class FederatedStrategy(Strategy):
         loss: float | None,
         failures: int = 0,
         pooled_histograms: dict[str, ScoreHistogram] | None = None,
+        validation_histograms: dict[str, ScoreHistogram] | None = None,
     ) -> None:
         self._start_round(absolute)
+        if validation_histograms is None and pooled_histograms is None and site_metrics:
+            validation_histograms = sum_site_histograms(site_metrics, self.cfg.evaluation.n_bins, prefix="val_hist_")
+        # The model evaluated this round is the one checkpointed below, so its thresholds travel with it.
+        operating_points, operating_record = choose_operating_points(
+            validation_histograms,
+            target_specificity=self.cfg.evaluation.specificity,
+            min_cases=self.cfg.evaluation.min_cases,
+        )
         evaluation = evaluation_metrics(
             site_metrics,
             n_bins=self.cfg.evaluation.n_bins,
@@ -297,8 +316,11 @@ class FederatedStrategy(Strategy):
                 **evaluation,
             },
             "bytes": {str(node): value for node, value in counts.items()},
+            "operating_points": operating_record,
         }
-        self.save_checkpoint(absolute, self.global_arrays)
+        self.save_checkpoint(
+            absolute, self.global_arrays, {OPERATING_POINTS_KEY: operating_points} if operating_points else {}
+        )
         self.records.save_strategy_state(absolute, self.cfg.strategy.name, strategy_state_arrays(self.inner))
         self.records.save_metrics(absolute, metrics)
         self.records.mark_round_completed(absolute, self.cfg.rounds)
@@ -311,6 +333,7 @@ class FederatedStrategy(Strategy):
                 describe_outcome(outcome),
                 outcome.get("evaluate", "not asked"),
             )
+        log_operating_points(absolute, operating_record)
         if failure:
             LOGGER.error("round %d FAILED: %s", absolute, failure)
         LOGGER.info("round %d done in %.1f s; pooled AUC %s", absolute, metrics["wall_seconds"], pooled)

@@ -21,13 +21,15 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def sum_site_histograms(site_metrics: Mapping[str, Mapping[str, Any]], n_bins: int) -> dict[str, ScoreHistogram]:
-    """Per task, the sum of the sites' plain evaluate-reply histograms."""
+def sum_site_histograms(
+    site_metrics: Mapping[str, Mapping[str, Any]], n_bins: int, prefix: str = "hist_"
+) -> dict[str, ScoreHistogram]:
+    """Per task, the sum of the sites' plain evaluate-reply histograms (`prefix` "val_hist_": validation split)."""
     pooled = {task: ScoreHistogram.empty(n_bins) for task in TASKS}
     for metrics in site_metrics.values():
         for task in TASKS:
-            if f"hist_{task}" in metrics:
-                pooled[task] = pooled[task] + decode_histogram(metrics[f"hist_{task}"], n_bins)
+            if f"{prefix}{task}" in metrics:
+                pooled[task] = pooled[task] + decode_histogram(metrics[f"{prefix}{task}"], n_bins)
     return pooled
 
 
@@ -69,7 +71,8 @@ def evaluation_metrics(
         summary["histogram"] = {"positives": total.positives.tolist(), "negatives": total.negatives.tolist()}
         summary["secure_sum"] = pooled_histograms is not None
         summary["sensitivity_at_specificity_kind"] = (
-            "ROC summary: the threshold is chosen on these test images, so it is not an operating point"
+            "ROC summary: the threshold is chosen on these test images, so it is not an operating point (operating "
+            "points are chosen on validation data: see `operating_points`)"
         )
         pooled[task] = summary
     return {"pooled": pooled, "sites": site_reported_metrics(site_metrics)}

@@ -2,7 +2,7 @@
 
 Flower 1.42's SecAgg+ protocol sums "training" replies only, so evaluation runs as a second SecAgg+ pass after each
 round's training: the instruction is a TRAIN message flagged `secure-evaluation` that carries the global model and
-the evaluation settings; each site answers with its released histograms as arrays (`reply_schema.histograms_to_arrays`,
+the evaluation settings; each site answers with its released histograms (evaluation and validation splits) as arrays (`reply_schema.histograms_to_arrays`,
 counts divided by a common scale, all sites with the same weight), and the protocol's unmasked aggregate is their
 mean, times the number of summed sites = the pooled histogram. Why a second pass rather than appending the counts to
 the training vector: the histograms describe the model the sites evaluate (this round's aggregate, which exists only
@@ -63,17 +63,18 @@ class EvaluationAsSecureSum:
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
     ) -> tuple[None, dict[str, Any]]:
         site_metrics = {str(proxy.node_id): dict(res.metrics) for proxy, res in results}
-        pooled = {}
+        pooled: dict = {}
+        validation: dict = {}
         if results:
             mean = parameters_to_ndarrays(results[0][1].parameters)  # the protocol's weighted mean, equal weights
-            pooled = arrays_to_histograms([array * len(results) for array in mean], self.count_scale)
+            pooled, validation = arrays_to_histograms([array * len(results) for array in mean], self.count_scale)
         LOGGER.info(
             "round %s: evaluation summed securely over %d site(s), %d failure(s)",
             server_round,
             len(results),
             len(failures),
         )
-        self.strategy.aggregate_secure_evaluation(server_round, pooled, site_metrics, len(failures))
+        self.strategy.aggregate_secure_evaluation(server_round, pooled, site_metrics, len(failures), validation)
         self.finished = True
         return None, {}
 

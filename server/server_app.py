@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class CheckpointWriter:
         self.model = model
         self.names = federated_parameter_names(model)
 
-    def __call__(self, absolute_round: int, arrays: list[np.ndarray]) -> None:
+    def __call__(self, absolute_round: int, arrays: list[np.ndarray], extra: dict[str, Any] | None = None) -> None:
         set_trainable_state(self.model, {name: torch.from_numpy(a) for name, a in zip(self.names, arrays)})
         save_checkpoint(
             self.records.checkpoint_dir(absolute_round),
@@ -83,7 +83,12 @@ class CheckpointWriter:
             self.cfg.model,
             self.cfg.preprocess,
             self.cfg.text,
-            extra={"round": int(absolute_round), "strategy": self.cfg.strategy.name, "federated": True},
+            extra={
+                "round": int(absolute_round),
+                "strategy": self.cfg.strategy.name,
+                "federated": True,
+                **(extra or {}),  # operating points chosen on the sites' pooled validation histograms
+            },
         )
 
 

@@ -24,7 +24,13 @@ from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.config_io import save_effective_config
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, write_manifest
 from bcvlm_model.data.preprocess_config import PreprocessConfig
+from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY
 from bcvlm_model.model_config import ModelConfig
+from bcvlm_simulation.baseline_checkpoints import (
+    BASELINES_DIR,
+    pooled_validation_histograms,
+    save_with_operating_points,
+)
 from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
 from bcvlm_simulation.bootstrap import method_intervals
 from bcvlm_simulation.cohort import load_cohort
@@ -74,8 +80,12 @@ def write_sites(cfg: SimulationConfig, run_dir: Path, table: pd.DataFrame, cache
             state_dir=str(folder / "state"),
             seed=cfg.seed + 1000 * (index + 1),
             # no cohort cache: the researcher chose to decode on the fly; with one, sites must match server.preprocess
+            # val_fraction 0: the split above already holds out `split.val_fraction` (the baselines' validation too)
             data=SiteDataConfig(
-                manifest=str(folder / "manifest.csv"), cache_dir=cache_dir, decode_on_the_fly=cache_dir is None
+                manifest=str(folder / "manifest.csv"),
+                cache_dir=cache_dir,
+                decode_on_the_fly=cache_dir is None,
+                val_fraction=0.0,
             ),
             compute=cfg.site.compute,
             privacy=cfg.site.privacy,
@@ -126,7 +136,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         raise SimulationError(f"{run_dir} already holds a finished run; pick another run_dir or set overwrite=true")
     if cfg.pretrain.enabled and cfg.server.init_checkpoint:
         raise SimulationError("pretrain.enabled=true and server.init_checkpoint are both set: pick one start")
-    for stale in ("federated", "sites", "node_map"):
+    for stale in ("federated", "sites", "node_map", BASELINES_DIR):
         if (run_dir / stale).exists() and cfg.overwrite:
             shutil.rmtree(run_dir / stale)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -172,6 +182,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
 
     tests = _tables(table, names, "test")
     trains = _tables(table, names, "train")
+    vals = _tables(table, names, "val")
     server = cfg.server
     n_bins = int(server.evaluation.n_bins)
     batch = cfg.site.compute.eval_batch_size
@@ -187,10 +198,40 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             name, score_model_on_sites(model, tests, server.preprocess, server.text, model_cfg, cache_dir, batch)
         )
 
+    def checkpointed(
+        name: str, model: torch.nn.Module, model_cfg: ModelConfig, val_tables: dict[str, pd.DataFrame], folder: Path
+    ) -> dict[str, Any]:
+        validation = pooled_validation_histograms(
+            model, val_tables, server.preprocess, server.text, model_cfg, cache_dir, batch, n_bins
+        )
+        return save_with_operating_points(
+            folder,
+            model,
+            model_cfg,
+            server.preprocess,
+            server.text,
+            validation,
+            target_specificity=server.evaluation.specificity,
+            min_cases=server.evaluation.min_cases,
+            method=name,
+        )
+
     methods: dict[str, Any] = {}
     print("[simulate] scoring the final federated model on every site's test set", flush=True)
     final = load_checkpoint(final_checkpoint_dir(run_dir / "federated"))
     methods["federated"] = scored("federated", final.model, final.model_cfg)
+    federated_points = final.extra.get(OPERATING_POINTS_KEY) or {}
+    methods["federated"]["operating_points"] = {
+        "checkpoint": str(final_checkpoint_dir(run_dir / "federated")),
+        "chosen_on": "the sites' released validation histograms, pooled by the federated server",
+        "tasks": {
+            task: {
+                "operating_point": federated_points.get(task),
+                "withheld": None if task in federated_points else "see operating_points in the last round's metrics",
+            }
+            for task in TASKS
+        },
+    }
     # What the server itself saw of the final model: the pooled histogram the sites released (summed under SecAgg+
     # when on), within their bin cap and minimum cell count; `pooled_auc` above is exact, from all test scores.
     methods["federated"]["released_pooled_auc"] = dict(rounds[-1]["pooled_auc"]) if rounds else {}
@@ -206,11 +247,16 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         privacy_note += ", from the same public pretraining"
     if cfg.baselines.centralized:
         print("[simulate] baseline: centralized", flush=True)
-        methods["centralized"] = scored("centralized", train_centralized(server.model, trains, recipe), server.model)
+        centralized = train_centralized(server.model, trains, recipe)
+        methods["centralized"] = scored("centralized", centralized, server.model)
+        methods["centralized"]["operating_points"] = checkpointed(
+            "centralized", centralized, server.model, vals, run_dir / BASELINES_DIR / "centralized"
+        )
         methods["centralized"]["note"] = f"union of the sites' training data, same epochs, {privacy_note}"
     if cfg.baselines.local_only:
         print("[simulate] baseline: local-only", flush=True)
         per_site: dict[str, Any] = {}
+        local_points: dict[str, Any] = {}
 
         def score_own_site(site: str, model: torch.nn.Module) -> None:
             per_site.update(
@@ -218,15 +264,20 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
                     model, {site: tests[site]}, server.preprocess, server.text, server.model, cache_dir, batch
                 )
             )
+            folder = run_dir / BASELINES_DIR / "local_only" / f"site_{names.index(site)}"
+            local_points[site] = checkpointed("local_only", model, server.model, {site: vals[site]}, folder)
 
         train_local_only(server.model, trains, recipe, score_own_site)
         methods["local_only"] = summarised("local_only", per_site)
+        methods["local_only"]["operating_points"] = local_points  # each site's model, on that site's validation
         methods["local_only"]["note"] = f"each site's own model on its own test set, pooled, {privacy_note}"
     if cfg.baselines.image_only:
         print("[simulate] baseline: image-only (fusion ablation)", flush=True)
         image_cfg = replace(server.model, kind="image_only")
-        methods["image_only"] = scored(
-            "image_only", train_centralized(image_cfg, trains, recipe, label="image-only"), image_cfg
+        image_only = train_centralized(image_cfg, trains, recipe, label="image-only")
+        methods["image_only"] = scored("image_only", image_only, image_cfg)
+        methods["image_only"]["operating_points"] = checkpointed(
+            "image_only", image_only, image_cfg, vals, run_dir / BASELINES_DIR / "image_only"
         )
         methods["image_only"]["note"] = f"kind=image_only, centralized, same epochs, {privacy_note}"
     if init_checkpoints:

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from bcvlm_model import TASKS
+from bcvlm_model.metrics import ScoreHistogram
 
 OPERATING_POINTS_KEY = "operating_points"
 """Key of `LoadedCheckpoint.extra` (and of the `extra` dict given to `save_checkpoint`) holding the thresholds."""
@@ -64,6 +65,33 @@ def choose_threshold(
     return OperatingPoint(
         threshold, float(target_specificity), specificity, sensitivity, int(negatives.size), int(positives.size)
     )
+
+
+def threshold_from_histogram(
+    histogram: ScoreHistogram, target_specificity: float = DEFAULT_TARGET_SPECIFICITY
+) -> OperatingPoint:
+    """Operating point from a (pooled, released) validation histogram: the fewest bins called positive whose
+    specificity on the histogram reaches the target; a case is called positive when p >= threshold.
+
+    Any threshold between the last bin called negative and the next non-empty bin scores the same on the histogram;
+    the middle of that gap is taken, because a released cell holds cases from around its bin (sites place merged
+    cells at their case-weighted mean bin). Raises ValueError without a negative case or with a target outside (0, 1].
+    """
+    if not 0.0 < target_specificity <= 1.0:
+        raise ValueError(f"target specificity must be in (0, 1], got {target_specificity}")
+    n_neg, n_pos = histogram.n_negative, histogram.n_positive
+    if n_neg == 0:
+        raise ValueError("no negative case in the validation histogram: specificity is undefined")
+    n_bins = histogram.n_bins
+    needed = math.ceil(target_specificity * n_neg - 1e-9)
+    negatives_below = np.concatenate([[0], np.cumsum(histogram.negatives)])  # [k] = negatives in bins < k
+    first = int(np.flatnonzero(negatives_below >= needed)[0])  # calling bins >= first positive reaches the target
+    occupied = np.flatnonzero((histogram.positives + histogram.negatives)[first:])
+    next_case = first + int(occupied[0]) if occupied.size else n_bins
+    threshold = (first + next_case) / (2.0 * n_bins)
+    specificity = float(negatives_below[first] / n_neg)
+    sensitivity = float(histogram.positives[first:].sum() / n_pos) if n_pos else None
+    return OperatingPoint(threshold, float(target_specificity), specificity, sensitivity, int(n_neg), int(n_pos))
 
 
 def operating_points_from_validation(

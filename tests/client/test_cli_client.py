@@ -118,8 +118,10 @@ def test_check_accepts_a_valid_site_with_its_ledger(site_yaml: Path, capsys: pyt
     assert main(["--site", str(site_yaml), "--check"]) == 0
     out = capsys.readouterr().out
     assert "site config OK: site 'hosp_a'" in out
-    assert "12 training images of 12 patients, 6 evaluation images of 6 patients" in out
-    assert "cache 64x32: 12 training and 6 evaluation images" in out
+    # 2 of the 12 training patients are held out as the default validation split (none in the manifest)
+    assert "10 training images of 10 patients, 6 evaluation images of 6 patients" in out
+    assert "2 validation images of 2 patients" in out
+    assert "cache 64x32: 10 training and 6 evaluation images" in out
     assert "18 DICOM files not found" in out
     assert "epsilon 0.000 of 8.0 spent" in out
 
@@ -147,14 +149,14 @@ def test_a_ledger_is_created_only_once(site_yaml: Path, capsys: pytest.CaptureFi
 
 
 def test_check_refuses_a_site_with_no_training_rows(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _edit(site_yaml, data__train_split="val")
+    _edit(site_yaml, data__train_split="unused")
     assert main(["--site", str(site_yaml), "--check"]) == 2
     err = capsys.readouterr().err
     assert "data.train_split" in err and "nothing to train on" in err
 
 
 def test_check_refuses_a_delta_above_the_bound(site_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _edit(site_yaml, privacy={"delta": 0.01})  # 12 training images: bound 1/120
+    _edit(site_yaml, privacy={"delta": 0.02})  # 10 training patients (2 of 12 held out for validation): bound 1/100
     assert main(["--site", str(site_yaml), "--check"]) == 2
     assert "privacy.delta" in capsys.readouterr().err
 

@@ -10,7 +10,12 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.task_identity import TaskIdentity
 
 from bcvlm_client.egress_guard import EgressViolation, SiteFailure, check_reply, egress_guard_mod
-from bcvlm_client.reply_schema import SECURE_EVALUATION_KEY, decode_histogram, encode_histogram
+from bcvlm_client.reply_schema import (
+    SECURE_EVALUATION_ARRAYS,
+    SECURE_EVALUATION_KEY,
+    decode_histogram,
+    encode_histogram,
+)
 from bcvlm_model import TASKS
 from bcvlm_model.metrics import score_histogram
 from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAME
@@ -86,7 +91,7 @@ def _secure_evaluation_instruction() -> Message:
 
 
 def _histogram_arrays(bins: int = N_BINS, value: float = 0.25) -> list[np.ndarray]:
-    return [np.full(bins, value) for _ in range(2 * len(TASKS))]
+    return [np.full(bins, value) for _ in range(SECURE_EVALUATION_ARRAYS)]
 
 
 def test_a_secure_evaluation_reply_of_scaled_histograms_passes() -> None:
@@ -102,9 +107,11 @@ def test_a_secure_evaluation_reply_of_scaled_histograms_passes() -> None:
         _histogram_arrays(bins=N_BINS + 1),
         _histogram_arrays(value=3.0),
         _histogram_arrays()[:-1],
+        _histogram_arrays()[: 2 * len(TASKS)],
+        _histogram_arrays() + [np.full(N_BINS, 0.25)],
         [a + 0.1 for a in GLOBAL],
     ],
-    ids=["other-bins", "unscaled-counts", "missing-histogram", "model-arrays"],
+    ids=["other-bins", "unscaled-counts", "missing-histogram", "no-validation-split", "extra-array", "model-arrays"],
 )
 def test_a_secure_evaluation_reply_carries_exactly_the_scaled_histograms(arrays) -> None:
     instruction = _secure_evaluation_instruction()
@@ -147,6 +154,18 @@ def test_evaluate_histograms_must_have_the_announced_bin_count() -> None:
     content.config_records["evaluateres.metrics"]["hist_malignancy"] = encode_histogram(wrong)
     with pytest.raises(EgressViolation, match="histogram"):
         check_reply(Message(content, reply_to=instruction), instruction)
+
+
+@pytest.mark.parametrize(("bins", "passes"), [(N_BINS, True), (N_BINS + 1, False)])
+def test_validation_histograms_in_an_evaluate_reply_must_have_the_announced_bin_count(bins: int, passes: bool) -> None:
+    instruction = _instruction()
+    histogram = score_histogram(np.array([0.2, 0.7]), np.array([0.0, 1.0]), bins)
+    content = RecordDict({"evaluateres.metrics": ConfigRecord({"val_hist_malignancy": encode_histogram(histogram)})})
+    if passes:
+        check_reply(Message(content, reply_to=instruction), instruction)
+    else:
+        with pytest.raises(EgressViolation, match="val_hist_malignancy"):
+            check_reply(Message(content, reply_to=instruction), instruction)
 
 
 def test_the_mod_replaces_exception_text_that_could_leak() -> None:

@@ -107,3 +107,20 @@ def test_under_the_image_unit_delta_is_bounded_by_the_number_of_images() -> None
     check_delta_bound(_site(2.5e-4, PrivacyUnit.image), SUMMARY)  # 1 / (10 x 400 images)
     with pytest.raises(ConfigError, match=r"400 training images"):
         check_delta_bound(_site(1e-3, PrivacyUnit.image), SUMMARY)
+
+
+def test_a_manifest_without_validation_rows_gets_a_patient_level_validation_split(tmp_path) -> None:
+    summary = summarise_site_data(load_site_config(make_site(tmp_path, "site", n_train=20, n_test=4, val_fraction=0.2)))
+    assert (summary.train_patients, summary.val_patients) == (16, 4)  # 20% of 10 positive and of 10 negative
+    assert summary.train_rows + summary.val_rows == 20
+
+
+def test_the_default_validation_split_is_the_same_on_every_read(tmp_path) -> None:
+    site = load_site_config(make_site(tmp_path, "site", n_train=20, n_test=4))
+    fingerprints = {summarise_site_data(site).data_fingerprint for _ in range(3)}
+    assert len(fingerprints) == 1  # the ledger's training set stays the same between rounds
+
+
+def test_a_validation_fraction_of_zero_keeps_every_training_patient(tmp_path) -> None:
+    summary = summarise_site_data(load_site_config(make_site(tmp_path, "site", n_train=20, n_test=4, val_fraction=0.0)))
+    assert (summary.train_rows, summary.val_rows) == (20, 0)

@@ -83,7 +83,7 @@ def test_the_insecure_setting_makes_identical_fits_identical(tmp_path, global_ar
 
 
 def test_a_delta_above_the_bound_is_refused_before_any_charge(tmp_path, global_arrays) -> None:
-    site_yaml = make_site(tmp_path, "site", n_train=12)  # bound: 1 / (10 x 12) = 0.0083
+    site_yaml = make_site(tmp_path, "site", n_train=12, val_fraction=0.0)  # bound: 1 / (10 x 12) = 0.0083
     raw = yaml.safe_load(site_yaml.read_text())
     raw["privacy"]["delta"] = 0.01
     site_yaml.write_text(yaml.safe_dump(raw))
@@ -170,9 +170,21 @@ def test_evaluation_from_the_frozen_feature_cache_releases_what_the_plain_model_
         config["compute"]["frozen_feature_dtype"] = "float32"
         site_yaml.write_text(yaml.safe_dump(config))
         site = load_site_config(site_yaml)
-        histograms, metrics = site_trainer_factory(site).released_evaluation(global_arrays, settings())
+        histograms, validation, metrics = site_trainer_factory(site).released_evaluation(global_arrays, settings())
         assert (Path(site.state_dir) / "frozen_features").exists() is cache_on
-        released[cache_on] = (histograms, metrics)
-    assert released[True][1] == released[False][1]
-    for task, histogram in released[True][0].items():
-        assert histogram == released[False][0][task]
+        released[cache_on] = (histograms, validation, metrics)
+    assert released[True][2] == released[False][2]
+    for task in released[True][0]:
+        assert released[True][0][task] == released[False][0][task]
+        assert released[True][1][task] == released[False][1][task]
+
+
+@pytest.mark.parametrize(("val_fraction", "released"), [(0.5, 6), (0.0, 0)], ids=["validation", "no-validation"])
+def test_the_evaluation_reply_carries_the_validation_histogram(tmp_path, global_arrays, val_fraction, released) -> None:
+    site_yaml = make_site(
+        tmp_path, "site", n_train=12, n_test=4, val_fraction=val_fraction, evaluation={"min_cell_count": 1}
+    )
+    _, _, metrics = site_trainer_factory(load_site_config(site_yaml)).evaluate(global_arrays, settings())
+    validation = decode_histogram(metrics["val_hist_malignancy"], 100)
+    assert validation.n_positive + validation.n_negative == released  # half of 12 training patients, or none
+    assert metrics["cases_malignancy"] == 4  # the test split's own histogram is unchanged

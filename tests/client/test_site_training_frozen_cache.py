@@ -50,7 +50,9 @@ def _settings() -> RoundSettings:
 
 
 def _site(root: Path, cache: bool, images_per_patient: int = 1) -> Path:
-    site_yaml = make_site(root, "site", seed=3, privacy=PRIVACY, images_per_patient=images_per_patient)
+    site_yaml = make_site(  # val_fraction 0: all 12 images train (the cache holds training records only)
+        root, "site", seed=3, privacy=PRIVACY, images_per_patient=images_per_patient, val_fraction=0.0
+    )
     raw = yaml.safe_load(site_yaml.read_text())
     raw["compute"].update(frozen_feature_cache=cache, frozen_feature_dtype="float32")
     site_yaml.write_text(yaml.safe_dump(raw))

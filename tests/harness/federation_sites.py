@@ -47,8 +47,12 @@ def make_site(
     privacy: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
     images_per_patient: int = 1,
+    val_fraction: float | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> Path:
     """Write a site's cached images, manifest and site YAML under root/name; returns the YAML path.
+
+    `val_fraction` / `evaluation`: the site's `data.val_fraction` and release bounds (defaults when None).
 
     Malignant images carry a bright blob, so the task is learnable; calcification is labelled on half the rows.
     """
@@ -92,12 +96,17 @@ def make_site(
     site = {
         "site_id": name,
         "insecure": True,
-        "data": {"manifest": str(manifest), "cache_dir": str(cache)},
+        "data": {
+            "manifest": str(manifest),
+            "cache_dir": str(cache),
+            **({"val_fraction": val_fraction} if val_fraction is not None else {}),
+        },
         "compute": {"batch_size": 4, "eval_batch_size": 8},
         "privacy": privacy or {"enabled": True, "target_epsilon": 50.0, "delta": 1e-3, "max_grad_norm": 1.0},
         "state_dir": str(folder / "state"),
         "seed": seed,
         **({"limits": limits} if limits else {}),
+        **({"evaluation": evaluation} if evaluation else {}),
     }
     path = folder / "site.yaml"
     path.write_text(yaml.safe_dump(site))

@@ -13,7 +13,9 @@ from bcvlm_model.inference.operating_point import (
     operating_points_from_validation,
     read_thresholds,
     store_operating_points,
+    threshold_from_histogram,
 )
+from bcvlm_model.metrics import ScoreHistogram, score_histogram
 
 
 def test_threshold_reaches_target_specificity_with_maximal_sensitivity() -> None:
@@ -75,3 +77,27 @@ def test_store_and_read_back_per_task() -> None:
     assert read_thresholds({}) == {"malignancy": None, "calcification": None}
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
         operating_points_from_validation(scores[:, 0], labels[:, 0])
+
+
+def test_a_histogram_threshold_reaches_the_target_on_the_binned_scores() -> None:
+    rng = np.random.default_rng(7)
+    labels = (rng.uniform(size=500) < 0.3).astype(float)
+    scores = np.clip(rng.normal(0.3 + 0.3 * labels, 0.15), 0, 1)
+    point = threshold_from_histogram(score_histogram(scores, labels, 100), target_specificity=0.85)
+    negatives, positives = scores[labels == 0], scores[labels == 1]
+    assert np.mean(negatives < point.threshold) >= 0.85  # the histogram edge holds for the raw scores too
+    assert point.validation_specificity == pytest.approx(np.mean(negatives < point.threshold))
+    assert point.validation_sensitivity == pytest.approx(np.mean(positives >= point.threshold))
+    assert point.threshold < choose_threshold(scores, labels, 0.85).threshold + 0.02  # no coarser than one bin
+
+
+def test_a_histogram_threshold_sits_in_the_middle_of_the_empty_gap() -> None:
+    histogram = ScoreHistogram(np.array([0, 0, 0, 0, 0, 0, 0, 0, 2, 0]), np.array([0, 3, 0, 0, 0, 0, 0, 0, 0, 0]))
+    point = threshold_from_histogram(histogram, target_specificity=1.0)
+    assert point.threshold == pytest.approx((2 + 8) / 20)  # between bin 1 (negatives) and bin 8 (positives)
+    assert point.validation_specificity == 1.0 and point.validation_sensitivity == 1.0
+
+
+def test_a_histogram_without_negatives_has_no_threshold() -> None:
+    with pytest.raises(ValueError, match="no negative"):
+        threshold_from_histogram(ScoreHistogram(np.array([1, 2]), np.array([0, 0])))

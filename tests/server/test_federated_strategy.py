@@ -5,10 +5,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flwr.app import Message
+from flwr.common import Code, EvaluateRes, Status
+from flwr.server.client_proxy import ClientProxy
 
+from bcvlm_client.reply_schema import encode_histogram
+from bcvlm_model import TASKS
+from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY, threshold_from_histogram
+from bcvlm_model.metrics import ScoreHistogram
+from bcvlm_server.federated_strategy import FederatedStrategy
 from bcvlm_server.run_records import RunRecords
+from bcvlm_server.server_config import ServerConfig
+from bcvlm_server.strategies import build_inner_strategy
 from bcvlm_testing.federation_sites import FailingTrainer, is_evaluation, make_site, run_inprocess
 
 
@@ -98,3 +108,74 @@ def test_a_missing_quorum_fails_the_round_after_one_timeout(tmp_path: Path) -> N
     assert "2 of min 3 sites connected" in metrics["failure"]
     assert all(outcome["evaluate"] == "ok" for outcome in metrics["site_outcomes"].values())  # evaluated anyway
     assert timeout <= elapsed - grid.client_seconds < 1.5 * timeout  # one wait for the quorum, not a day
+
+
+class _Node(ClientProxy):
+    """A site as aggregate_evaluate sees it: only its node id is used."""
+
+    def __init__(self, node_id: int) -> None:
+        super().__init__(str(node_id))
+        self.node_id = node_id
+
+    def get_properties(self, *args, **kwargs):  # pragma: no cover - never called
+        raise NotImplementedError
+
+    get_parameters = fit = evaluate = reconnect = get_properties
+
+
+def _site_histograms(negatives_at: int, positives_at: int, n: int = 20) -> ScoreHistogram:
+    """`n` negatives spread over 10 bins from `negatives_at`, `n` positives over 10 bins from `positives_at`."""
+    positives, negatives = np.zeros(100, np.int64), np.zeros(100, np.int64)
+    negatives[negatives_at : negatives_at + 10] = n // 10
+    positives[positives_at : positives_at + 10] = n // 10
+    return ScoreHistogram(positives, negatives)
+
+
+def test_the_checkpoint_threshold_comes_from_validation_histograms_not_test_ones(tmp_path: Path) -> None:
+    cfg = ServerConfig(run_dir=str(tmp_path))
+    cfg.secagg.enabled = False
+    cfg.evaluation.n_bins, cfg.evaluation.min_cases, cfg.evaluation.specificity = 100, 5, 0.9
+    arrays = [np.zeros(3, dtype=np.float32)]
+    saved: dict[int, dict] = {}
+    strategy = FederatedStrategy(
+        cfg,
+        build_inner_strategy(cfg, arrays),
+        arrays,
+        records=RunRecords(tmp_path),
+        save_checkpoint=lambda round_, _arrays, extra: saved.__setitem__(round_, extra),
+    )
+    test, validation = _site_histograms(60, 80), _site_histograms(10, 40)  # validation scores sit lower
+    metrics = {
+        **{f"hist_{task}": encode_histogram(test) for task in TASKS},
+        **{f"val_hist_{task}": encode_histogram(validation) for task in TASKS},
+        **{f"cases_{task}": 40 for task in TASKS},
+    }
+    reply = EvaluateRes(Status(Code.OK, "Success"), 0.0, 40, metrics)
+    strategy.aggregate_evaluate(1, [(_Node(7), reply)], [])
+    points = saved[1][OPERATING_POINTS_KEY]
+    for task in TASKS:
+        assert points[task]["threshold"] == threshold_from_histogram(validation, 0.9).threshold
+        assert points[task]["threshold"] < 0.6 <= threshold_from_histogram(test, 0.9).threshold
+        assert points[task]["n_validation_cases"] == 40
+    record = RunRecords(tmp_path).load_metrics(1)
+    assert record["operating_points"]["tasks"][TASKS[0]]["operating_point"]["threshold"] < 0.6
+
+
+def test_plain_replies_without_validation_histograms_leave_the_checkpoint_without_a_point(tmp_path: Path) -> None:
+    cfg = ServerConfig(run_dir=str(tmp_path))
+    cfg.secagg.enabled = False
+    cfg.evaluation.n_bins, cfg.evaluation.min_cases = 100, 5
+    arrays = [np.zeros(3, dtype=np.float32)]
+    saved: dict[int, dict] = {}
+    strategy = FederatedStrategy(
+        cfg,
+        build_inner_strategy(cfg, arrays),
+        arrays,
+        records=RunRecords(tmp_path),
+        save_checkpoint=lambda round_, _arrays, extra: saved.__setitem__(round_, extra),
+    )
+    metrics = {f"hist_{task}": encode_histogram(_site_histograms(60, 80)) for task in TASKS}
+    strategy.aggregate_evaluate(1, [(_Node(7), EvaluateRes(Status(Code.OK, "Success"), 0.0, 40, metrics))], [])
+    assert OPERATING_POINTS_KEY not in saved[1]
+    record = RunRecords(tmp_path).load_metrics(1)
+    assert "no validation data" in record["operating_points"]["tasks"][TASKS[0]]["withheld"]

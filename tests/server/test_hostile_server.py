@@ -93,7 +93,7 @@ def global_arrays() -> list[np.ndarray]:
 def run_hostile(
     root: Path, name: str, arrays: list[np.ndarray], *instructions: dict[str, Any]
 ) -> tuple[list[FitRes], Path]:
-    site_yaml = make_site(root, name, n_train=8, n_test=4, limits=LIMITS)
+    site_yaml = make_site(root, name, n_train=8, n_test=4, limits=LIMITS, val_fraction=0.0)  # all 8 train
     replies: list[FitRes] = []
     client_app = build_client_app(trainer_factory=site_trainer_factory)
     grid = InProcessGrid(client_app, {NODE: {"site-config": str(site_yaml)}}, run_id=42)

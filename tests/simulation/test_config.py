@@ -73,3 +73,8 @@ def test_a_bad_enum_override_names_the_key_the_value_and_the_allowed_words() -> 
 def test_an_override_of_a_removed_model_knob_names_it() -> None:
     with pytest.raises(ConfigError, match=r"Key 'autocast_bf16' not in 'ModelConfig'"):
         load_simulation_config("tiny", ["server.model.autocast_bf16=true"])
+
+
+@pytest.mark.parametrize("name", ["simulate", "demo", "tiny"])
+def test_the_demo_tiny_and_generic_configs_hold_out_validation_patients(name: str) -> None:
+    assert load_simulation_config(name).split.val_fraction > 0  # operating points are chosen on them, never on test

@@ -15,7 +15,10 @@ import pytest
 
 from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS
 from bcvlm_model.atomic_io import read_json
+from bcvlm_model.checkpoint import load_checkpoint
+from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY
 from bcvlm_simulation.report import format_number, lookup
+from bcvlm_simulation.round_metrics import final_checkpoint_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -118,3 +121,22 @@ def test_the_run_records_patient_level_privacy(tiny_run: Path) -> None:
     metrics = read_json(tiny_run / "metrics.json")
     assert metrics["run"]["privacy_unit"] == "patient"
     assert "patient-level DP" in (tiny_run / "report.html").read_text()
+
+
+def test_every_final_checkpoint_has_operating_points_chosen_on_the_validation_split(tiny_run: Path) -> None:
+    assignment = pd.read_csv(tiny_run / "site_assignment.csv")
+    validation_images = int((assignment["split"] == "val").sum())
+    assert 0 < validation_images < int((assignment["split"] == "test").sum())  # the counts tell the splits apart
+    checkpoints = {
+        "federated": final_checkpoint_dir(tiny_run / "federated"),
+        "centralized": tiny_run / "baselines" / "centralized",
+        "image_only": tiny_run / "baselines" / "image_only",
+    }
+    metrics = read_json(tiny_run / "metrics.json")
+    for method, folder in checkpoints.items():
+        points = load_checkpoint(folder).extra[OPERATING_POINTS_KEY]
+        assert points["malignancy"]["n_validation_cases"] == validation_images, method
+        listed = metrics["methods"][method]["operating_points"]["tasks"]["malignancy"]["operating_point"]
+        assert listed["threshold"] == points["malignancy"]["threshold"], method
+    local = sorted((tiny_run / "baselines" / "local_only").iterdir())
+    assert len(local) == len(metrics["sites"]) and all((folder / "config.json").is_file() for folder in local)
