@@ -41,3 +41,11 @@ def test_round_trip_gives_identical_outputs(tmp_path, model_factory, tiny_batch:
 def test_missing_files_are_clear_errors(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_checkpoint(tmp_path)
+
+
+def test_drop_site_fields_travels_in_the_checkpoint(tmp_path, model_factory) -> None:
+    model = model_factory("vlm").eval()
+    text = TextConfig(drop_site_fields=True)
+    save_checkpoint(tmp_path, model, model.cfg, PreprocessConfig(image_height=128, image_width=64), text, {})
+    assert read_json(tmp_path / "config.json")["text"]["drop_site_fields"] is True
+    assert load_checkpoint(tmp_path).text_cfg.drop_site_fields is True
