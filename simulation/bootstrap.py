@@ -131,13 +131,30 @@ def method_intervals(
     if not scores_of:
         return {}
     first = next(iter(scores_of.values()))
-    labels = {site: {task: np.asarray(first[site].labels[task]) for task in TASKS} for site in first}
     patients = {
         site: {task: table.loc[table[task].notna(), "patient_id"].to_numpy() for task in TASKS}
         for site, table in test_tables.items()
         if site in first
     }
-    index = CaseIndex.from_patients(patients)
+    return patient_intervals(scores_of, patients, resamples=resamples, seed=seed, reference=reference)
+
+
+def patient_intervals(
+    scores_of: Mapping[str, Mapping[str, Any]],
+    patients: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    resamples: int,
+    seed: int,
+    reference: str = "federated",
+) -> dict[str, dict[str, Any]]:
+    """CIs for every method's cases (`scores_of[method][site]` has `.scores`/`.labels` per task) clustered on
+    `patients[site][task]`, the patient of each case. Cases may be images or breasts: with the same seed and the
+    same patients, every call draws the same patients in every resample."""
+    if not scores_of:
+        return {}
+    first = next(iter(scores_of.values()))
+    labels = {site: {task: np.asarray(first[site].labels[task]) for task in TASKS} for site in first}
+    index = CaseIndex.from_patients({site: patients[site] for site in first})
     scores = {method: {site: per_site[site].scores for site in first} for method, per_site in scores_of.items()}
     return bootstrap_intervals(
         scores, labels, index, resamples=resamples, seed=seed, reference=reference if reference in scores_of else None
