@@ -61,3 +61,10 @@ def test_split_keys_of_real_data_sets_are_checked_at_load() -> None:
         load_simulation_config("simulate", ["split.natural_small_sites=merge"])
     with pytest.raises(ConfigError, match="keep_official"):
         load_simulation_config("simulate", ["split.keep_official=perhaps"])
+
+
+def test_the_site_field_ablation_needs_the_centralized_baseline() -> None:
+    loaded = load_simulation_config("tiny", ["baselines.no_site_fields=true"])
+    assert loaded.baselines.no_site_fields is True
+    with pytest.raises(ConfigError, match="baselines.centralized=true"):
+        load_simulation_config("tiny", ["baselines.no_site_fields=true", "baselines.centralized=false"])
