@@ -47,6 +47,16 @@ class LoadedCheckpoint:
     tokenizer_dir: Path | None = None
 
 
+def _model_cfg_from_dict(payload: dict[str, Any]) -> ModelConfig:
+    """The checkpoint's ModelConfig. Two settings removed since are dropped: `autocast_bf16` never changed weights
+    (precision is the caller's now); `vit_img_size` shaped only a ViT's position grid, so an older ViT checkpoint
+    then fails the weight check below with a clear error, while every ConvNet checkpoint loads unchanged."""
+    model = {key: value for key, value in payload.items() if key != "autocast_bf16"}
+    if isinstance(model.get("image_encoder"), dict):
+        model["image_encoder"] = {k: v for k, v in model["image_encoder"].items() if k != "vit_img_size"}
+    return config_from_dict(ModelConfig, model)
+
+
 def _preprocess_to_dict(preprocess_cfg: Any) -> dict[str, Any]:
     if preprocess_cfg is None:
         return {}
@@ -121,7 +131,7 @@ def load_checkpoint(directory: str | os.PathLike[str], device: str | torch.devic
     payload = read_json(source / CONFIG_FILE)
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{source / CONFIG_FILE}: format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    model_cfg = config_from_dict(ModelConfig, payload["model"])
+    model_cfg = _model_cfg_from_dict(payload["model"])
     text_cfg = config_from_dict(TextConfig, payload["text"])
     if payload.get("text_template_version") != TEMPLATE_VERSION:
         raise ValueError(

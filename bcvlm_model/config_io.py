@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import is_dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -13,10 +14,28 @@ from omegaconf.errors import OmegaConfBaseException
 from bcvlm_model.atomic_io import atomic_write_text
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Enum)
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file and the key."""
+
+
+def enum_choices(enum_type: type[Enum]) -> list[str]:
+    """The YAML words of an enum-like config field, in declaration order (also argparse `choices`)."""
+    return [member.value for member in enum_type]
+
+
+def to_enum(enum_type: type[E], value: Any, key: str) -> E:
+    """`value` as a member of `enum_type`; ConfigError naming `key`, the value and the allowed words otherwise.
+
+    Loading a YAML converts enum fields already (OmegaConf); this covers configs built in code."""
+    try:
+        return enum_type(value)
+    except ValueError:
+        raise ConfigError(
+            f"key '{key}': invalid value {value!r}, expected one of {', '.join(enum_choices(enum_type))}"
+        ) from None
 
 
 def _describe(exc: OmegaConfBaseException) -> str:
@@ -53,6 +72,8 @@ def load_config(
         return OmegaConf.to_object(base)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{source}: {_describe(exc)}") from exc
+    except ValueError as exc:  # range checks in the dataclasses' __post_init__
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def config_to_yaml(config: Any) -> str:
@@ -64,7 +85,7 @@ def config_to_yaml(config: Any) -> str:
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Plain-dict form of a structured config (for JSON files and checkpoints)."""
     node = config if isinstance(config, DictConfig) else OmegaConf.structured(config)
-    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
 def config_from_dict(schema: type[T], payload: dict[str, Any]) -> T:
@@ -73,6 +94,8 @@ def config_from_dict(schema: type[T], payload: dict[str, Any]) -> T:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), payload))  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{schema.__name__}: {_describe(exc)}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{schema.__name__}: {exc}") from exc
 
 
 def save_effective_config(config: Any, path: str | os.PathLike[str]) -> Path:

@@ -12,7 +12,7 @@ from bcvlm_model import TASKS
 from bcvlm_model.encoders.image_backbone import ImageBackbone, build_image_backbone
 from bcvlm_model.encoders.text_encoder import load_text_encoder
 from bcvlm_model.fusion import CoAttentionBlock, VisualTokenProjector, masked_mean
-from bcvlm_model.model_config import ModelConfig, validate_model_config
+from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
 
 __all__ = ["BreastVLM", "build_model", "federated_parameter_names", "get_trainable_state", "set_trainable_state"]
@@ -29,7 +29,6 @@ class BreastVLM(nn.Module):
 
     def __init__(self, cfg: ModelConfig, image_backbone: ImageBackbone | None, text_encoder: nn.Module | None) -> None:
         super().__init__()
-        validate_model_config(cfg)
         self.cfg = cfg
         self.kind = cfg.kind
         dim = cfg.fusion.dim
@@ -102,43 +101,39 @@ class BreastVLM(nn.Module):
         token_type_ids: torch.Tensor,
         position_ids: torch.Tensor,
     ) -> torch.Tensor:
-        autocast = torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16)
-        with autocast:
-            text_hidden = (
-                self.text_encoder_hidden(input_ids, attention_mask, token_type_ids, position_ids)
-                if self.uses_text
-                else None
-            )
-            feature_maps = self.image_backbone(image) if self.uses_image else None
-            return self.fuse(feature_maps, text_hidden, attention_mask if self.uses_text else None)
+        # Precision is the caller's: the training loops and the predictor wrap this in bf16 autocast when asked.
+        text_hidden = (
+            self.text_encoder_hidden(input_ids, attention_mask, token_type_ids, position_ids)
+            if self.uses_text
+            else None
+        )
+        feature_maps = self.image_backbone(image) if self.uses_image else None
+        return self.fuse(feature_maps, text_hidden, attention_mask if self.uses_text else None)
 
     def fuse(
         self, feature_maps: list[torch.Tensor] | None, text_hidden: torch.Tensor | None, text_mask: torch.Tensor | None
     ) -> torch.Tensor:
         """Logits [B, 2] from the image backbone's tapped maps and the text encoder's hidden state: projections,
         co-attention, pooling and head (everything after the encoders; `forward` and cached-feature training share it)."""
-        device_type = (text_hidden if feature_maps is None else feature_maps[0]).device.type
-        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
-            pooled: list[torch.Tensor] = []
-            text_tokens = None
-            if self.uses_text:
-                text_tokens = self.text_projector(text_hidden)
-            if self.uses_image:
-                for stage, (projector, feature_map) in enumerate(zip(self.visual_projectors, feature_maps)):
-                    image_tokens = projector(feature_map)
-                    if self.kind == "vlm":
-                        for block in self.co_attention[stage]:
-                            image_tokens, text_tokens = self._co_attend(block, image_tokens, text_tokens, text_mask)
-                    pooled.append(image_tokens.mean(dim=1))
-            if self.uses_text:
-                pooled.append(masked_mean(text_tokens, text_mask))
-            logits = self.head(torch.cat(pooled, dim=-1))
-        return logits.float()
+        pooled: list[torch.Tensor] = []
+        text_tokens = None
+        if self.uses_text:
+            text_tokens = self.text_projector(text_hidden)
+        if self.uses_image:
+            for stage, (projector, feature_map) in enumerate(zip(self.visual_projectors, feature_maps)):
+                image_tokens = projector(feature_map)
+                if self.kind == "vlm":
+                    for block in self.co_attention[stage]:
+                        image_tokens, text_tokens = self._co_attend(block, image_tokens, text_tokens, text_mask)
+                pooled.append(image_tokens.mean(dim=1))
+        if self.uses_text:
+            pooled.append(masked_mean(text_tokens, text_mask))
+        logits = self.head(torch.cat(pooled, dim=-1))
+        return logits.float()  # float32 logits under a caller's bf16 autocast too
 
 
 def build_model(cfg: ModelConfig, pretrained: bool = True) -> BreastVLM:
     """Build the configured model offline; `pretrained=False` skips weight files (checkpoint loading fills them)."""
-    validate_model_config(cfg)
     image = build_image_backbone(cfg.image_encoder, pretrained=pretrained) if cfg.kind != "text_only" else None
     text = (
         load_text_encoder(cfg.text_encoder, dropout=cfg.dropout, pretrained=pretrained)

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
-MODEL_KINDS: tuple[str, ...] = ("vlm", "image_only", "text_only", "late_concat")
-"""Values of `ModelConfig.kind`: the co-attention VLM and the baselines behind the same forward signature."""
+from bcvlm_model.config_io import ConfigError, enum_choices, to_enum
+
+
+class ModelKind(StrEnum):
+    """Values of `model.kind`: the co-attention VLM and the baselines behind the same forward signature."""
+
+    vlm = "vlm"
+    image_only = "image_only"
+    text_only = "text_only"
+    late_concat = "late_concat"
+
+
+class ImageNorm(StrEnum):
+    """Values of `model.image_encoder.norm`: how a ConvNet's BatchNorms are made Opacus-compatible."""
+
+    batch_frozen = "batch_frozen"
+    """BatchNorm folded into a frozen per-channel affine."""
+    group = "group"
+    """GroupNorm, trainable, initialised from the BatchNorm affine."""
+
 
 PACKAGE_DEFAULT = "package-default"
 """Weights/folder value meaning: the pretrained weights shipped in the registry package (loaded offline)."""
@@ -25,9 +44,8 @@ class ImageEncoderConfig:
     local weights file (.safetensors, or a .pth/.pt state dict loaded with weights_only=True)."""
     in_chans: int = 1
     """Input channels; 1 adapts a pretrained RGB first conv by summing its channel weights."""
-    norm: str = "batch_frozen"
-    """ConvNet norms: "batch_frozen" (BatchNorm folded into a frozen per-channel affine) or "group" (GroupNorm,
-    trainable, initialised from the BatchNorm affine). Both are Opacus-compatible; BatchNorm never trains."""
+    norm: ImageNorm = ImageNorm.batch_frozen
+    """ConvNet norms (see ImageNorm). Both are Opacus-compatible; BatchNorm never trains."""
     group_norm_groups: int = 8
     """Groups for norm="group" (reduced to a divisor of the channel count where needed)."""
     trainable_stages: int = 2
@@ -35,8 +53,15 @@ class ImageEncoderConfig:
     feature_stages: list[int] = field(default_factory=lambda: [-2, -1])
     """Which stage outputs become visual tokens (indices into the backbone's stage list; EfficientNet: the
     stride-16 and stride-32 stages are the last two tapped stages, ViT: blocks at 1/2 and full depth)."""
-    vit_img_size: list[int] = field(default_factory=lambda: [2048, 1024])
-    """ViT only: the (H, W) the patch grid / position embedding is built for (dynamic size is on)."""
+
+    def __post_init__(self) -> None:
+        self.norm = to_enum(ImageNorm, self.norm, "model.image_encoder.norm")
+        if not self.feature_stages:
+            raise ConfigError(
+                "key 'model.image_encoder.feature_stages': is empty, at least one stage must give visual tokens"
+            )
+        if self.in_chans < 1:
+            raise ConfigError(f"key 'model.image_encoder.in_chans': must be >= 1, got {self.in_chans}")
 
 
 @dataclass
@@ -64,13 +89,18 @@ class FusionConfig:
     blocks_per_stage: int = 1
     """Co-attention blocks applied at each tapped image stage."""
 
+    def __post_init__(self) -> None:
+        if self.dim % self.heads != 0:
+            raise ConfigError(
+                f"key 'model.fusion.dim': {self.dim} must be divisible by model.fusion.heads={self.heads}"
+            )
+
 
 @dataclass
 class ModelConfig:
     """The whole model: kind (VLM or baseline), encoders, fusion, run options. Tiny test configs use the same class."""
 
-    kind: str = "vlm"
-    """One of MODEL_KINDS."""
+    kind: ModelKind = ModelKind.vlm
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -78,26 +108,11 @@ class ModelConfig:
     """Dropout in fusion blocks and before the head (set 0 for equivalence tests)."""
     gradient_checkpointing: bool = False
     """Recompute trainable backbone stages and fusion blocks in backward (saves memory at 2K; not under DP)."""
-    autocast_bf16: bool = False
-    """Run the forward under bf16 autocast (logits are returned in float32)."""
 
-
-def validate_model_config(cfg: ModelConfig) -> None:
-    """Raise ValueError naming the key when a ModelConfig value is out of range."""
-    if cfg.kind not in MODEL_KINDS:
-        raise ValueError(f"model.kind={cfg.kind!r}: must be one of {', '.join(MODEL_KINDS)}")
-    if cfg.fusion.dim % cfg.fusion.heads != 0:
-        raise ValueError(
-            f"model.fusion.dim={cfg.fusion.dim} must be divisible by model.fusion.heads={cfg.fusion.heads}"
-        )
-    if cfg.image_encoder.norm not in ("batch_frozen", "group"):
-        raise ValueError(f"model.image_encoder.norm={cfg.image_encoder.norm!r}: must be 'batch_frozen' or 'group'")
-    if not cfg.image_encoder.feature_stages:
-        raise ValueError("model.image_encoder.feature_stages is empty: at least one stage must give visual tokens")
-    if cfg.image_encoder.in_chans < 1:
-        raise ValueError(f"model.image_encoder.in_chans={cfg.image_encoder.in_chans} must be >= 1")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"model.dropout={cfg.dropout} must be in [0, 1)")
+    def __post_init__(self) -> None:
+        self.kind = to_enum(ModelKind, self.kind, "model.kind")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"key 'model.dropout': must be in [0, 1), got {self.dropout}")
 
 
 def baseline_config(name: str, base: ModelConfig | None = None) -> ModelConfig:
@@ -107,8 +122,8 @@ def baseline_config(name: str, base: ModelConfig | None = None) -> ModelConfig:
     (no ViT weights ship in any registry package); the other names only change `kind`.
     """
     base = base if base is not None else ModelConfig()
-    if name in MODEL_KINDS:
-        return replace(base, kind=name)
+    if name in enum_choices(ModelKind):
+        return replace(base, kind=ModelKind(name))
     if name == "vit":
         image = replace(
             base.image_encoder,
@@ -117,5 +132,5 @@ def baseline_config(name: str, base: ModelConfig | None = None) -> ModelConfig:
             trainable_stages=-1,
             feature_stages=[-1],
         )
-        return replace(base, kind="image_only", image_encoder=image)
-    raise ValueError(f"unknown baseline {name!r}: expected one of {', '.join((*MODEL_KINDS, 'vit'))}")
+        return replace(base, kind=ModelKind.image_only, image_encoder=image)
+    raise ValueError(f"unknown baseline {name!r}: expected one of {', '.join((*enum_choices(ModelKind), 'vit'))}")

@@ -30,7 +30,6 @@ from typing import Any, Iterable
 from bcvlm_client.flower_process import apply_flower_env_defaults
 
 apply_flower_env_defaults()  # before Flower is imported: telemetry is read at import
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import yaml  # noqa: E402
 

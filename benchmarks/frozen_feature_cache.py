@@ -24,16 +24,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from bcvlm_model.offline_env import apply_offline_env_defaults  # noqa: E402
+
+apply_offline_env_defaults()  # before transformers is imported
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from bcvlm_model.atomic_io import atomic_write_json  # noqa: E402
+from bcvlm_model.config_io import enum_choices  # noqa: E402
 from bcvlm_model.data.preprocess_config import PreprocessConfig  # noqa: E402
+from bcvlm_model.features.storage_dtype import FeatureDtype  # noqa: E402
 from bcvlm_model.features.training_hook import frozen_feature_training  # noqa: E402
 from bcvlm_model.model import build_model  # noqa: E402
 from bcvlm_model.model_config import FusionConfig, ModelConfig, TextEncoderConfig  # noqa: E402
@@ -79,13 +81,11 @@ class BlobRecords(Dataset):
         return self.items[index]
 
 
-def model_config(tiny: bool, bf16: bool) -> ModelConfig:
-    """The default VLM, or (tiny) the test-sized one: 1 text layer, 32-d fusion."""
+def model_config(tiny: bool) -> ModelConfig:
+    """The default VLM, or (tiny) the test-sized one: 1 text layer, 32-d fusion (precision: `train_local(bf16=)`)."""
     if tiny:
-        return ModelConfig(
-            text_encoder=TextEncoderConfig(num_layers=1), fusion=FusionConfig(dim=32, heads=4), autocast_bf16=bf16
-        )
-    return ModelConfig(autocast_bf16=bf16)
+        return ModelConfig(text_encoder=TextEncoderConfig(num_layers=1), fusion=FusionConfig(dim=32, heads=4))
+    return ModelConfig()
 
 
 def text_config(augment: bool) -> TextConfig:
@@ -128,7 +128,7 @@ def _epoch(module: torch.nn.Module, loader: DataLoader, args: argparse.Namespace
 def measure_size(height: int, width: int, args: argparse.Namespace, cache_root: Path) -> dict[str, Any]:
     """Plain and cached DP epochs at one image size (same model, data, sampling and noise)."""
     torch.manual_seed(0)
-    base = make_dp_ready(build_model(model_config(args.tiny, args.bf16)), DPReadyConfig(1, 0))
+    base = make_dp_ready(build_model(model_config(args.tiny)), DPReadyConfig(1, 0))
     dataset = BlobRecords(args.records, height, width, seed=1)
     preprocess = PreprocessConfig(image_height=height, image_width=width)
     plain_model = copy.deepcopy(base)
@@ -195,7 +195,7 @@ def measure_auc(args: argparse.Namespace, cache_root: Path) -> dict[str, Any]:
     """AUC on held-out records after the same DP training without the cache, with a float32 and a float16 cache."""
     height, width = args.auc_size
     torch.manual_seed(0)
-    base = make_dp_ready(build_model(model_config(args.tiny, args.bf16)), DPReadyConfig(1, 0))
+    base = make_dp_ready(build_model(model_config(args.tiny)), DPReadyConfig(1, 0))
     train = BlobRecords(args.auc_records, height, width, 1, args.auc_contrast)
     test = BlobRecords(args.auc_records, height, width, 2, args.auc_contrast)
     preprocess = PreprocessConfig(image_height=height, image_width=width)
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--storage", default="float16", choices=("float16", "float32"))
+    parser.add_argument("--storage", default=FeatureDtype.float16.value, choices=enum_choices(FeatureDtype))
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="canonical reports (no paraphrase)")
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=1e-3)

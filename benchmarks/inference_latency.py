@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.inference.device import resolve_device
 from bcvlm_model.model import build_model
 from bcvlm_model.model_config import ModelConfig, baseline_config
@@ -84,7 +85,9 @@ def _repeat(step: Callable[[], None], repeats: int, warmup: int) -> dict[str, li
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", default="2048x1024", help="image HxW (default 2048x1024)")
+    default = PreprocessConfig()
+    size = f"{default.image_height}x{default.image_width}"
+    parser.add_argument("--size", default=size, help=f"image HxW (default: the preprocessing's, {size})")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -103,7 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("vlm", "image_only"):
         torch.manual_seed(0)
         model = build_model(baseline_config(name, ModelConfig())).to(chosen.device).eval()
-        model.cfg.autocast_bf16 = False  # autocast is applied here, by device
         timings = time_exam(model, collator, items, chosen.device, chosen.bf16, args.repeats, args.warmup)
         results[name] = {
             "wall_ms_per_exam_median": statistics.median(timings["wall_ms"]),

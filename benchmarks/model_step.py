@@ -7,7 +7,7 @@ Each measurement runs in a fresh subprocess so peak memory is per configuration.
 (model built, batch made), plus the absolute max RSS.
 
     python benchmarks/model_step.py --height 512 --width 256 --batch 2 --device cpu
-    python benchmarks/model_step.py --full-forward            # default VLM, one 1x2048x1024 image, CPU forward
+    python benchmarks/model_step.py --full-forward            # default VLM, one image at the default size, CPU
 """
 
 from __future__ import annotations
@@ -20,21 +20,22 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from bcvlm_model.offline_env import apply_offline_env_defaults  # noqa: E402
+
+apply_offline_env_defaults()  # before transformers is imported
 
 import torch  # noqa: E402
 
 from bcvlm_model.atomic_io import atomic_write_json  # noqa: E402
+from bcvlm_model.data.preprocess_config import PreprocessConfig  # noqa: E402
 from bcvlm_model.losses import masked_multitask_bce  # noqa: E402
 from bcvlm_model.model import build_model  # noqa: E402
 from bcvlm_model.model_config import ModelConfig, baseline_config  # noqa: E402
-from bcvlm_model.privacy.dp_ready import MODEL_INPUT_KEYS, DPReadyConfig, make_dp_ready  # noqa: E402
+from bcvlm_model.model_inputs import MODEL_INPUT_KEYS  # noqa: E402
+from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready  # noqa: E402
 from bcvlm_model.text import ReportCollator, TextConfig  # noqa: E402
 
 MODELS = ("vlm", "image_only", "text_only", "late_concat", "vit")
@@ -74,15 +75,20 @@ def make_batch(height: int, width: int, batch: int, device: torch.device) -> dic
     return {key: value.to(device) if torch.is_tensor(value) else value for key, value in collated.items()}
 
 
-def _timed(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> list[float]:
+def _timed(step: Callable[[], None], device: torch.device, warmup: int, steps: int, bf16: bool) -> list[float]:
+    def run() -> None:
+        # Precision is the caller's (as in the training loops): bf16 autocast around forward and backward.
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            step()
+
     for _ in range(warmup):
-        step()
+        run()
     times = []
     for _ in range(steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        step()
+        run()
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1000.0)
@@ -110,10 +116,7 @@ def _summary(times: list[float]) -> dict[str, float]:
 def measure_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Train step then inference of one model kind (train memory phase first: it has the higher peak)."""
     device = torch.device(args.device)
-    base = ModelConfig(autocast_bf16=args.bf16)
-    cfg = baseline_config(name, base)
-    if name == "vit":
-        cfg = replace(cfg, image_encoder=replace(cfg.image_encoder, vit_img_size=[args.height, args.width]))
+    cfg = baseline_config(name, ModelConfig())
     model = build_model(cfg).to(device)
     batch = make_batch(args.height, args.width, args.batch, device)
     inputs = {key: batch[key] for key in MODEL_INPUT_KEYS}
@@ -130,9 +133,11 @@ def measure_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             model(**inputs)
 
     model.train()
-    train_times, train_memory = _memory_phase(device, lambda: _timed(train_step, device, args.warmup, args.steps))
+    train_times, train_memory = _memory_phase(
+        device, lambda: _timed(train_step, device, args.warmup, args.steps, args.bf16)
+    )
     model.eval()
-    infer_times, infer_memory = _memory_phase(device, lambda: _timed(infer, device, args.warmup, args.steps))
+    infer_times, infer_memory = _memory_phase(device, lambda: _timed(infer, device, args.warmup, args.steps, args.bf16))
     return {
         "model": name,
         "trainable_params": sum(p.numel() for p in trainable),
@@ -148,7 +153,7 @@ def measure_dp(mode: str, args: argparse.Namespace) -> dict[str, Any]:
 
     device = torch.device(args.device)
     dp_cfg = DPReadyConfig(image_trainable_stages=args.dp_image_stages, text_trainable_layers=args.dp_text_layers)
-    model = make_dp_ready(build_model(ModelConfig(autocast_bf16=args.bf16)), dp_cfg).to(device).train()
+    model = make_dp_ready(build_model(ModelConfig()), dp_cfg).to(device).train()
     batch = make_batch(args.height, args.width, args.batch, device)
     inputs = {key: batch[key] for key in MODEL_INPUT_KEYS}
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -165,7 +170,7 @@ def measure_dp(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         masked_multitask_bce(module(**inputs), batch["labels"], reduction="example_mean").backward()
         optimizer.step()
 
-    times, memory = _memory_phase(device, lambda: _timed(train_step, device, args.warmup, args.steps))
+    times, memory = _memory_phase(device, lambda: _timed(train_step, device, args.warmup, args.steps, args.bf16))
     return {
         "mode": mode,
         "image_trainable_stages": args.dp_image_stages,
@@ -176,10 +181,12 @@ def measure_dp(mode: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure_full_forward(args: argparse.Namespace) -> dict[str, Any]:
-    """Default VLM (full MiniLM, pretrained Lite0) on one 1x2048x1024 image + its rendered report: eval forward."""
+    """Default VLM (full MiniLM, pretrained Lite0) on one image of the default preprocessing size + its rendered
+    report: eval forward."""
     device = torch.device(args.device)
-    model = build_model(ModelConfig(autocast_bf16=args.bf16)).to(device).eval()
-    batch = make_batch(2048, 1024, 1, device)
+    model = build_model(ModelConfig()).to(device).eval()
+    height, width = PreprocessConfig().image_height, PreprocessConfig().image_width
+    batch = make_batch(height, width, 1, device)
     inputs = {key: batch[key] for key in MODEL_INPUT_KEYS}
 
     def infer() -> None:
@@ -187,10 +194,10 @@ def measure_full_forward(args: argparse.Namespace) -> dict[str, Any]:
             logits = model(**inputs)
         assert logits.shape == (1, 2) and torch.isfinite(logits).all()
 
-    times, memory = _memory_phase(device, lambda: _timed(infer, device, 0, max(1, args.steps)))
+    times, memory = _memory_phase(device, lambda: _timed(infer, device, 0, max(1, args.steps), args.bf16))
     return {
         "model": "vlm",
-        "input": "1x1x2048x1024",
+        "input": f"1x1x{height}x{width}",
         "tokens": int(inputs["input_ids"].shape[1]),
         "inference": {**_summary(times), **memory},
     }
@@ -214,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dp", action="store_true", help="skip the DP comparison")
     parser.add_argument("--dp-image-stages", type=int, default=DPReadyConfig.image_trainable_stages)
     parser.add_argument("--dp-text-layers", type=int, default=DPReadyConfig.text_trainable_layers)
-    parser.add_argument("--full-forward", action="store_true", help="only the default VLM forward at 1x2048x1024")
+    parser.add_argument(
+        "--full-forward", action="store_true", help="only the default VLM forward at the default image size"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -26,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     from bcvlm_client.flower_process import apply_flower_env_defaults
 
     apply_flower_env_defaults()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from bcvlm_model.atomic_io import read_json
     from bcvlm_simulation.config import load_simulation_config
     from bcvlm_simulation.runner import run_simulation_job

@@ -2,8 +2,8 @@
 
 The bounds are the site's own (`evaluation` in the site YAML) and hold whatever the server asks: the histogram keeps
 the server's bin grid (so sites' histograms still add up), but its counts sit in at most `max_bins` coarse cells,
-and adjacent cells are merged until each holds at least `min_cell_count` cases. A site with fewer cases than that
-releases an empty histogram. A merged cell's counts are placed at the bin of its median case.
+and adjacent cells are merged into the narrowest cells that each hold at least `min_cell_count` cases. A site with
+fewer cases than that releases an empty histogram. A merged cell's counts sit at its case-weighted mean bin.
 """
 
 from __future__ import annotations
@@ -32,43 +32,56 @@ def coarsen(histogram: ScoreHistogram, max_bins: int) -> ScoreHistogram:
     return ScoreHistogram(positives, negatives)
 
 
-def _median_bin(bins: list[int], counts: list[int]) -> int:
-    half, running = sum(counts) / 2.0, 0
-    for index, count in zip(bins, counts):
-        running += count
-        if running >= half:
-            return index
-    return bins[-1]
+def _narrowest_cells(occupied: np.ndarray, totals: np.ndarray, min_cell_count: int) -> list[tuple[int, int]]:
+    """Split the runs of occupied bins into cells of >= `min_cell_count` cases, minimising the sum over cells of
+    (cases x bin span): the cases a cell moves, times how far. Returns (start, stop) index pairs into `occupied`.
+
+    Depends on the bins' case counts only, never on the labels. Dynamic programming over the cell ends; a cell with
+    at least 2k cases plus its largest bin can be split into two valid cells that cost no more, so the search for a
+    cell's start stops there."""
+    n = len(occupied)
+    cumulative = np.concatenate([[0], np.cumsum(totals)])
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    cut = np.full(n + 1, -1, dtype=np.int64)
+    for stop in range(1, n + 1):
+        largest = 0
+        for start in range(stop - 1, -1, -1):
+            cases = cumulative[stop] - cumulative[start]
+            largest = max(largest, int(totals[start]))
+            if cases >= 2 * min_cell_count + largest:
+                break
+            if cases < min_cell_count or not np.isfinite(best[start]):
+                continue
+            cost = best[start] + cases * (occupied[stop - 1] - occupied[start])
+            if cost < best[stop]:
+                best[stop], cut[stop] = cost, start
+    cells, stop = [], n
+    while stop > 0:
+        cells.append((int(cut[stop]), stop))
+        stop = int(cut[stop])
+    return cells[::-1]
 
 
 def merge_small_cells(histogram: ScoreHistogram, min_cell_count: int) -> ScoreHistogram:
-    """Merge runs of adjacent non-empty bins until every released cell holds >= `min_cell_count` cases; a remainder
-    joins the last cell; fewer cases than that in total releases nothing (all zeros)."""
+    """Merge runs of adjacent non-empty bins into cells of >= `min_cell_count` cases each, as narrow as possible, and
+    put each cell's counts at its case-weighted mean bin; fewer cases than that in total releases nothing.
+
+    Narrow cells move few cases far, which keeps the pooled AUC of several sites' released histograms within a few
+    thousandths of the exact one (benchmarks/evaluation_release_gap.py)."""
     if min_cell_count < 1:
         raise ValueError(f"min_cell_count must be >= 1, got {min_cell_count}")
     totals = histogram.positives + histogram.negatives
-    cells: list[tuple[list[int], list[int], int, int]] = []  # (bins, case counts, positives, negatives)
-    run_bins: list[int] = []
-    run_counts: list[int] = []
-    run_pos = run_neg = 0
-    for index in np.flatnonzero(totals):
-        run_bins.append(int(index))
-        run_counts.append(int(totals[index]))
-        run_pos += int(histogram.positives[index])
-        run_neg += int(histogram.negatives[index])
-        if run_pos + run_neg >= min_cell_count:
-            cells.append((run_bins, run_counts, run_pos, run_neg))
-            run_bins, run_counts, run_pos, run_neg = [], [], 0, 0
     released = ScoreHistogram.empty(histogram.n_bins)
-    if not cells:
+    if int(totals.sum()) < min_cell_count:
         return released
-    if run_bins:  # the top cells' remainder: too few cases for a cell of its own
-        bins, counts, pos, neg = cells.pop()
-        cells.append((bins + run_bins, counts + run_counts, pos + run_pos, neg + run_neg))
-    for bins, counts, pos, neg in cells:
-        at = _median_bin(bins, counts)
-        released.positives[at] += pos
-        released.negatives[at] += neg
+    occupied = np.flatnonzero(totals)
+    counts = totals[occupied]
+    for start, stop in _narrowest_cells(occupied, counts, min_cell_count):
+        bins = occupied[start:stop]
+        at = int(round(float((bins * counts[start:stop]).sum()) / float(counts[start:stop].sum())))
+        released.positives[at] += int(histogram.positives[bins].sum())
+        released.negatives[at] += int(histogram.negatives[bins].sum())
     return released
 
 

@@ -12,16 +12,17 @@ import time
 from pathlib import Path
 from typing import IO, Mapping, MutableMapping, Sequence
 
+from bcvlm_model.offline_env import OFFLINE_ENV_DEFAULTS
+
 SITE_SUPEREXEC_POLL_S = "0.1"
 """Seconds between a site SuperExec's task requests (see FLOWER_ENV_DEFAULTS)."""
 
 FLOWER_ENV_DEFAULTS: dict[str, str] = {
+    **OFFLINE_ENV_DEFAULTS,
     "FLWR_TELEMETRY_ENABLED": "0",
     # Without this, flower-superlink, flower-supernode, flower-superexec and the `flwr` CLI each post their version,
     # Python and OS to api.flower.ai at start (flwr/supercore/update_check.py).
     "FLWR_DISABLE_UPDATE_CHECK": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
     "PYTHONUNBUFFERED": "1",
     # SuperExec's wait between task requests (Flower's default 1 s; 1.42 accepts 0.01-60, run_superexec.py). At a
     # site every SecAgg+ stage and every train/evaluate message waits for it once. 0.1 s, not the 0.01 s floor: each
@@ -29,7 +30,8 @@ FLOWER_ENV_DEFAULTS: dict[str, str] = {
     # The center's SuperExec overrides it (bcvlm_server.center_services): it starts one ServerApp per run.
     "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SITE_SUPEREXEC_POLL_S,
 }
-"""Set for every Flower process we start: telemetry and update check off, no model-hub downloads, unbuffered logs.
+"""Set for every Flower process we start: the offline defaults (bcvlm_model.offline_env), telemetry and update check
+off, unbuffered logs.
 The one definition: everything that starts Flower (processes, in-process simulation, tests, benchmarks) uses it."""
 
 

@@ -38,7 +38,7 @@ def refuse_round(site: SiteConfig, settings: RoundSettings, steps: int) -> Refus
     if settings.model.kind not in limits.model_kinds:
         return Refusal(
             DeclineReason.MODEL_KIND_NOT_ALLOWED,
-            f"model kind '{settings.model.kind}' is not in limits.model_kinds {list(limits.model_kinds)}",
+            f"model kind '{settings.model.kind}' is not in limits.model_kinds {[kind.value for kind in limits.model_kinds]}",
         )
     if settings.planned_rounds > limits.max_rounds:
         return Refusal(

@@ -11,10 +11,15 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from bcvlm_client.superlink_address import is_loopback_address
-from bcvlm_model.config_io import ConfigError, load_config
-from bcvlm_model.model_config import MODEL_KINDS
-from bcvlm_model.privacy.accountants import ACCOUNTANTS
+from bcvlm_model.config_io import ConfigError, load_config, to_enum
+from bcvlm_model.features.storage_dtype import FeatureDtype
+from bcvlm_model.model_config import ModelKind
+from bcvlm_model.privacy.accountants import Accountant
 from bcvlm_model.privacy.privacy_unit import PrivacyUnit
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"key '{key}': {message}")
 
 
 @dataclass
@@ -50,8 +55,21 @@ class ComputeConfig:
     frozen_feature_cache: bool = True
     """Train from cached outputs of the frozen image stages and frozen text encoder, computed once per record and kept
     under <state_dir>/frozen_features (keyed by the frozen weights and the preprocessing; a change recomputes)."""
-    frozen_feature_dtype: str = "float16"
-    """Storage dtype of the frozen-feature cache: "float16" (half the disk) or "float32" (bit-exact features)."""
+    frozen_feature_dtype: FeatureDtype = FeatureDtype.float16
+    """Storage dtype of the frozen-feature cache (see FeatureDtype)."""
+
+    def __post_init__(self) -> None:
+        self.frozen_feature_dtype = to_enum(FeatureDtype, self.frozen_feature_dtype, "compute.frozen_feature_dtype")
+        if self.batch_size < 1:
+            _fail("compute.batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.eval_batch_size < 1:
+            _fail("compute.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        if self.num_threads is not None and self.num_threads < 1:
+            _fail("compute.num_threads", f"must be >= 1 (or null for all cores), got {self.num_threads}")
+        if self.num_workers < 0:
+            _fail("compute.num_workers", f"must be >= 0, got {self.num_workers}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            _fail("compute.device", f"must be 'cpu', 'cuda' or 'cuda:N', got '{self.device}'")
 
 
 @dataclass
@@ -69,11 +87,22 @@ class PrivacyBudgetConfig:
     """Must be at most 1 / (10 x number of training records: patients, or images under `unit: image`); checked at
     `--check`, `--init-ledger` and when a fit starts."""
     max_grad_norm: float = 1.0
-    accountant: str = "rdp"
-    """"rdp" or "prv" (Opacus' "gdp" is refused: it forgets all but the last round of a history)."""
+    accountant: Accountant = Accountant.rdp
+    """See Accountant (Opacus' "gdp" is refused: it forgets all but the last round of a history)."""
     insecure_reproducible_noise: bool = False
     """SIMULATION ONLY: derive DP sampling and noise from `seed` and the round, so anyone who knows both can strip
     the noise from an update. `bcvlm-client` refuses it; False = secret seeds from the OS CSPRNG."""
+
+    def __post_init__(self) -> None:
+        self.unit = to_enum(PrivacyUnit, self.unit, "privacy.unit")
+        self.accountant = to_enum(Accountant, self.accountant, "privacy.accountant")
+        if self.enabled:
+            if not self.target_epsilon > 0:
+                _fail("privacy.target_epsilon", f"must be > 0, got {self.target_epsilon}")
+            if not 0 < self.delta < 1:
+                _fail("privacy.delta", f"must be in (0, 1), got {self.delta}")
+            if not self.max_grad_norm > 0:
+                _fail("privacy.max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
 
 
 @dataclass
@@ -87,6 +116,11 @@ class SiteEvaluationConfig:
     site_auc_min_cases: int = 20
     """The site sends its own AUC only with at least this many positive and this many negative cases."""
 
+    def __post_init__(self) -> None:
+        for key in ("max_bins", "min_cell_count", "site_auc_min_cases"):
+            if getattr(self, key) < 1:
+                _fail(f"evaluation.{key}", f"must be >= 1, got {getattr(self, key)}")
+
 
 @dataclass
 class SiteLimitsConfig:
@@ -96,8 +130,17 @@ class SiteLimitsConfig:
     """Most DP-SGD steps in one round (a server asking for more, or for a pass over more batches, is declined)."""
     max_rounds: int = 100
     """Most rounds in one run (`planned-rounds` above this, or a round number past the plan, is declined)."""
-    model_kinds: list[str] = field(default_factory=lambda: ["vlm", "image_only"])
+    model_kinds: list[ModelKind] = field(default_factory=lambda: [ModelKind.vlm, ModelKind.image_only])
     """Model kinds this site agrees to train."""
+
+    def __post_init__(self) -> None:
+        self.model_kinds = [to_enum(ModelKind, kind, "limits.model_kinds") for kind in self.model_kinds]
+        if not self.model_kinds:
+            _fail("limits.model_kinds", "must name at least one model kind")
+        if self.max_local_steps < 1:
+            _fail("limits.max_local_steps", f"must be >= 1, got {self.max_local_steps}")
+        if self.max_rounds < 1:
+            _fail("limits.max_rounds", f"must be >= 1, got {self.max_rounds}")
 
 
 @dataclass
@@ -133,7 +176,7 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 def validate_site_config(cfg: SiteConfig, source: str = "site config", check_paths: bool = True) -> SiteConfig:
-    """Range and path checks that the schema cannot express; ConfigError names the key."""
+    """Checks across sections, transport and paths (enums and ranges are checked when the config loads)."""
 
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{source}: key '{key}': {message}")
@@ -146,41 +189,6 @@ def validate_site_config(cfg: SiteConfig, source: str = "site config", check_pat
             "is required unless data.decode_on_the_fly: true (then every DICOM is decoded on "
             "every epoch); point it at the cache/ folder `bcvlm prepare` wrote",
         )
-    if cfg.compute.batch_size < 1:
-        fail("compute.batch_size", f"must be >= 1, got {cfg.compute.batch_size}")
-    if cfg.compute.eval_batch_size < 1:
-        fail("compute.eval_batch_size", f"must be >= 1, got {cfg.compute.eval_batch_size}")
-    if cfg.compute.num_threads is not None and cfg.compute.num_threads < 1:
-        fail("compute.num_threads", f"must be >= 1 (or null for all cores), got {cfg.compute.num_threads}")
-    if cfg.compute.num_workers < 0:
-        fail("compute.num_workers", f"must be >= 0, got {cfg.compute.num_workers}")
-    if not (cfg.compute.device == "cpu" or cfg.compute.device.startswith("cuda")):
-        fail("compute.device", f"must be 'cpu', 'cuda' or 'cuda:N', got '{cfg.compute.device}'")
-    if cfg.compute.frozen_feature_dtype not in ("float16", "float32"):
-        fail(
-            "compute.frozen_feature_dtype", f"must be 'float16' or 'float32', got '{cfg.compute.frozen_feature_dtype}'"
-        )
-    privacy = cfg.privacy
-    if privacy.enabled:
-        if not privacy.target_epsilon > 0:
-            fail("privacy.target_epsilon", f"must be > 0, got {privacy.target_epsilon}")
-        if not 0 < privacy.delta < 1:
-            fail("privacy.delta", f"must be in (0, 1), got {privacy.delta}")
-        if not privacy.max_grad_norm > 0:
-            fail("privacy.max_grad_norm", f"must be > 0, got {privacy.max_grad_norm}")
-    if privacy.accountant not in ACCOUNTANTS:
-        fail("privacy.accountant", f"must be one of {ACCOUNTANTS}, got '{privacy.accountant}'")
-    for key in ("max_bins", "min_cell_count", "site_auc_min_cases"):
-        if getattr(cfg.evaluation, key) < 1:
-            fail(f"evaluation.{key}", f"must be >= 1, got {getattr(cfg.evaluation, key)}")
-    limits = cfg.limits
-    if limits.max_local_steps < 1:
-        fail("limits.max_local_steps", f"must be >= 1, got {limits.max_local_steps}")
-    if limits.max_rounds < 1:
-        fail("limits.max_rounds", f"must be >= 1, got {limits.max_rounds}")
-    unknown = [kind for kind in limits.model_kinds if kind not in MODEL_KINDS]
-    if unknown or not limits.model_kinds:
-        fail("limits.model_kinds", f"must be a non-empty list of {MODEL_KINDS}, got {list(limits.model_kinds)}")
     for index, digest in enumerate(cfg.approved_fab_sha256):
         if not _SHA256_HEX.match(str(digest)):
             fail(f"approved_fab_sha256[{index}]", f"must be 64 lowercase hex digits (a SHA-256), got '{digest}'")

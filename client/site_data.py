@@ -112,7 +112,7 @@ def ledger_terms(site: SiteConfig, summary: SiteDataSummary) -> LedgerTerms:
     return LedgerTerms(
         target_epsilon=float(privacy.target_epsilon),
         delta=float(privacy.delta),
-        accountant=privacy.accountant,
+        accountant=privacy.accountant.value,
         data_fingerprint=summary.data_fingerprint,
         privacy_unit=privacy.unit.value,
     )

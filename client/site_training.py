@@ -118,7 +118,8 @@ class SiteTrainer:
     def _frozen_feature_training(
         self, model: nn.Module, loader: DataLoader, settings: RoundSettings
     ) -> tuple[nn.Module, DataLoader]:
-        """(module, loader) to train: from the site's frozen-feature cache when part of the model is frozen."""
+        """(module, loader) to train or evaluate: from the site's frozen-feature cache when part of the model is
+        frozen."""
         compute = self.site.compute
         if not compute.frozen_feature_cache:
             return model, loader
@@ -287,12 +288,9 @@ class SiteTrainer:
         else:
             model = self._model(settings)
             set_trainable_state(model, arrays_to_state(model, arrays))
-            result = evaluate(
-                model,
-                self._loader(settings, rows, train=False),
-                device=self.site.compute.device,
-                bf16=self.site.compute.bf16,
-            )
+            # the frozen prefix of the test images is the same every round: read it from the site's cache too
+            module, loader = self._frozen_feature_training(model, self._loader(settings, rows, train=False), settings)
+            result = evaluate(module, loader, device=self.site.compute.device, bf16=self.site.compute.bf16)
         for task in TASKS:
             scores = result.scores[task] if result is not None else np.zeros(0)
             labels = result.labels[task] if result is not None else np.zeros(0)

@@ -4,28 +4,45 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Optional
 
 from omegaconf import MISSING
 
-from bcvlm_model.config_io import ConfigError, load_config
+from bcvlm_model.config_io import ConfigError, load_config, to_enum
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.metrics import DEFAULT_BINS
-from bcvlm_model.model_config import ModelConfig, validate_model_config
+from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.privacy.dp_ready import DPReadyConfig
 from bcvlm_model.text import TextConfig
 from bcvlm_model.training import LocalTrainConfig
 
-STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum")
-ROBUST_STRATEGIES: tuple[str, ...] = ("fedmedian", "fedtrimmedavg", "krum")
-"""Strategies that need individual updates: incompatible with SecAgg+."""
+
+class Strategy(StrEnum):
+    """Values of `strategy.name`: the Flower aggregation strategies a run can use."""
+
+    fedavg = "fedavg"
+    fedprox = "fedprox"
+    fedadam = "fedadam"
+    fedmedian = "fedmedian"
+    fedtrimmedavg = "fedtrimmedavg"
+    krum = "krum"
+
+    @property
+    def robust(self) -> bool:
+        """Needs individual updates (median, trimmed mean, Krum): incompatible with SecAgg+."""
+        return self in (Strategy.fedmedian, Strategy.fedtrimmedavg, Strategy.krum)
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"key '{key}': {message}")
 
 
 @dataclass
 class StrategyConfig:
     """Aggregation strategy and its hyper-parameters."""
 
-    name: str = "fedavg"
+    name: Strategy = Strategy.fedavg
     proximal_mu: float = 0.01
     """FedProx: weight of mu/2 * ||w - w_global||^2 at the sites."""
     server_learning_rate: float = 0.01
@@ -38,6 +55,13 @@ class StrategyConfig:
     """FedTrimmedAvg: fraction cut at each end."""
     krum_num_malicious: int = 0
     """Krum: assumed number of malicious sites."""
+
+    def __post_init__(self) -> None:
+        self.name = to_enum(Strategy, self.name, "strategy.name")
+        if self.proximal_mu < 0:
+            _fail("strategy.proximal_mu", f"must be >= 0, got {self.proximal_mu}")
+        if not 0 <= self.trim_fraction < 0.5:
+            _fail("strategy.trim_fraction", f"must be in [0, 0.5), got {self.trim_fraction}")
 
 
 @dataclass
@@ -57,6 +81,12 @@ class SecAggConfig:
     timeout_s: float = 600.0
     """Per-stage timeout; never None (Flower's default waits forever for a dead site)."""
 
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            _fail("secagg.timeout_s", f"must be > 0, got {self.timeout_s}")
+        if not self.clipping_range > 0:
+            _fail("secagg.clipping_range", f"must be > 0, got {self.clipping_range}")
+
 
 @dataclass
 class UpdateGuardConfig:
@@ -64,6 +94,10 @@ class UpdateGuardConfig:
 
     max_update_norm: float = 100.0
     """Reject an update whose global L2 norm exceeds this; non-finite updates are always rejected."""
+
+    def __post_init__(self) -> None:
+        if not self.max_update_norm > 0:
+            _fail("update_guard.max_update_norm", f"must be > 0, got {self.max_update_norm}")
 
 
 @dataclass
@@ -75,6 +109,14 @@ class EvaluationConfig:
     specificity: float = 0.9
     """Sensitivity is reported at this specificity."""
     n_bins: int = DEFAULT_BINS
+
+    def __post_init__(self) -> None:
+        if self.min_cases < 1:
+            _fail("evaluation.min_cases", f"must be >= 1, got {self.min_cases}")
+        if not 0 < self.specificity <= 1:
+            _fail("evaluation.specificity", f"must be in (0, 1], got {self.specificity}")
+        if self.n_bins < 2:
+            _fail("evaluation.n_bins", f"must be >= 2, got {self.n_bins}")
 
 
 @dataclass
@@ -107,55 +149,26 @@ class ServerConfig:
     init_checkpoint: Optional[str] = None
     """Start from this checkpoint's trainable weights instead of the model's initialisation."""
 
-
-def validate_server_config(cfg: ServerConfig, source: str = "server config") -> ServerConfig:
-    """Cross-field checks; ConfigError names the key."""
-
-    def fail(key: str, message: str) -> None:
-        raise ConfigError(f"{source}: key '{key}': {message}")
-
-    try:
-        validate_model_config(cfg.model)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    if cfg.strategy.name not in STRATEGIES:
-        fail("strategy.name", f"must be one of {STRATEGIES}, got '{cfg.strategy.name}'")
-    if cfg.secagg.enabled and cfg.strategy.name in ROBUST_STRATEGIES:
-        fail("strategy.name", f"'{cfg.strategy.name}' needs individual updates: set secagg.enabled: false")
-    if cfg.rounds < 1:
-        fail("rounds", f"must be >= 1, got {cfg.rounds}")
-    if cfg.min_sites < 1:
-        fail("min_sites", f"must be >= 1, got {cfg.min_sites}")
-    if cfg.secagg.enabled and cfg.min_sites < 2:
-        fail("min_sites", "SecAgg+ needs at least 2 sites per round")
-    if not 0 < cfg.fraction_fit <= 1:
-        fail("fraction_fit", f"must be in (0, 1], got {cfg.fraction_fit}")
-    if not 0 <= cfg.fraction_evaluate <= 1:
-        fail("fraction_evaluate", f"must be in [0, 1], got {cfg.fraction_evaluate}")
-    if not cfg.round_timeout_s > 0:
-        fail("round_timeout_s", f"must be > 0, got {cfg.round_timeout_s}")
-    if not cfg.secagg.timeout_s > 0:
-        fail("secagg.timeout_s", f"must be > 0, got {cfg.secagg.timeout_s}")
-    if not cfg.secagg.clipping_range > 0:
-        fail("secagg.clipping_range", f"must be > 0, got {cfg.secagg.clipping_range}")
-    if cfg.strategy.proximal_mu < 0:
-        fail("strategy.proximal_mu", f"must be >= 0, got {cfg.strategy.proximal_mu}")
-    if not 0 <= cfg.strategy.trim_fraction < 0.5:
-        fail("strategy.trim_fraction", f"must be in [0, 0.5), got {cfg.strategy.trim_fraction}")
-    if not cfg.update_guard.max_update_norm > 0:
-        fail("update_guard.max_update_norm", f"must be > 0, got {cfg.update_guard.max_update_norm}")
-    if cfg.evaluation.min_cases < 1:
-        fail("evaluation.min_cases", f"must be >= 1, got {cfg.evaluation.min_cases}")
-    if not 0 < cfg.evaluation.specificity <= 1:
-        fail("evaluation.specificity", f"must be in (0, 1], got {cfg.evaluation.specificity}")
-    if cfg.dp_target_epsilon is not None and not cfg.dp_target_epsilon > 0:
-        fail("dp_target_epsilon", f"must be > 0 or null, got {cfg.dp_target_epsilon}")
-    if cfg.evaluation.n_bins < 2:
-        fail("evaluation.n_bins", f"must be >= 2, got {cfg.evaluation.n_bins}")
-    return cfg
+    def __post_init__(self) -> None:
+        # Checks across sections; each section checks its own keys and enums.
+        if self.secagg.enabled and self.strategy.name.robust:
+            _fail("strategy.name", f"'{self.strategy.name}' needs individual updates: set secagg.enabled: false")
+        if self.rounds < 1:
+            _fail("rounds", f"must be >= 1, got {self.rounds}")
+        if self.min_sites < 1:
+            _fail("min_sites", f"must be >= 1, got {self.min_sites}")
+        if self.secagg.enabled and self.min_sites < 2:
+            _fail("min_sites", "SecAgg+ needs at least 2 sites per round")
+        if not 0 < self.fraction_fit <= 1:
+            _fail("fraction_fit", f"must be in (0, 1], got {self.fraction_fit}")
+        if not 0 <= self.fraction_evaluate <= 1:
+            _fail("fraction_evaluate", f"must be in [0, 1], got {self.fraction_evaluate}")
+        if not self.round_timeout_s > 0:
+            _fail("round_timeout_s", f"must be > 0, got {self.round_timeout_s}")
+        if self.dp_target_epsilon is not None and not self.dp_target_epsilon > 0:
+            _fail("dp_target_epsilon", f"must be > 0 or null, got {self.dp_target_epsilon}")
 
 
 def load_server_config(path: str | os.PathLike[str] | None, overrides: tuple[str, ...] = ()) -> ServerConfig:
-    """Load and validate a server YAML."""
-    cfg = load_config(ServerConfig, path, overrides)
-    return validate_server_config(cfg, source=str(path))
+    """Load a server YAML; unknown keys, enum words and ranges are checked while it loads (ConfigError)."""
+    return load_config(ServerConfig, path, overrides)

@@ -38,9 +38,8 @@ def build_inner_strategy(cfg: ServerConfig, initial_arrays: list[np.ndarray]) ->
         return FedMedian(**common, initial_parameters=initial)
     if name == "fedtrimmedavg":
         return FedTrimmedAvg(**common, initial_parameters=initial, beta=cfg.strategy.trim_fraction)
-    if name == "krum":
-        return Krum(**common, initial_parameters=initial, num_malicious_clients=cfg.strategy.krum_num_malicious)
-    raise ValueError(f"unknown strategy '{name}'")
+    # Strategy.krum: the last member (StrategyConfig has checked the name against the enum).
+    return Krum(**common, initial_parameters=initial, num_malicious_clients=cfg.strategy.krum_num_malicious)
 
 
 def strategy_state_arrays(strategy: Strategy) -> dict[str, np.ndarray]:

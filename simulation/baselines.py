@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from bcvlm_client.site_config import PrivacyBudgetConfig
 from bcvlm_model.checkpoint import WEIGHTS_FILE, load_checkpoint
+from bcvlm_model.features.training_hook import frozen_feature_training
 from bcvlm_model.model import build_model, get_trainable_state, set_trainable_state
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
@@ -42,6 +44,16 @@ class TrainingRecipe:
     init_checkpoints: dict[str, str] = field(default_factory=dict)
     """Model kind -> checkpoint folder whose trainable weights a new model of that kind starts from (public
     pretraining); kinds not listed start from the model's initialisation."""
+    frozen_feature_root: str | None = None
+    """Folder of the frozen-feature cache (the sites' `compute.frozen_feature_cache`), or None to run every frozen
+    stage on every step. Every method freezes the same prefix, so they share its entries."""
+    frozen_feature_dtype: str = "float16"
+
+
+def frozen_feature_root(run_dir: str | Path, cache_dir: str | None) -> Path:
+    """`<run_dir>/frozen_features/<cohort>`: one folder per image cache, since entries are named by image id."""
+    cohort = hashlib.sha256(str(Path(cache_dir).resolve() if cache_dir else "").encode()).hexdigest()[:12]
+    return Path(run_dir) / "frozen_features" / cohort
 
 
 def recipe_from_config(cfg: SimulationConfig, cache_dir: str | None) -> TrainingRecipe:
@@ -59,6 +71,10 @@ def recipe_from_config(cfg: SimulationConfig, cache_dir: str | None) -> Training
         privacy=cfg.site.privacy if cfg.baselines.private else None,
         seed=cfg.seed,
         progress=cfg.progress,
+        frozen_feature_root=(
+            str(frozen_feature_root(cfg.run_dir, cache_dir)) if cfg.site.compute.frozen_feature_cache else None
+        ),
+        frozen_feature_dtype=str(cfg.site.compute.frozen_feature_dtype),
     )
 
 
@@ -125,11 +141,18 @@ def train_reference(
     steps = recipe.local_train.local_steps * steps_scale if recipe.local_train.local_steps else 0
     dp = _dp_state(recipe, loader, steps or len(loader))
     cfg = replace(recipe.local_train, local_steps=steps)
+    module = model
+    if recipe.frozen_feature_root is not None:
+        cached = frozen_feature_training(
+            model, loader, recipe.frozen_feature_root, recipe.preprocess, recipe.frozen_feature_dtype
+        )
+        if cached is not None:  # same parameters, batches carry the frozen prefix's outputs
+            module, loader = cached.module, cached.loader
     for round_index in range(recipe.rounds):
         if dp is not None and _reproducible_noise(recipe):
             dp = replace(dp, insecure_seed=recipe.seed + round_index)
         result = train_local(
-            model,
+            module,
             loader,
             cfg,
             dp=dp,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from typing import Sequence
@@ -30,7 +29,6 @@ def _parser(prog: str, default_config: str, description: str) -> argparse.Argume
 def _run(prog: str, default_config: str, description: str, argv: Sequence[str]) -> int:
     args = _parser(prog, default_config, description).parse_args(list(argv))
     apply_flower_env_defaults()  # Flower runs in this process (and Ray's workers inherit it)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from bcvlm_simulation.config import load_simulation_config
 
     try:

@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from bcvlm_client.site_config import ComputeConfig, PrivacyBudgetConfig, SiteEvaluationConfig
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.synth.config import SynthConfig
-from bcvlm_model.training.local_train_config import OPTIMIZERS
+from bcvlm_model.training.local_train_config import Optimizer
 from bcvlm_server.server_config import ServerConfig
 from bcvlm_simulation.splits import SplitConfig
 
@@ -113,7 +113,7 @@ class PretrainConfig:
     """The public cohort: a prepared manifest, or a synthetic cohort with its own seed (other patients)."""
     epochs: int = 3
     """Passes over the public training rows."""
-    optimizer: Optional[str] = None
+    optimizer: Optional[Optimizer] = None
     """Optimizer of the public pretraining (None = `server.local_train.optimizer`). The public data pays no privacy
     budget, so it can use what trains fastest (AdamW) while the sites keep DP-SGD's optimizer."""
     learning_rate: Optional[float] = None
@@ -122,8 +122,6 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"pretrain.epochs must be >= 1, got {self.epochs}")
-        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"pretrain.optimizer must be one of {OPTIMIZERS}, got '{self.optimizer}'")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"pretrain.learning_rate must be > 0, got {self.learning_rate}")
 
@@ -172,6 +170,12 @@ def load_simulation_config(
         return OmegaConf.to_object(composed)  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as exc:
         message = " ".join(str(exc).split()) if str(exc) else type(exc).__name__
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        detail = " ".join(str(root).split())
+        if detail not in message:  # Hydra says only "Error merging override k=v": add the key, value and choices
+            message = f"{message}: {detail}"
         raise ConfigError(f"{folder / config_name}.yaml + overrides {list(overrides)}: {message}") from exc
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{folder / config_name}.yaml + overrides {list(overrides)}: {exc}") from exc

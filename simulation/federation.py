@@ -157,7 +157,6 @@ def run_federation(
     run_dir = run_dir.resolve()
     os.environ[SIMULATION_DIR_ENV] = str(run_dir)
     apply_flower_env_defaults()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")  # Ray starts workers at nice 15: sites would starve
     client_app = build_client_app(

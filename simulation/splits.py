@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
 
 from bcvlm_model import TASKS
+from bcvlm_model.config_io import ConfigError, to_enum
 from bcvlm_model.data.split_guard import check_patients_disjoint
 
 LOGGER = logging.getLogger(__name__)
@@ -16,9 +18,31 @@ LOGGER = logging.getLogger(__name__)
 SITE_COLUMN = "sim_site"
 """Column added by `split_sites`: the virtual site a row belongs to."""
 
-SPLIT_KINDS = ("natural", "iid", "dirichlet", "quantity")
-SMALL_SITE_POLICIES = ("drop", "keep")
-NATURAL_KEYS = ("site_id", "machine_id", "manufacturer", "manufacturer_model", "source")
+
+class SplitKind(StrEnum):
+    """Values of `split.kind`: how patients are spread over virtual sites."""
+
+    natural = "natural"
+    iid = "iid"
+    dirichlet = "dirichlet"
+    quantity = "quantity"
+
+
+class NaturalKey(StrEnum):
+    """Values of `split.natural_key`: the manifest column that names a natural site."""
+
+    site_id = "site_id"
+    machine_id = "machine_id"
+    manufacturer = "manufacturer"
+    manufacturer_model = "manufacturer_model"
+    source = "source"
+
+
+class SmallSitePolicy(StrEnum):
+    """Values of `split.natural_small_sites`: what happens to a natural site below `min_patients_per_site`."""
+
+    drop = "drop"
+    keep = "keep"
 
 
 class SplitError(ValueError):
@@ -29,8 +53,8 @@ class SplitError(ValueError):
 class SplitConfig:
     """How a manifest is cut into virtual sites, then each site into train/val/test by patient."""
 
-    kind: str = "natural"
-    natural_key: str = "site_id"
+    kind: SplitKind = SplitKind.natural
+    natural_key: NaturalKey = NaturalKey.site_id
     num_sites: int = 3
     dirichlet_alpha: float = 0.5
     dirichlet_task: str = "malignancy"
@@ -38,7 +62,7 @@ class SplitConfig:
     min_patients_per_site: int = 4
     # natural splits: a site with fewer patients than min_patients_per_site is dropped ("drop") or kept ("keep");
     # both say so in a warning naming the site.
-    natural_small_sites: str = "drop"
+    natural_small_sites: SmallSitePolicy = SmallSitePolicy.drop
     # Keep the data set's own split column (VinDr, CBIS-DDSM train/test): its test patients stay test, val is
     # drawn from its training patients (val_fraction) unless it has a val split; test_fraction is not used.
     # False replaces it with a new split, and says so when the manifest had one.
@@ -51,40 +75,47 @@ class SplitConfig:
     tasks_by_source: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.natural_small_sites not in SMALL_SITE_POLICIES:
-            raise SplitError(
-                f"split.natural_small_sites '{self.natural_small_sites}' is not one of {SMALL_SITE_POLICIES}"
+        self.kind = to_enum(SplitKind, self.kind, "split.kind")
+        self.natural_key = to_enum(NaturalKey, self.natural_key, "split.natural_key")
+        self.natural_small_sites = to_enum(SmallSitePolicy, self.natural_small_sites, "split.natural_small_sites")
+        if self.kind == SplitKind.dirichlet and self.dirichlet_task not in TASKS:
+            raise ConfigError(
+                f"key 'split.dirichlet_task': invalid value '{self.dirichlet_task}', expected one of {', '.join(TASKS)}"
             )
+        if self.kind == SplitKind.dirichlet and self.dirichlet_alpha <= 0:
+            raise ConfigError(f"key 'split.dirichlet_alpha': must be > 0, got {self.dirichlet_alpha}")
+        if self.kind != SplitKind.natural and self.num_sites < 1:
+            raise ConfigError(f"key 'split.num_sites': must be >= 1, got {self.num_sites}")
+        if (
+            not 0 <= self.val_fraction < 1
+            or not 0 < self.test_fraction < 1
+            or self.val_fraction + self.test_fraction >= 1
+        ):
+            raise ConfigError(
+                f"key 'split.val_fraction': split.val_fraction={self.val_fraction} and "
+                f"split.test_fraction={self.test_fraction}: need 0 <= val_fraction, 0 < test_fraction (every site "
+                "needs a test set) and val + test < 1 (training data)"
+            )
+        for source, tasks in self.tasks_by_source.items():
+            unknown = sorted(set(tasks) - set(TASKS))
+            if unknown:
+                raise ConfigError(
+                    f"key 'split.tasks_by_source': '{source}' names unknown task(s) {unknown}; tasks are {TASKS}"
+                )
 
 
 def _validate(manifest: pd.DataFrame, cfg: SplitConfig) -> None:
-    if cfg.kind not in SPLIT_KINDS:
-        raise SplitError(f"split.kind '{cfg.kind}' is not one of {SPLIT_KINDS}")
+    """What only the manifest can tell (the settings themselves were checked when the SplitConfig was made)."""
     needed = {"patient_id", "image_id"}
-    if cfg.kind == "natural":
-        if cfg.natural_key not in NATURAL_KEYS:
-            raise SplitError(f"split.natural_key '{cfg.natural_key}' is not one of {NATURAL_KEYS}")
-        needed |= {"manufacturer", "machine_id"} if cfg.natural_key == "manufacturer_model" else {cfg.natural_key}
-    if cfg.kind == "dirichlet":
-        if cfg.dirichlet_task not in TASKS:
-            raise SplitError(f"split.dirichlet_task '{cfg.dirichlet_task}' is not one of {TASKS}")
-        if cfg.dirichlet_alpha <= 0:
-            raise SplitError(f"split.dirichlet_alpha must be > 0, got {cfg.dirichlet_alpha}")
+    if cfg.kind == SplitKind.natural:
+        needed |= (
+            {"manufacturer", "machine_id"} if cfg.natural_key == NaturalKey.manufacturer_model else {cfg.natural_key}
+        )
+    if cfg.kind == SplitKind.dirichlet:
         needed.add(cfg.dirichlet_task)
     missing = sorted(needed - set(manifest.columns))
     if missing:
         raise SplitError(f"manifest lacks column(s) needed by split kind '{cfg.kind}': {', '.join(missing)}")
-    if cfg.kind != "natural" and cfg.num_sites < 1:
-        raise SplitError(f"split.num_sites must be >= 1, got {cfg.num_sites}")
-    if not 0 <= cfg.val_fraction < 1 or not 0 < cfg.test_fraction < 1 or cfg.val_fraction + cfg.test_fraction >= 1:
-        raise SplitError(
-            f"split.val_fraction={cfg.val_fraction} and split.test_fraction={cfg.test_fraction}: need "
-            "0 <= val_fraction, 0 < test_fraction (every site needs a test set) and val + test < 1 (training data)"
-        )
-    for source, tasks in cfg.tasks_by_source.items():
-        unknown = sorted(set(tasks) - set(TASKS))
-        if unknown:
-            raise SplitError(f"split.tasks_by_source['{source}'] names unknown task(s) {unknown}; tasks are {TASKS}")
     if manifest["image_id"].duplicated().any():
         raise SplitError("manifest has duplicated image_id values")
     if manifest["patient_id"].isna().any():

@@ -33,7 +33,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "oracle_malignancy",
     "oracle_calcification",
 )
-"""Column order of every manifest (see docs/architecture.md)."""
+"""Column order of every manifest (meanings in docs/data.md)."""
 
 STRING_COLUMNS = ("source", "site_id", "patient_id", "study_id", "image_id", "path", "laterality", "view")
 OPTIONAL_STRING_COLUMNS = ("density", "manufacturer", "machine_id", "malignancy_label_kind", "split")

@@ -7,11 +7,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from bcvlm_model.config_io import ConfigError, load_config
+from bcvlm_model.config_io import ConfigError, enum_choices, load_config
 from bcvlm_model.data.errors import DataSourceError
 from bcvlm_model.data.prepare import StrictRejectError, run_prepare
 from bcvlm_model.data.preprocess_config import PreprocessConfig, parse_size
-from bcvlm_model.data.source_config import DataSourceConfig
+from bcvlm_model.data.source_config import DataSourceConfig, SourceKind
 
 
 @dataclass
@@ -29,12 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line options; flags override the --config YAML."""
     parser = argparse.ArgumentParser(prog="bcvlm prepare", description=__doc__)
     parser.add_argument("--config", help="YAML with PrepareConfig fields (source:, preprocess:, workers, strict)")
-    parser.add_argument("--source", dest="kind", choices=["rsna", "vindr", "cbis", "dicom_folder", "csv", "synthetic"])
+    parser.add_argument("--source", dest="kind", choices=enum_choices(SourceKind))
     parser.add_argument("--root", help="data-set folder")
     parser.add_argument("--csv", help="table (rsna: train.csv; csv: the table; dicom_folder: a CSV to join)")
     parser.add_argument("--csv-files", nargs="*", help="CBIS-DDSM case-description CSVs")
     parser.add_argument("--out", help="output folder (cache/, manifest.csv, rejects.csv)")
-    parser.add_argument("--size", help="output size HxW (default 2048x1024)")
+    default = PreprocessConfig()
+    parser.add_argument("--size", help=f"output size HxW (default {default.image_height}x{default.image_width})")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--strict", action="store_true", help="any reject is fatal")
     parser.add_argument("--max-images", type=int, help="process at most N new images, then stop (resume later)")

@@ -5,6 +5,26 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from enum import StrEnum
+
+from bcvlm_model.config_io import ConfigError, to_enum
+
+
+class VoiWindowChoice(StrEnum):
+    """Values of `preprocess.voi_window_choice`: which of several VOI windows is used, deterministically."""
+
+    first = "first"
+    widest = "widest"
+    narrowest = "narrowest"
+
+
+class ForProcessingPolicy(StrEnum):
+    """Values of `preprocess.for_processing_policy`: what happens to a For-Processing (raw detector) image."""
+
+    reject = "reject"
+    """The image is rejected."""
+    percentile_window = "percentile_window"
+    """Windowed between the no-VOI percentiles (log-transformed first) and marked as processed in the pipeline."""
 
 
 @dataclass
@@ -13,16 +33,15 @@ class PreprocessConfig:
 
     image_height: int = 2048
     image_width: int = 1024
-    # VOI: which window (of several) to use, deterministically: "first", "widest" or "narrowest".
-    voi_window_choice: str = "first"
+    # VOI: which window (of several) to use (see VoiWindowChoice).
+    voi_window_choice: VoiWindowChoice = VoiWindowChoice.first
     # Prefer a VOI LUT Sequence over window centre/width when both are present.
     prefer_voi_lut_sequence: bool = True
     # Images without any VOI: scale between these percentiles of the modality-LUT output.
     no_voi_low_percentile: float = 0.0
     no_voi_high_percentile: float = 100.0
-    # "reject": For-Processing images are rejected; "percentile_window": windowed between the percentiles above
-    # (log-transformed first) and marked as processed in the pipeline; never silently mixed.
-    for_processing_policy: str = "reject"
+    # For-Processing images (see ForProcessingPolicy); never silently mixed with For-Presentation ones.
+    for_processing_policy: ForProcessingPolicy = ForProcessingPolicy.reject
     # Orientation: the chest wall ends up on the LEFT of the array.
     orientation_from_tags: bool = True
     # Breast crop: foreground = pixels above this fraction of [0, 1] after VOI on a downsampled copy.
@@ -41,16 +60,20 @@ class PreprocessConfig:
     intensity_std: float = 0.25
 
     def __post_init__(self) -> None:
+        self.voi_window_choice = to_enum(VoiWindowChoice, self.voi_window_choice, "preprocess.voi_window_choice")
+        self.for_processing_policy = to_enum(
+            ForProcessingPolicy, self.for_processing_policy, "preprocess.for_processing_policy"
+        )
         if self.image_height < 8 or self.image_width < 8:
-            raise ValueError(f"PreprocessConfig: image size {self.image_height}x{self.image_width} is too small")
-        if self.voi_window_choice not in {"first", "widest", "narrowest"}:
-            raise ValueError(f"PreprocessConfig.voi_window_choice: unknown value '{self.voi_window_choice}'")
-        if self.for_processing_policy not in {"reject", "percentile_window"}:
-            raise ValueError(f"PreprocessConfig.for_processing_policy: unknown value '{self.for_processing_policy}'")
+            raise ConfigError(
+                f"key 'preprocess.image_height/image_width': {self.image_height}x{self.image_width} is too small"
+            )
         if not 0.0 <= self.no_voi_low_percentile < self.no_voi_high_percentile <= 100.0:
-            raise ValueError("PreprocessConfig: need 0 <= no_voi_low_percentile < no_voi_high_percentile <= 100")
+            raise ConfigError(
+                "key 'preprocess.no_voi_low_percentile': need 0 <= no_voi_low_percentile < no_voi_high_percentile <= 100"
+            )
         if self.intensity_std <= 0:
-            raise ValueError("PreprocessConfig.intensity_std must be > 0")
+            raise ConfigError(f"key 'preprocess.intensity_std': must be > 0, got {self.intensity_std}")
 
 
 _ARRAY_FIELDS_EXCLUDED = ("intensity_mean", "intensity_std")

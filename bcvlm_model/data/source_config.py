@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Optional
 
 from omegaconf import MISSING
+
+from bcvlm_model.config_io import to_enum
+
+
+class SourceKind(StrEnum):
+    """Values of `source.kind` (and `bcvlm prepare --source`): which adapter reads the data set."""
+
+    rsna = "rsna"
+    vindr = "vindr"
+    cbis = "cbis"
+    dicom_folder = "dicom_folder"
+    csv = "csv"
+    synthetic = "synthetic"
 
 
 @dataclass
 class DataSourceConfig:
     """Describes one data set for `bcvlm prepare` (kind selects the adapter)."""
 
-    kind: str = MISSING  # rsna | vindr | cbis | dicom_folder | csv | synthetic
+    kind: SourceKind = MISSING  # see SourceKind
     root: str = MISSING  # data-set folder; relative paths below are resolved against it
     # rsna/synthetic: the table (default train.csv) and image folder (default train_images).
     # dicom_folder: an optional CSV joined on `join_column`; csv: the table.
@@ -45,6 +59,5 @@ class DataSourceConfig:
     dicom_suffixes: list[str] = field(default_factory=lambda: [".dcm", ".dicom", ""])
 
     def __post_init__(self) -> None:
-        kinds = {"rsna", "vindr", "cbis", "dicom_folder", "csv", "synthetic"}
-        if self.kind != MISSING and self.kind not in kinds:
-            raise ValueError(f"DataSourceConfig.kind: unknown '{self.kind}' (known: {', '.join(sorted(kinds))})")
+        if self.kind != MISSING:
+            self.kind = to_enum(SourceKind, self.kind, "source.kind")

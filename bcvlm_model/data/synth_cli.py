@@ -7,9 +7,9 @@ import sys
 import time
 from typing import Sequence
 
-from bcvlm_model.config_io import ConfigError, load_config
+from bcvlm_model.config_io import ConfigError, enum_choices, load_config
 from bcvlm_model.data.preprocess_config import parse_size
-from bcvlm_model.data.synth.config import SynthConfig
+from bcvlm_model.data.synth.config import SynthConfig, TransferSyntax
 from bcvlm_model.data.synth.generate import generate_cohort
 
 
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prevalence", type=float, help="per-breast malignancy prevalence")
     parser.add_argument("--calcification-prevalence", type=float)
     parser.add_argument("--lesion-contrast", type=float, help="mass/calcification strength multiplier")
-    parser.add_argument("--transfer-syntax", choices=["explicit", "rle", "jpeg2000"])
+    parser.add_argument("--transfer-syntax", choices=enum_choices(TransferSyntax))
     parser.add_argument("--workers", type=int)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

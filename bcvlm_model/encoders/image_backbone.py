@@ -22,7 +22,9 @@ def create_timm_image_model(cfg: ImageEncoderConfig, pretrained: bool = True, nu
 
     kwargs = {}
     if is_vit_name(cfg.name):
-        kwargs = {"img_size": tuple(cfg.vit_img_size), "dynamic_img_size": True}
+        # The position grid is the architecture's own, resampled to the input's grid on every forward: the input
+        # size is the preprocessing's alone (PreprocessConfig.image_height/width), never a second model setting.
+        kwargs = {"dynamic_img_size": True}
     try:
         model = timm.create_model(cfg.name, pretrained=False, in_chans=3, num_classes=num_classes, **kwargs)
     except RuntimeError as exc:

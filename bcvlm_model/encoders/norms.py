@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from bcvlm_model.model_config import ImageNorm
+
 
 class FrozenBatchNormAct2d(nn.Module):
     """BatchNorm folded into a fixed per-channel affine (buffers, never trained) followed by its activation."""
@@ -47,21 +49,19 @@ def _groups_for(channels: int, wanted: int) -> int:
     return groups
 
 
-def convert_batch_norms(module: nn.Module, mode: str, groups: int = 8) -> int:
+def convert_batch_norms(module: nn.Module, mode: ImageNorm, groups: int = 8) -> int:
     """Replace every BatchNorm2d (timm BatchNormAct2d included) in place; returns how many were replaced.
 
     mode "batch_frozen": y = act(x * gamma/sqrt(var+eps) + (beta - mean*gamma/sqrt(var+eps))) — identical to the
     BatchNorm in eval mode. mode "group": GroupNorm initialised with the BatchNorm's affine (trainable).
     """
-    if mode not in ("batch_frozen", "group"):
-        raise ValueError(f"norm mode {mode!r}: must be 'batch_frozen' or 'group'")
     replaced = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
             act = _activation_of(child)
             weight = child.weight.detach() if child.weight is not None else torch.ones(child.num_features)
             bias = child.bias.detach() if child.bias is not None else torch.zeros(child.num_features)
-            if mode == "batch_frozen":
+            if mode == ImageNorm.batch_frozen:
                 inv_std = torch.rsqrt(child.running_var.detach().float() + child.eps)
                 scale = weight.float() * inv_std
                 new: nn.Module = FrozenBatchNormAct2d(scale, bias.float() - child.running_mean.float() * scale, act)

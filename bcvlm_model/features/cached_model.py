@@ -13,13 +13,12 @@ import torch
 from torch import nn
 
 from bcvlm_model.features.frozen_prefix import FrozenPrefixPlan
+from bcvlm_model.model_inputs import IMAGE_INPUT_KEYS, TEXT_INPUT_KEYS
 
 FROZEN_IMAGE_KEY = "frozen_image"
 """Batch key of the image prefix's output [B, C, h, w] (the first trainable stage's input)."""
 TEXT_HIDDEN_KEY = "text_hidden"
 """Batch key of the frozen text encoder's hidden state [B, T, hidden] (zeros at padded positions)."""
-PLAIN_IMAGE_KEYS: tuple[str, ...] = ("image",)
-PLAIN_TEXT_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
 def frozen_tap_key(index: int) -> str:
@@ -34,10 +33,10 @@ def input_keys_for(plan: FrozenPrefixPlan, uses_image: bool, uses_text: bool) ->
         keys += (
             [FROZEN_IMAGE_KEY, *(frozen_tap_key(i) for i in range(plan.frozen_taps))]
             if plan.caches_image
-            else list(PLAIN_IMAGE_KEYS)
+            else list(IMAGE_INPUT_KEYS)
         )
     if uses_text:
-        keys += [TEXT_HIDDEN_KEY, "attention_mask"] if plan.text_cached else list(PLAIN_TEXT_KEYS)
+        keys += [TEXT_HIDDEN_KEY, "attention_mask"] if plan.text_cached else list(TEXT_INPUT_KEYS)
     return tuple(keys)
 
 
@@ -76,23 +75,21 @@ class FrozenFeatureModel(nn.Module):
             )
         named = dict(zip(self.input_keys, inputs))
         vlm = self._vlm
-        device = inputs[0].device
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=vlm.cfg.autocast_bf16):
-            text_hidden = text_mask = None
-            if vlm.uses_text:
-                text_mask = named["attention_mask"]
-                text_hidden = (
-                    named[TEXT_HIDDEN_KEY]
-                    if self.plan.text_cached
-                    else vlm.text_encoder_hidden(
-                        named["input_ids"], text_mask, named["token_type_ids"], named["position_ids"]
-                    )
+        text_hidden = text_mask = None
+        if vlm.uses_text:
+            text_mask = named["attention_mask"]
+            text_hidden = (
+                named[TEXT_HIDDEN_KEY]
+                if self.plan.text_cached
+                else vlm.text_encoder_hidden(
+                    named["input_ids"], text_mask, named["token_type_ids"], named["position_ids"]
                 )
-            feature_maps = None
-            if vlm.uses_image:
-                if self.plan.caches_image:
-                    taps = [named[frozen_tap_key(i)] for i in range(self.plan.frozen_taps)]
-                    feature_maps = vlm.image_backbone.forward_trainable(named[FROZEN_IMAGE_KEY], taps, self.image_size)
-                else:
-                    feature_maps = vlm.image_backbone(named["image"])
-            return vlm.fuse(feature_maps, text_hidden, text_mask)
+            )
+        feature_maps = None
+        if vlm.uses_image:
+            if self.plan.caches_image:
+                taps = [named[frozen_tap_key(i)] for i in range(self.plan.frozen_taps)]
+                feature_maps = vlm.image_backbone.forward_trainable(named[FROZEN_IMAGE_KEY], taps, self.image_size)
+            else:
+                feature_maps = vlm.image_backbone(named["image"])
+        return vlm.fuse(feature_maps, text_hidden, text_mask)

@@ -24,13 +24,18 @@ import torch
 from torch import nn
 
 from bcvlm_model.atomic_io import atomic_write_bytes, atomic_write_json, read_json
+from bcvlm_model.config_io import to_enum
 from bcvlm_model.data.cache import safe_file_stem
+from bcvlm_model.features.storage_dtype import FeatureDtype
 
 CACHE_FORMAT_VERSION = 1
 """Bump when the stored layout or the way prefixes are computed changes."""
 
-STORAGE_DTYPES: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
-"""Allowed storage dtypes (features are computed in float32 and cast when stored)."""
+STORAGE_DTYPES: dict[FeatureDtype, np.dtype] = {
+    FeatureDtype.float32: np.dtype(np.float32),
+    FeatureDtype.float16: np.dtype(np.float16),
+}
+"""numpy dtype of each storage choice (features are computed in float32 and cast when stored)."""
 
 LOGGER = logging.getLogger("bcvlm_model.features")
 
@@ -60,16 +65,19 @@ class FrozenFeatureStore:
     """One folder of cached frozen-prefix outputs: `load(name)` / `save(name, tensors)` per record."""
 
     folder: Path
-    storage_dtype: str
+    storage_dtype: FeatureDtype
     key_payload: dict[str, Any]
 
     @classmethod
     def open(
-        cls, root: str | os.PathLike[str], kind: str, key_payload: dict[str, Any], storage_dtype: str = "float16"
+        cls,
+        root: str | os.PathLike[str],
+        kind: str,
+        key_payload: dict[str, Any],
+        storage_dtype: FeatureDtype | str = FeatureDtype.float16,
     ) -> "FrozenFeatureStore":
         """The store for `key_payload` under `<root>/<kind>-<key hash>/` (created, with its key record)."""
-        if storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"frozen-feature storage dtype {storage_dtype!r}: must be one of {sorted(STORAGE_DTYPES)}")
+        storage_dtype = to_enum(FeatureDtype, storage_dtype, "compute.frozen_feature_dtype")
         if not kind.isidentifier():
             raise ValueError(f"frozen-feature store kind {kind!r} must be a plain identifier")
         payload = {**key_payload, "storage_dtype": storage_dtype, "format_version": CACHE_FORMAT_VERSION, "kind": kind}

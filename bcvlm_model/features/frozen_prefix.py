@@ -47,9 +47,9 @@ def plan_frozen_prefix(model: nn.Module, reports_augmented: bool = False) -> Fro
 
     With `reports_augmented` the text side is not cached (its input changes every epoch)."""
     backbone = getattr(model, "image_backbone", None)
+    # A wholly frozen backbone (the DP default: only fusion and heads train) caches every stage: the prefix output
+    # is the last stage's, and the fusion reads only the cached taps.
     first_trainable = backbone.first_trainable_stage() if backbone is not None else 0
-    if backbone is not None and first_trainable == len(backbone.stages):
-        first_trainable = 0  # a wholly frozen backbone is not a BreastVLM training setup: keep the plain path
     taps = sum(1 for index in backbone.taps if index < first_trainable) if backbone is not None else 0
     text = getattr(model, "text_encoder", None)
     text_cached = (

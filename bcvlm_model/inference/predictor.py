@@ -21,7 +21,7 @@ from bcvlm_model.inference.gradcam import GradCAM, save_overlay_png
 from bcvlm_model.inference.heatmaps import heatmap_path, image_encoder_last_stage
 from bcvlm_model.inference.operating_point import read_thresholds
 from bcvlm_model.inference.results import SkippedFile
-from bcvlm_model.model_config import PACKAGE_DEFAULT
+from bcvlm_model.model_inputs import MODEL_INPUT_KEYS
 
 IMAGE_COLUMNS: tuple[str, ...] = (
     "exam_id",
@@ -37,13 +37,6 @@ IMAGE_COLUMNS: tuple[str, ...] = (
     "manufacturer",
 )
 """Manifest-derived columns copied into every per-image result row (when present)."""
-
-
-def tokenizer_folder(model_cfg: Any, text_cfg: Any) -> str:
-    """Tokenizer for checkpoints without their own copy: the text config's folder, else the text encoder's folder."""
-    if getattr(text_cfg, "tokenizer", PACKAGE_DEFAULT) != PACKAGE_DEFAULT:
-        return str(text_cfg.tokenizer)
-    return str(model_cfg.text_encoder.path)
 
 
 class _ItemsOrRejections(Dataset):
@@ -83,7 +76,7 @@ class CheckpointPredictor:
 
     def __init__(self, checkpoint_dir: str | os.PathLike[str], device: str = "auto", allow_bf16: bool = True) -> None:
         from bcvlm_model.checkpoint import load_checkpoint
-        from bcvlm_model.text.collator import ReportCollator
+        from bcvlm_model.text.collator_factory import build_report_collator
 
         self.checkpoint_dir = Path(checkpoint_dir)
         if not self.checkpoint_dir.is_dir():
@@ -96,21 +89,15 @@ class CheckpointPredictor:
         self.text_cfg = loaded.text_cfg
         self.extra = dict(loaded.extra or {})
         self.thresholds = read_thresholds(self.extra)
-        # The model's own autocast flag follows the device: bf16 on a GPU, fp32 on CPU.
-        if hasattr(self.model, "cfg"):
-            self.model.cfg.autocast_bf16 = self.inference_device.bf16
-        tokenizer = getattr(loaded, "tokenizer_dir", None) or tokenizer_folder(self.model_cfg, self.text_cfg)
-        self.collator = ReportCollator(self.text_cfg, tokenizer_dir=str(tokenizer), train=False)
+        self.collator = build_report_collator(
+            self.text_cfg, self.model_cfg, train=False, tokenizer_dir=getattr(loaded, "tokenizer_dir", None)
+        )
 
     def _forward(self, batch: dict[str, Any]) -> torch.Tensor:
         device = self.inference_device.device
-        return self.model(
-            batch["image"].to(device),
-            batch["input_ids"].to(device),
-            batch["attention_mask"].to(device),
-            batch["token_type_ids"].to(device),
-            batch["position_ids"].to(device),
-        )
+        # Precision follows the device: bf16 autocast on a GPU that supports it, fp32 on CPU.
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.inference_device.bf16):
+            return self.model(*(batch[key].to(device) for key in MODEL_INPUT_KEYS))
 
     def _predict_batch(
         self, batch: dict[str, Any], cam: GradCAM | None, task_index: int

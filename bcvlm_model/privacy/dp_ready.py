@@ -12,8 +12,7 @@ from torch import nn
 from bcvlm_model.encoders.norms import disable_inplace
 from bcvlm_model.encoders.text_encoder import set_text_trainable_layers
 from bcvlm_model.losses import masked_multitask_bce
-
-MODEL_INPUT_KEYS: tuple[str, ...] = ("image", "input_ids", "attention_mask", "token_type_ids", "position_ids")
+from bcvlm_model.model_inputs import MODEL_INPUT_KEYS
 
 
 class DPCompatibilityError(ValueError):

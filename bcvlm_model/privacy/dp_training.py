@@ -25,6 +25,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from opacus import PrivacyEngine
 from opacus.accountants import create_accountant
@@ -34,8 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
+from bcvlm_model.config_io import to_enum
 from bcvlm_model.data.patient_records import RECORD_INDEX, PatientRecords
-from bcvlm_model.privacy.accountants import ACCOUNTANTS
+from bcvlm_model.privacy.accountants import Accountant
 from bcvlm_model.privacy.dp_randomness import dp_generators
 
 RDP_ALPHAS: tuple[float, ...] = (1.05, 1.1, 1.25, 1.5, 1.75, *range(2, 65), 80, 96, 128, 256)
@@ -54,15 +56,14 @@ class DPTrainState:
     noise_multiplier: float
     max_grad_norm: float
     delta: float
-    accountant: str = "rdp"
+    accountant: Accountant = Accountant.rdp
     accountant_state: dict[str, Any] | None = field(default=None)
     insecure_seed: int | None = None
     """Derive sampling and noise from this seed (simulation only: anyone who knows it can strip the noise).
     None = secret seeds from the OS CSPRNG for every call."""
 
     def __post_init__(self) -> None:
-        if self.accountant not in ACCOUNTANTS:
-            raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got '{self.accountant}'")
+        self.accountant = to_enum(Accountant, self.accountant, "accountant")
         if not self.noise_multiplier > 0:
             raise ValueError(f"noise_multiplier must be > 0, got {self.noise_multiplier}")
         if not self.max_grad_norm > 0:
@@ -138,7 +139,9 @@ def noise_multiplier_for_remaining_budget(
     if epsilon_of_history(state, delta, accountant) >= target_epsilon:
         return None
     fits = _fits_budget(state, target_epsilon, delta, accountant, sample_rate, remaining_steps)
-    high = noise_multiplier_for_budget(target_epsilon, delta, sample_rate, remaining_steps, accountant)
+    # Bracket from 1.0 and bisect: each probe is one accounting pass, which dominates a site's round set-up (Opacus'
+    # fractional orders are a Python series), so no separate search for a starting point.
+    high = 1.0
     while not fits(high):
         high *= 2.0
         if high > 2.0 * max_noise_multiplier:
@@ -163,20 +166,36 @@ def _fits_budget(
         return lambda sigma: projected_epsilon(state, delta, accountant, sigma, sample_rate, steps) <= target_epsilon
     from opacus.accountants.analysis import rdp as rdp_analysis
 
-    orders = list(RDP_ALPHAS)
-    history_rdp = sum(
-        rdp_analysis.compute_rdp(q=rate, noise_multiplier=sigma, steps=count, orders=orders)
-        for sigma, rate, count in (state or {}).get("history", [])
-    )
+    history_rdp = _history_rdp((state or {}).get("history", []))
 
     def fits(sigma: float) -> bool:
-        total = history_rdp + rdp_analysis.compute_rdp(
-            q=sample_rate, noise_multiplier=sigma, steps=steps, orders=orders
-        )
-        epsilon, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=total, delta=delta)
+        total = history_rdp + steps * _one_step_rdp(float(sample_rate), float(sigma))
+        epsilon, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ALPHAS), rdp=total, delta=delta)
         return float(epsilon) <= target_epsilon
 
     return fits
+
+
+@functools.lru_cache(maxsize=4096)
+def _one_step_rdp(sample_rate: float, noise_multiplier: float) -> np.ndarray:
+    """Renyi divergences at RDP_ALPHAS of one subsampled Gaussian step (Opacus' `compute_rdp` with steps=1).
+
+    RDP composes additively and `compute_rdp` is exactly steps x this, so a history is a weighted sum of cached
+    rows: the fractional orders are a slow Python series, and a round's set-up asks for the same (rate, sigma)
+    pairs many times (budget check, noise search, ledger)."""
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
+    row = rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(RDP_ALPHAS))
+    row.setflags(write=False)
+    return row
+
+
+def _history_rdp(history: list) -> np.ndarray:
+    """Summed Renyi divergences of an accountant history [[sigma, rate, steps], ...]."""
+    total = np.zeros(len(RDP_ALPHAS))
+    for sigma, rate, count in history:
+        total = total + int(count) * _one_step_rdp(float(rate), float(sigma))
+    return total
 
 
 def accountant_state_to_json(state: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -202,6 +221,15 @@ def epsilon_of_history(state: dict[str, Any] | None, delta: float, accountant: s
     """Epsilon spent by the recorded history (0.0 for none)."""
     if state is None or not state.get("history"):
         return 0.0
+    if accountant == "rdp":  # what Opacus' RDPAccountant.get_epsilon computes, from the cached per-step rows
+        from opacus.accountants.analysis import rdp as rdp_analysis
+
+        if state.get("mechanism", accountant) != accountant:
+            raise ValueError(f"accountant state is for '{state.get('mechanism')}', not '{accountant}'")
+        epsilon, _ = rdp_analysis.get_privacy_spent(
+            orders=list(RDP_ALPHAS), rdp=_history_rdp(state["history"]), delta=delta
+        )
+        return float(epsilon)
     return float(_accountant_from_state(accountant, state).get_epsilon(delta, **_epsilon_kwargs(accountant)))
 
 

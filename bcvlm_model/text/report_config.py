@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
+from bcvlm_model.config_io import ConfigError, to_enum
 from bcvlm_model.model_config import PACKAGE_DEFAULT
 
 TEMPLATE_VERSION = "1.0"
@@ -24,6 +26,15 @@ SITE_IDENTIFYING_FIELDS: tuple[str, ...] = ("manufacturer", "manufacturer_model"
 """Fields that name the hospital, its vendor or its unit; `drop_site_fields` removes them from the report text."""
 
 
+class MissingPolicy(StrEnum):
+    """Values of `text.missing`: how a missing value appears in the report."""
+
+    say = "say"
+    """Rendered as "not recorded"."""
+    omit = "omit"
+    """The phrase is left out."""
+
+
 @dataclass
 class TextConfig:
     """How a manifest row becomes the short report the text encoder reads."""
@@ -34,8 +45,8 @@ class TextConfig:
     """Manifest columns to render, grouped into sections patient / exam / breast by the template."""
     allow_label_fields: bool = False
     """Allow fields that the leakage guard refuses (label/outcome columns). Only for leakage experiments."""
-    missing: str = "say"
-    """Missing values: "say" renders "not recorded", "omit" leaves the phrase out."""
+    missing: MissingPolicy = MissingPolicy.say
+    """Missing values (see MissingPolicy)."""
     omit_missing_fields: list[str] = field(default_factory=lambda: ["density"])
     """Fields left out when missing even if missing="say" (density is training-only in RSNA data)."""
     paraphrase: bool = True
@@ -51,6 +62,11 @@ class TextConfig:
     drop_site_fields: bool = False
     """Ablation: leave SITE_IDENTIFYING_FIELDS out of the report even when listed in `fields`. They identify the
     hospital, so a model can read a site's prevalence from them: a pooled-AUC shortcut that does not rank cases."""
+
+    def __post_init__(self) -> None:
+        self.missing = to_enum(MissingPolicy, self.missing, "text.missing")
+        if not 0.0 <= self.mask_probability <= 1.0:
+            raise ConfigError(f"key 'text.mask_probability': must be in [0, 1], got {self.mask_probability}")
 
 
 ReportTemplateConfig = TextConfig

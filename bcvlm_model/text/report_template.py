@@ -146,10 +146,6 @@ class ReportTemplate:
             raise ValueError(
                 f"text.template_version={cfg.template_version!r} but this code renders template {TEMPLATE_VERSION!r}"
             )
-        if cfg.missing not in ("say", "omit"):
-            raise ValueError(f"text.missing={cfg.missing!r}: must be 'say' or 'omit'")
-        if not 0.0 <= cfg.mask_probability <= 1.0:
-            raise ValueError(f"text.mask_probability={cfg.mask_probability} must be in [0, 1]")
         check_report_fields(cfg.fields, cfg.allow_label_fields)
         self.cfg = cfg
         self.fields = [name for name in cfg.fields if not (cfg.drop_site_fields and name in SITE_IDENTIFYING_FIELDS)]

@@ -11,15 +11,10 @@ from torch.utils.data import DataLoader
 from bcvlm_model.data.dataset import MammographyDataset
 from bcvlm_model.data.patient_records import PatientRecordCollator, PatientRecords, records_per_batch
 from bcvlm_model.data.preprocess_config import PreprocessConfig
-from bcvlm_model.model_config import PACKAGE_DEFAULT, ModelConfig
+from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.privacy.privacy_unit import PrivacyUnit
-from bcvlm_model.text import ReportCollator, TextConfig
-
-
-def tokenizer_folder(text: TextConfig, model_cfg: ModelConfig) -> str | None:
-    """The tokenizer folder: the model's text encoder when the text config says "package-default", else the
-    text config's own choice (None)."""
-    return model_cfg.text_encoder.path if text.tokenizer == PACKAGE_DEFAULT else None
+from bcvlm_model.text import TextConfig
+from bcvlm_model.text.collator_factory import build_report_collator
 
 
 def build_loader(
@@ -44,7 +39,7 @@ def build_loader(
     The DP wrapper (`make_private`) replaces the shuffle with Poisson sampling of those items.
     """
     images = MammographyDataset(rows.reset_index(drop=True), preprocess, cache_dir, decode_on_the_fly=decode_on_the_fly)
-    collate = ReportCollator(text, tokenizer_dir=tokenizer_folder(text, model_cfg), train=train, seed=seed)
+    collate = build_report_collator(text, model_cfg, train=train, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     if train and privacy_unit is PrivacyUnit.patient:
         records = PatientRecords(images, images.manifest["patient_id"].tolist())

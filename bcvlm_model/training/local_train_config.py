@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+from bcvlm_model.config_io import ConfigError, to_enum
+
+
+class Optimizer(StrEnum):
+    """Values of `local_train.optimizer` (and `pretrain.optimizer` in a simulation)."""
+
+    adamw = "adamw"
+    sgd = "sgd"
 
 
 @dataclass
@@ -16,16 +24,15 @@ class LocalTrainConfig:
 
     local_steps: int = 0
     """Optimizer steps per call; 0 = one pass over the loader (len(loader) steps)."""
-    optimizer: str = "adamw"
+    optimizer: Optimizer = Optimizer.adamw
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     momentum: float = 0.9
     """SGD momentum (ignored by AdamW)."""
 
     def __post_init__(self) -> None:
+        self.optimizer = to_enum(Optimizer, self.optimizer, "local_train.optimizer")
         if self.local_steps < 0:
-            raise ValueError(f"local_steps must be >= 0, got {self.local_steps}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got '{self.optimizer}'")
+            raise ConfigError(f"key 'local_train.local_steps': must be >= 0, got {self.local_steps}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise ConfigError(f"key 'local_train.learning_rate': must be > 0, got {self.learning_rate}")

@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 from bcvlm_model import TASKS
 from bcvlm_model.data.patient_records import RECORD_INDEX
 from bcvlm_model.losses import masked_multitask_bce
+from bcvlm_model.model_inputs import MODEL_INPUT_KEYS
 from bcvlm_model.privacy.dp_training import DPTrainState, make_private
-from bcvlm_model.training.local_train_config import LocalTrainConfig
+from bcvlm_model.training.local_train_config import LocalTrainConfig, Optimizer
 
-MODEL_INPUTS: tuple[str, ...] = ("image", "input_ids", "attention_mask", "token_type_ids", "position_ids")
 """Keys of a collated batch passed to the model, in forward-argument order."""
 
 
@@ -59,12 +59,12 @@ def _masked_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "m
 
 def model_input_keys(model: nn.Module) -> tuple[str, ...]:
     """Batch keys the model reads, in forward-argument order: its `input_keys` (a `FrozenFeatureModel` reads cached
-    prefix outputs) or MODEL_INPUTS."""
-    return tuple(getattr(model, "input_keys", MODEL_INPUTS))
+    prefix outputs) or MODEL_INPUT_KEYS."""
+    return tuple(getattr(model, "input_keys", MODEL_INPUT_KEYS))
 
 
 def model_inputs(
-    batch: Mapping[str, Any], device: torch.device, keys: tuple[str, ...] = MODEL_INPUTS
+    batch: Mapping[str, Any], device: torch.device, keys: tuple[str, ...] = MODEL_INPUT_KEYS
 ) -> dict[str, torch.Tensor]:
     """The model's input tensors of a collated batch, moved to `device` (NCHW-contiguous images)."""
     missing = [key for key in keys if key not in batch]
@@ -94,12 +94,10 @@ def _cycle(loader: DataLoader) -> Iterator[Any]:
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: LocalTrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named in `cfg` over `params`."""
-    if cfg.optimizer == "adamw":
+    """The optimizer named in `cfg` over `params` (LocalTrainConfig has checked the name)."""
+    if cfg.optimizer is Optimizer.adamw:
         return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer '{cfg.optimizer}'")
+    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def proximal_pairs(

@@ -22,6 +22,7 @@ from bcvlm_client.cli import (
 from bcvlm_client.flower_process import FlowerProcess, flower_environment
 from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
+from bcvlm_model.offline_env import OFFLINE_ENV_DEFAULTS
 from bcvlm_server.certs import create_certificates, create_site_key
 from bcvlm_testing.federation_sites import make_site, ready_site_fields
 
@@ -185,6 +186,7 @@ def test_supernode_command_carries_the_site_settings(site_yaml: Path) -> None:
     env = flower_environment(launch.flwr_home)
     assert env["FLWR_TELEMETRY_ENABLED"] == "0"
     assert env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+    assert {key: env[key] for key in OFFLINE_ENV_DEFAULTS} == OFFLINE_ENV_DEFAULTS
     assert env["FLWR_HOME"] == str(Path(cfg.state_dir) / "flwr_home")
 
 

@@ -57,3 +57,23 @@ def test_site_auc_is_released_only_above_the_minimum() -> None:
     scores, labels = _cohort(60)
     assert releasable_site_auc(scores, labels, min_cases=int(labels.sum()) + 1) is None
     assert releasable_site_auc(scores, labels, min_cases=5) == pytest.approx(exact_auc(scores, labels))
+
+
+def test_merged_cells_stay_narrow() -> None:
+    # six cases near 0.00 and six near 0.50, cells of >= 4: merging left to right would cut after the fourth low case
+    # and carry the other two low cases up to 0.50; the narrowest cells keep each group where it is.
+    scores = np.concatenate([np.arange(6) / 1000, 0.5 + np.arange(6) / 1000]) + 0.0001
+    labels = np.tile([0.0, 1.0], 6)
+    released = release_histogram(score_histogram(scores, labels, 1000), max_bins=1000, min_cell_count=4)
+    low_cases = int(released.positives[:250].sum() + released.negatives[:250].sum())
+    assert low_cases == 6
+
+
+def test_cell_boundaries_do_not_depend_on_the_labels() -> None:
+    scores, labels = _cohort(120, seed=3)
+    flipped = 1 - labels
+    released = release_histogram(score_histogram(scores, labels, 1000), max_bins=1000, min_cell_count=5)
+    released_flipped = release_histogram(score_histogram(scores, flipped, 1000), max_bins=1000, min_cell_count=5)
+    np.testing.assert_array_equal(
+        released.positives + released.negatives, released_flipped.positives + released_flipped.negatives
+    )

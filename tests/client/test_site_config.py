@@ -80,3 +80,21 @@ def test_no_cache_needs_decoding_on_the_fly_allowed_explicitly(tmp_path, valid) 
         load_site_config(_write(tmp_path, valid))
     valid["data"]["decode_on_the_fly"] = True
     assert load_site_config(_write(tmp_path, valid)).data.decode_on_the_fly is True
+
+
+def test_a_bad_accountant_fails_at_load_naming_the_key_and_the_allowed_values(tmp_path, valid) -> None:
+    valid["privacy"]["accountant"] = "gdp"
+    with pytest.raises(ConfigError, match=r"key 'privacy.accountant'.*'gdp'.*rdp, prv"):
+        load_site_config(_write(tmp_path, valid))
+
+
+def test_an_unknown_model_kind_in_the_limits_fails_at_load(tmp_path, valid) -> None:
+    valid["limits"] = {"model_kinds": ["vlm", "resnet"]}
+    with pytest.raises(ConfigError, match=r"limits.model_kinds.*'resnet'.*vlm, image_only, text_only, late_concat"):
+        load_site_config(_write(tmp_path, valid))
+
+
+def test_an_out_of_range_batch_size_fails_at_load_naming_the_key(tmp_path, valid) -> None:
+    valid["compute"] = {"batch_size": 0}
+    with pytest.raises(ConfigError, match=r"key 'compute.batch_size': must be >= 1, got 0"):
+        load_site_config(_write(tmp_path, valid))

@@ -14,7 +14,6 @@ from bcvlm_model.config_io import load_config
 from bcvlm_model.data.prepare_cli import PrepareConfig
 from bcvlm_server.certs import create_certificates, create_site_key
 from bcvlm_server.deployment_config import ServerDeploymentConfig, load_deployment_config
-from bcvlm_server.server_config import validate_server_config
 
 SITE_CONFIGS = Path(__file__).resolve().parents[2] / "site_configs"
 SITE_LAYOUTS = {
@@ -70,8 +69,7 @@ def test_site_example_loads_for_deployment_once_its_files_exist(site: str, tmp_p
 
 
 def test_server_example_validates_and_loads_once_certificates_exist(tmp_path: Path) -> None:
-    cfg = load_config(ServerDeploymentConfig, SITE_CONFIGS / "server.example.yaml")
-    validate_server_config(cfg.federation)
+    cfg = load_config(ServerDeploymentConfig, SITE_CONFIGS / "server.example.yaml")  # checks the federation too
     assert cfg.federation.secagg.enabled is True
     assert cfg.superlink.port == 9443
     assert cfg.federation.min_sites < len(cfg.sites)  # the quorum survives a lost site

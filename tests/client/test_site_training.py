@@ -159,3 +159,20 @@ def test_evaluation_replies_keep_the_site_bounds_whatever_bins_the_server_asks(t
     histogram = decode_histogram(metrics["hist_malignancy"], 100_000)
     cells = (histogram.positives + histogram.negatives)[(histogram.positives + histogram.negatives) > 0]
     assert 0 < len(cells) <= 4 and (cells >= 6).all() and cells.sum() == metrics["cases_malignancy"] == 30
+
+
+def test_evaluation_from_the_frozen_feature_cache_releases_what_the_plain_model_does(tmp_path, global_arrays) -> None:
+    released = {}
+    for cache_on in (True, False):
+        site_yaml = make_site(tmp_path / str(cache_on), "site", n_test=30)
+        config = yaml.safe_load(site_yaml.read_text())
+        config["compute"]["frozen_feature_cache"] = cache_on
+        config["compute"]["frozen_feature_dtype"] = "float32"
+        site_yaml.write_text(yaml.safe_dump(config))
+        site = load_site_config(site_yaml)
+        histograms, metrics = site_trainer_factory(site).released_evaluation(global_arrays, settings())
+        assert (Path(site.state_dir) / "frozen_features").exists() is cache_on
+        released[cache_on] = (histograms, metrics)
+    assert released[True][1] == released[False][1]
+    for task, histogram in released[True][0].items():
+        assert histogram == released[False][0][task]

@@ -73,7 +73,6 @@ def model_factory() -> Callable[[str], torch.nn.Module]:
                         weights="none",
                         trainable_stages=-1,
                         feature_stages=[-1],
-                        vit_img_size=[TINY_HEIGHT, TINY_WIDTH],
                     ),
                 )
             )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.checkpoint import load_checkpoint, save_checkpoint
 from bcvlm_model.data.preprocess_config import PreprocessConfig
-from bcvlm_model.privacy.dp_ready import MODEL_INPUT_KEYS
+from bcvlm_model.model_inputs import MODEL_INPUT_KEYS
 from bcvlm_model.text import TEMPLATE_VERSION, TextConfig
 
 
@@ -41,6 +43,21 @@ def test_round_trip_gives_identical_outputs(tmp_path, model_factory, tiny_batch:
 def test_missing_files_are_clear_errors(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_written_with_the_removed_model_settings_still_loads(tmp_path, model_factory) -> None:
+    model = model_factory("image_only").eval()
+    save_checkpoint(tmp_path, model, model.cfg, PreprocessConfig(image_height=128, image_width=64), TextConfig())
+    config = read_json(tmp_path / "config.json")
+    config["model"]["autocast_bf16"] = False
+    config["model"]["image_encoder"]["vit_img_size"] = [2048, 1024]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = load_checkpoint(tmp_path).model_cfg
+    assert (loaded.kind, loaded.image_encoder, loaded.fusion) == (
+        model.cfg.kind,
+        model.cfg.image_encoder,
+        model.cfg.fusion,
+    )
 
 
 def test_drop_site_fields_travels_in_the_checkpoint(tmp_path, model_factory) -> None:

@@ -89,3 +89,16 @@ def test_a_budget_left_only_for_useless_noise_counts_as_spent() -> None:
     assert 3.99 < epsilon_of_history(history, delta) <= 4.0
     assert noise_multiplier_for_remaining_budget(history, 4.0, delta, rate, 10) is None
     assert noise_multiplier_for_remaining_budget(history, 4.0, delta, rate, 10, max_noise_multiplier=1e6) is not None
+
+
+def test_epsilon_of_a_history_is_what_opacus_rdp_accountant_reports() -> None:
+    from opacus.accountants import RDPAccountant
+
+    from bcvlm_model.privacy.dp_training import RDP_ALPHAS, epsilon_of_history
+
+    history = [(1.3, 0.25, 4), (0.9, 0.05, 20), (1.3, 0.25, 4)]
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    expected = accountant.get_epsilon(1e-5, alphas=list(RDP_ALPHAS))
+    state = {"mechanism": "rdp", "history": [list(entry) for entry in history]}
+    assert epsilon_of_history(state, 1e-5) == pytest.approx(expected, rel=1e-12)

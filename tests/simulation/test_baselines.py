@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
 from torch import nn
 
 from bcvlm_client.run_settings import build_federated_model
+from bcvlm_client.site_config import load_site_config
+from bcvlm_model.data.manifest import read_manifest
+from bcvlm_model.parameters import get_trainable_state
 from bcvlm_model.privacy.dp_ready import DPReadyConfig
-from bcvlm_simulation.baselines import _model, recipe_from_config
+from bcvlm_simulation.baselines import _model, recipe_from_config, train_reference
 from bcvlm_simulation.config import load_simulation_config
+from bcvlm_testing.federation_sites import make_site, tiny_model_config, tiny_preprocess
 
 
 def _trainable(model: nn.Module) -> set[str]:
@@ -36,3 +41,25 @@ def test_baselines_are_private_only_when_asked() -> None:
     assert recipe_from_config(private, None).privacy == private.site.privacy
     no_dp_model = replace(cfg, server=replace(cfg.server, dp_model=False))
     assert recipe_from_config(no_dp_model, None).dp_ready is None
+
+
+def test_a_baseline_trained_from_the_frozen_feature_cache_matches_the_plain_one(tmp_path) -> None:
+    site_yaml = make_site(tmp_path, "site", n_train=16)
+    site = load_site_config(site_yaml)
+    table = read_manifest(site.data.manifest).query("split == 'train'").reset_index(drop=True)
+    cfg = load_simulation_config("tiny", ["server.dp_trainable.image_trainable_stages=0"])
+    recipe = replace(
+        recipe_from_config(cfg, site.data.cache_dir),
+        preprocess=tiny_preprocess(),
+        rounds=2,
+        frozen_feature_dtype="float32",
+    )
+    model_cfg = tiny_model_config()
+    torch.manual_seed(0)  # the fusion and heads start from the same random initialisation in both runs
+    plain = train_reference(model_cfg, table, replace(recipe, frozen_feature_root=None), 1, "plain")
+    root = tmp_path / "frozen"
+    torch.manual_seed(0)
+    cached = train_reference(model_cfg, table, replace(recipe, frozen_feature_root=str(root)), 1, "cached")
+    assert any(root.rglob("*.npz"))  # the cache was written and read
+    plain_state, cached_state = get_trainable_state(plain), get_trainable_state(cached)
+    assert max(float((plain_state[k] - cached_state[k]).abs().max()) for k in plain_state) < 1e-4

@@ -63,6 +63,18 @@ def test_split_keys_of_real_data_sets_are_checked_at_load() -> None:
         load_simulation_config("simulate", ["split.keep_official=perhaps"])
 
 
+def test_a_bad_enum_override_names_the_key_the_value_and_the_allowed_words() -> None:
+    with pytest.raises(
+        ConfigError, match=r"'fedsgd', expected one of \[fedavg, fedprox.*full_key: server.strategy.name"
+    ):
+        load_simulation_config("tiny", ["server.strategy.name=fedsgd"])
+
+
+def test_an_override_of_a_removed_model_knob_names_it() -> None:
+    with pytest.raises(ConfigError, match=r"Key 'autocast_bf16' not in 'ModelConfig'"):
+        load_simulation_config("tiny", ["server.model.autocast_bf16=true"])
+
+
 def test_the_site_field_ablation_needs_the_centralized_baseline() -> None:
     loaded = load_simulation_config("tiny", ["baselines.no_site_fields=true"])
     assert loaded.baselines.no_site_fields is True

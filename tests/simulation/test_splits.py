@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.split_guard import PatientOverlapError
 from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, SplitError, split_sites, split_summary
 
@@ -162,11 +163,19 @@ def test_mixed_federation_masks_labels_by_source_and_summary_counts() -> None:
     assert summary["patients"].sum() == manifest["patient_id"].nunique()
 
 
-def test_bad_settings_give_clear_errors() -> None:
-    with pytest.raises(SplitError, match="natural_key"):
-        split_sites(rsna_layout_manifest(), SplitConfig(kind="natural", natural_key="hospital"))
-    with pytest.raises(SplitError, match="dirichlet_alpha"):
-        split_sites(rsna_layout_manifest(), SplitConfig(kind="dirichlet", dirichlet_alpha=0.0))
+def test_an_unknown_natural_key_names_the_key_and_the_allowed_values() -> None:
+    with pytest.raises(
+        ConfigError, match=r"key 'split.natural_key': invalid value 'hospital', expected one of site_id"
+    ):
+        SplitConfig(kind="natural", natural_key="hospital")
+
+
+def test_a_dirichlet_split_needs_a_positive_alpha() -> None:
+    with pytest.raises(ConfigError, match="dirichlet_alpha"):
+        SplitConfig(kind="dirichlet", dirichlet_alpha=0.0)
+
+
+def test_too_few_patients_for_the_sites_is_a_split_error() -> None:
     with pytest.raises(SplitError, match="patients"):
         split_sites(rsna_layout_manifest(n_patients=10), SplitConfig(kind="iid", num_sites=50))
 
@@ -244,5 +253,5 @@ def test_natural_small_sites_keep_keeps_them_with_a_warning(caplog) -> None:
 
 
 def test_an_unknown_small_site_policy_is_refused() -> None:
-    with pytest.raises(SplitError, match="natural_small_sites"):
+    with pytest.raises(ConfigError, match=r"key 'split.natural_small_sites': invalid value 'merge'.*drop, keep"):
         SplitConfig(natural_small_sites="merge")

@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+from bcvlm_model.config_io import to_enum
+
+
+class TransferSyntax(StrEnum):
+    """Values of `transfer_syntax`: how the synthetic DICOMs store their pixels."""
+
+    explicit = "explicit"
+    """Uncompressed, explicit VR little endian."""
+    rle = "rle"
+    jpeg2000 = "jpeg2000"
+    """Lossless JPEG 2000."""
 
 
 @dataclass
@@ -24,8 +37,7 @@ class SynthConfig:
     density_effect: float = 0.45
     # Fraction of rows whose density is left empty in train.csv (RSNA: about 46 %).
     density_missing_fraction: float = 0.1
-    # "explicit" (uncompressed little endian), "rle" or "jpeg2000" (lossless).
-    transfer_syntax: str = "explicit"
+    transfer_syntax: TransferSyntax = TransferSyntax.explicit
     workers: int = 1
 
     def __post_init__(self) -> None:
@@ -41,5 +53,4 @@ class SynthConfig:
                 raise ValueError(f"SynthConfig.{name} must be in [0, 1), got {value}")
         if self.lesion_contrast < 0:
             raise ValueError("SynthConfig.lesion_contrast must be >= 0")
-        if self.transfer_syntax not in {"explicit", "rle", "jpeg2000"}:
-            raise ValueError(f"SynthConfig.transfer_syntax: unknown '{self.transfer_syntax}'")
+        self.transfer_syntax = to_enum(TransferSyntax, self.transfer_syntax, "transfer_syntax")

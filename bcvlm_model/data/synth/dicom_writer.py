@@ -19,10 +19,15 @@ from pydicom.uid import (
 )
 
 from bcvlm_model.atomic_io import atomic_write_bytes
+from bcvlm_model.data.synth.config import TransferSyntax
 from bcvlm_model.data.synth.sites import VendorStyle
 
 DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
-TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
+TRANSFER_SYNTAXES = {
+    TransferSyntax.explicit: ExplicitVRLittleEndian,
+    TransferSyntax.rle: RLELossless,
+    TransferSyntax.jpeg2000: JPEG2000Lossless,
+}
 STANDARD_PATIENT_ORIENTATION = {
     ("L", "CC"): ["A", "R"],
     ("R", "CC"): ["P", "L"],
@@ -99,7 +104,9 @@ def add_voi(ds: Dataset, vendor: VendorStyle) -> None:
     ds.VOILUTFunction = {"window": "LINEAR", "sigmoid": "SIGMOID", "linear_exact": "LINEAR_EXACT"}[vendor.voi]
 
 
-def build_dataset(attenuation: np.ndarray, vendor: VendorStyle, tags: ImageTags, transfer_syntax: str) -> Dataset:
+def build_dataset(
+    attenuation: np.ndarray, vendor: VendorStyle, tags: ImageTags, transfer_syntax: TransferSyntax
+) -> Dataset:
     """A complete MG For-Presentation DICOM dataset holding the image in `vendor`'s style."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION
@@ -142,7 +149,7 @@ def build_dataset(attenuation: np.ndarray, vendor: VendorStyle, tags: ImageTags,
         ds.RescaleType = "US"
     add_voi(ds, vendor)
     ds.PixelData = pixels.tobytes()
-    if transfer_syntax != "explicit":
+    if transfer_syntax != TransferSyntax.explicit:
         ds.compress(TRANSFER_SYNTAXES[transfer_syntax], pixels)
     return ds
 

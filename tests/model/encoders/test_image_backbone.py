@@ -49,7 +49,6 @@ def test_vit_backbone_runs_at_a_non_square_resolution() -> None:
         weights="none",
         trainable_stages=-1,
         feature_stages=[5, 11],
-        vit_img_size=[128, 64],
     )
     backbone = build_image_backbone(cfg)
     features = backbone(torch.randn(1, 1, 128, 64))

@@ -11,8 +11,9 @@ from bcvlm_model.features.cached_model import FrozenFeatureModel
 from bcvlm_model.features.frozen_cache import FrozenFeatureStore
 from bcvlm_model.features.frozen_prefix import plan_frozen_prefix
 from bcvlm_model.losses import masked_multitask_bce
+from bcvlm_model.model_inputs import MODEL_INPUT_KEYS
 from bcvlm_model.parameters import federated_parameter_names
-from bcvlm_model.privacy.dp_ready import MODEL_INPUT_KEYS, DPReadyConfig, make_dp_ready
+from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
 from bcvlm_model.text import ReportCollator, TextConfig
 
 HEIGHT, WIDTH = 128, 64  # the model tests' tiny image size (conftest.case_items)

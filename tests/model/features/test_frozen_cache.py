@@ -42,7 +42,7 @@ def test_storage_dtype_is_part_of_the_key(tmp_path) -> None:
 
 
 def test_unknown_storage_dtype_is_refused(tmp_path) -> None:
-    with pytest.raises(ValueError, match="storage dtype 'bfloat16'"):
+    with pytest.raises(ValueError, match=r"invalid value 'bfloat16', expected one of float16, float32"):
         FrozenFeatureStore.open(tmp_path, "image", {}, "bfloat16")
 
 

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bcvlm_model.data.preprocess_config import PreprocessConfig
+from bcvlm_model.features.frozen_prefix import plan_frozen_prefix
 from bcvlm_model.features.training_hook import frozen_feature_training
 from bcvlm_model.parameters import get_trainable_state
 from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
@@ -94,6 +95,16 @@ def _train_both(
 def test_cached_epochs_give_the_plain_update(dp_model, tmp_path, augment) -> None:
     start, plain, cached = _train_both(dp_model, tmp_path, dp=None, augment=augment)
     assert _max_difference(start, plain) > 1e-3  # training moved the parameters
+    assert _max_difference(plain, cached) < 1e-4
+
+
+def test_a_wholly_frozen_backbone_trains_from_the_cache_with_the_plain_update(model_factory, tmp_path) -> None:
+    # the DP setting of the demo: no backbone stage trains, only the fusion and the heads
+    model = make_dp_ready(model_factory("vlm"), DPReadyConfig(image_trainable_stages=0, text_trainable_layers=0))
+    assert plan_frozen_prefix(model).image_first_trainable == len(model.image_backbone.stages)
+    dp = DPTrainState(noise_multiplier=0.3, max_grad_norm=0.05, delta=1e-5, insecure_seed=17)
+    start, plain, cached = _train_both(model, tmp_path, dp=dp, augment=False)
+    assert _max_difference(start, plain) > 1e-3
     assert _max_difference(plain, cached) < 1e-4
 
 

@@ -9,9 +9,9 @@ import torch
 from opacus.grad_sample import GradSampleModule
 
 from bcvlm_model.losses import masked_multitask_bce
+from bcvlm_model.model_inputs import MODEL_INPUT_KEYS
 from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
 from bcvlm_model.privacy.dp_training import RecordDPOptimizer
-from bcvlm_model.training.loops import MODEL_INPUTS
 
 TOLERANCE = 1e-3
 PATIENT_OF_IMAGE = [0, 0, 1, 2, 2, 2]
@@ -31,7 +31,7 @@ def batch(eval_collator, make_items) -> dict:
 
 
 def _inputs(batch: dict, rows: list[int] | slice = slice(None)) -> list[torch.Tensor]:
-    return [batch[key][rows] for key in MODEL_INPUTS]
+    return [batch[key][rows] for key in MODEL_INPUT_KEYS]
 
 
 def _record_optimizer(model: torch.nn.Module, clip: float) -> RecordDPOptimizer:
