@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from bcvlm_model import TASKS
-from bcvlm_model.metrics import exact_auc
 
 
 @dataclass(frozen=True)
@@ -38,36 +37,67 @@ class CaseIndex:
         return cls(index)
 
 
-def _resample(index: CaseIndex, task: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    drawn = {}
-    for site, per_task in index.images_of_patient.items():
-        groups = per_task.get(task, [])
-        if not groups:
-            drawn[site] = np.zeros(0, dtype=np.int64)
-            continue
-        picks = rng.integers(0, len(groups), size=len(groups))
-        drawn[site] = np.concatenate([groups[k] for k in picks])
-    return drawn
+def _patient_counts(index: CaseIndex, task: str, resamples: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per site: how often each patient is drawn in each resample [resamples, patients] (patients with replacement,
+    as many as the site has)."""
+    counts = {
+        site: np.zeros((resamples, len(per_task.get(task, []))))
+        for site, per_task in index.images_of_patient.items()
+        if per_task.get(task)
+    }
+    for row in range(resamples):
+        for site, draws in counts.items():
+            picks = rng.integers(0, draws.shape[1], size=draws.shape[1])
+            draws[row] = np.bincount(picks, minlength=draws.shape[1])
+    return counts
+
+
+def _patient_of_case(groups: list[np.ndarray]) -> np.ndarray:
+    patient = np.empty(sum(len(group) for group in groups), dtype=np.int64)
+    for k, group in enumerate(groups):
+        patient[group] = k
+    return patient
+
+
+def weighted_aucs(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC (ties count 1/2) of each row of `weights` [resamples, cases]: case k counted weights[r, k]
+    times, which is the AUC of the resample that holds those copies (NaN without both classes). One sort serves
+    every resample, so a thousand resamples cost about one pass over the cases each."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if len(scores) == 0:
+        return np.full(weights.shape[0], np.nan)
+    order = np.argsort(scores, kind="mergesort")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # one group per tied score
+    weight = weights[:, order]
+    positive = np.add.reduceat(weight * (labels[order] == 1), starts, axis=1)
+    negative = np.add.reduceat(weight * (labels[order] == 0), starts, axis=1)
+    below = np.cumsum(negative, axis=1) - negative
+    pairs = positive.sum(axis=1) * negative.sum(axis=1)
+    wins = (positive * (below + 0.5 * negative)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, wins / pairs, np.nan)
 
 
 def _aucs(
     scores: Mapping[str, Mapping[str, np.ndarray]],
     labels: Mapping[str, Mapping[str, np.ndarray]],
     task: str,
-    rows: Mapping[str, np.ndarray],
-) -> tuple[float, float]:
-    """(pooled AUC, mean per-site AUC) on the selected rows (NaN where undefined)."""
-    pooled_scores, pooled_labels, site_aucs = [], [], []
-    for site, selected in rows.items():
-        site_scores = np.asarray(scores[site][task])[selected]
-        site_labels = np.asarray(labels[site][task])[selected]
-        pooled_scores.append(site_scores)
-        pooled_labels.append(site_labels)
-        value = exact_auc(site_scores, site_labels)
-        if not math.isnan(value):
-            site_aucs.append(value)
-    pooled = exact_auc(np.concatenate(pooled_scores), np.concatenate(pooled_labels)) if pooled_scores else math.nan
-    return pooled, (float(np.mean(site_aucs)) if site_aucs else math.nan)
+    weights: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled AUC, mean per-site AUC) of every resample (NaN where undefined); `weights[site]` [resamples, cases]."""
+    per_site = [weighted_aucs(scores[site][task], labels[site][task], weight) for site, weight in weights.items()]
+    if not per_site:
+        return np.full(0, np.nan), np.full(0, np.nan)
+    pooled = weighted_aucs(
+        np.concatenate([np.asarray(scores[site][task]) for site in weights]),
+        np.concatenate([np.asarray(labels[site][task]) for site in weights]),
+        np.concatenate(list(weights.values()), axis=1),
+    )
+    stacked = np.stack(per_site)
+    defined = (~np.isnan(stacked)).sum(axis=0)
+    mean_site = np.where(defined > 0, np.nansum(stacked, axis=0) / np.maximum(defined, 1), np.nan)
+    return pooled, mean_site
 
 
 def _interval(values: list[float]) -> list[float] | None:
@@ -92,12 +122,18 @@ def bootstrap_intervals(
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     rng = np.random.default_rng(seed)
-    draws: dict[str, dict[str, list[tuple[float, float]]]] = {method: {task: [] for task in TASKS} for method in scores}
+    draws: dict[str, dict[str, list[tuple[float, float]]]] = {method: {} for method in scores}
     for task in TASKS:
-        for _ in range(resamples):
-            rows = _resample(index, task, rng)
-            for method, per_site in scores.items():
-                draws[method][task].append(_aucs(per_site, labels, task, rows))
+        counts = _patient_counts(index, task, resamples, rng)
+        # a case counts as often as its patient is drawn: the AUC of the resample that holds those copies
+        weights = {
+            site: draws[:, _patient_of_case(index.images_of_patient[site][task])] for site, draws in counts.items()
+        }
+        for method, per_site in scores.items():
+            pooled, mean_site = _aucs(per_site, labels, task, weights)
+            if not weights:
+                pooled = mean_site = np.full(resamples, np.nan)
+            draws[method][task] = list(zip(pooled.tolist(), mean_site.tolist()))
     out: dict[str, dict[str, Any]] = {}
     for method in scores:
         entry: dict[str, Any] = {"pooled_auc_ci": {}, "mean_site_auc_ci": {}}
@@ -131,13 +167,30 @@ def method_intervals(
     if not scores_of:
         return {}
     first = next(iter(scores_of.values()))
-    labels = {site: {task: np.asarray(first[site].labels[task]) for task in TASKS} for site in first}
     patients = {
         site: {task: table.loc[table[task].notna(), "patient_id"].to_numpy() for task in TASKS}
         for site, table in test_tables.items()
         if site in first
     }
-    index = CaseIndex.from_patients(patients)
+    return patient_intervals(scores_of, patients, resamples=resamples, seed=seed, reference=reference)
+
+
+def patient_intervals(
+    scores_of: Mapping[str, Mapping[str, Any]],
+    patients: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    resamples: int,
+    seed: int,
+    reference: str = "federated",
+) -> dict[str, dict[str, Any]]:
+    """CIs for every method's cases (`scores_of[method][site]` has `.scores`/`.labels` per task) clustered on
+    `patients[site][task]`, the patient of each case. Cases may be images or breasts: with the same seed and the
+    same patients, every call draws the same patients in every resample."""
+    if not scores_of:
+        return {}
+    first = next(iter(scores_of.values()))
+    labels = {site: {task: np.asarray(first[site].labels[task]) for task in TASKS} for site in first}
+    index = CaseIndex.from_patients({site: patients[site] for site in first})
     scores = {method: {site: per_site[site].scores for site in first} for method, per_site in scores_of.items()}
     return bootstrap_intervals(
         scores, labels, index, resamples=resamples, seed=seed, reference=reference if reference in scores_of else None

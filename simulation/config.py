@@ -83,6 +83,15 @@ class BaselinesConfig:
     """The fusion ablation: image-only model (kind=image_only), centralized on the union of training data."""
     private: bool = False
     """Train the baselines with DP-SGD too (same per-site budget); False = non-private references."""
+    no_site_fields: bool = False
+    """The site-field ablation: the centralized baseline again, with `text.drop_site_fields` (no manufacturer or
+    machine in the report), and its paired difference to `centralized`. Needs `centralized`."""
+
+    def __post_init__(self) -> None:
+        if self.no_site_fields and not self.centralized:
+            raise ValueError(
+                "baselines.no_site_fields=true is compared with the centralized baseline: set baselines.centralized=true"
+            )
 
 
 def _public_synth() -> SynthConfig:

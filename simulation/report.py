@@ -17,12 +17,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bcvlm_model.atomic_io import atomic_write_json, atomic_write_text  # noqa: E402
 from bcvlm_model.privacy.privacy_unit import PrivacyUnit, unit_description  # noqa: E402
 
-METHOD_ORDER = ("federated", "centralized", "local_only", "image_only", "public_pretrained", "oracle")
+METHOD_ORDER = (
+    "federated",
+    "centralized",
+    "local_only",
+    "image_only",
+    "centralized_no_site_fields",
+    "public_pretrained",
+    "oracle",
+)
 METHOD_LABELS = {
     "federated": "federated (VLM, DP + SecAgg+)",
     "centralized": "centralized (union of sites)",
     "local_only": "local-only (each site alone)",
     "image_only": "image-only (fusion ablation)",
+    "centralized_no_site_fields": "centralized without site fields (ablation)",
     "public_pretrained": "public pretraining only (start point)",
     "oracle": "oracle (synthetic latent)",
 }
@@ -232,16 +241,17 @@ def _cell_with_ci(metrics: dict[str, Any], key: str, ci_key: str) -> str:
     return f'<td data-key="{html.escape(key)}">{value} <span class="ci">{_interval_text(interval)}</span></td>'
 
 
-def _methods_table(metrics: dict[str, Any]) -> str:
+def _methods_table(metrics: dict[str, Any], level: str = "") -> str:
+    """Every method's AUCs with CIs; `level` ".breast" reads the breast-level entries instead of the image-level."""
     tasks = metrics["tasks"]
     head = "".join(f"<th>{html.escape(t)} mean per-site AUC [95% CI]</th>" for t in tasks)
     head += "".join(f"<th>{html.escape(t)} pooled AUC [95% CI]</th>" for t in tasks)
     head += "".join(f"<th>{html.escape(t)} minus federated, mean per-site [95% CI]</th>" for t in tasks)
     rows = []
     for method in METHOD_ORDER:
-        if method not in metrics["methods"]:
+        if method not in metrics["methods"] or _lookup_or_none(metrics, f"methods.{method}{level}") is None:
             continue
-        base = f"methods.{method}"
+        base = f"methods.{method}{level}"
         cells = "".join(
             _cell_with_ci(metrics, f"{base}.mean_site_auc.{t}", f"{base}.mean_site_auc_ci.{t}") for t in tasks
         )
@@ -250,6 +260,44 @@ def _methods_table(metrics: dict[str, Any]) -> str:
         note = html.escape(str(metrics["methods"][method].get("note", "")))
         rows.append(f"<tr><th>{html.escape(METHOD_LABELS.get(method, method))}</th>{cells}<td>{note}</td></tr>")
     return f"<table><tr><th>method</th>{head}<th>how</th></tr>{''.join(rows)}</table>"
+
+
+def _breast_section(metrics: dict[str, Any]) -> str:
+    """Breast-level AUCs (the unit RSNA screening is scored on), or nothing for metrics without them."""
+    about = metrics.get("breast_level")
+    if not about:
+        return ""
+    breasts = ", ".join(f"{html.escape(t)} {n}" for t, n in about.get("breasts", {}).items())
+    return (
+        "<h2>Breast-level AUC</h2>"
+        f'<p class="note">One case per breast (patient and side): its score is the mean of its images\' scores, its '
+        f"label the max of their labels; CIs on the same patient resamples as above. Breasts: {breasts}. "
+        f"Images without laterality, each counted as its own breast: {format_number(about.get('images_without_laterality'))}.</p>"
+        + _methods_table(metrics, ".breast")
+    )
+
+
+def _ablation_section(metrics: dict[str, Any]) -> str:
+    """The site-field ablation's paired differences, or nothing when the run did not include it."""
+    if "centralized_no_site_fields" not in metrics["methods"]:
+        return ""
+    tasks = metrics["tasks"]
+    base = "methods.centralized_no_site_fields"
+    head = "".join(
+        f"<th>{html.escape(t)} mean per-site [95% CI]</th><th>{html.escape(t)} pooled [95% CI]</th>" for t in tasks
+    )
+    cells = "".join(
+        _cell_with_ci(metrics, f"{base}.{kind}_minus_centralized.{t}", f"{base}.{kind}_minus_centralized_ci.{t}")
+        for t in tasks
+        for kind in ("mean_site_auc", "pooled_auc")
+    )
+    return (
+        "<h2>Site-field ablation</h2>"
+        '<p class="note">The centralized baseline retrained and scored with <code>manufacturer</code> and '
+        "<code>machine_id</code> left out of the report text (<code>text.drop_site_fields</code>). Those fields name "
+        "the hospital: a drop in pooled AUC with no drop in mean per-site AUC is the site-prevalence shortcut.</p>"
+        f"<table><tr><th>without site fields minus with</th>{head}</tr><tr><th>AUC difference</th>{cells}</tr></table>"
+    )
 
 
 def _ci_only(metrics: dict[str, Any], ci_key: str) -> str:
@@ -334,6 +382,8 @@ method, so a "minus federated" interval is a paired difference). Mean per-site A
 pooled AUC also rewards scores on one scale across hospitals.</p>
 <table>{run_rows}</table><ul class="note">{notes}</ul>
 <h2>Federated vs baselines</h2>{_methods_table(metrics)}
+{_breast_section(metrics)}
+{_ablation_section(metrics)}
 <h2>Per-site test AUC (final)</h2>{_site_table(metrics)}
 <h2>Per round</h2>{_rounds_table(metrics)}
 <h2>Plots</h2>{images}

@@ -33,6 +33,7 @@ from bcvlm_simulation.baseline_checkpoints import (
 )
 from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
 from bcvlm_simulation.bootstrap import method_intervals
+from bcvlm_simulation.breast_level import breast_level_metrics
 from bcvlm_simulation.cohort import load_cohort
 from bcvlm_simulation.config import SimulationConfig
 from bcvlm_simulation.evaluation import SiteScores, oracle_scores_on_sites, score_model_on_sites, summarise_method
@@ -46,6 +47,11 @@ from bcvlm_simulation.federation import (
 from bcvlm_simulation.pretrain import pretrain_on_public
 from bcvlm_simulation.report import build_report
 from bcvlm_simulation.round_metrics import final_checkpoint_dir, read_round_metrics
+from bcvlm_simulation.site_field_ablation import (
+    ablation_differences,
+    ablation_text,
+    train_and_score_without_site_fields,
+)
 from bcvlm_simulation.splits import SITE_COLUMN, site_names, split_sites, split_summary
 
 
@@ -136,6 +142,11 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         raise SimulationError(f"{run_dir} already holds a finished run; pick another run_dir or set overwrite=true")
     if cfg.pretrain.enabled and cfg.server.init_checkpoint:
         raise SimulationError("pretrain.enabled=true and server.init_checkpoint are both set: pick one start")
+    if cfg.baselines.no_site_fields:
+        try:
+            ablation_text(cfg.server.text)
+        except ValueError as exc:
+            raise SimulationError(str(exc)) from exc
     for stale in ("federated", "sites", "node_map", BASELINES_DIR):
         if (run_dir / stale).exists() and cfg.overwrite:
             shutil.rmtree(run_dir / stale)
@@ -280,6 +291,20 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             "image_only", image_only, image_cfg, vals, run_dir / BASELINES_DIR / "image_only"
         )
         methods["image_only"]["note"] = f"kind=image_only, centralized, same epochs, {privacy_note}"
+    ablation_seconds = None
+    if cfg.baselines.no_site_fields:
+        print("[simulate] baseline: centralized without site fields (site-field ablation)", flush=True)
+        ablation_started = time.perf_counter()
+        methods["centralized_no_site_fields"] = summarised(
+            "centralized_no_site_fields",
+            train_and_score_without_site_fields(
+                server.model, trains, tests, recipe, server.preprocess, server.text, cache_dir, batch
+            ),
+        )
+        ablation_seconds = round(time.perf_counter() - ablation_started, 1)
+        methods["centralized_no_site_fields"]["note"] = (
+            f"centralized, report text without manufacturer/machine (text.drop_site_fields), {privacy_note}"
+        )
     if init_checkpoints:
         print("[simulate] scoring the public pretrained model (where every method started)", flush=True)
         public = load_checkpoint(init_checkpoints[server.model.kind])
@@ -293,6 +318,16 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     print(f"[simulate] patient-clustered bootstrap: {cfg.bootstrap_resamples} resamples", flush=True)
     for name, intervals in method_intervals(scores_of, tests, cfg.bootstrap_resamples, cfg.seed).items():
         methods[name].update(intervals)
+    if "centralized_no_site_fields" in methods:
+        methods["centralized_no_site_fields"].update(
+            ablation_differences(scores_of, methods, tests, cfg.bootstrap_resamples, cfg.seed)
+        )
+    print("[simulate] breast-level AUCs (mean score per patient and side) and their bootstrap", flush=True)
+    breast_methods, breast_cases = breast_level_metrics(
+        scores_of, tests, n_bins=n_bins, resamples=cfg.bootstrap_resamples, seed=cfg.seed
+    )
+    for name, breast in breast_methods.items():
+        methods[name]["breast"] = breast
 
     metrics = {
         "tasks": list(TASKS),
@@ -300,6 +335,10 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         "rounds": rounds,
         "methods": methods,
         "split_summary": summary.to_dict("records"),
+        "breast_level": {
+            **breast_cases,
+            "case": "one breast = (patient, laterality): score = mean of its images' scores, label = max of their labels",
+        },
         "run": {
             "run_dir": str(run_dir),
             "seed": cfg.seed,
@@ -320,6 +359,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
                 if init_checkpoints
                 else "off"
             ),
+            "site_field_ablation_wall_time_s": ablation_seconds,
             "wall_time_s": round(time.perf_counter() - started, 1),
         },
         "notes": [

@@ -167,7 +167,7 @@ class CheckpointPredictor:
             record = {column: row[column] for column in IMAGE_COLUMNS if column in row.index}
             record["report"] = reports[position]
             record["metadata_not_recorded"] = ",".join(
-                name for name in self.text_cfg.fields if item["metadata"].get(name) is None
+                name for name in self.collator.template.fields if item["metadata"].get(name) is None
             )
             for column, task in enumerate(TASKS):
                 record[f"p_{task}"] = float(probabilities[position, column])

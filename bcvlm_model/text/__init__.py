@@ -2,7 +2,13 @@
 
 from bcvlm_model.text.collator import ReportCollator
 from bcvlm_model.text.leakage_guard import LeakageError, check_report_fields, leakage_reason
-from bcvlm_model.text.report_config import DEFAULT_REPORT_FIELDS, TEMPLATE_VERSION, ReportTemplateConfig, TextConfig
+from bcvlm_model.text.report_config import (
+    DEFAULT_REPORT_FIELDS,
+    SITE_IDENTIFYING_FIELDS,
+    TEMPLATE_VERSION,
+    ReportTemplateConfig,
+    TextConfig,
+)
 from bcvlm_model.text.report_template import NOT_RECORDED, ReportTemplate, render_report
 
 __all__ = [
@@ -12,6 +18,7 @@ __all__ = [
     "ReportCollator",
     "ReportTemplate",
     "ReportTemplateConfig",
+    "SITE_IDENTIFYING_FIELDS",
     "TEMPLATE_VERSION",
     "TextConfig",
     "check_report_fields",

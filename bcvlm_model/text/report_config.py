@@ -22,6 +22,9 @@ DEFAULT_REPORT_FIELDS: tuple[str, ...] = (
 )
 """Manifest columns rendered by default (density only when present, unless missing="say")."""
 
+SITE_IDENTIFYING_FIELDS: tuple[str, ...] = ("manufacturer", "manufacturer_model", "machine_id", "site_id", "source")
+"""Fields that name the hospital, its vendor or its unit; `drop_site_fields` removes them from the report text."""
+
 
 class MissingPolicy(StrEnum):
     """Values of `text.missing`: how a missing value appears in the report."""
@@ -56,6 +59,9 @@ class TextConfig:
     """Token budget (truncation length) for the report."""
     tokenizer: str = PACKAGE_DEFAULT
     """Tokenizer folder; PACKAGE_DEFAULT = the text encoder's folder (all-MiniLM-L6-v2 by default)."""
+    drop_site_fields: bool = False
+    """Ablation: leave SITE_IDENTIFYING_FIELDS out of the report even when listed in `fields`. They identify the
+    hospital, so a model can read a site's prevalence from them: a pooled-AUC shortcut that does not rank cases."""
 
     def __post_init__(self) -> None:
         self.missing = to_enum(MissingPolicy, self.missing, "text.missing")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from bcvlm_model.text.leakage_guard import check_report_fields
-from bcvlm_model.text.report_config import TEMPLATE_VERSION, TextConfig
+from bcvlm_model.text.report_config import SITE_IDENTIFYING_FIELDS, TEMPLATE_VERSION, TextConfig
 
 NOT_RECORDED = "not recorded"
 SECTIONS: tuple[str, ...] = ("patient", "exam", "breast")
@@ -148,12 +148,14 @@ class ReportTemplate:
             )
         check_report_fields(cfg.fields, cfg.allow_label_fields)
         self.cfg = cfg
+        self.fields = [name for name in cfg.fields if not (cfg.drop_site_fields and name in SITE_IDENTIFYING_FIELDS)]
+        """The fields rendered: `cfg.fields` less the site-identifying ones under `drop_site_fields`."""
 
     def render(self, metadata: Mapping[str, Any], rng: random.Random | None = None) -> str:
         """Render `metadata`; with `rng` apply training augmentation (paraphrase, shuffle, field masking)."""
         cfg = self.cfg
         by_section: dict[str, list[str]] = {name: [] for name in SECTIONS}
-        for field_name in cfg.fields:
+        for field_name in self.fields:
             spec = _phrases_for(field_name)
             value = metadata.get(field_name)
             missing = is_missing(value)

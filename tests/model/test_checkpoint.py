@@ -58,3 +58,11 @@ def test_a_checkpoint_written_with_the_removed_model_settings_still_loads(tmp_pa
         model.cfg.image_encoder,
         model.cfg.fusion,
     )
+
+
+def test_drop_site_fields_travels_in_the_checkpoint(tmp_path, model_factory) -> None:
+    model = model_factory("vlm").eval()
+    text = TextConfig(drop_site_fields=True)
+    save_checkpoint(tmp_path, model, model.cfg, PreprocessConfig(image_height=128, image_width=64), text, {})
+    assert read_json(tmp_path / "config.json")["text"]["drop_site_fields"] is True
+    assert load_checkpoint(tmp_path).text_cfg.drop_site_fields is True

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from bcvlm_model import TASKS
 from bcvlm_model.metrics import exact_auc
-from bcvlm_simulation.bootstrap import CaseIndex, bootstrap_intervals
+from bcvlm_simulation.bootstrap import CaseIndex, bootstrap_intervals, weighted_aucs
 
 VIEWS = 4
 
@@ -78,3 +79,14 @@ def test_clustering_on_patients_widens_the_interval_over_treating_images_as_inde
 def test_patient_index_groups_a_patients_images() -> None:
     index = CaseIndex.from_patients({"s": {"malignancy": pd.Series(["p1", "p2", "p1"]).to_numpy()}})
     assert sorted(len(group) for group in index.images_of_patient["s"]["malignancy"]) == [1, 2]
+
+
+def test_weighted_auc_equals_the_auc_of_the_resample_with_repeated_cases() -> None:
+    rng = np.random.default_rng(4)
+    scores = np.round(rng.normal(size=40), 1)  # rounded: many ties, which count 1/2
+    labels = (rng.uniform(size=40) < 0.4).astype(float)
+    weights = rng.integers(0, 3, size=(25, 40)).astype(float)
+    expected = [exact_auc(np.repeat(scores, row.astype(int)), np.repeat(labels, row.astype(int))) for row in weights]
+    assert weighted_aucs(scores, labels, weights) == pytest.approx(expected, nan_ok=True)
+    one_class = weighted_aucs(scores, np.zeros(40), weights[:2])
+    assert np.isnan(one_class).all()

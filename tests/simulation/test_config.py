@@ -78,3 +78,10 @@ def test_an_override_of_a_removed_model_knob_names_it() -> None:
 @pytest.mark.parametrize("name", ["simulate", "demo", "tiny"])
 def test_the_demo_tiny_and_generic_configs_hold_out_validation_patients(name: str) -> None:
     assert load_simulation_config(name).split.val_fraction > 0  # operating points are chosen on them, never on test
+
+
+def test_the_site_field_ablation_needs_the_centralized_baseline() -> None:
+    loaded = load_simulation_config("tiny", ["baselines.no_site_fields=true"])
+    assert loaded.baselines.no_site_fields is True
+    with pytest.raises(ConfigError, match="baselines.centralized=true"):
+        load_simulation_config("tiny", ["baselines.no_site_fields=true", "baselines.centralized=false"])

@@ -109,3 +109,35 @@ def test_the_methods_table_shows_each_auc_with_its_interval(tmp_path: Path) -> N
     assert (
         '<td data-ci="methods.centralized.mean_site_auc_minus_federated_ci.malignancy">[-0.0400, 0.0200]</td>' in page
     )
+
+
+def test_the_breast_level_table_shows_breast_aucs_and_the_cases_without_laterality(tmp_path: Path) -> None:
+    metrics = example_metrics()
+    for seed, method in enumerate(metrics["methods"].values()):
+        breast = example_metrics(seed + 1)["methods"]["federated"]
+        method["breast"] = {**breast, "mean_site_auc_ci": {"malignancy": [0.6 + seed / 100, 0.9]}}
+    metrics["breast_level"] = {"breasts": {"malignancy": 120, "calcification": 118}, "images_without_laterality": 7}
+    page = build_report(metrics, tmp_path).read_text()
+    section = page[page.index("<h2>Breast-level AUC</h2>") :]
+    value = metrics["methods"]["centralized"]["breast"]["mean_site_auc"]["malignancy"]
+    assert (
+        f'<td data-key="methods.centralized.breast.mean_site_auc.malignancy">{format_number(value)} '
+        '<span class="ci">[0.6100, 0.9000]</span></td>' in section
+    )
+    assert "without laterality, each counted as its own breast: 7" in section and "malignancy 120" in section
+
+
+def test_the_site_field_ablation_shows_the_paired_difference_to_centralized(tmp_path: Path) -> None:
+    metrics = example_metrics()
+    assert "Site-field ablation" not in build_report(metrics, tmp_path).read_text()  # only when the run made it
+    ablation = example_metrics(3)["methods"]["centralized"]
+    ablation["pooled_auc_minus_centralized"] = {"malignancy": -0.061}
+    ablation["pooled_auc_minus_centralized_ci"] = {"malignancy": [-0.09, -0.03]}
+    metrics["methods"]["centralized_no_site_fields"] = ablation
+    page = build_report(metrics, tmp_path).read_text()
+    section = page[page.index("<h2>Site-field ablation</h2>") :]
+    assert (
+        '<td data-key="methods.centralized_no_site_fields.pooled_auc_minus_centralized.malignancy">-0.0610 '
+        '<span class="ci">[-0.0900, -0.0300]</span></td>' in section
+    )
+    assert "centralized without site fields (ablation)" in page

@@ -73,6 +73,7 @@ def test_tiny_simulation_writes_sites_rounds_and_baselines(tiny_run: Path) -> No
         "centralized",
         "local_only",
         "image_only",
+        "centralized_no_site_fields",
         "public_pretrained",
         "oracle",
     }
@@ -140,3 +141,26 @@ def test_every_final_checkpoint_has_operating_points_chosen_on_the_validation_sp
         assert listed["threshold"] == points["malignancy"]["threshold"], method
     local = sorted((tiny_run / "baselines" / "local_only").iterdir())
     assert len(local) == len(metrics["sites"]) and all((folder / "config.json").is_file() for folder in local)
+
+
+def test_every_method_has_breast_level_aucs_with_intervals(tiny_run: Path) -> None:
+    metrics = read_json(tiny_run / "metrics.json")
+    assignment = pd.read_csv(tiny_run / "site_assignment.csv")
+    assert metrics["breast_level"]["images_without_laterality"] == 0  # synthetic images all have L/R
+    # 4 images per patient, 2 per breast: half as many breast cases as labelled test images
+    images = sum(c for c in metrics["methods"]["federated"]["cases"]["malignancy"].values())
+    assert metrics["breast_level"]["breasts"]["malignancy"] == images // 2
+    assert (assignment["split"] == "test").sum() >= images
+    for name, method in metrics["methods"].items():
+        breast = method["breast"]
+        assert set(breast["pooled_auc"]) == {"malignancy", "calcification"}, name
+        assert "pooled_auc_ci" in breast and "mean_site_auc_ci" in breast, name
+    assert "<h2>Breast-level AUC</h2>" in (tiny_run / "report.html").read_text()
+
+
+def test_the_site_field_ablation_is_scored_and_paired_with_centralized(tiny_run: Path) -> None:
+    metrics = read_json(tiny_run / "metrics.json")
+    ablation = metrics["methods"]["centralized_no_site_fields"]
+    assert set(ablation["pooled_auc_minus_centralized_ci"]) == {"malignancy", "calcification"}
+    assert metrics["run"]["site_field_ablation_wall_time_s"] > 0
+    assert "<h2>Site-field ablation</h2>" in (tiny_run / "report.html").read_text()

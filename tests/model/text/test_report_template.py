@@ -100,3 +100,28 @@ def test_the_canonical_report_with_every_field_missing() -> None:
         "Patient: age not recorded; breast implant not recorded. Exam: view not recorded; manufacturer not recorded; "
         "machine not recorded; site id not recorded. Breast: laterality not recorded; density not recorded."
     )
+
+
+SITE_CASE = {
+    **CASE,
+    "manufacturer": "Vendorex",
+    "manufacturer_model": "Scanmaster",
+    "site_id": "hospital-north",
+    "source": "rsna",
+    "machine_id": "unit-77",
+}
+SITE_VALUES = ("Vendorex", "Scanmaster", "hospital-north", "rsna", "unit-77")
+ALL_SITE_FIELDS = [*TextConfig().fields, "manufacturer_model", "site_id", "source"]
+
+
+def test_drop_site_fields_leaves_every_site_field_out_of_the_report() -> None:
+    kept = TextConfig(fields=ALL_SITE_FIELDS, mask_probability=0.0)
+    dropped = replace(kept, drop_site_fields=True)
+    assert all(value in render_report(SITE_CASE, kept) for value in SITE_VALUES)  # they are there without the switch
+    texts = [render_report(SITE_CASE, dropped)] + [
+        render_report(SITE_CASE, dropped, random.Random(s)) for s in range(30)
+    ]
+    for text in texts:
+        assert not any(value in text for value in SITE_VALUES), text
+        assert not re.search(r"manufacturer|vendor|machine|unit made by|site|source", text), text
+    assert "age 61 years" in texts[0] and "right breast" in texts[0]  # the other fields stay
