@@ -60,15 +60,32 @@ def run_cli(args: Sequence[str], cwd: Path, timeout_s: float = 600.0) -> subproc
 
 def init_site_ledger(site_yaml: Path, cwd: Path) -> None:
     """`bcvlm-client --site SITE --init-ledger`, as a site does once before its first round."""
-    done = subprocess.run(
-        [PYTHON, "-m", "bcvlm_client.cli", "--site", str(site_yaml), "--init-ledger"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode != 0:
-        raise LoopbackError(f"bcvlm-client --init-ledger failed for {site_yaml}:\n{done.stdout}\n{done.stderr}")
+    init_site_ledgers([site_yaml], cwd)
+
+
+def init_site_ledgers(site_yamls: Sequence[Path], cwd: Path, timeout_s: float = 300.0) -> None:
+    """`bcvlm-client --site SITE --init-ledger` for every site at once, as the sites would do on their own machines
+    (one after the other leaves a core idle: the command is mostly a single-threaded interpreter importing torch)."""
+    started = [
+        (
+            site_yaml,
+            subprocess.Popen(
+                [PYTHON, "-m", "bcvlm_client.cli", "--site", str(site_yaml), "--init-ledger"],
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+        )
+        for site_yaml in site_yamls
+    ]
+    failures = []
+    for site_yaml, process in started:
+        output, _ = process.communicate(timeout=timeout_s)  # one pipe per process, each drained in turn (small)
+        if process.returncode != 0:
+            failures.append(f"bcvlm-client --init-ledger failed for {site_yaml}:\n{output}")
+    if failures:
+        raise LoopbackError("\n".join(failures))
 
 
 def build_synthetic_sites(
@@ -166,8 +183,11 @@ class LoopbackFederation:
             self.root, n_sites=len(self.site_ids), n_patients=self.n_patients, size=self.image_size
         )
         self.site_yamls = {
-            site: self._write_site(site, manifests[f"site{i}"], cache) for i, site in enumerate(self.site_ids)
+            site: self._write_site(site, manifests[f"site{i}"], cache, init_ledger=False)
+            for i, site in enumerate(self.site_ids)
         }
+        if self.site_privacy.get("enabled", True):
+            init_site_ledgers(list(self.site_yamls.values()), self.root)
         self.run_dir = self.root / "run"
         self.server_yaml = self.root / "server.yaml"
         self.server_yaml.write_text(
@@ -193,7 +213,13 @@ class LoopbackFederation:
         self._manifests = manifests
 
     def _write_site(
-        self, site: str, manifest: Path, cache: Path, key_site: str | None = None, ca_cert: Path | None = None
+        self,
+        site: str,
+        manifest: Path,
+        cache: Path,
+        key_site: str | None = None,
+        ca_cert: Path | None = None,
+        init_ledger: bool = True,
     ) -> Path:
         key_site = key_site or site
         folder = self.root / "site_configs"
@@ -213,7 +239,7 @@ class LoopbackFederation:
                 }
             )
         )
-        if self.site_privacy.get("enabled", True):
+        if init_ledger and self.site_privacy.get("enabled", True):
             init_site_ledger(path, self.root)
         return path
 

@@ -7,7 +7,9 @@ that the running hospitals join.
 The commands are taken from the docs' text. Two deviations, both outside the commands: the rehearsal folder is a
 temporary one instead of /tmp/bcvlm-rehearsal, and the shipped configs' port 9443 is replaced by a free port (so
 the test cannot collide with anything listening on 9443). The hospitals run at a lower CPU priority: on a 2-core
-machine a CPU-starved SuperLink can hit Flower's SQLite lock timeout.
+machine a CPU-starved SuperLink can hit Flower's SQLite lock timeout. Each hospital's setup commands (ledger, then
+check) and the center's check run at the same time, as at four machines, each lane in the documented order: one
+command at a time leaves a core idle, as most of each command is a single-threaded interpreter importing torch.
 """
 
 from __future__ import annotations
@@ -89,6 +91,32 @@ def _run(command: str, cwd: Path, timeout_s: float = 600.0) -> subprocess.Comple
     return done
 
 
+def setup_lanes() -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """SETUP split into what comes first (data for all) and one lane per machine (each hospital, the center), each
+    in the documented order."""
+    lanes = [tuple(c for c in SETUP if f"--site {h}.yaml" in c) for h in HOSPITALS]
+    lanes.append(tuple(c for c in SETUP if c.startswith("bcvlm-server")))
+    in_lanes = {c for lane in lanes for c in lane}
+    shared = tuple(c for c in SETUP if c not in in_lanes)
+    assert list(shared) == list(SETUP[: len(shared)]), "the shared commands must all come before the lanes' ones"
+    return shared, lanes
+
+
+def _run_lanes(lanes: list[tuple[str, ...]], cwd: Path, logs: Path, timeout_s: float = 900.0) -> None:
+    """Run each lane's commands one after the other in its own shell, the lanes at the same time; all must pass."""
+    started = []
+    for index, lane in enumerate(lanes):
+        log = logs / f"setup_lane_{index}.out"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                "set -e\n" + "\n".join(lane), shell=True, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT
+            )
+        started.append((lane, log, process))
+    for lane, log, process in started:
+        code = process.wait(timeout=timeout_s)
+        assert code == 0, f"`{' && '.join(lane)}` exited {code}:\n{log.read_text(errors='replace')[-4000:]}"
+
+
 def _start(command: str, cwd: Path, log: Path, niceness: int = 0) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         command,
@@ -147,7 +175,9 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
     port = str(free_port())
     for config in folder.glob("*.yaml"):
         config.write_text(config.read_text().replace("9443", port))
-    _run("set -e\n" + "\n".join((*KEYS, *SETUP)), cwd=folder)  # one terminal: the exported passphrase carries over
+    shared, lanes = setup_lanes()
+    _run("set -e\n" + "\n".join((*KEYS, *shared)), cwd=folder)  # one terminal: the exported passphrase carries over
+    _run_lanes(lanes, cwd=folder, logs=tmp_path)
 
     # Keys never travelled: each private key exists once, at its hospital, 0600; the CA key is encrypted, outside
     # certs/ (what the center hands out), which holds no private key but the center's own TLS key.
