@@ -78,7 +78,7 @@ simulation_step() {  # `bcvlm simulate`: 2 rounds, 2 virtual sites, DP + SecAgg+
     --config-name tiny "run_dir=$WORK/simulation" progress=false server.rounds=2 cohort.synth.n_sites=2 \
     cohort.synth.height="$HEIGHT" cohort.synth.width="$WIDTH" server.preprocess.image_height="$HEIGHT" \
     server.preprocess.image_width="$WIDTH" site.compute.device="$DEVICE" site.compute.bf16=true \
-    baselines.centralized=false baselines.local_only=false baselines.image_only=false pretrain.enabled=false \
+    baselines.centralized=false baselines.local_only=false baselines.image_only=false baselines.no_site_fields=false pretrain.enabled=false \
     "${SIM_SIZE[@]}"
 }
 SIM_PID=""
