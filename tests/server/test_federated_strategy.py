@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from flwr.app import Message
 from flwr.common import Code, EvaluateRes, Status
-from flwr.server.client_proxy import ClientProxy
 
 from bcvlm_client.reply_schema import encode_histogram
 from bcvlm_model import TASKS
@@ -19,6 +18,7 @@ from bcvlm_server.federated_strategy import FederatedStrategy
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig
 from bcvlm_server.strategies import build_inner_strategy
+from bcvlm_testing.client_proxy import NodeProxy
 from bcvlm_testing.federation_sites import FailingTrainer, is_evaluation, make_site, run_inprocess
 
 
@@ -110,19 +110,6 @@ def test_a_missing_quorum_fails_the_round_after_one_timeout(tmp_path: Path) -> N
     assert timeout <= elapsed - grid.client_seconds < 1.5 * timeout  # one wait for the quorum, not a day
 
 
-class _Node(ClientProxy):
-    """A site as aggregate_evaluate sees it: only its node id is used."""
-
-    def __init__(self, node_id: int) -> None:
-        super().__init__(str(node_id))
-        self.node_id = node_id
-
-    def get_properties(self, *args, **kwargs):  # pragma: no cover - never called
-        raise NotImplementedError
-
-    get_parameters = fit = evaluate = reconnect = get_properties
-
-
 def _site_histograms(negatives_at: int, positives_at: int, n: int = 20) -> ScoreHistogram:
     """`n` negatives spread over 10 bins from `negatives_at`, `n` positives over 10 bins from `positives_at`."""
     positives, negatives = np.zeros(100, np.int64), np.zeros(100, np.int64)
@@ -131,19 +118,25 @@ def _site_histograms(negatives_at: int, positives_at: int, n: int = 20) -> Score
     return ScoreHistogram(positives, negatives)
 
 
-def test_the_checkpoint_threshold_comes_from_validation_histograms_not_test_ones(tmp_path: Path) -> None:
-    cfg = ServerConfig(run_dir=str(tmp_path))
-    cfg.secagg.enabled = False
-    cfg.evaluation.n_bins, cfg.evaluation.min_cases, cfg.evaluation.specificity = 100, 5, 0.9
+def _strategy_saving_extras(cfg: ServerConfig, run_dir: Path) -> tuple[FederatedStrategy, dict[int, dict]]:
+    """A strategy over a 3-parameter model whose checkpoint writer records each round's `extra`."""
     arrays = [np.zeros(3, dtype=np.float32)]
     saved: dict[int, dict] = {}
     strategy = FederatedStrategy(
         cfg,
         build_inner_strategy(cfg, arrays),
         arrays,
-        records=RunRecords(tmp_path),
+        records=RunRecords(run_dir),
         save_checkpoint=lambda round_, _arrays, extra: saved.__setitem__(round_, extra),
     )
+    return strategy, saved
+
+
+def test_the_checkpoint_threshold_comes_from_validation_histograms_not_test_ones(tmp_path: Path) -> None:
+    cfg = ServerConfig(run_dir=str(tmp_path))
+    cfg.secagg.enabled = False
+    cfg.evaluation.n_bins, cfg.evaluation.min_cases, cfg.evaluation.specificity = 100, 5, 0.9
+    strategy, saved = _strategy_saving_extras(cfg, tmp_path)
     test, validation = _site_histograms(60, 80), _site_histograms(10, 40)  # validation scores sit lower
     metrics = {
         **{f"hist_{task}": encode_histogram(test) for task in TASKS},
@@ -151,7 +144,7 @@ def test_the_checkpoint_threshold_comes_from_validation_histograms_not_test_ones
         **{f"cases_{task}": 40 for task in TASKS},
     }
     reply = EvaluateRes(Status(Code.OK, "Success"), 0.0, 40, metrics)
-    strategy.aggregate_evaluate(1, [(_Node(7), reply)], [])
+    strategy.aggregate_evaluate(1, [(NodeProxy(7), reply)], [])
     points = saved[1][OPERATING_POINTS_KEY]
     for task in TASKS:
         assert points[task]["threshold"] == threshold_from_histogram(validation, 0.9).threshold
@@ -165,17 +158,9 @@ def test_plain_replies_without_validation_histograms_leave_the_checkpoint_withou
     cfg = ServerConfig(run_dir=str(tmp_path))
     cfg.secagg.enabled = False
     cfg.evaluation.n_bins, cfg.evaluation.min_cases = 100, 5
-    arrays = [np.zeros(3, dtype=np.float32)]
-    saved: dict[int, dict] = {}
-    strategy = FederatedStrategy(
-        cfg,
-        build_inner_strategy(cfg, arrays),
-        arrays,
-        records=RunRecords(tmp_path),
-        save_checkpoint=lambda round_, _arrays, extra: saved.__setitem__(round_, extra),
-    )
+    strategy, saved = _strategy_saving_extras(cfg, tmp_path)
     metrics = {f"hist_{task}": encode_histogram(_site_histograms(60, 80)) for task in TASKS}
-    strategy.aggregate_evaluate(1, [(_Node(7), EvaluateRes(Status(Code.OK, "Success"), 0.0, 40, metrics))], [])
+    strategy.aggregate_evaluate(1, [(NodeProxy(7), EvaluateRes(Status(Code.OK, "Success"), 0.0, 40, metrics))], [])
     assert OPERATING_POINTS_KEY not in saved[1]
     record = RunRecords(tmp_path).load_metrics(1)
     assert "no validation data" in record["operating_points"]["tasks"][TASKS[0]]["withheld"]

@@ -5,32 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server.client_proxy import ClientProxy
 
 from bcvlm_server.federated_strategy import FederatedStrategy
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig
 from bcvlm_server.strategies import build_inner_strategy
+from bcvlm_testing.client_proxy import NodeProxy
 
 GLOBAL = [np.ones((4, 3), dtype=np.float32), np.zeros(5, dtype=np.float32)]
 
 
-class Site(ClientProxy):
-    """Only the node id matters to aggregate_fit (Flower's GridClientProxy carries `node_id` the same way)."""
-
-    def __init__(self, node_id: int) -> None:
-        super().__init__(str(node_id))
-        self.node_id = node_id
-
-    def get_properties(self, *args, **kwargs):  # pragma: no cover - never called
-        raise NotImplementedError
-
-    get_parameters = fit = evaluate = reconnect = get_properties
-
-
 def _result(node: int, update: list[np.ndarray], declined: int = 0, examples: int = 10):
     metrics = {"epsilon": 1.0, "declined": declined, "steps": 2}
-    return Site(node), FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(update), examples, metrics)
+    return NodeProxy(node), FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(update), examples, metrics)
 
 
 def _update(value: float) -> list[np.ndarray]:
