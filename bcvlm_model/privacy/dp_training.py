@@ -164,14 +164,11 @@ def _fits_budget(
     RDPAccountant computes it), so each probe costs one `compute_rdp`; other accountants replay the history."""
     if accountant != "rdp":
         return lambda sigma: projected_epsilon(state, delta, accountant, sigma, sample_rate, steps) <= target_epsilon
-    from opacus.accountants.analysis import rdp as rdp_analysis
-
     history_rdp = _history_rdp((state or {}).get("history", []))
 
     def fits(sigma: float) -> bool:
         total = history_rdp + steps * _one_step_rdp(float(sample_rate), float(sigma))
-        epsilon, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ALPHAS), rdp=total, delta=delta)
-        return float(epsilon) <= target_epsilon
+        return _rdp_epsilon(total, delta) <= target_epsilon
 
     return fits
 
@@ -208,11 +205,23 @@ def accountant_state_to_json(state: dict[str, Any] | None) -> dict[str, Any] | N
     }
 
 
+def _check_mechanism(state: dict[str, Any], accountant: str) -> None:
+    if state.get("mechanism", accountant) != accountant:
+        raise ValueError(f"accountant state is for '{state.get('mechanism')}', not '{accountant}'")
+
+
+def _rdp_epsilon(total_rdp: np.ndarray, delta: float) -> float:
+    """Epsilon at `delta` of summed Renyi divergences at RDP_ALPHAS (Opacus' conversion)."""
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
+    epsilon, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ALPHAS), rdp=total_rdp, delta=delta)
+    return float(epsilon)
+
+
 def _accountant_from_state(accountant: str, state: dict[str, Any] | None):
     instance = create_accountant(mechanism=accountant)
     if state is not None and state.get("history"):
-        if state.get("mechanism", accountant) != accountant:
-            raise ValueError(f"accountant state is for '{state.get('mechanism')}', not '{accountant}'")
+        _check_mechanism(state, accountant)
         instance.load_state_dict({"mechanism": accountant, "history": [tuple(entry) for entry in state["history"]]})
     return instance
 
@@ -222,14 +231,8 @@ def epsilon_of_history(state: dict[str, Any] | None, delta: float, accountant: s
     if state is None or not state.get("history"):
         return 0.0
     if accountant == "rdp":  # what Opacus' RDPAccountant.get_epsilon computes, from the cached per-step rows
-        from opacus.accountants.analysis import rdp as rdp_analysis
-
-        if state.get("mechanism", accountant) != accountant:
-            raise ValueError(f"accountant state is for '{state.get('mechanism')}', not '{accountant}'")
-        epsilon, _ = rdp_analysis.get_privacy_spent(
-            orders=list(RDP_ALPHAS), rdp=_history_rdp(state["history"]), delta=delta
-        )
-        return float(epsilon)
+        _check_mechanism(state, accountant)
+        return _rdp_epsilon(_history_rdp(state["history"]), delta)
     return float(_accountant_from_state(accountant, state).get_epsilon(delta, **_epsilon_kwargs(accountant)))
 
 
