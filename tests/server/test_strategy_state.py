@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
-from test_update_rejection import Site
 
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig
 from bcvlm_server.strategies import build_inner_strategy, load_strategy_state, strategy_state_arrays
+from bcvlm_testing.client_proxy import NodeProxy
 
 WEIGHTS = [np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), np.zeros(5, dtype=np.float32)]
 
@@ -18,7 +18,7 @@ def test_fedadam_moments_survive_a_save_and_load(tmp_path) -> None:
     cfg.strategy.name = "fedadam"
     strategy = build_inner_strategy(cfg, WEIGHTS)
     moved = [w + 0.05 for w in WEIGHTS]
-    results = [(Site(k), FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(moved), 5, {})) for k in (1, 2)]
+    results = [(NodeProxy(k), FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(moved), 5, {})) for k in (1, 2)]
     strategy.aggregate_fit(1, results, [])
     state = strategy_state_arrays(strategy)
     assert {"m_t.00000", "v_t.00000", "current_weights.00001"} <= set(state)
