@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from mg_fixtures import breast_pixels, make_mg_dataset, write_mg
 
 from bcvlm_model.data.prepare import StrictRejectError, run_prepare
 from bcvlm_model.data.prepare_cli import main as prepare_main
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.source_config import DataSourceConfig
+from bcvlm_testing.mg_fixtures import breast_pixels, make_mg_dataset, write_mg
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
-from mg_fixtures import breast_pixels, write_mg
 
 from bcvlm_model.data.adapters import build_manifest
 from bcvlm_model.data.source_config import DataSourceConfig
+from bcvlm_testing.mg_fixtures import breast_pixels, write_mg
 
 PIXELS = breast_pixels(32, 16)
 BREAST_HEADER = "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split\n"

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from mg_fixtures import make_mg_dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEG2000Lossless
 
@@ -18,6 +17,7 @@ from bcvlm_model.data.openjpeg_reduced import (
     reduction_for_target,
 )
 from bcvlm_model.data.transcode import transcode_dicom
+from bcvlm_testing.mg_fixtures import make_mg_dataset
 
 LIBRARIES = available_libraries()
 

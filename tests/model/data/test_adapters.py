@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mg_fixtures import breast_pixels, write_mg
 
 from bcvlm_model.data.adapters import build_manifest
 from bcvlm_model.data.errors import DataSourceError
 from bcvlm_model.data.source_config import DataSourceConfig
+from bcvlm_testing.mg_fixtures import breast_pixels, write_mg
 
 PIXELS = breast_pixels(32, 16)
 

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-from mg_fixtures import breast_pixels, write_mg
 
 from bcvlm_model.data.adapters import build_manifest
 from bcvlm_model.data.source_config import DataSourceConfig
+from bcvlm_testing.mg_fixtures import breast_pixels, write_mg
 
 CALC_HEADER = (
     "patient_id,breast density,left or right breast,image view,abnormality id,abnormality type,calc type,"

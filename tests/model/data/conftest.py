@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from mg_fixtures import write_mg
 
 from bcvlm_model.data.synth.config import SynthConfig
 from bcvlm_model.data.synth.generate import generate_cohort
+from bcvlm_testing.mg_fixtures import write_mg
 
 
 @pytest.fixture

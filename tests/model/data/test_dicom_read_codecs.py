@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mg_fixtures import make_mg_dataset
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from bcvlm_model.data.dicom_read import decode_pixels, read_dicom
 from bcvlm_model.data.pipeline import load_preprocessed
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.transcode import transcode_dicom
+from bcvlm_testing.mg_fixtures import make_mg_dataset
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mg_fixtures import make_mg_dataset
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -12,6 +11,7 @@ from bcvlm_model.data.errors import DicomRejected
 from bcvlm_model.data.intensity import choose_window_index
 from bcvlm_model.data.pipeline import load_preprocessed, to_unit_intensity
 from bcvlm_model.data.preprocess_config import PreprocessConfig
+from bcvlm_testing.mg_fixtures import make_mg_dataset
 
 RAMP = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16)  # 0 .. 4080, 12-bit
 

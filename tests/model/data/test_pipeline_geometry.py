@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mg_fixtures import breast_pixels, make_mg_dataset
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -19,6 +18,7 @@ from bcvlm_model.data.orientation import (
 from bcvlm_model.data.pipeline import load_preprocessed, preprocess_dataset
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.resize import fitted_size, resize_and_pad
+from bcvlm_testing.mg_fixtures import breast_pixels, make_mg_dataset
 
 
 def _ds(**tags) -> Dataset:

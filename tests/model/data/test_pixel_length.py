@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from mg_fixtures import breast_pixels, make_mg_dataset, write_mg
 from pydicom.uid import RLELossless
 
 from bcvlm_model.data.dicom_read import decode_pixels, read_dicom
@@ -13,6 +12,7 @@ from bcvlm_model.data.errors import DicomRejected
 from bcvlm_model.data.prepare import run_prepare
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.source_config import DataSourceConfig
+from bcvlm_testing.mg_fixtures import breast_pixels, make_mg_dataset, write_mg
 
 PIXELS = breast_pixels(64, 32)
 

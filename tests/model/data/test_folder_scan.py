@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 
-from mg_fixtures import breast_pixels, write_mg
-
 from bcvlm_model.data.adapters import build_manifest
 from bcvlm_model.data.folder_scan import scan_dicom_folder
 from bcvlm_model.data.source_config import DataSourceConfig
+from bcvlm_testing.mg_fixtures import breast_pixels, write_mg
 
 PIXELS = breast_pixels(32, 16)
 TAGS = dict(ImageLaterality="L", ViewPosition="CC")
