@@ -7,6 +7,8 @@ fills the cache (image prefix up front, text per rendered report) and later epoc
 writes it with --out), with the load average before and after.
 
     python benchmarks/frozen_feature_cache.py --sizes 256x128,512x256 --out benchmarks/results/frozen_feature_cache_cpu.json
+    python benchmarks/frozen_feature_cache.py --sizes 256x128,512x256 --image-trainable-stages 0 --no-augment \
+        --out benchmarks/results/frozen_feature_cache_cpu_frozen_backbone.json   # the demo's DP setting
     python benchmarks/frozen_feature_cache.py --sizes 2048x1024 --device cuda --bf16 --records 64
     python benchmarks/frozen_feature_cache.py --auc          # fp16 vs fp32 cache vs no cache: AUC after DP training
 """
@@ -128,7 +130,7 @@ def _epoch(module: torch.nn.Module, loader: DataLoader, args: argparse.Namespace
 def measure_size(height: int, width: int, args: argparse.Namespace, cache_root: Path) -> dict[str, Any]:
     """Plain and cached DP epochs at one image size (same model, data, sampling and noise)."""
     torch.manual_seed(0)
-    base = make_dp_ready(build_model(model_config(args.tiny)), DPReadyConfig(1, 0))
+    base = make_dp_ready(build_model(model_config(args.tiny)), DPReadyConfig(args.image_trainable_stages, 0))
     dataset = BlobRecords(args.records, height, width, seed=1)
     preprocess = PreprocessConfig(image_height=height, image_width=width)
     plain_model = copy.deepcopy(base)
@@ -195,7 +197,7 @@ def measure_auc(args: argparse.Namespace, cache_root: Path) -> dict[str, Any]:
     """AUC on held-out records after the same DP training without the cache, with a float32 and a float16 cache."""
     height, width = args.auc_size
     torch.manual_seed(0)
-    base = make_dp_ready(build_model(model_config(args.tiny)), DPReadyConfig(1, 0))
+    base = make_dp_ready(build_model(model_config(args.tiny)), DPReadyConfig(args.image_trainable_stages, 0))
     train = BlobRecords(args.auc_records, height, width, 1, args.auc_contrast)
     test = BlobRecords(args.auc_records, height, width, 2, args.auc_contrast)
     preprocess = PreprocessConfig(image_height=height, image_width=width)
@@ -253,6 +255,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--tiny", action="store_true", help="test-sized model (1 text layer, 32-d fusion)")
+    parser.add_argument(
+        "--image-trainable-stages",
+        type=int,
+        default=1,
+        help="last backbone stages that train under DP (0 = the demo's setting: only projections, fusion, heads)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--auc", action="store_true", help="also measure AUC: no cache vs float32 vs float16 cache")
     parser.add_argument("--auc-size", type=_size, default=(256, 128))
@@ -279,9 +287,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "bf16": args.bf16,
         "storage_dtype": args.storage,
         "text_augmentation": args.augment,
-        "model": "tiny"
-        if args.tiny
-        else "default VLM (EfficientNet-Lite0, MiniLM-L6), DP trainable: last image stage + projections/fusion/head",
+        "model": "tiny" if args.tiny else "default VLM (EfficientNet-Lite0, MiniLM-L6), text encoder frozen",
+        "dp_image_trainable_stages": args.image_trainable_stages,
         "load_average_before": list(os.getloadavg()),
         "sizes": [],
     }
