@@ -40,11 +40,12 @@ from bcvlm_model.data.preprocess_config import PreprocessConfig  # noqa: E402
 from bcvlm_model.features.storage_dtype import FeatureDtype  # noqa: E402
 from bcvlm_model.features.training_hook import frozen_feature_training  # noqa: E402
 from bcvlm_model.model import build_model  # noqa: E402
-from bcvlm_model.model_config import FusionConfig, ModelConfig, TextEncoderConfig  # noqa: E402
+from bcvlm_model.model_config import ModelConfig  # noqa: E402
 from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready  # noqa: E402
 from bcvlm_model.privacy.dp_training import DPTrainState  # noqa: E402
 from bcvlm_model.text import ReportCollator, TextConfig  # noqa: E402
 from bcvlm_model.training import LocalTrainConfig, evaluate, train_local  # noqa: E402
+from bcvlm_testing.federation_sites import tiny_model_config  # noqa: E402
 
 
 class BlobRecords(Dataset):
@@ -84,10 +85,8 @@ class BlobRecords(Dataset):
 
 
 def model_config(tiny: bool) -> ModelConfig:
-    """The default VLM, or (tiny) the test-sized one: 1 text layer, 32-d fusion (precision: `train_local(bf16=)`)."""
-    if tiny:
-        return ModelConfig(text_encoder=TextEncoderConfig(num_layers=1), fusion=FusionConfig(dim=32, heads=4))
-    return ModelConfig()
+    """The default VLM, or (tiny) the tests' tiny preset (precision: `train_local(bf16=)`)."""
+    return tiny_model_config() if tiny else ModelConfig()
 
 
 def text_config(augment: bool) -> TextConfig:

@@ -156,19 +156,22 @@ class FlowerControl:
         }
         return atomic_write_text(self.flwr_home / "config.toml", tomli_w.dumps(config))
 
+    def _run_flwr(self, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+        """Run the `flwr` CLI against this control home (its config.toml, Flower's environment, no stdin)."""
+        return subprocess.run(
+            [flower_executable("flwr"), *args],
+            env=flower_environment(self.flwr_home),
+            cwd=self.flwr_home,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
+
     def _flwr(self, args: Sequence[str], timeout_s: float | None = None) -> dict[str, Any]:
         """Run `flwr ARGS --format json` and return its JSON answer; failures raise FlowerProcessError."""
-        command = [flower_executable("flwr"), *args, "--format", "json"]
         try:
-            done = subprocess.run(
-                command,
-                env=flower_environment(self.flwr_home),
-                cwd=self.flwr_home,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s or self.command_timeout_s,
-                stdin=subprocess.DEVNULL,
-            )
+            done = self._run_flwr([*args, "--format", "json"], timeout_s or self.command_timeout_s)
         except subprocess.TimeoutExpired as exc:
             raise FlowerProcessError(f"`flwr {' '.join(args)}` timed out after {exc.timeout} s") from exc
         try:
@@ -231,17 +234,8 @@ class FlowerControl:
 
     def save_run_log(self, run_id: int, log_path: str | os.PathLike[str]) -> Path:
         """Write the run's full log as the SuperLink kept it (`flwr log RUN_ID --show`) to `log_path`."""
-        command = [flower_executable("flwr"), "log", str(run_id), CONNECTION_NAME, "--show"]
         try:
-            done = subprocess.run(
-                command,
-                env=flower_environment(self.flwr_home),
-                cwd=self.flwr_home,
-                capture_output=True,
-                text=True,
-                timeout=60.0,
-                stdin=subprocess.DEVNULL,
-            )
+            done = self._run_flwr(["log", str(run_id), CONNECTION_NAME, "--show"], 60.0)
             text = done.stdout + (f"\n[flwr log exited {done.returncode}]\n{done.stderr}" if done.returncode else "")
         except subprocess.TimeoutExpired:
             text = f"[flwr log {run_id} --show timed out after 60 s]\n"

@@ -22,10 +22,11 @@ from bcvlm_model.training import LocalTrainConfig
 HEIGHT, WIDTH = 64, 32
 
 
-def tiny_model_config() -> ModelConfig:
-    """Real pretrained encoders (Lite0 last stage trains, 1-layer frozen MiniLM), 32-d fusion, no dropout."""
+def tiny_model_config(kind: str = "vlm") -> ModelConfig:
+    """The one tiny preset of tests and benchmarks: real pretrained encoders (Lite0 last stage trains, 1-layer frozen
+    MiniLM), 32-d fusion, no dropout."""
     return ModelConfig(
-        kind="vlm",
+        kind=kind,
         image_encoder=ImageEncoderConfig(trainable_stages=1),
         text_encoder=TextEncoderConfig(num_layers=1, trainable_layers=0),
         fusion=FusionConfig(dim=32, heads=4, mlp_ratio=2.0),

@@ -17,9 +17,11 @@ import yaml
 
 from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS, free_port, process_tree, terminate_tree
 from bcvlm_model.atomic_io import read_json
+from bcvlm_model.config_io import config_to_dict
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from bcvlm_server.certs import CertificatePaths, SiteKeyPaths, create_certificates, create_site_key
 from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, site_names, split_sites
+from bcvlm_testing.federation_sites import tiny_model_config, tiny_preprocess
 
 PYTHON = sys.executable
 CLIENT_NICENESS = 10
@@ -29,13 +31,8 @@ TINY_FEDERATION: dict[str, Any] = {
     "rounds": 2,
     "min_sites": 2,
     "round_timeout_s": 120.0,
-    "model": {
-        "text_encoder": {"num_layers": 1},
-        "image_encoder": {"trainable_stages": 1},
-        "fusion": {"dim": 32, "heads": 2},
-        "dropout": 0.0,
-    },
-    "preprocess": {"image_height": 64, "image_width": 32},
+    "model": config_to_dict(tiny_model_config()),
+    "preprocess": config_to_dict(tiny_preprocess()),
     "text": {"max_length": 32},
     "local_train": {"local_steps": 2, "learning_rate": 1.0e-3},
     "secagg": {"enabled": True, "timeout_s": 120.0, "max_weight": 1000.0},

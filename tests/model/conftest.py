@@ -1,4 +1,4 @@
-"""Shared fixtures for model tests: a tiny VLM config, built models cached per session, a collated batch."""
+"""Shared fixtures for model tests: the tiny preset's models built once per session, a collated batch."""
 
 from __future__ import annotations
 
@@ -8,21 +8,11 @@ from typing import Callable
 import pytest
 import torch
 
-from bcvlm_model.model_config import FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+from bcvlm_model.model_config import ImageEncoderConfig
 from bcvlm_model.text import ReportCollator, TextConfig
+from bcvlm_testing.federation_sites import tiny_model_config
 
 TINY_HEIGHT, TINY_WIDTH = 128, 64
-
-
-def tiny_model_config(kind: str = "vlm") -> ModelConfig:
-    """Real pretrained encoders, text truncated to 1 layer, 32-d fusion, no dropout."""
-    return ModelConfig(
-        kind=kind,
-        image_encoder=ImageEncoderConfig(trainable_stages=1),
-        text_encoder=TextEncoderConfig(num_layers=1, trainable_layers=0),
-        fusion=FusionConfig(dim=32, heads=4, mlp_ratio=2.0),
-        dropout=0.0,
-    )
 
 
 def case_items(count: int, seed: int = 0) -> list[dict]:

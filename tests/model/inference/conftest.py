@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +18,19 @@ from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.source_config import DataSourceConfig
 from bcvlm_model.inference.operating_point import store_operating_points
 from bcvlm_model.model import build_model
-from bcvlm_model.model_config import RANDOM_INIT, FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+from bcvlm_model.model_config import RANDOM_INIT, ImageEncoderConfig
 from bcvlm_model.text import TextConfig
+from bcvlm_testing.federation_sites import tiny_model_config
 
 TINY_SIZE = (256, 128)
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny VLM (random Lite0 image encoder, 1-layer MiniLM, 32-d fusion) saved with `save_checkpoint` at 256x128,
+    """The tiny preset with a random Lite0 image encoder saved with `save_checkpoint` at 256x128,
     with an operating point per task stored from made-up validation scores."""
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        kind="vlm",
-        image_encoder=ImageEncoderConfig(weights=RANDOM_INIT, trainable_stages=1),
-        text_encoder=TextEncoderConfig(num_layers=1),
-        fusion=FusionConfig(dim=32, heads=4),
-        dropout=0.0,
-    )
+    cfg = replace(tiny_model_config(), image_encoder=ImageEncoderConfig(weights=RANDOM_INIT, trainable_stages=1))
     model = build_model(cfg).eval()
     with torch.no_grad():  # spread the outputs so that equality checks between images mean something
         model.head[-1].weight.mul_(8.0)
