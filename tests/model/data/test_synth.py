@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
+from bcvlm_model.data.pipeline import preprocess_dataset
+from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.synth.cohort import sample_cohort
 from bcvlm_model.data.synth.config import SynthConfig
+from bcvlm_model.data.synth.dicom_writer import ImageTags, build_dataset
 from bcvlm_model.data.synth.generate import RSNA_COLUMNS, generate_cohort
 from bcvlm_model.data.synth.render import ImageLatents, power_law_noise, render_attenuation
+from bcvlm_model.data.synth.sites import VENDORS
 from bcvlm_model.data.synth_cli import main as synth_main
+
+DEMO_SIZE = (256, 128)  # simulation/conf/demo.yaml: rendered and preprocessed at this size
+DEMO_LESION_CONTRAST = 2.0
+
+
+def demo_input(density: int, calcified: bool, seed: int) -> np.ndarray:
+    """What the demo's model sees: a rendered image written as a vendor DICOM and run through the preprocessing."""
+    latents = ImageLatents("CC", "L", density, 0, 1.0, calcified, DEMO_LESION_CONTRAST)
+    attenuation = render_attenuation(latents, *DEMO_SIZE, seed=seed)
+    tags = ImageTags("1", "2", "1", "L", "CC", 60, False)
+    buffer = io.BytesIO()
+    build_dataset(attenuation, VENDORS["hologic"], tags, "explicit").save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    image, _ = preprocess_dataset(pydicom.dcmread(buffer), PreprocessConfig(*DEMO_SIZE))
+    return image
+
+
+def bright_specks(image: np.ndarray) -> np.ndarray:
+    """Local maxima standing >= 0.15 above a 5x5 grey opening (a white top-hat): spots smaller than the tissue."""
+    tophat = image - ndimage.grey_opening(image, size=(5, 5))
+    return (tophat == ndimage.maximum_filter(tophat, size=3)) & (tophat >= 0.15)
 
 
 def test_files_tags_and_tables(synth_cohort_dir):
@@ -78,6 +106,26 @@ def test_lesions_are_visible_and_masked_by_density():
     assert contrast(0, 1, False) > contrast(3, 1, False) > 0.05
     assert contrast(0, 0, True) > contrast(3, 0, True) > 0.1
     assert contrast(0, 0, False) == 0.0
+
+
+@pytest.mark.parametrize("density", [0, 2])
+def test_calcification_cluster_shows_as_specks_at_demo_size(density):
+    for seed in range(4):
+        with_cluster, without = demo_input(density, True, seed), demo_input(density, False, seed)
+        # Same seed, same tissue: the cluster's region is where the two differ; without the cluster that region
+        # holds only the texture's few specks.
+        region = ndimage.binary_dilation(with_cluster - without > 0.05, iterations=2)
+        assert (bright_specks(with_cluster) & region).sum() >= (bright_specks(without) & region).sum() + 3
+
+
+@pytest.mark.parametrize("density", [0, 2])
+def test_calcification_cluster_survives_pooling_to_feature_scale(density):
+    # The image encoder sees the image through stride-8 and coarser feature maps: the cluster's contrast must
+    # survive 8x8 averaging (one-pixel specks fall to ~0.05 there), as a real cluster does at full resolution.
+    for seed in range(4):
+        difference = demo_input(density, True, seed) - demo_input(density, False, seed)
+        pooled = difference.reshape(DEMO_SIZE[0] // 8, 8, DEMO_SIZE[1] // 8, 8).mean(axis=(1, 3))
+        assert pooled.max() >= 0.1
 
 
 def test_power_law_noise_spectrum():
