@@ -199,6 +199,17 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
     try:
         server = _start(SERVER, folder, tmp_path / "server.out")
         processes.append(server)
+        # The hospitals start once the center has registered their keys, as the center's operator tells them to:
+        # started earlier, each is refused and waits out its 30 s restart delay (tested in test_cli_client.py).
+        _wait(
+            lambda: (
+                (tmp_path / "server.out").read_text().count("registered as node") == len(HOSPITALS)
+                or server.poll() is not None
+            ),
+            600,
+            "the center to register the hospitals' keys",
+        )
+        assert server.poll() is None, (tmp_path / "server.out").read_text()[-3000:]
         clients = {h: _start(CLIENT.format(h), folder, tmp_path / f"{h}.out", niceness=10) for h in HOSPITALS}
         processes.extend(clients.values())
         run_1 = folder / "runs" / "rehearsal-1"
