@@ -42,6 +42,11 @@ def slow_files() -> list[str]:
     return marked
 
 
+def outcome_counts(summary_line: str) -> dict[str, int]:
+    """Outcome -> count from pytest's last line ("1 failed, 3 passed, 2 errors in 9.1s"); "errors" counts as "error"."""
+    return {("error" if kind.startswith("error") else kind): int(n) for n, kind in SUMMARY.findall(summary_line)}
+
+
 def time_file(test_file: str, timeout_s: float) -> dict[str, Any]:
     """Run one test file with pytest in a subprocess; its wall seconds, exit code, outcome counts and load."""
     before = load_average()
@@ -56,7 +61,7 @@ def time_file(test_file: str, timeout_s: float) -> dict[str, Any]:
     )
     seconds = time.monotonic() - started
     last_line = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    counts = {kind.rstrip("s") if kind.startswith("error") else kind: int(n) for n, kind in SUMMARY.findall(last_line)}
+    counts = outcome_counts(last_line)
     return {
         "file": test_file,
         "seconds": round(seconds, 1),
