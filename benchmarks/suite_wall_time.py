@@ -1,0 +1,107 @@
+"""Wall time of the test suite, one test file at a time: seconds, outcome counts and machine load per file, as JSON.
+
+    python benchmarks/suite_wall_time.py tests/server/test_cli_rehearsal_docs.py tests/server/test_fleet_gateway.py
+    python benchmarks/suite_wall_time.py --slow-only --out benchmarks/results/suite_wall_time.json
+
+Each file runs in its own `python -m pytest -q` process, one after the other (files never share the CPU with each
+other), so a file's seconds include its imports and its module fixtures. The 1-minute load average is recorded
+before and after every file: on a shared machine a figure means little without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bcvlm_model.atomic_io import atomic_write_json
+
+REPO = Path(__file__).resolve().parents[1]
+SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)")
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where /proc/loadavg does not exist)."""
+    path = Path("/proc/loadavg")
+    return float(path.read_text().split()[0]) if path.is_file() else None
+
+
+def slow_files() -> list[str]:
+    """Test files that mark tests `slow` (the long end-to-end ones), relative to the repository."""
+    marked = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        if "mark.slow" in path.read_text():
+            marked.append(str(path.relative_to(REPO)))
+    return marked
+
+
+def outcome_counts(summary_line: str) -> dict[str, int]:
+    """Outcome -> count from pytest's last line ("1 failed, 3 passed, 2 errors in 9.1s"); "errors" counts as "error"."""
+    return {("error" if kind.startswith("error") else kind): int(n) for n, kind in SUMMARY.findall(summary_line)}
+
+
+def time_file(test_file: str, timeout_s: float) -> dict[str, Any]:
+    """Run one test file with pytest in a subprocess; its wall seconds, exit code, outcome counts and load."""
+    before = load_average()
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+    )
+    seconds = time.monotonic() - started
+    last_line = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    counts = outcome_counts(last_line)
+    return {
+        "file": test_file,
+        "seconds": round(seconds, 1),
+        "exit_code": done.returncode,
+        "outcomes": counts,
+        "load_1min_before": before,
+        "load_1min_after": load_average(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", help="test files, relative to the repository")
+    parser.add_argument("--slow-only", action="store_true", help="every test file with tests marked slow")
+    parser.add_argument("--timeout-s", type=float, default=3600.0, help="per file (default 3600)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    files = list(args.files) + (slow_files() if args.slow_only else [])
+    if not files:
+        parser.error("name test files or pass --slow-only")
+    missing = [name for name in files if not (REPO / name).is_file()]
+    if missing:
+        parser.error(f"no such test file: {', '.join(missing)}")
+    results = []
+    for test_file in files:
+        print(f"timing {test_file} ...", file=sys.stderr, flush=True)
+        results.append(time_file(test_file, args.timeout_s))
+        print(f"  {results[-1]['seconds']} s, exit {results[-1]['exit_code']}", file=sys.stderr, flush=True)
+    report = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "files": results,
+        "total_seconds": round(sum(entry["seconds"] for entry in results), 1),
+        "all_passed": all(entry["exit_code"] == 0 for entry in results),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        atomic_write_json(args.out, report)
+    return 0 if report["all_passed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
