@@ -158,19 +158,19 @@ def run_one(args: argparse.Namespace, secagg: bool, root: Path) -> dict[str, Any
         # Sites no longer send their training time; each site's own log has it ("training took ... s").
         train_by_site = site_training_seconds(fed, server_round) or {"none": 0.0}
         train = list(train_by_site.values())
-        uploads = [entry["up"] for entry in metrics["bytes"].values()]
+        uploads = [entry.up for entry in metrics.bytes.values()]
         breakdown = overhead_breakdown([e for e in exchanges if e["round"] == str(server_round)], tasks, train_by_site)
         rounds.append(
             {
                 "round": server_round,
-                "wall_seconds": round(metrics["wall_seconds"], 2),
+                "wall_seconds": round(metrics.wall_seconds, 2),
                 "slowest_site_train_seconds": round(max(train), 2),
-                "overhead_seconds": round(metrics["wall_seconds"] - max(train), 2),
+                "overhead_seconds": round(metrics.wall_seconds - max(train), 2),
                 "bytes_up_per_site": {"min": min(uploads), "max": max(uploads)},
-                "bytes_down_per_site": {"max": max(entry["down"] for entry in metrics["bytes"].values())},
+                "bytes_down_per_site": {"max": max(entry.down for entry in metrics.bytes.values())},
                 "overhead_breakdown": {
                     **breakdown,
-                    "server_between_exchanges": round(metrics["wall_seconds"] - breakdown["exchanges_seconds"], 2),
+                    "server_between_exchanges": round(metrics.wall_seconds - breakdown["exchanges_seconds"], 2),
                 },
             }
         )

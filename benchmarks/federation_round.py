@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bcvlm_client.flower_process import apply_flower_env_defaults
+from bcvlm_client.round_record import RoundRecord
 
 apply_flower_env_defaults()  # before Flower is imported: telemetry is read at import
 
@@ -59,8 +60,8 @@ def _federation(secagg: bool, rounds: int, sites: int) -> dict[str, Any]:
     }
 
 
-def with_site_train_seconds(metrics: dict[str, Any], site_yamls: Iterable[Path]) -> dict[str, Any]:
-    """The round record plus each site's training time for that round, read from the site logs (sites no longer
+def with_site_train_seconds(record: RoundRecord, site_yamls: Iterable[Path]) -> tuple[RoundRecord, list[float]]:
+    """The round record and each site's training time for that round, read from the site logs (sites no longer
     send their training time to the server)."""
     from bcvlm_client.site_config import load_site_config
     from bcvlm_client.site_log import training_seconds
@@ -68,26 +69,25 @@ def with_site_train_seconds(metrics: dict[str, Any], site_yamls: Iterable[Path])
     seconds = []
     for site_yaml in site_yamls:
         site = load_site_config(site_yaml, check_paths=False)
-        found = training_seconds(site.state_dir).get((site.site_id, int(metrics["round"])))
+        found = training_seconds(site.state_dir).get((site.site_id, record.round))
         if found is not None:
             seconds.append(found)
-    return {**metrics, "site_train_seconds": seconds or [0.0]}
+    return record, seconds or [0.0]
 
 
-def _summarise(rounds: list[dict[str, Any]], parallel_sites: bool) -> dict[str, Any]:
+def _summarise(rounds: list[tuple[RoundRecord, list[float]]], parallel_sites: bool) -> dict[str, Any]:
     per_round = []
-    for metrics in rounds:
-        train = metrics["site_train_seconds"]
+    for record, train in rounds:
         local = max(train) if parallel_sites else sum(train)
         per_round.append(
             {
-                "round": metrics["round"],
-                "wall_s": round(metrics["wall_seconds"], 3),
+                "round": record.round,
+                "wall_s": round(record.wall_seconds, 3),
                 "site_train_s": [round(value, 3) for value in train],
-                "overhead_s": round(metrics["wall_seconds"] - local, 3),
-                "bytes_up_per_site": sorted(counts["up"] for counts in metrics["bytes"].values()),
-                "bytes_down_per_site": sorted(counts["down"] for counts in metrics["bytes"].values()),
-                "accepted": metrics["fit"]["accepted"],
+                "overhead_s": round(record.wall_seconds - local, 3),
+                "bytes_up_per_site": sorted(counts.up for counts in record.bytes.values()),
+                "bytes_down_per_site": sorted(counts.down for counts in record.bytes.values()),
+                "accepted": record.fit.accepted,
             }
         )
     return {
@@ -97,7 +97,7 @@ def _summarise(rounds: list[dict[str, Any]], parallel_sites: bool) -> dict[str, 
     }
 
 
-def run_inprocess(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> list[dict[str, Any]]:
+def run_inprocess(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> list[tuple[RoundRecord, list[float]]]:
     from flwr.app import Context, RecordDict
 
     from bcvlm_client.client_app import build_client_app
@@ -130,7 +130,7 @@ def run_inprocess(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> lis
     return [with_site_train_seconds(records.load_metrics(r), sites.values()) for r in range(1, rounds + 1)]
 
 
-def run_loopback(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> list[dict[str, Any]]:
+def run_loopback(secagg: bool, rounds: int, n_sites: int, workdir: Path) -> list[tuple[RoundRecord, list[float]]]:
     from bcvlm_testing.loopback import LoopbackFederation, wait_until
 
     root = workdir / ("loopback_secagg" if secagg else "loopback_plain")

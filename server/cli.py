@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Sequence
 
 from bcvlm_client.flower_process import FlowerProcessError
+from bcvlm_client.round_record import RoundRecordError
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_server.deployment import RunDirectory, load_for_resume, run_deployment
@@ -46,8 +47,12 @@ def status_main(argv: Sequence[str]) -> int:
     if not (Path(args.run_dir) / "deployment.yaml").is_file() and not (Path(args.run_dir) / "state.json").is_file():
         print(f"bcvlm-server: {args.run_dir} is not a bcvlm run directory", file=sys.stderr)
         return 2
-    print(render_status(args.run_dir))
-    return FAILED_ROUNDS_EXIT_CODE if failed_rounds(args.run_dir) else 0
+    try:
+        print(render_status(args.run_dir))
+        return FAILED_ROUNDS_EXIT_CODE if failed_rounds(args.run_dir) else 0
+    except RoundRecordError as exc:
+        print(f"bcvlm-server: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = failed_rounds(cfg.federation.run_dir, first_round)
     if failed:
         print(f"bcvlm-server: {len(failed)} round(s) did not train:", file=sys.stderr)
-        for metrics in failed:
-            print(f"  round {metrics['round']}: {metrics['failure']}", file=sys.stderr)
+        for record in failed:
+            print(f"  round {record.round}: {record.failure}", file=sys.stderr)
         print(f"  per-site status: bcvlm-server status {cfg.federation.run_dir}", file=sys.stderr)
         return FAILED_ROUNDS_EXIT_CODE
     print(f"run completed; results in {cfg.federation.run_dir}")

@@ -30,13 +30,22 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from bcvlm_client.round_record import (
+    ByteCount,
+    FitSiteEntry,
+    FitStage,
+    OperatingPointsRecord,
+    RoundRecord,
+    SiteOutcome,
+    record_from_json,
+)
 from bcvlm_client.run_settings import encode_round_settings
 from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY
 from bcvlm_model.metrics import ScoreHistogram
 from bcvlm_server.bounded_client_manager import BoundedClientManager
 from bcvlm_server.operating_points import choose_operating_points, log_operating_points
 from bcvlm_server.reply_tracker import ReplyTracker
-from bcvlm_server.round_metrics import evaluation_metrics, sum_site_histograms
+from bcvlm_server.round_metrics import evaluation_stage, sum_site_histograms
 from bcvlm_server.round_outcomes import (
     TRAINED,
     describe_outcome,
@@ -283,8 +292,10 @@ class FederatedStrategy(Strategy):
             target_specificity=self.cfg.evaluation.specificity,
             min_cases=self.cfg.evaluation.min_cases,
         )
-        evaluation = evaluation_metrics(
+        evaluation = evaluation_stage(
             site_metrics,
+            loss=loss,
+            failures=failures,
             n_bins=self.cfg.evaluation.n_bins,
             min_cases=self.cfg.evaluation.min_cases,
             specificity=self.cfg.evaluation.specificity,
@@ -296,35 +307,34 @@ class FederatedStrategy(Strategy):
         outcomes, trained = self._site_outcomes(absolute, fit, site_metrics)
         names = self.records.site_names()
         failure = round_failure(trained, self.cfg.min_sites, str(fit["outcome"]), outcomes, names)
-        metrics = {
-            "round": absolute,
-            "strategy": self.cfg.strategy.name,
-            "secagg": bool(self.cfg.secagg.enabled),
-            "wall_seconds": time.perf_counter() - self._round["started"],
-            "status": "failed" if failure else "trained",
-            "failure": failure,
-            "site_outcomes": outcomes,
-            "fit": fit,
-            "epsilon": {site: entry["epsilon"] for site, entry in fit["sites"].items()},
-            "evaluate": {
-                "loss": _json_number(loss) if loss is not None else None,
-                "failures": failures,
-                "cases": {
-                    site: {key: value for key, value in metrics.items() if key.startswith("cases_")}
-                    for site, metrics in site_metrics.items()
-                },
-                **evaluation,
+        record = RoundRecord(
+            round=absolute,
+            strategy=self.cfg.strategy.name,
+            secagg=bool(self.cfg.secagg.enabled),
+            wall_seconds=time.perf_counter() - self._round["started"],
+            status="failed" if failure else "trained",
+            failure=failure,
+            site_outcomes={node: SiteOutcome(**outcome) for node, outcome in outcomes.items()},
+            fit=FitStage(
+                sites={site: FitSiteEntry(**entry) for site, entry in fit["sites"].items()},
+                failures=int(fit["failures"]),
+                accepted=int(fit["accepted"]),
+                outcome=str(fit["outcome"]),
+            ),
+            epsilon={site: entry["epsilon"] for site, entry in fit["sites"].items()},
+            evaluate=evaluation,
+            bytes={
+                str(node): ByteCount(up=int(value["up"]), down=int(value["down"])) for node, value in counts.items()
             },
-            "bytes": {str(node): value for node, value in counts.items()},
-            "operating_points": operating_record,
-        }
+            operating_points=record_from_json(OperatingPointsRecord, operating_record, "operating_points"),
+        )
         self.save_checkpoint(
             absolute, self.global_arrays, {OPERATING_POINTS_KEY: operating_points} if operating_points else {}
         )
         self.records.save_strategy_state(absolute, self.cfg.strategy.name, strategy_state_arrays(self.inner))
-        self.records.save_metrics(absolute, metrics)
+        self.records.save_metrics(absolute, record)
         self.records.mark_round_completed(absolute, self.cfg.rounds)
-        pooled = {task: value.get("auc") for task, value in evaluation["pooled"].items()}
+        pooled = {task: value.auc for task, value in evaluation.pooled.items()}
         for node, outcome in sorted(outcomes.items()):
             LOGGER.info(
                 "round %d: site %s: %s; evaluation %s",
@@ -336,7 +346,7 @@ class FederatedStrategy(Strategy):
         log_operating_points(absolute, operating_record)
         if failure:
             LOGGER.error("round %d FAILED: %s", absolute, failure)
-        LOGGER.info("round %d done in %.1f s; pooled AUC %s", absolute, metrics["wall_seconds"], pooled)
+        LOGGER.info("round %d done in %.1f s; pooled AUC %s", absolute, record.wall_seconds, pooled)
 
     def _site_outcomes(
         self, absolute: int, fit: dict[str, Any], site_metrics: dict[str, dict[str, Any]]

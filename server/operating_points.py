@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from bcvlm_model import TASKS
 from bcvlm_model.inference.operating_point import threshold_from_histogram
-from bcvlm_model.metrics import ScoreHistogram
+from bcvlm_model.metrics import ScoreHistogram, too_few_cases
 
 LOGGER = logging.getLogger("bcvlm_server.operating_points")
 
@@ -36,7 +36,7 @@ def choose_operating_points(
         n_neg = 0 if histogram is None else histogram.n_negative
         if histogram is None or n_pos + n_neg == 0:
             reason = "no validation data: no site released a validation histogram"
-        elif min(n_pos, n_neg) < min_cases:
+        elif too_few_cases(n_pos, n_neg, min_cases) is not None:
             reason = f"fewer than {min_cases} validation cases in a class (positives={n_pos}, negatives={n_neg})"
         else:
             point = asdict(threshold_from_histogram(histogram, target_specificity))

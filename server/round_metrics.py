@@ -11,8 +11,9 @@ import math
 from typing import Any, Mapping
 
 from bcvlm_client.reply_schema import decode_histogram
+from bcvlm_client.round_record import EvaluateStage, PooledTaskRecord, SiteTaskRecord
 from bcvlm_model import TASKS
-from bcvlm_model.metrics import ScoreHistogram, task_metrics_from_histogram
+from bcvlm_model.metrics import ScoreHistogram, pool_histograms
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -33,46 +34,51 @@ def sum_site_histograms(
     return pooled
 
 
-def site_reported_metrics(site_metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def site_reported_metrics(site_metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, SiteTaskRecord]]:
     """Per site and task: the site's own AUC (None when the site withheld it) and its released case count."""
     return {
         site: {
-            task: {
-                "auc": _finite_or_none(float(metrics[f"auc_{task}"])) if f"auc_{task}" in metrics else None,
-                "cases": int(metrics.get(f"cases_{task}", 0)),
-            }
+            task: SiteTaskRecord(
+                auc=_finite_or_none(float(metrics[f"auc_{task}"])) if f"auc_{task}" in metrics else None,
+                cases=int(metrics.get(f"cases_{task}", 0)),
+            )
             for task in TASKS
         }
         for site, metrics in site_metrics.items()
     }
 
 
-def evaluation_metrics(
+def evaluation_stage(
     site_metrics: Mapping[str, Mapping[str, Any]],
     *,
+    loss: float | None,
+    failures: int,
     n_bins: int,
     min_cases: int,
     specificity: float,
     pooled_histograms: Mapping[str, ScoreHistogram] | None = None,
-) -> dict[str, Any]:
-    """Pooled AUC / sensitivity per task from `pooled_histograms` (the secure sum) or else the sum of the sites'
-    plain histograms; a pooled metric on fewer than `min_cases` per class is withheld. Per site: what it reported."""
+) -> EvaluateStage:
+    """The round record's evaluation stage: pooled metrics per task (`pool_histograms`) from `pooled_histograms`
+    (the secure sum) or else the sum of the sites' plain histograms; per site: what it reported."""
     pooled_counts = (
         dict(pooled_histograms) if pooled_histograms is not None else sum_site_histograms(site_metrics, n_bins)
     )
-    pooled: dict[str, Any] = {}
+    pooled = {}
     for task in TASKS:
-        total = pooled_counts.get(task, ScoreHistogram.empty(n_bins))
-        summary = {
-            key: _finite_or_none(value)
-            for key, value in task_metrics_from_histogram(total, min_cases=min_cases, specificity=specificity).items()
-        }
-        summary["n_sites"] = sum(1 for metrics in site_metrics.values() if f"cases_{task}" in metrics)
-        summary["histogram"] = {"positives": total.positives.tolist(), "negatives": total.negatives.tolist()}
-        summary["secure_sum"] = pooled_histograms is not None
-        summary["sensitivity_at_specificity_kind"] = (
-            "ROC summary: the threshold is chosen on these test images, so it is not an operating point (operating "
-            "points are chosen on validation data: see `operating_points`)"
+        histograms = [pooled_counts[task]] if task in pooled_counts else []
+        metrics = pool_histograms(histograms, n_bins=n_bins, min_cases=min_cases, specificity=specificity)
+        pooled[task] = PooledTaskRecord.from_pooled(
+            metrics,
+            n_sites=sum(1 for reply in site_metrics.values() if f"cases_{task}" in reply),
+            secure_sum=pooled_histograms is not None,
         )
-        pooled[task] = summary
-    return {"pooled": pooled, "sites": site_reported_metrics(site_metrics)}
+    return EvaluateStage(
+        loss=_finite_or_none(loss),
+        failures=int(failures),
+        cases={
+            site: {key: int(value) for key, value in reply.items() if key.startswith("cases_")}
+            for site, reply in site_metrics.items()
+        },
+        pooled=pooled,
+        sites=site_reported_metrics(site_metrics),
+    )

@@ -16,6 +16,7 @@ import numpy as np
 from safetensors.numpy import load_file
 from safetensors.numpy import save as save_safetensors_bytes
 
+from bcvlm_client.round_record import ROUND_RECORD_FILE, RoundRecord, load_round_record, save_round_record
 from bcvlm_model.atomic_io import atomic_write_bytes, atomic_write_json, read_json
 from bcvlm_model.config_io import save_effective_config
 
@@ -55,8 +56,8 @@ class RunRecords:
     def save_site_names(self, names: dict[str, str]) -> Path:
         return atomic_write_json(self.sites_path, {**self.site_names(), **{str(k): v for k, v in names.items()}})
 
-    def completed_rounds_metrics(self, first: int = 1) -> list[dict[str, Any]]:
-        """metrics.json of rounds `first`..last completed (a missing file is skipped)."""
+    def completed_rounds_metrics(self, first: int = 1) -> list[RoundRecord]:
+        """Round records of rounds `first`..last completed (a missing file is skipped)."""
         found = []
         for server_round in range(max(1, first), self.last_completed_round() + 1):
             if self.metrics_path(server_round).is_file():
@@ -70,7 +71,7 @@ class RunRecords:
         return self.round_dir(server_round) / "checkpoint"
 
     def metrics_path(self, server_round: int) -> Path:
-        return self.round_dir(server_round) / "metrics.json"
+        return self.round_dir(server_round) / ROUND_RECORD_FILE
 
     # --- run state ----------------------------------------------------------------------------------------------
     def last_completed_round(self) -> int:
@@ -109,8 +110,10 @@ class RunRecords:
         arrays.pop("_empty", None)
         return meta, arrays
 
-    def save_metrics(self, server_round: int, metrics: dict[str, Any]) -> Path:
-        return atomic_write_json(self.metrics_path(server_round), metrics)
+    def save_metrics(self, server_round: int, record: RoundRecord) -> Path:
+        """Write the round's record (metrics.json)."""
+        return save_round_record(self.metrics_path(server_round), record)
 
-    def load_metrics(self, server_round: int) -> dict[str, Any]:
-        return read_json(self.metrics_path(server_round))
+    def load_metrics(self, server_round: int) -> RoundRecord:
+        """The round's record; RoundRecordError naming the file and field when it cannot be read."""
+        return load_round_record(self.metrics_path(server_round))

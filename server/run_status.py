@@ -6,31 +6,29 @@ Used by `bcvlm-server status RUN_DIR`, by `bcvlm-server` while it follows a run,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
+from bcvlm_client.round_record import RoundRecord, record_to_json
 from bcvlm_model.atomic_io import read_json
 from bcvlm_server.round_outcomes import describe_outcome
 from bcvlm_server.run_records import RunRecords
 
 
-def round_line(metrics: Mapping[str, Any], names: Mapping[str, str]) -> str:
+def round_line(record: RoundRecord, names: Mapping[str, str]) -> str:
     """`round 2 trained in 81.0 s: alpha trained, eval ok; beta declined (BUDGET_EXHAUSTED), eval ok`."""
-    status = metrics.get("status", "trained")  # rounds recorded before outcomes existed carry no status
     parts = []
-    for node, outcome in sorted((metrics.get("site_outcomes") or {}).items()):
-        evaluation = outcome.get("evaluate")
+    for node, outcome in sorted(record.site_outcomes.items()):
         parts.append(
-            f"{names.get(node, 'node ' + node)} {describe_outcome(outcome)}"
-            + (f", eval {evaluation}" if evaluation else "")
+            f"{names.get(node, 'node ' + node)} {describe_outcome(record_to_json(outcome))}"
+            + (f", eval {outcome.evaluate}" if outcome.evaluate else "")
         )
-    line = f"round {metrics.get('round')} {status} in {float(metrics.get('wall_seconds', 0.0)):.1f} s"
+    line = f"round {record.round} {record.status} in {record.wall_seconds:.1f} s"
     return line + (": " + "; ".join(parts) if parts else "")
 
 
-def failed_rounds(run_dir: str | Path, first_round: int = 1) -> list[dict[str, Any]]:
-    """metrics.json of the completed rounds >= `first_round` whose status is `failed`."""
-    records = RunRecords(run_dir)
-    return [metrics for metrics in records.completed_rounds_metrics(first_round) if metrics.get("status") == "failed"]
+def failed_rounds(run_dir: str | Path, first_round: int = 1) -> list[RoundRecord]:
+    """Round records of the completed rounds >= `first_round` whose status is `failed`."""
+    return [record for record in RunRecords(run_dir).completed_rounds_metrics(first_round) if record.failed]
 
 
 def render_status(run_dir: str | Path) -> str:
@@ -52,8 +50,8 @@ def render_status(run_dir: str | Path) -> str:
                     + (" (resume)" if entry.get("resume") else "")
                 )
     names = records.site_names()
-    for metrics in records.completed_rounds_metrics():
-        lines.append(round_line(metrics, names))
-        if metrics.get("failure"):
-            lines.append(f"  failed: {metrics['failure']}")
+    for record in records.completed_rounds_metrics():
+        lines.append(round_line(record, names))
+        if record.failure:
+            lines.append(f"  failed: {record.failure}")
     return "\n".join(lines)

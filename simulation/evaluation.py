@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -12,13 +11,7 @@ from torch import nn
 
 from bcvlm_model import TASKS
 from bcvlm_model.data.preprocess_config import PreprocessConfig
-from bcvlm_model.metrics import (
-    DEFAULT_BINS,
-    ScoreHistogram,
-    auc_from_histogram,
-    roc_curve_from_histogram,
-    score_histogram,
-)
+from bcvlm_model.metrics import DEFAULT_BINS, ScoreHistogram, pool_histograms, score_histogram
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.text.report_config import TextConfig
 from bcvlm_model.training import evaluate
@@ -72,18 +65,28 @@ def oracle_scores_on_sites(test_tables: Mapping[str, pd.DataFrame]) -> dict[str,
     return results
 
 
-def _auc_or_none(histogram: ScoreHistogram, min_cases: int) -> float | None:
-    if min(histogram.n_positive, histogram.n_negative) < max(1, min_cases):
-        return None
-    value = auc_from_histogram(histogram)
-    return None if math.isnan(value) else float(value)
+def summarise_histograms(
+    per_site: Mapping[str, Mapping[str, ScoreHistogram]], n_bins: int = DEFAULT_BINS, min_cases: int = 1
+) -> dict[str, Any]:
+    """`summarise_method` of the sites' score histograms per task (`{site: {task: histogram}}`).
 
-
-def _roc_points(histogram: ScoreHistogram) -> dict[str, list[float]]:
-    fpr, tpr, _ = roc_curve_from_histogram(histogram)
-    keep = np.ones(len(fpr), dtype=bool)
-    keep[1:-1] = (np.diff(fpr)[:-1] != 0) | (np.diff(tpr)[:-1] != 0)  # drop repeated points
-    return {"fpr": [round(float(v), 6) for v in fpr[keep]], "tpr": [round(float(v), 6) for v in tpr[keep]]}
+    Every AUC, pooled or per site, comes from `pool_histograms`: the rule for too few cases is the federated
+    server's (None when a class has fewer than `min_cases` cases).
+    """
+    summary: dict[str, Any] = {"pooled_auc": {}, "site_auc": {}, "mean_site_auc": {}, "roc": {}, "cases": {}}
+    for task in TASKS:
+        site_histograms = [entry[task] for entry in per_site.values() if task in entry]
+        for site, entry in per_site.items():
+            own = pool_histograms([entry[task]] if task in entry else [], n_bins=n_bins, min_cases=min_cases)
+            summary["site_auc"].setdefault(site, {})[task] = own.auc
+        pooled = pool_histograms(site_histograms, n_bins=n_bins, min_cases=min_cases)
+        summary["pooled_auc"][task] = pooled.auc
+        site_aucs = [aucs[task] for aucs in summary["site_auc"].values() if aucs.get(task) is not None]
+        summary["mean_site_auc"][task] = float(np.mean(site_aucs)) if site_aucs else None
+        summary["cases"][task] = {"positive": pooled.n_positive, "negative": pooled.n_negative}
+        if pooled.roc is not None:
+            summary["roc"][task] = {"fpr": pooled.roc.fpr, "tpr": pooled.roc.tpr}
+    return summary
 
 
 def summarise_method(
@@ -96,19 +99,13 @@ def summarise_method(
     rewards scores that sit on one scale across sites (a site's own model tracking its prevalence). The mean of the
     per-site AUCs (sites with both classes) measures ranking within each hospital only.
     """
-    summary: dict[str, Any] = {"pooled_auc": {}, "site_auc": {}, "mean_site_auc": {}, "roc": {}, "cases": {}}
-    for task in TASKS:
-        pooled = ScoreHistogram.empty(n_bins)
-        for site, entry in per_site.items():
-            scores = entry.scores.get(task, np.zeros(0))
-            labels = entry.labels.get(task, np.zeros(0))
-            histogram = score_histogram(np.clip(scores, 0.0, 1.0), labels, n_bins)
-            summary["site_auc"].setdefault(site, {})[task] = _auc_or_none(histogram, min_cases)
-            pooled = pooled + histogram
-        summary["pooled_auc"][task] = _auc_or_none(pooled, min_cases)
-        site_aucs = [aucs[task] for aucs in summary["site_auc"].values() if aucs.get(task) is not None]
-        summary["mean_site_auc"][task] = float(np.mean(site_aucs)) if site_aucs else None
-        summary["cases"][task] = {"positive": pooled.n_positive, "negative": pooled.n_negative}
-        if pooled.n_positive and pooled.n_negative:
-            summary["roc"][task] = _roc_points(pooled)
-    return summary
+    histograms = {
+        site: {
+            task: score_histogram(
+                np.clip(entry.scores.get(task, np.zeros(0)), 0.0, 1.0), entry.labels.get(task, np.zeros(0)), n_bins
+            )
+            for task in TASKS
+        }
+        for site, entry in per_site.items()
+    }
+    return summarise_histograms(histograms, n_bins, min_cases)

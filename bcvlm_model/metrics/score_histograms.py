@@ -8,7 +8,7 @@ scores in the same bin count as ties (half a concordant pair), as in the Mann-Wh
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -150,22 +150,3 @@ def exact_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     ranks[order] = np.repeat(average_rank, counts)
     rank_sum = ranks[labels == 1].sum()
     return float((rank_sum - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
-
-
-def task_metrics_from_histogram(histogram: ScoreHistogram, *, min_cases: int, specificity: float) -> dict[str, Any]:
-    """AUC and sensitivity at `specificity`, or withheld (None plus a reason) when either class has < min_cases."""
-    n_pos, n_neg = histogram.n_positive, histogram.n_negative
-    result: dict[str, Any] = {"n_positive": n_pos, "n_negative": n_neg, "specificity_target": specificity}
-    if min(n_pos, n_neg) < min_cases:
-        result.update(
-            auc=None,
-            sensitivity_at_specificity=None,
-            withheld=f"fewer than {min_cases} cases in a class (positives={n_pos}, negatives={n_neg})",
-        )
-        return result
-    result.update(
-        auc=auc_from_histogram(histogram),
-        sensitivity_at_specificity=sensitivity_at_specificity_from_histogram(histogram, specificity),
-        withheld=None,
-    )
-    return result

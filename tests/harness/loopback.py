@@ -16,10 +16,12 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS, free_port, process_tree, terminate_tree
+from bcvlm_client.round_record import RoundRecord
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.config_io import config_to_dict
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from bcvlm_server.certs import CertificatePaths, SiteKeyPaths, create_certificates, create_site_key
+from bcvlm_server.run_records import RunRecords
 from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, site_names, split_sites
 from bcvlm_testing.federation_sites import tiny_model_config, tiny_preprocess
 
@@ -305,8 +307,8 @@ class LoopbackFederation:
         state = self.run_dir / "state.json"
         return int(read_json(state)["last_completed_round"]) if state.is_file() else 0
 
-    def round_metrics(self, server_round: int) -> dict[str, Any]:
-        return read_json(self.run_dir / "rounds" / f"round-{server_round:04d}" / "metrics.json")
+    def round_metrics(self, server_round: int) -> RoundRecord:
+        return RunRecords(self.run_dir).load_metrics(server_round)
 
     def output(self, name: str) -> str:
         path = self.root / name

@@ -47,6 +47,18 @@ def test_status_refuses_a_folder_that_is_no_run(tmp_path: Path, capsys: pytest.C
     assert "not a bcvlm run directory" in capsys.readouterr().err
 
 
+def test_status_refuses_a_round_record_it_cannot_read_naming_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = RunRecords(tmp_path)
+    records.metrics_path(1).parent.mkdir(parents=True)
+    records.metrics_path(1).write_text('{"round": 1, "wall_seconds": 3.0}\n')  # a record of an older bcvlm
+    records.mark_round_completed(1, planned_rounds=1)
+    assert cli.main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(records.metrics_path(1)) in err and "missing field 'strategy'" in err
+
+
 def test_a_run_in_which_every_site_fails_exits_non_zero_with_the_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -33,15 +33,15 @@ def test_round_where_every_site_fails_is_failed_with_scrubbed_reasons(tmp_path: 
         **{"secagg.enabled": secagg, "rounds": 1, "min_sites": 2},
     )
     records = RunRecords(tmp_path / "run")
-    metrics = records.load_metrics(1)
-    assert metrics["status"] == "failed"
-    assert metrics["failure"].startswith("0 site(s) trained, min_sites 2")
-    assert set(metrics["site_outcomes"]) == {"100", "101"}
-    for outcome in metrics["site_outcomes"].values():
-        assert outcome["outcome"] == "failed"
-        assert outcome["error"] == "OSError"
-        assert "ClientApp raised" in outcome["reason"]
-        assert outcome["evaluate"].startswith("failed (OSError")
+    record = records.load_metrics(1)
+    assert record.status == "failed"
+    assert record.failure is not None and record.failure.startswith("0 site(s) trained, min_sites 2")
+    assert set(record.site_outcomes) == {"100", "101"}
+    for outcome in record.site_outcomes.values():
+        assert outcome.outcome == "failed"
+        assert outcome.error == "OSError"
+        assert outcome.reason is not None and "ClientApp raised" in outcome.reason
+        assert outcome.evaluate is not None and outcome.evaluate.startswith("failed (OSError")
     text = records.metrics_path(1).read_text()
     assert "patient-4711" not in text and "file not found" not in text  # the site's exception text stays there
     log = records.log_path.read_text()
@@ -80,9 +80,9 @@ def test_a_site_lost_before_evaluation_costs_one_timeout_and_the_round_is_checkp
     assert records.last_completed_round() == 2
     assert records.checkpoint_dir(1).is_dir()
     first, second = records.load_metrics(1), records.load_metrics(2)
-    assert first["status"] == "trained" and first["site_outcomes"][str(victim)]["outcome"] == "trained"
-    assert first["site_outcomes"][str(victim)]["evaluate"].startswith("failed (TimeoutError")
-    assert second["status"] == "trained" and str(victim) not in second["site_outcomes"]
+    assert first.status == "trained" and first.site_outcomes[str(victim)].outcome == "trained"
+    assert str(first.site_outcomes[str(victim)].evaluate).startswith("failed (TimeoutError")
+    assert second.status == "trained" and str(victim) not in second.site_outcomes
     assert grid.waited_s == timeout  # the transport waited for the dead site exactly once
     # Nothing else waited: a second wait would add a whole timeout; the rest is the sites' work plus the server's own
     # (models, checkpoints, two SecAgg+ passes per round: training and secure evaluation).
@@ -103,10 +103,10 @@ def test_a_missing_quorum_fails_the_round_after_one_timeout(tmp_path: Path) -> N
         **{"secagg.enabled": False, "rounds": 1, "min_sites": 3, "round_timeout_s": timeout},
     )
     elapsed = time.monotonic() - started
-    metrics = RunRecords(tmp_path / "run").load_metrics(1)
-    assert metrics["status"] == "failed"
-    assert "2 of min 3 sites connected" in metrics["failure"]
-    assert all(outcome["evaluate"] == "ok" for outcome in metrics["site_outcomes"].values())  # evaluated anyway
+    record = RunRecords(tmp_path / "run").load_metrics(1)
+    assert record.status == "failed"
+    assert "2 of min 3 sites connected" in str(record.failure)
+    assert all(outcome.evaluate == "ok" for outcome in record.site_outcomes.values())  # evaluated anyway
     assert timeout <= elapsed - grid.client_seconds < 1.5 * timeout  # one wait for the quorum, not a day
 
 
@@ -151,7 +151,8 @@ def test_the_checkpoint_threshold_comes_from_validation_histograms_not_test_ones
         assert points[task]["threshold"] < 0.6 <= threshold_from_histogram(test, 0.9).threshold
         assert points[task]["n_validation_cases"] == 40
     record = RunRecords(tmp_path).load_metrics(1)
-    assert record["operating_points"]["tasks"][TASKS[0]]["operating_point"]["threshold"] < 0.6
+    point = record.operating_points.tasks[TASKS[0]].operating_point
+    assert point is not None and point["threshold"] < 0.6
 
 
 def test_plain_replies_without_validation_histograms_leave_the_checkpoint_without_a_point(tmp_path: Path) -> None:
@@ -163,4 +164,4 @@ def test_plain_replies_without_validation_histograms_leave_the_checkpoint_withou
     strategy.aggregate_evaluate(1, [(NodeProxy(7), EvaluateRes(Status(Code.OK, "Success"), 0.0, 40, metrics))], [])
     assert OPERATING_POINTS_KEY not in saved[1]
     record = RunRecords(tmp_path).load_metrics(1)
-    assert "no validation data" in record["operating_points"]["tasks"][TASKS[0]]["withheld"]
+    assert "no validation data" in str(record.operating_points.tasks[TASKS[0]].withheld)

@@ -113,13 +113,13 @@ def test_secagg_dp_run_changes_the_model_and_reports_pooled_auc(secagg_run) -> N
     initial = strategy.sent_global[1]
     assert any(not np.array_equal(a, b) for a, b in zip(initial, first))
     assert any(not np.array_equal(a, b) for a, b in zip(first, second))
-    metrics = records.load_metrics(2)
-    assert metrics["secagg"] is True and metrics["fit"]["accepted"] == 3
-    assert 0.0 <= metrics["evaluate"]["pooled"]["malignancy"]["auc"] <= 1.0
-    assert metrics["evaluate"]["pooled"]["malignancy"]["n_positive"] == 12
+    record = records.load_metrics(2)
+    assert record.secagg is True and record.fit.accepted == 3
+    assert 0.0 <= (record.evaluate.pooled["malignancy"].auc or -1.0) <= 1.0
+    assert record.evaluate.pooled["malignancy"].n_positive == 12
     n_parameters = sum(array.size for array in second)
-    for counts in metrics["bytes"].values():  # SecAgg+ uploads uint32-packed masked vectors: ~4 bytes per parameter
-        assert 4 * n_parameters <= counts["up"] < 4.5 * n_parameters + 200_000  # + keys, shares, secure evaluation
+    for counts in record.bytes.values():  # SecAgg+ uploads uint32-packed masked vectors: ~4 bytes per parameter
+        assert 4 * n_parameters <= counts.up < 4.5 * n_parameters + 200_000  # + keys, shares, secure evaluation
     assert (records.round_dir(2) / "strategy_state.json").is_file()
 
 
@@ -192,9 +192,9 @@ def test_resume_continues_bit_for_bit_and_a_site_over_budget_declines(tmp_path) 
     records = RunRecords(tmp_path / "run")
     assert records.last_completed_round() == 1
     round1 = records.load_metrics(1)
-    assert round1["fit"]["sites"]["202"]["declined"] == DeclineReason.BUDGET_EXHAUSTED
-    assert round1["fit"]["accepted"] == 2
-    assert round1["fit"]["failures"] == 1 and str(dead) not in round1["fit"]["sites"]
+    assert round1.fit.sites["202"].declined == DeclineReason.BUDGET_EXHAUSTED
+    assert round1.fit.accepted == 2
+    assert round1.fit.failures == 1 and str(dead) not in round1.fit.sites
     assert set(records.load_strategy_state(1)[1]) >= {"m_t.00000", "v_t.00000"}
     epsilon_before = load_ledger_epsilon(sites[200])
 
@@ -203,7 +203,7 @@ def test_resume_continues_bit_for_bit_and_a_site_over_budget_declines(tmp_path) 
     assert resumed.round_offset == 1 and sorted(resumed.sent_global) == [2]
     for sent, saved in zip(resumed.sent_global[2], checkpoint_arrays):
         assert np.array_equal(sent, saved)
-    assert records.last_completed_round() == 2 and records.load_metrics(2)["round"] == 2
+    assert records.last_completed_round() == 2 and records.load_metrics(2).round == 2
     assert load_ledger_epsilon(sites[200]) > epsilon_before
     with pytest.raises(RuntimeError, match="resume"):
         _run(tmp_path, sites, "third", silent=silent, rounds=3, **overrides)
@@ -238,9 +238,9 @@ def test_secagg_round_survives_a_site_lost_before_the_key_exchange(tmp_path) -> 
         silent=lost_at_setup,
         **{"secagg.enabled": True, "rounds": 1, "min_sites": 2, "local_train.local_steps": 1},
     )
-    metrics = RunRecords(tmp_path / "run").load_metrics(1)
-    assert metrics["fit"]["accepted"] == 2
-    assert metrics["status"] == "trained" and metrics["fit"]["outcome"] == "updated from 2 sites"
+    record = RunRecords(tmp_path / "run").load_metrics(1)
+    assert record.fit.accepted == 2
+    assert record.status == "trained" and record.fit.outcome == "updated from 2 sites"
 
 
 def _labelled_rows(site_yaml: Path, split: str, task: str) -> int:
@@ -308,6 +308,6 @@ def test_sites_without_validation_rows_give_no_operating_point(tmp_path) -> None
     )
     records = RunRecords(tmp_path / "run")
     assert OPERATING_POINTS_KEY not in load_checkpoint(records.checkpoint_dir(1)).extra
-    withheld = records.load_metrics(1)["operating_points"]["tasks"]
-    assert all("no validation data" in withheld[task]["withheld"] for task in TASKS)
+    withheld = records.load_metrics(1).operating_points.tasks
+    assert all("no validation data" in str(withheld[task].withheld) for task in TASKS)
     assert "no operating point for malignancy: no validation data" in records.log_path.read_text()

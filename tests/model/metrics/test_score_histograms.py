@@ -14,7 +14,6 @@ from bcvlm_model.metrics import (
     roc_curve_from_histogram,
     score_histogram,
     sensitivity_at_specificity_from_histogram,
-    task_metrics_from_histogram,
 )
 
 
@@ -83,11 +82,3 @@ def test_roc_and_sensitivity_at_specificity() -> None:
         if spec >= 0.9:
             best = max(best, called[labels == 1].mean())
     assert sens == pytest.approx(best, abs=1e-9)
-
-
-def test_small_counts_are_withheld() -> None:
-    h = score_histogram(np.array([0.1, 0.9, 0.8]), np.array([0.0, 1.0, 1.0]), n_bins=10)
-    withheld = task_metrics_from_histogram(h, min_cases=2, specificity=0.9)
-    assert withheld["auc"] is None and "fewer than 2" in withheld["withheld"]
-    shown = task_metrics_from_histogram(h, min_cases=1, specificity=0.9)
-    assert shown["auc"] == 1.0 and shown["withheld"] is None
