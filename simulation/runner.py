@@ -6,7 +6,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from bcvlm_simulation.baseline_checkpoints import (
     pooled_validation_histograms,
     save_with_operating_points,
 )
-from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
+from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_dp_centralized, train_local_only
 from bcvlm_simulation.bootstrap import method_intervals
 from bcvlm_simulation.breast_level import breast_level_metrics
 from bcvlm_simulation.cohort import load_cohort
@@ -142,6 +142,11 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         raise SimulationError(f"{run_dir} already holds a finished run; pick another run_dir or set overwrite=true")
     if cfg.pretrain.enabled and cfg.server.init_checkpoint:
         raise SimulationError("pretrain.enabled=true and server.init_checkpoint are both set: pick one start")
+    if cfg.baselines.dp_centralized and not cfg.site.privacy.enabled:
+        raise SimulationError(
+            "baselines.dp_centralized=true trains with the sites' DP budget, but site.privacy.enabled=false: "
+            "turn DP on or set baselines.dp_centralized=false"
+        )
     if cfg.baselines.no_site_fields:
         try:
             ablation_text(cfg.server.text)
@@ -264,6 +269,19 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             "centralized", centralized, server.model, vals, run_dir / BASELINES_DIR / "centralized"
         )
         methods["centralized"]["note"] = f"union of the sites' training data, same epochs, {privacy_note}"
+    if cfg.baselines.dp_centralized:
+        print("[simulate] baseline: DP-centralized (all sites' data in one place, one site's DP budget)", flush=True)
+        dp_central, spent = train_dp_centralized(server.model, trains, recipe, cfg.site.privacy)
+        methods["dp_centralized"] = scored("dp_centralized", dp_central, server.model)
+        methods["dp_centralized"]["operating_points"] = checkpointed(
+            "dp_centralized", dp_central, server.model, vals, run_dir / BASELINES_DIR / "dp_centralized"
+        )
+        methods["dp_centralized"]["privacy"] = asdict(spent)
+        methods["dp_centralized"]["note"] = (
+            f"union of the sites' training data, same epochs, DP-SGD with one site's budget "
+            f"(spent epsilon {spent.epsilon_spent:.2f} of {spent.target_epsilon:g}, delta {spent.delta:g}, "
+            f"per {spent.unit})" + (", from the same public pretraining" if init_checkpoints else "")
+        )
     if cfg.baselines.local_only:
         print("[simulate] baseline: local-only", flush=True)
         per_site: dict[str, Any] = {}
