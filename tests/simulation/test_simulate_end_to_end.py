@@ -183,3 +183,10 @@ def test_the_dp_centralized_baseline_spends_at_most_the_site_budget(tiny_run: Pa
         == (method["operating_points"]["tasks"]["malignancy"]["operating_point"]["threshold"])
     )
     assert "DP-centralized" in (tiny_run / "report.html").read_text()
+
+
+def test_every_scored_model_has_a_validation_auc(tiny_run: Path) -> None:
+    methods = read_json(tiny_run / "metrics.json")["methods"]
+    for name in ("federated", "centralized", "dp_centralized", "local_only", "image_only", "public_pretrained"):
+        assert set(methods[name]["validation_pooled_auc"]) == {"malignancy", "calcification"}, name
+    assert "validation_pooled_auc" not in methods["oracle"]  # no model, nothing scored on validation
