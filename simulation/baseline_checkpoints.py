@@ -12,7 +12,7 @@ from bcvlm_model import TASKS
 from bcvlm_model.checkpoint import save_checkpoint
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY
-from bcvlm_model.metrics import ScoreHistogram, score_histogram
+from bcvlm_model.metrics import ScoreHistogram, auc_from_histogram, score_histogram, too_few_cases
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.text.report_config import TextConfig
 from bcvlm_server.operating_points import choose_operating_points
@@ -40,6 +40,16 @@ def pooled_validation_histograms(
         for task in TASKS:
             pooled[task] = pooled[task] + score_histogram(scores.scores[task], scores.labels[task], n_bins)
     return pooled
+
+
+def validation_aucs(validation: Mapping[str, ScoreHistogram], min_cases: int) -> dict[str, float | None]:
+    """Per task, the AUC of pooled validation histograms (None below `min_cases` of either class): the figure to
+    compare settings on, so that the test set is scored once and never used to choose."""
+    aucs: dict[str, float | None] = {}
+    for task, histogram in validation.items():
+        withheld = too_few_cases(histogram.n_positive, histogram.n_negative, min_cases)
+        aucs[task] = None if withheld else round(float(auc_from_histogram(histogram)), 4)
+    return aucs
 
 
 def save_with_operating_points(

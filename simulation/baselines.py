@@ -1,4 +1,5 @@
-"""Baselines trained with the project's own `train_local`: centralized, local-only per site, image-only (fusion ablation)."""
+"""Baselines trained with the project's own `train_local`: centralized, DP-centralized, local-only per site, image-only
+(fusion ablation)."""
 
 from __future__ import annotations
 
@@ -115,6 +116,22 @@ def _dp_state(recipe: TrainingRecipe, loader: DataLoader, steps_per_round: int) 
     )
 
 
+@dataclass(frozen=True)
+class PrivacySpent:
+    """What a DP-trained baseline spent, from its own accountant (the figure metrics.json records)."""
+
+    epsilon_spent: float
+    target_epsilon: float
+    delta: float
+    noise_multiplier: float
+    max_grad_norm: float
+    unit: str
+    accountant: str
+    records: int
+    """DP records in the training data (patients under `unit: patient`)."""
+    steps: int
+
+
 def train_reference(
     model_cfg: ModelConfig, train_table: pd.DataFrame, recipe: TrainingRecipe, steps_scale: int, label: str
 ) -> nn.Module:
@@ -123,6 +140,13 @@ def train_reference(
     Each call is one pass over the data when `local_train.local_steps == 0` (same epochs as the federated sites),
     else `local_steps * steps_scale` steps (steps_scale = number of sites for a model on their union).
     """
+    return _train_reference(model_cfg, train_table, recipe, steps_scale, label)[0]
+
+
+def _train_reference(
+    model_cfg: ModelConfig, train_table: pd.DataFrame, recipe: TrainingRecipe, steps_scale: int, label: str
+) -> tuple[nn.Module, PrivacySpent | None]:
+    """`train_reference`, also returning the privacy its accountant recorded (None without DP)."""
     if train_table.empty:
         raise ValueError(f"{label}: no training rows")
     model = _model(model_cfg, recipe)
@@ -138,6 +162,7 @@ def train_reference(
         seed=recipe.seed,
         privacy_unit=recipe.privacy.unit if private else None,
     )
+    records = len(loader.dataset)  # DP records (patients under unit=patient), before any frozen-feature loader
     steps = recipe.local_train.local_steps * steps_scale if recipe.local_train.local_steps else 0
     dp = _dp_state(recipe, loader, steps or len(loader))
     cfg = replace(recipe.local_train, local_steps=steps)
@@ -148,6 +173,7 @@ def train_reference(
         )
         if cached is not None:  # same parameters, batches carry the frozen prefix's outputs
             module, loader = cached.module, cached.loader
+    epsilon_spent, steps_taken = None, 0
     for round_index in range(recipe.rounds):
         if dp is not None and _reproducible_noise(recipe):
             dp = replace(dp, insecure_seed=recipe.seed + round_index)
@@ -160,10 +186,25 @@ def train_reference(
             progress=recipe.progress,
             progress_label=f"{label} round {round_index + 1}/{recipe.rounds}",
         )
+        steps_taken += result.steps
         if dp is not None:
             dp = replace(dp, accountant_state=result.accountant_state)
+            epsilon_spent = result.epsilon_spent_total
     model.eval()
-    return model
+    if dp is None or epsilon_spent is None or recipe.privacy is None:
+        return model, None
+    spent = PrivacySpent(
+        epsilon_spent=float(epsilon_spent),
+        target_epsilon=recipe.privacy.target_epsilon,
+        delta=dp.delta,
+        noise_multiplier=dp.noise_multiplier,
+        max_grad_norm=dp.max_grad_norm,
+        unit=str(recipe.privacy.unit.value),
+        accountant=str(dp.accountant.value),
+        records=records,
+        steps=steps_taken,
+    )
+    return model, spent
 
 
 def train_centralized(
@@ -172,6 +213,27 @@ def train_centralized(
     """One model on the union of every site's training rows."""
     union = pd.concat(list(train_tables.values()), ignore_index=True)
     return train_reference(model_cfg, union, recipe, steps_scale=len(train_tables), label=label)
+
+
+def train_dp_centralized(
+    model_cfg: ModelConfig,
+    train_tables: Mapping[str, pd.DataFrame],
+    recipe: TrainingRecipe,
+    budget: PrivacyBudgetConfig,
+    label: str = "DP-centralized",
+) -> tuple[nn.Module, PrivacySpent]:
+    """One model on the union of every site's training rows under DP-SGD with one site's budget (epsilon, delta,
+    clip, privacy unit): what federation would cost if one trusted place held all the data. Same trainable set and
+    start as the federated run (the recipe's `dp_ready` and `init_checkpoints`)."""
+    if not budget.enabled:
+        raise ValueError(f"{label}: needs a DP budget (site.privacy.enabled=true)")
+    union = pd.concat(list(train_tables.values()), ignore_index=True)
+    model, spent = _train_reference(
+        model_cfg, union, replace(recipe, privacy=budget), steps_scale=len(train_tables), label=label
+    )
+    if spent is None:
+        raise RuntimeError(f"{label}: DP training recorded no privacy spent")
+    return model, spent
 
 
 def train_local_only(

@@ -81,6 +81,9 @@ class BaselinesConfig:
     """One model per site on that site's data alone."""
     image_only: bool = True
     """The fusion ablation: image-only model (kind=image_only), centralized on the union of training data."""
+    dp_centralized: bool = False
+    """One model on the union of all sites' training data under DP-SGD with one site's budget (`site.privacy`:
+    epsilon, delta, clip, unit), from the same start: the fair reference for what federation costs. Needs DP on."""
     private: bool = False
     """Train the baselines with DP-SGD too (same per-site budget); False = non-private references."""
     no_site_fields: bool = False

@@ -20,6 +20,7 @@ from bcvlm_model.privacy.privacy_unit import PrivacyUnit, unit_description  # no
 METHOD_ORDER = (
     "federated",
     "centralized",
+    "dp_centralized",
     "local_only",
     "image_only",
     "centralized_no_site_fields",
@@ -29,6 +30,7 @@ METHOD_ORDER = (
 METHOD_LABELS = {
     "federated": "federated (VLM, DP + SecAgg+)",
     "centralized": "centralized (union of sites)",
+    "dp_centralized": "DP-centralized (union of sites, one site's DP budget)",
     "local_only": "local-only (each site alone)",
     "image_only": "image-only (fusion ablation)",
     "centralized_no_site_fields": "centralized without site fields (ablation)",
@@ -108,6 +110,7 @@ def plot_auc_per_round(metrics: dict[str, Any]) -> plt.Figure:
         )
         for method, style, colour in (
             ("centralized", "--", "tab:red"),
+            ("dp_centralized", "--", "tab:orange"),
             ("local_only", ":", "tab:purple"),
             ("image_only", "-.", "tab:brown"),
         ):

@@ -6,7 +6,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,9 @@ from bcvlm_simulation.baseline_checkpoints import (
     BASELINES_DIR,
     pooled_validation_histograms,
     save_with_operating_points,
+    validation_aucs,
 )
-from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_local_only
+from bcvlm_simulation.baselines import recipe_from_config, train_centralized, train_dp_centralized, train_local_only
 from bcvlm_simulation.bootstrap import method_intervals
 from bcvlm_simulation.breast_level import breast_level_metrics
 from bcvlm_simulation.cohort import load_cohort
@@ -142,6 +143,11 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         raise SimulationError(f"{run_dir} already holds a finished run; pick another run_dir or set overwrite=true")
     if cfg.pretrain.enabled and cfg.server.init_checkpoint:
         raise SimulationError("pretrain.enabled=true and server.init_checkpoint are both set: pick one start")
+    if cfg.baselines.dp_centralized and not cfg.site.privacy.enabled:
+        raise SimulationError(
+            "baselines.dp_centralized=true trains with the sites' DP budget, but site.privacy.enabled=false: "
+            "turn DP on or set baselines.dp_centralized=false"
+        )
     if cfg.baselines.no_site_fields:
         try:
             ablation_text(cfg.server.text)
@@ -209,12 +215,23 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             name, score_model_on_sites(model, tests, server.preprocess, server.text, model_cfg, cache_dir, batch)
         )
 
-    def checkpointed(
-        name: str, model: torch.nn.Module, model_cfg: ModelConfig, val_tables: dict[str, pd.DataFrame], folder: Path
+    validation_of: dict[str, dict[str, Any]] = {}  # method -> task -> pooled validation histogram
+
+    def validated(
+        name: str, model: torch.nn.Module, model_cfg: ModelConfig, val_tables: dict[str, pd.DataFrame]
     ) -> dict[str, Any]:
         validation = pooled_validation_histograms(
             model, val_tables, server.preprocess, server.text, model_cfg, cache_dir, batch, n_bins
         )
+        for task, histogram in validation.items():  # local-only: each site's own model, pooled like its test scores
+            known = validation_of.setdefault(name, {})
+            known[task] = known[task] + histogram if task in known else histogram
+        return validation
+
+    def checkpointed(
+        name: str, model: torch.nn.Module, model_cfg: ModelConfig, val_tables: dict[str, pd.DataFrame], folder: Path
+    ) -> dict[str, Any]:
+        validation = validated(name, model, model_cfg, val_tables)
         return save_with_operating_points(
             folder,
             model,
@@ -231,6 +248,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     print("[simulate] scoring the final federated model on every site's test set", flush=True)
     final = load_checkpoint(final_checkpoint_dir(run_dir / "federated"))
     methods["federated"] = scored("federated", final.model, final.model_cfg)
+    validated("federated", final.model, final.model_cfg, vals)
     federated_points = final.extra.get(OPERATING_POINTS_KEY) or {}
     methods["federated"]["operating_points"] = {
         "checkpoint": str(final_checkpoint_dir(run_dir / "federated")),
@@ -264,6 +282,19 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
             "centralized", centralized, server.model, vals, run_dir / BASELINES_DIR / "centralized"
         )
         methods["centralized"]["note"] = f"union of the sites' training data, same epochs, {privacy_note}"
+    if cfg.baselines.dp_centralized:
+        print("[simulate] baseline: DP-centralized (all sites' data in one place, one site's DP budget)", flush=True)
+        dp_central, spent = train_dp_centralized(server.model, trains, recipe, cfg.site.privacy)
+        methods["dp_centralized"] = scored("dp_centralized", dp_central, server.model)
+        methods["dp_centralized"]["operating_points"] = checkpointed(
+            "dp_centralized", dp_central, server.model, vals, run_dir / BASELINES_DIR / "dp_centralized"
+        )
+        methods["dp_centralized"]["privacy"] = asdict(spent)
+        methods["dp_centralized"]["note"] = (
+            f"union of the sites' training data, same epochs, DP-SGD with one site's budget "
+            f"(spent epsilon {spent.epsilon_spent:.2f} of {spent.target_epsilon:g}, delta {spent.delta:g}, "
+            f"per {spent.unit})" + (", from the same public pretraining" if init_checkpoints else "")
+        )
     if cfg.baselines.local_only:
         print("[simulate] baseline: local-only", flush=True)
         per_site: dict[str, Any] = {}
@@ -309,12 +340,15 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         print("[simulate] scoring the public pretrained model (where every method started)", flush=True)
         public = load_checkpoint(init_checkpoints[server.model.kind])
         methods["public_pretrained"] = scored("public_pretrained", public.model, public.model_cfg)
+        validated("public_pretrained", public.model, public.model_cfg, vals)
         methods["public_pretrained"]["note"] = "the public checkpoint every method started from, no private data"
     oracle = oracle_scores_on_sites(tests)
     if oracle is not None:
         methods["oracle"] = summarised("oracle", oracle)
         methods["oracle"]["note"] = "synthetic cohort's posterior from the generative latent (best achievable)"
 
+    for name, validation in validation_of.items():
+        methods[name]["validation_pooled_auc"] = validation_aucs(validation, server.evaluation.min_cases)
     print(f"[simulate] patient-clustered bootstrap: {cfg.bootstrap_resamples} resamples", flush=True)
     for name, intervals in method_intervals(scores_of, tests, cfg.bootstrap_resamples, cfg.seed).items():
         methods[name].update(intervals)

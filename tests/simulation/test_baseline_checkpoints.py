@@ -12,11 +12,15 @@ from bcvlm_model import TASKS
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY, read_thresholds, threshold_from_histogram
-from bcvlm_model.metrics import ScoreHistogram
+from bcvlm_model.metrics import ScoreHistogram, score_histogram
 from bcvlm_model.model import build_model
 from bcvlm_model.model_config import RANDOM_INIT, FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
 from bcvlm_model.text import TextConfig
-from bcvlm_simulation.baseline_checkpoints import pooled_validation_histograms, save_with_operating_points
+from bcvlm_simulation.baseline_checkpoints import (
+    pooled_validation_histograms,
+    save_with_operating_points,
+    validation_aucs,
+)
 from bcvlm_testing.federation_sites import make_site, tiny_preprocess
 
 MODEL_CFG = ModelConfig(
@@ -86,3 +90,11 @@ def test_pooled_validation_histograms_count_every_labelled_validation_image(tmp_
     )
     for task in TASKS:
         assert pooled[task].n_positive + pooled[task].n_negative == int(validation[task].notna().sum()) > 0
+
+
+def test_validation_aucs_rank_the_validation_scores_and_need_min_cases() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1], dtype=float)
+    ranked = score_histogram(np.array([0.1, 0.2, 0.7, 0.3, 0.8, 0.9]), labels, 100)
+    aucs = validation_aucs({"malignancy": ranked, "calcification": ranked}, min_cases=3)
+    assert aucs["malignancy"] == pytest.approx(8 / 9, abs=1e-4)  # 8 of the 9 positive-negative pairs in order
+    assert validation_aucs({"malignancy": ranked}, min_cases=4) == {"malignancy": None}

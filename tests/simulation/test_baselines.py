@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 from torch import nn
 
@@ -12,7 +13,13 @@ from bcvlm_client.site_config import load_site_config
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.parameters import get_trainable_state
 from bcvlm_model.privacy.dp_ready import DPReadyConfig
-from bcvlm_simulation.baselines import _model, recipe_from_config, train_reference
+from bcvlm_simulation.baselines import (
+    TrainingRecipe,
+    _model,
+    recipe_from_config,
+    train_dp_centralized,
+    train_reference,
+)
 from bcvlm_simulation.config import load_simulation_config
 from bcvlm_testing.federation_sites import make_site, tiny_model_config, tiny_preprocess
 
@@ -63,3 +70,30 @@ def test_a_baseline_trained_from_the_frozen_feature_cache_matches_the_plain_one(
     assert any(root.rglob("*.npz"))  # the cache was written and read
     plain_state, cached_state = get_trainable_state(plain), get_trainable_state(cached)
     assert max(float((plain_state[k] - cached_state[k]).abs().max()) for k in plain_state) < 1e-4
+
+
+def _dp_recipe(cache_dir: str | None) -> TrainingRecipe:
+    """The tiny simulation's recipe over the test harness images: 2 rounds, no frozen-feature cache."""
+    cfg = load_simulation_config("tiny", ["server.dp_trainable.image_trainable_stages=0"])
+    recipe = recipe_from_config(cfg, cache_dir)
+    return replace(
+        recipe, preprocess=tiny_preprocess(), rounds=2, batch_size=4, progress=False, frozen_feature_root=None
+    )
+
+
+def test_dp_centralized_spends_at_most_the_site_budget_on_patients(tmp_path) -> None:
+    site = load_site_config(make_site(tmp_path, "site", n_train=16, images_per_patient=2))
+    table = read_manifest(site.data.manifest).query("split == 'train'").reset_index(drop=True)
+    first = table["patient_id"].isin(sorted(table["patient_id"].unique())[:4])  # two "sites" of 4 patients each
+    tables = {"a": table[first].reset_index(drop=True), "b": table[~first].reset_index(drop=True)}
+    budget = replace(site.privacy, target_epsilon=2.0, delta=1e-3)
+    _, spent = train_dp_centralized(tiny_model_config(), tables, _dp_recipe(site.data.cache_dir), budget)
+    assert 1.0 < spent.epsilon_spent <= 2.0 * (1 + 1e-6)  # the noise is sized to the budget, not far below it
+    assert spent.records == 8 and spent.unit == "patient"  # the union's patients are the DP records
+    assert spent.steps > 0 and spent.noise_multiplier > 0
+
+
+def test_dp_centralized_refuses_a_disabled_budget() -> None:
+    cfg = load_simulation_config("tiny")
+    with pytest.raises(ValueError, match="site.privacy.enabled"):
+        train_dp_centralized(tiny_model_config(), {}, _dp_recipe(None), replace(cfg.site.privacy, enabled=False))

@@ -73,6 +73,7 @@ def test_tiny_simulation_writes_sites_rounds_and_baselines(tiny_run: Path) -> No
     assert set(metrics["methods"]) == {
         "federated",
         "centralized",
+        "dp_centralized",
         "local_only",
         "image_only",
         "centralized_no_site_fields",
@@ -166,3 +167,26 @@ def test_the_site_field_ablation_is_scored_and_paired_with_centralized(tiny_run:
     assert set(ablation["pooled_auc_minus_centralized_ci"]) == {"malignancy", "calcification"}
     assert metrics["run"]["site_field_ablation_wall_time_s"] > 0
     assert "<h2>Site-field ablation</h2>" in (tiny_run / "report.html").read_text()
+
+
+def test_the_dp_centralized_baseline_spends_at_most_the_site_budget(tiny_run: Path) -> None:
+    metrics = read_json(tiny_run / "metrics.json")
+    method = metrics["methods"]["dp_centralized"]
+    target = metrics["run"]["target_epsilon"]
+    assert 0 < method["privacy"]["epsilon_spent"] <= target * (1 + 1e-6)
+    assert method["privacy"]["unit"] == "patient"
+    assert set(method["pooled_auc_ci"]) == {"malignancy", "calcification"}
+    assert set(method["mean_site_auc_minus_federated_ci"]) == {"malignancy", "calcification"}
+    points = load_checkpoint(tiny_run / "baselines" / "dp_centralized").extra[OPERATING_POINTS_KEY]
+    assert (
+        points["malignancy"]["threshold"]
+        == (method["operating_points"]["tasks"]["malignancy"]["operating_point"]["threshold"])
+    )
+    assert "DP-centralized" in (tiny_run / "report.html").read_text()
+
+
+def test_every_scored_model_has_a_validation_auc(tiny_run: Path) -> None:
+    methods = read_json(tiny_run / "metrics.json")["methods"]
+    for name in ("federated", "centralized", "dp_centralized", "local_only", "image_only", "public_pretrained"):
+        assert set(methods[name]["validation_pooled_auc"]) == {"malignancy", "calcification"}, name
+    assert "validation_pooled_auc" not in methods["oracle"]  # no model, nothing scored on validation

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bcvlm_model.data.synth.config import SynthConfig
-from bcvlm_model.data.synth.sites import site_styles
+from bcvlm_model.data.synth.config import Population, SynthConfig
+from bcvlm_model.data.synth.sites import PUBLIC_SITE, SiteStyle, site_styles
 
 DENSITY_LEVELS = ("A", "B", "C", "D")
 MASS_VISIBILITY = np.array([1.0, 0.8, 0.6, 0.42])  # amplitude factor by density (masking)
@@ -73,10 +73,16 @@ def calcification_posterior(prior: np.ndarray, density_index: np.ndarray, visibl
     return np.where(visible, 1.0, hidden)
 
 
+def population_styles(cfg: SynthConfig) -> list[SiteStyle]:
+    """The site styles patients are drawn from: `n_sites` hospitals, or the one public collection."""
+    return [PUBLIC_SITE] if cfg.population == Population.public else site_styles(cfg.n_sites)
+
+
 def sample_cohort(cfg: SynthConfig) -> pd.DataFrame:
     """One row per image (4 per patient) with metadata, labels, lesion latents and oracle scores; deterministic."""
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
-    sites = site_styles(cfg.n_sites)
+    sites = population_styles(cfg)
+    age_recorded = cfg.population != Population.public  # a public set's age still drives risk, but is not written
     n = cfg.n_patients
     site_index = rng.integers(0, len(sites), size=n)
     age = np.empty(n)
@@ -132,7 +138,7 @@ def sample_cohort(cfg: SynthConfig) -> pd.DataFrame:
                     "image_id": str(100000 + image_counter * 7 + int(patient_ids[p]) % 7),
                     "laterality": laterality,
                     "view": view,
-                    "age": float(age[p]),
+                    "age": float(age[p]) if age_recorded else np.nan,
                     "cancer": int(malignant[b]),
                     "biopsy": int(biopsy[b]),
                     "invasive": int(invasive[b]),

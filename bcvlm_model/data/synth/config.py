@@ -18,6 +18,15 @@ class TransferSyntax(StrEnum):
     """Lossless JPEG 2000."""
 
 
+class Population(StrEnum):
+    """Values of `population`: whom the synthetic cohort stands for."""
+
+    hospitals = "hospitals"
+    """Screening hospitals: the site styles (vendors, age mix, risk shift), age recorded."""
+    public = "public"
+    """A public research set (CBIS-DDSM-like): digitized-film scanners no hospital uses, no age recorded."""
+
+
 @dataclass
 class SynthConfig:
     """Settings of `bcvlm synth` (all randomness flows from `seed`)."""
@@ -39,6 +48,8 @@ class SynthConfig:
     density_missing_fraction: float = 0.1
     transfer_syntax: TransferSyntax = TransferSyntax.explicit
     workers: int = 1
+    # hospitals = the virtual sites; public = a pretraining set unlike them (other scanners, no age, one "site").
+    population: Population = Population.hospitals
 
     def __post_init__(self) -> None:
         if self.n_patients < 1:
@@ -54,3 +65,4 @@ class SynthConfig:
         if self.lesion_contrast < 0:
             raise ValueError("SynthConfig.lesion_contrast must be >= 0")
         self.transfer_syntax = to_enum(TransferSyntax, self.transfer_syntax, "transfer_syntax")
+        self.population = to_enum(Population, self.population, "population")

@@ -45,7 +45,8 @@ class ImageTags:
     study_key: str
     laterality: str
     view: str
-    age: int
+    age: int | None
+    """None = no age recorded (no PatientAge element)."""
     implant: bool
 
 
@@ -122,7 +123,8 @@ def build_dataset(
     ds.PatientID = tags.patient_id
     ds.PatientName = f"SYNTHETIC^{tags.patient_id}"
     ds.PatientSex = "F"
-    ds.PatientAge = f"{int(tags.age):03d}Y"
+    if tags.age is not None:
+        ds.PatientAge = f"{int(tags.age):03d}Y"
     ds.Modality = "MG"
     ds.PresentationIntentType = "FOR PRESENTATION"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "", ""]

@@ -75,7 +75,7 @@ def _render_and_write(job: tuple[dict[str, Any], int, int, float, str, str]) -> 
         row["patient_id"],
         row["laterality"],
         row["view"],
-        int(row["age"]),
+        None if pd.isna(row["age"]) else int(row["age"]),
         bool(row["implant"]),
     )
     write_dataset(build_dataset(attenuation, VENDORS[row["vendor"]], tags, transfer_syntax), target)

@@ -1,4 +1,5 @@
-"""Synthetic hospital styles (vendor mix, age mix, prevalence shift) and vendor intensity curves / DICOM VOI styles."""
+"""Synthetic hospital and public-set styles (vendor mix, age mix, prevalence shift) and vendor intensity curves / DICOM
+VOI styles."""
 
 from __future__ import annotations
 
@@ -56,7 +57,17 @@ VENDORS: dict[str, VendorStyle] = {
     "planmed": VendorStyle(
         "Planmed", "Clarity 2D", "216", 14, "MONOCHROME2", 1.1, 0.02, 0.7, "none", standard_orientation_tag=False
     ),
+    # Digitized screen-film scanners of public research sets (CBIS-DDSM style): no hospital site uses them, and their
+    # intensity curves (film gamma, fog level, saturation) differ from every digital detector above.
+    "film_lumisys": VendorStyle(
+        "LUMISYS", "Lumiscan 85", "L85", 12, "MONOCHROME2", 0.6, 0.2, 0.98, "window", standard_orientation_tag=False
+    ),
+    "film_howtek": VendorStyle(
+        "HOWTEK", "MultiRAD 850", "H850", 16, "MONOCHROME2", 1.6, 0.12, 0.75, "window", standard_orientation_tag=False
+    ),
 }
+PUBLIC_VENDORS = ("film_lumisys", "film_howtek")
+"""Vendors of the public population only (`SynthConfig.population = public`)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,10 @@ _BASE_SITES = (
     SiteStyle("2", ("siemens", "fuji"), (0.6, 0.4), 63.0, 8.0, 0.35),
     SiteStyle("3", ("planmed", "hologic"), (0.7, 0.3), 54.0, 8.0, -0.35),
 )
+
+
+PUBLIC_SITE = SiteStyle("public", PUBLIC_VENDORS, (0.5, 0.5), 57.0, 12.0, 0.0)
+"""The public research set: one collection, both film scanners, a broad age mix (never written: no age recorded)."""
 
 
 def site_styles(n_sites: int) -> list[SiteStyle]:
