@@ -52,8 +52,16 @@ def resolve_site_config(context: Context) -> SiteConfig:
     return load_site_config(path)
 
 
-def _attach_site_log(site: SiteConfig) -> None:
-    attach_log_file(LOGGER, Path(site.state_dir) / SITE_LOG)
+def log_to_site(site: SiteConfig) -> None:
+    """Send the ClientApp's log to this site's log only: a simulation worker serves many sites one message at a time,
+    and a handler per site left attached wrote every site's lines into every other site's log."""
+    path = str((Path(site.state_dir) / SITE_LOG).absolute())
+    for handler in list(LOGGER.handlers):
+        other = getattr(handler, "baseFilename", None)
+        if other is not None and other != path and Path(other).parts[-2:] == SITE_LOG.parts:
+            LOGGER.removeHandler(handler)
+            handler.close()
+    attach_log_file(LOGGER, path)
 
 
 def _use_threads(site: SiteConfig) -> None:
@@ -65,14 +73,14 @@ def _use_threads(site: SiteConfig) -> None:
 
 
 def trainer_for(site: SiteConfig) -> SiteTrainer:
-    """One SiteTrainer per site and process (keeps the built model between messages of a long-lived process)."""
+    """One SiteTrainer per site and process, all over the process's one model (`bcvlm_client.process_model`)."""
     key = f"{site.site_id}|{Path(site.state_dir).resolve()}"
     if key not in _TRAINERS:
+        from bcvlm_client.process_model import shared_federated_model
         from bcvlm_client.site_training import SiteTrainer
 
-        _attach_site_log(site)
         _use_threads(site)
-        _TRAINERS[key] = SiteTrainer(site)
+        _TRAINERS[key] = SiteTrainer(site, model_factory=shared_federated_model)
     return _TRAINERS[key]
 
 
@@ -119,7 +127,9 @@ def build_client_app(
     make_trainer = trainer_factory or trainer_for
 
     def client_fn(context: Context):
-        return SiteClient(make_trainer(resolve(context)), context.run_id).to_client()
+        site = resolve(context)
+        log_to_site(site)
+        return SiteClient(make_trainer(site), context.run_id).to_client()
 
     return ClientApp(
         client_fn=client_fn,
