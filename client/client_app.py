@@ -22,12 +22,12 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from bcvlm_client.egress_guard import egress_guard_mod
 from bcvlm_client.reply_schema import COUNT_SCALE_KEY, EVALUATION_WEIGHT_KEY, SECURE_EVALUATION_KEY
 from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
-from bcvlm_client.site_config import SiteConfig, load_site_config, refuse_simulation_only_settings
 from bcvlm_client.site_log import SITE_LOG
 from bcvlm_client.task_timing import task_timing_mod
 from bcvlm_model.file_logging import attach_log_file
 
 if TYPE_CHECKING:  # torch, timm, transformers and opacus load only when a site trains or evaluates:
+    from bcvlm_client.site_config import SiteConfig  # (and OmegaConf only when a message reaches the site's code)
     from bcvlm_client.site_training import SiteTrainer  # Flower starts a fresh process for every SecAgg+ stage.
 
 LOGGER = logging.getLogger("bcvlm_client")
@@ -38,6 +38,8 @@ _TRAINERS: dict[str, SiteTrainer] = {}
 def resolve_site_config(context: Context) -> SiteConfig:
     """`node_config["site-config"]` (deployment: simulation-only settings refused), else
     `$BCVLM_SIMULATION_DIR/sites/site_<partition-id>.yaml`."""
+    from bcvlm_client.site_config import load_site_config, refuse_simulation_only_settings
+
     node_config = context.node_config
     if "site-config" in node_config:
         path = Path(str(node_config["site-config"]))
