@@ -63,19 +63,19 @@ class TreeMemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.every_s = root, every_s
         self.peak_bytes, self.processes_at_peak, self.samples = 0, 0, 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             pids = process_tree(self.root)
             total = sum(pss_bytes(pid) for pid in pids)
             self.samples += 1
             if total > self.peak_bytes:
                 self.peak_bytes, self.processes_at_peak = total, len(pids)
-            self._stop.wait(self.every_s)
+            self._done.wait(self.every_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 
