@@ -22,12 +22,12 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from bcvlm_client.egress_guard import egress_guard_mod
 from bcvlm_client.reply_schema import COUNT_SCALE_KEY, EVALUATION_WEIGHT_KEY, SECURE_EVALUATION_KEY
 from bcvlm_client.secagg_mod import full_strength_secaggplus_mod
-from bcvlm_client.site_config import SiteConfig, load_site_config, refuse_simulation_only_settings
 from bcvlm_client.site_log import SITE_LOG
 from bcvlm_client.task_timing import task_timing_mod
 from bcvlm_model.file_logging import attach_log_file
 
 if TYPE_CHECKING:  # torch, timm, transformers and opacus load only when a site trains or evaluates:
+    from bcvlm_client.site_config import SiteConfig  # (and OmegaConf only when a message reaches the site's code)
     from bcvlm_client.site_training import SiteTrainer  # Flower starts a fresh process for every SecAgg+ stage.
 
 LOGGER = logging.getLogger("bcvlm_client")
@@ -38,6 +38,8 @@ _TRAINERS: dict[str, SiteTrainer] = {}
 def resolve_site_config(context: Context) -> SiteConfig:
     """`node_config["site-config"]` (deployment: simulation-only settings refused), else
     `$BCVLM_SIMULATION_DIR/sites/site_<partition-id>.yaml`."""
+    from bcvlm_client.site_config import load_site_config, refuse_simulation_only_settings
+
     node_config = context.node_config
     if "site-config" in node_config:
         path = Path(str(node_config["site-config"]))
@@ -52,8 +54,16 @@ def resolve_site_config(context: Context) -> SiteConfig:
     return load_site_config(path)
 
 
-def _attach_site_log(site: SiteConfig) -> None:
-    attach_log_file(LOGGER, Path(site.state_dir) / SITE_LOG)
+def log_to_site(site: SiteConfig) -> None:
+    """Send the ClientApp's log to this site's log only: a simulation worker serves many sites one message at a time,
+    and a handler per site left attached wrote every site's lines into every other site's log."""
+    path = str((Path(site.state_dir) / SITE_LOG).absolute())
+    for handler in list(LOGGER.handlers):
+        other = getattr(handler, "baseFilename", None)
+        if other is not None and other != path and Path(other).parts[-2:] == SITE_LOG.parts:
+            LOGGER.removeHandler(handler)
+            handler.close()
+    attach_log_file(LOGGER, path)
 
 
 def _use_threads(site: SiteConfig) -> None:
@@ -65,14 +75,14 @@ def _use_threads(site: SiteConfig) -> None:
 
 
 def trainer_for(site: SiteConfig) -> SiteTrainer:
-    """One SiteTrainer per site and process (keeps the built model between messages of a long-lived process)."""
+    """One SiteTrainer per site and process, all over the process's one model (`bcvlm_client.process_model`)."""
     key = f"{site.site_id}|{Path(site.state_dir).resolve()}"
     if key not in _TRAINERS:
+        from bcvlm_client.process_model import shared_federated_model
         from bcvlm_client.site_training import SiteTrainer
 
-        _attach_site_log(site)
         _use_threads(site)
-        _TRAINERS[key] = SiteTrainer(site)
+        _TRAINERS[key] = SiteTrainer(site, model_factory=shared_federated_model)
     return _TRAINERS[key]
 
 
@@ -119,7 +129,9 @@ def build_client_app(
     make_trainer = trainer_factory or trainer_for
 
     def client_fn(context: Context):
-        return SiteClient(make_trainer(resolve(context)), context.run_id).to_client()
+        site = resolve(context)
+        log_to_site(site)
+        return SiteClient(make_trainer(site), context.run_id).to_client()
 
     return ClientApp(
         client_fn=client_fn,

@@ -156,11 +156,12 @@ def run_federation(
         strategy=strategy,
     )
     if cfg.secagg.enabled:
+        num_shares, reconstruction_threshold = cfg.secagg.flower_share_counts()
 
         def secagg_pass() -> FullStrengthSecAggPlusWorkflow:
             return FullStrengthSecAggPlusWorkflow(
-                num_shares=cfg.secagg.num_shares,
-                reconstruction_threshold=cfg.secagg.reconstruction_threshold,
+                num_shares=num_shares,
+                reconstruction_threshold=reconstruction_threshold,
                 clipping_range=cfg.secagg.clipping_range,
                 quantization_range=cfg.secagg.quantization_range,
                 max_weight=cfg.secagg.max_weight,

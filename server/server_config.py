@@ -86,6 +86,23 @@ class SecAggConfig:
             _fail("secagg.timeout_s", f"must be > 0, got {self.timeout_s}")
         if not self.clipping_range > 0:
             _fail("secagg.clipping_range", f"must be > 0, got {self.clipping_range}")
+        if not (0 < self.num_shares <= 1 or (self.num_shares > 2 and float(self.num_shares).is_integer())):
+            _fail("secagg.num_shares", f"must be a fraction in (0, 1] or a whole number > 2, got {self.num_shares}")
+        threshold = self.reconstruction_threshold
+        if not (0 < threshold <= 1 or (threshold > 1 and float(threshold).is_integer())):
+            _fail("secagg.reconstruction_threshold", f"must be a fraction in (0, 1] or a whole number, got {threshold}")
+        if self.num_shares > 2 and threshold > 1 and not threshold < self.num_shares:
+            _fail("secagg.reconstruction_threshold", f"must be < num_shares ({self.num_shares}), got {threshold}")
+
+    def flower_share_counts(self) -> tuple[int | float, int | float]:
+        """(num_shares, reconstruction_threshold) as Flower's SecAgg+ workflow reads them: whole numbers above 1 as
+        int (an absolute count), the rest as float (a fraction). The config stores both as float, and Flower reads
+        a float 51.0 as "51 times the sampled sites"."""
+        return _count_or_fraction(self.num_shares), _count_or_fraction(self.reconstruction_threshold)
+
+
+def _count_or_fraction(value: float) -> int | float:
+    return int(value) if value > 1 else float(value)
 
 
 @dataclass

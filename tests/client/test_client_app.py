@@ -1,4 +1,5 @@
-"""The site's ClientApp: `compute.num_threads` sets torch's threads in the process that trains."""
+"""The site's ClientApp: `compute.num_threads` sets torch's threads in the process that trains; one model and one
+site log per site in a process that serves many; SecAgg+ key stages without torch."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import torch
 
-from bcvlm_client.client_app import trainer_for
+from bcvlm_client.client_app import LOGGER, log_to_site, trainer_for
+from bcvlm_client.process_model import shared_federated_model
 from bcvlm_client.site_config import SiteConfig
+from bcvlm_client.site_log import SITE_LOG
 
 
 def test_num_threads_sets_torch_threads_where_the_site_trains(tmp_path: Path) -> None:
@@ -22,6 +25,37 @@ def test_num_threads_sets_torch_threads_where_the_site_trains(tmp_path: Path) ->
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def _site(tmp_path: Path, name: str) -> SiteConfig:
+    (tmp_path / "manifest.csv").write_text("image_id\n")
+    site = SiteConfig(site_id=name, insecure=True, state_dir=str(tmp_path / name))
+    site.data.manifest = str(tmp_path / "manifest.csv")
+    return site
+
+
+def test_the_sites_of_a_process_share_its_model(tmp_path: Path) -> None:
+    """A simulation worker serves many sites: each builds no model of its own."""
+    assert trainer_for(_site(tmp_path, "a")).model_factory is shared_federated_model
+    assert trainer_for(_site(tmp_path, "b")).model_factory is shared_federated_model
+
+
+def test_a_site_log_holds_only_that_sites_lines(tmp_path: Path) -> None:
+    first, second = _site(tmp_path, "first"), _site(tmp_path, "second")
+    try:
+        log_to_site(first)
+        LOGGER.info("line of the first site")
+        log_to_site(second)
+        LOGGER.info("line of the second site")
+    finally:
+        for handler in list(LOGGER.handlers):
+            if str(getattr(handler, "baseFilename", "")).startswith(str(tmp_path)):
+                LOGGER.removeHandler(handler)
+                handler.close()
+    first_log = (Path(first.state_dir) / SITE_LOG).read_text()
+    second_log = (Path(second.state_dir) / SITE_LOG).read_text()
+    assert "line of the first site" in first_log and "second site" not in first_log
+    assert "line of the second site" in second_log and "first site" not in second_log
 
 
 STAGE_PROBE = r'''

@@ -51,3 +51,19 @@ def test_a_range_check_fails_at_load_naming_the_key(tmp_path) -> None:
 def test_a_robust_strategy_with_secagg_fails_at_load(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"key 'strategy.name': 'krum' needs individual updates"):
         _load(tmp_path, "strategy:\n  name: krum\n")
+
+
+def test_an_absolute_share_count_reaches_flower_as_a_count(tmp_path) -> None:
+    """Flower reads a float as a fraction of the sampled sites: 51.0 would mean 51 times as many shares as sites."""
+    num_shares, threshold = _load(tmp_path, "secagg:\n  num_shares: 51\n").secagg.flower_share_counts()
+    assert (num_shares, type(num_shares), threshold, type(threshold)) == (51, int, 0.67, float)
+
+
+def test_a_share_fraction_reaches_flower_as_a_fraction(tmp_path) -> None:
+    num_shares, _ = _load(tmp_path, "secagg:\n  num_shares: 0.5\n").secagg.flower_share_counts()
+    assert (num_shares, type(num_shares)) == (0.5, float)
+
+
+def test_a_share_count_that_is_neither_fraction_nor_whole_fails_at_load(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"key 'secagg.num_shares': must be a fraction in \(0, 1\] or a whole"):
+        _load(tmp_path, "secagg:\n  num_shares: 2.5\n")
