@@ -15,7 +15,8 @@ from bcvlm_model.data.synth.config import SynthConfig
 from bcvlm_simulation.config import CohortConfig
 
 COHORT_STAMP = "simulation_cohort.json"
-"""Written last in the synthetic cohort folder: the synth + preprocess settings it was made with (reuse key)."""
+"""Written last in the synthetic cohort folder: the synth + preprocess settings and generator version it was made
+with (reuse key)."""
 
 
 def synthetic_cohort_dir(cohort: CohortConfig, default: Path) -> Path:
@@ -29,9 +30,13 @@ def make_synthetic_cohort(
     """Generate the synthetic DICOM cohort (`bcvlm synth`) and prepare it (`bcvlm prepare`); reuse a complete one."""
     from bcvlm_model.data.prepare import run_prepare
     from bcvlm_model.data.source_config import DataSourceConfig
-    from bcvlm_model.data.synth.generate import generate_cohort
+    from bcvlm_model.data.synth.generate import GENERATOR_VERSION, generate_cohort
 
-    key = {"synth": config_to_dict(synth), "preprocess": config_to_dict(preprocess)}
+    key = {
+        "synth": config_to_dict(synth),
+        "preprocess": config_to_dict(preprocess),
+        "generator_version": GENERATOR_VERSION,
+    }
     stamp = folder / COHORT_STAMP
     prepared = folder / "prepared"
     if stamp.is_file() and read_json(stamp) == key and (prepared / "manifest.csv").is_file():

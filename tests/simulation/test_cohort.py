@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_model.data.dataset import MammographyDataset
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.data.synth.config import SynthConfig
-from bcvlm_simulation.cohort import make_synthetic_cohort
+from bcvlm_model.data.synth.generate import GENERATOR_VERSION
+from bcvlm_simulation.cohort import COHORT_STAMP, make_synthetic_cohort
 
 PREPROCESS = PreprocessConfig(image_height=64, image_width=32)
 
@@ -35,3 +38,16 @@ def test_changed_settings_regenerate_without_stale_images(tmp_path: Path) -> Non
     before = stamp.stat().st_mtime_ns
     _images(tmp_path / "reused", second)  # same settings: reused, not regenerated
     assert stamp.stat().st_mtime_ns == before
+
+
+def test_a_cohort_of_an_older_generator_is_made_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synth = SynthConfig(n_patients=2, height=64, width=32, n_sites=1, seed=0)
+    make_synthetic_cohort(synth, PREPROCESS, tmp_path, progress=False)
+    stamp = tmp_path / COHORT_STAMP
+    old = read_json(stamp)
+    old["generator_version"] = GENERATOR_VERSION - 1
+    atomic_write_json(stamp, old)
+    capsys.readouterr()
+    make_synthetic_cohort(synth, PREPROCESS, tmp_path, progress=False)
+    assert "generating the synthetic cohort" in capsys.readouterr().out
+    assert read_json(stamp)["generator_version"] == GENERATOR_VERSION

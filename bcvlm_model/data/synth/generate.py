@@ -19,6 +19,10 @@ from bcvlm_model.data.synth.dicom_writer import ImageTags, build_dataset, write_
 from bcvlm_model.data.synth.render import ImageLatents, render_attenuation
 from bcvlm_model.data.synth.sites import VENDORS
 
+GENERATOR_VERSION = 2
+"""Bumped whenever the same SynthConfig would give other pixels or labels (2: calcification specks and clusters with
+pixel floors, the public population), so that a cohort made by an older generator is never reused as current."""
+
 RSNA_COLUMNS = (
     "site_id",
     "patient_id",
