@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-from pathlib import Path
+
+from result_json import emit, machine_facts
 
 PROBE = """
 import json, sys, time
@@ -52,17 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         "modules_loaded": runs[0]["modules"],
         "torch_loaded": any(run["torch"] for run in runs),
         "omegaconf_loaded": any(run["omegaconf"] for run in runs),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_avg_before": [round(v, 2) for v in load_before],
-            "load_avg_after": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": machine_facts(load_before),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    emit(result, args.out)
     return 0
 
 

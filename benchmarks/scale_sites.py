@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from result_json import emit, machine_facts
 
 SIMULATION_SCALE = Path(__file__).resolve().parent / "simulation_scale.py"
 
@@ -116,21 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "scale_sites",
         "runs": runs,
         "machine": {
-            "cpus": os.cpu_count(),
+            **machine_facts(load_before),
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "platform": platform.platform(),
-            "load_avg_before": [round(v, 2) for v in load_before],
-            "load_avg_after": [round(v, 2) for v in os.getloadavg()],
         },
     }
     means = {run["config"]: run["mean_round_wall_time_s"] for run in runs}
     if means.get("scale50") and means.get("scale200"):
         result["round_time_ratio_200_to_50"] = round(means["scale200"] / means["scale50"], 2)
         result["target_ratio"] = 3.0
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    emit(result, args.out)
     return 0
 
 

@@ -11,13 +11,11 @@ total grows with their cube; a fixed neighbourhood (`secagg.num_shares: 51`, con
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
-from pathlib import Path
 
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
+from result_json import emit, machine_facts
 
 CASES = [
     ("scale50: all 50 sites", 50),
@@ -56,17 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "secagg_shamir_cost",
         "secret_bytes": SECRET_BYTES,
         "cases": rows,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_avg_before": [round(v, 2) for v in load_before],
-            "load_avg_after": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": machine_facts(load_before),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    emit(result, args.out)
     return 0
 
 
