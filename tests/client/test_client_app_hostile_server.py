@@ -22,41 +22,24 @@ from flwr.serverapp import Grid, ServerApp
 from bcvlm_client.client_app import build_client_app
 from bcvlm_client.privacy_ledger import SitePrivacyLedger
 from bcvlm_client.reply_schema import DeclineReason
-from bcvlm_client.run_settings import encode_round_settings
 from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import config_to_dict
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
-from bcvlm_model.text import TextConfig
-from bcvlm_model.training import LocalTrainConfig
-from bcvlm_server.server_app import trainable_arrays
 from bcvlm_testing.federation_sites import (
-    SHARED_MODELS,
     make_site,
     site_trainer_factory,
+    tiny_global_arrays,
     tiny_model_config,
-    tiny_preprocess,
+    tiny_round_config,
 )
 from bcvlm_testing.inprocess_grid import InProcessGrid
 
 NODE = 11
-DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
 LIMITS = {"max_local_steps": 3, "max_rounds": 5, "model_kinds": ["vlm"]}
 
 
 def honest_settings(server_round: int = 1) -> dict[str, Any]:
     """What an honest bcvlm server sends for the tiny federation."""
-    return encode_round_settings(
-        server_round=server_round,
-        planned_rounds=2,
-        proximal_mu=0.0,
-        n_bins=100,
-        model=tiny_model_config(),
-        preprocess=tiny_preprocess(),
-        text=TextConfig(),
-        local_train=LocalTrainConfig(local_steps=1),
-        dp_trainable=DP_TRAINABLE,
-        dp=True,
-    )
+    return tiny_round_config(server_round, local_steps=1)
 
 
 def hostile_server_app(
@@ -87,7 +70,7 @@ def hostile_server_app(
 
 @pytest.fixture(scope="module")
 def global_arrays() -> list[np.ndarray]:
-    return trainable_arrays(SHARED_MODELS(tiny_model_config(), DP_TRAINABLE))
+    return tiny_global_arrays()
 
 
 def run_hostile(

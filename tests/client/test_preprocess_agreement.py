@@ -12,33 +12,22 @@ import yaml
 from bcvlm_client.preprocess_agreement import preprocessing_mismatch
 from bcvlm_client.privacy_ledger import SitePrivacyLedger
 from bcvlm_client.reply_schema import DeclineReason
-from bcvlm_client.run_settings import RoundSettings, encode_round_settings
+from bcvlm_client.run_settings import RoundSettings
 from bcvlm_client.site_config import load_site_config
 from bcvlm_model.data.cache import cached_array_path
 from bcvlm_model.data.manifest import read_manifest
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
-from bcvlm_model.text import TextConfig
-from bcvlm_model.training import LocalTrainConfig
-from bcvlm_testing.federation_sites import make_site, site_trainer_factory, tiny_model_config, tiny_preprocess
+from bcvlm_testing.federation_sites import (
+    make_site,
+    site_trainer_factory,
+    tiny_preprocess,
+    tiny_round_config,
+)
 
 OTHER_SIZE = replace(tiny_preprocess(), image_height=128, image_width=64)  # the sites' caches are 64x32
 
 
 def _settings(preprocess) -> RoundSettings:
-    return RoundSettings.from_config(
-        encode_round_settings(
-            server_round=1,
-            planned_rounds=2,
-            proximal_mu=0.0,
-            n_bins=100,
-            model=tiny_model_config(),
-            preprocess=preprocess,
-            text=TextConfig(),
-            local_train=LocalTrainConfig(local_steps=2),
-            dp_trainable=DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0),
-            dp=True,
-        )
-    )
+    return RoundSettings.from_config(tiny_round_config(preprocess=preprocess))
 
 
 def _allow_decoding_on_the_fly(site_yaml: Path) -> None:

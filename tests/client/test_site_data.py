@@ -9,48 +9,28 @@ import numpy as np
 import pytest
 
 from bcvlm_client.privacy_ledger import SitePrivacyLedger
-from bcvlm_client.run_settings import RoundSettings, encode_round_settings
+from bcvlm_client.run_settings import RoundSettings
 from bcvlm_client.site_config import SiteConfig, load_site_config
 from bcvlm_client.site_data import SiteDataSummary, check_delta_bound, summarise_site_data
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.manifest import read_manifest, write_manifest
 from bcvlm_model.data.split_guard import PatientOverlapError
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
 from bcvlm_model.privacy.privacy_unit import PrivacyUnit
-from bcvlm_model.text import TextConfig
-from bcvlm_model.training import LocalTrainConfig
-from bcvlm_server.server_app import trainable_arrays
 from bcvlm_testing.federation_sites import (
-    SHARED_MODELS,
     make_site,
     site_trainer_factory,
-    tiny_model_config,
-    tiny_preprocess,
+    tiny_global_arrays,
+    tiny_round_config,
 )
-
-DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
 
 
 def _settings() -> RoundSettings:
-    return RoundSettings.from_config(
-        encode_round_settings(
-            server_round=1,
-            planned_rounds=1,
-            proximal_mu=0.0,
-            n_bins=100,
-            model=tiny_model_config(),
-            preprocess=tiny_preprocess(),
-            text=TextConfig(),
-            local_train=LocalTrainConfig(local_steps=1),
-            dp_trainable=DP_TRAINABLE,
-            dp=True,
-        )
-    )
+    return RoundSettings.from_config(tiny_round_config(planned_rounds=1, local_steps=1))
 
 
 @pytest.fixture(scope="module")
 def global_arrays() -> list[np.ndarray]:
-    return trainable_arrays(SHARED_MODELS(tiny_model_config(), DP_TRAINABLE))
+    return tiny_global_arrays()
 
 
 def _leak_a_training_patient_into_test(site_yaml: Path) -> str:

@@ -15,42 +15,28 @@ from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.cache import cached_array_path
 from bcvlm_model.data.manifest import read_manifest
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
 from bcvlm_model.text import TextConfig
 from bcvlm_model.training import LocalTrainConfig
-from bcvlm_server.server_app import trainable_arrays
 from bcvlm_testing.federation_sites import (
-    SHARED_MODELS,
+    TINY_DP_TRAINABLE,
     make_site,
     site_trainer_factory,
+    tiny_global_arrays,
     tiny_model_config,
     tiny_preprocess,
+    tiny_round_config,
 )
 
-DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
 RUN_ID = 5
 
 
 def settings(server_round: int = 1) -> RoundSettings:
-    return RoundSettings.from_config(
-        encode_round_settings(
-            server_round=server_round,
-            planned_rounds=2,
-            proximal_mu=0.0,
-            n_bins=100,
-            model=tiny_model_config(),
-            preprocess=tiny_preprocess(),
-            text=TextConfig(),
-            local_train=LocalTrainConfig(local_steps=2),
-            dp_trainable=DP_TRAINABLE,
-            dp=True,
-        )
-    )
+    return RoundSettings.from_config(tiny_round_config(server_round))
 
 
 @pytest.fixture(scope="module")
 def global_arrays() -> list[np.ndarray]:
-    return trainable_arrays(SHARED_MODELS(tiny_model_config(), DP_TRAINABLE))
+    return tiny_global_arrays()
 
 
 def fit_update(site_yaml: Path, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -141,7 +127,7 @@ def hostile_evaluation_settings(n_bins: int) -> RoundSettings:
             preprocess=tiny_preprocess(),
             text=TextConfig(),
             local_train=LocalTrainConfig(local_steps=2),
-            dp_trainable=DP_TRAINABLE,
+            dp_trainable=TINY_DP_TRAINABLE,
             dp=True,
         )
     )

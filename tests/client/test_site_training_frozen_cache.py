@@ -8,21 +8,15 @@ import numpy as np
 import yaml
 
 from bcvlm_client.reply_schema import DeclineReason
-from bcvlm_client.run_settings import RoundSettings, encode_round_settings
+from bcvlm_client.run_settings import RoundSettings
 from bcvlm_client.site_config import load_site_config
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
-from bcvlm_model.text import TextConfig
-from bcvlm_model.training import LocalTrainConfig
-from bcvlm_server.server_app import trainable_arrays
 from bcvlm_testing.federation_sites import (
-    SHARED_MODELS,
     make_site,
     site_trainer_factory,
-    tiny_model_config,
-    tiny_preprocess,
+    tiny_global_arrays,
+    tiny_round_config,
 )
 
-DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
 PRIVACY = {
     "enabled": True,
     "target_epsilon": 50.0,
@@ -33,20 +27,7 @@ PRIVACY = {
 
 
 def _settings() -> RoundSettings:
-    return RoundSettings.from_config(
-        encode_round_settings(
-            server_round=1,
-            planned_rounds=2,
-            proximal_mu=0.0,
-            n_bins=100,
-            model=tiny_model_config(),
-            preprocess=tiny_preprocess(),
-            text=TextConfig(),
-            local_train=LocalTrainConfig(local_steps=0),
-            dp_trainable=DP_TRAINABLE,
-            dp=True,
-        )
-    )
+    return RoundSettings.from_config(tiny_round_config(local_steps=0))
 
 
 def _site(root: Path, cache: bool, images_per_patient: int = 1) -> Path:
@@ -60,7 +41,7 @@ def _site(root: Path, cache: bool, images_per_patient: int = 1) -> Path:
 
 
 def _fit(site_yaml: Path) -> list[np.ndarray]:
-    arrays = trainable_arrays(SHARED_MODELS(tiny_model_config(), DP_TRAINABLE))
+    arrays = tiny_global_arrays()
     update, _, metrics = site_trainer_factory(load_site_config(site_yaml)).fit(arrays, _settings(), run_id=1)
     assert metrics["declined"] == DeclineReason.TRAINED
     return update

@@ -38,6 +38,42 @@ def tiny_preprocess() -> PreprocessConfig:
     return PreprocessConfig(image_height=HEIGHT, image_width=WIDTH)
 
 
+TINY_DP_TRAINABLE = DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)
+"""What trains under DP in the tiny federation: the last Lite0 stage, projections, fusion and heads."""
+
+
+def tiny_round_config(
+    server_round: int = 1,
+    *,
+    planned_rounds: int = 2,
+    local_steps: int = 2,
+    preprocess: PreprocessConfig | None = None,
+) -> dict[str, Any]:
+    """The round settings an honest bcvlm server sends for the tiny federation, encoded as on the wire."""
+    from bcvlm_client.run_settings import encode_round_settings
+    from bcvlm_model.text import TextConfig
+
+    return encode_round_settings(
+        server_round=server_round,
+        planned_rounds=planned_rounds,
+        proximal_mu=0.0,
+        n_bins=100,
+        model=tiny_model_config(),
+        preprocess=preprocess or tiny_preprocess(),
+        text=TextConfig(),
+        local_train=LocalTrainConfig(local_steps=local_steps),
+        dp_trainable=TINY_DP_TRAINABLE,
+        dp=True,
+    )
+
+
+def tiny_global_arrays() -> list[np.ndarray]:
+    """The tiny federation's starting global model as the server sends it (its trainable arrays)."""
+    from bcvlm_server.server_app import trainable_arrays
+
+    return trainable_arrays(SHARED_MODELS(tiny_model_config(), TINY_DP_TRAINABLE))
+
+
 def make_site(
     root: Path,
     name: str,
@@ -137,7 +173,7 @@ def server_config_dict(run_dir: Path, **overrides: Any) -> dict[str, Any]:
         "model": config_to_dict(tiny_model_config()),
         "preprocess": config_to_dict(tiny_preprocess()),
         "local_train": config_to_dict(LocalTrainConfig(local_steps=2, learning_rate=1e-3)),
-        "dp_trainable": config_to_dict(DPReadyConfig(image_trainable_stages=1, text_trainable_layers=0)),
+        "dp_trainable": config_to_dict(TINY_DP_TRAINABLE),
         "rounds": 2,
         "min_sites": 3,
         "run_dir": str(run_dir),
