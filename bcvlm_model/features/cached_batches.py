@@ -2,7 +2,8 @@
 
 `FrozenFeatureCollator` calls the site's own collator first (so report rendering, its augmentation randomness and
 any extra batch field, e.g. a patient index, are exactly as without the cache), then replaces `image` by the cached
-image-prefix outputs (looked up by `image_id`) and the token tensors by the cached text hidden state (looked up by
+image-prefix outputs (looked up by `image_id` and a digest of the pixels, so an image that changed under the same
+id, e.g. a cohort generated or a cache prepared again, is computed afresh and never served stale) and the token tensors by the cached text hidden state (looked up by
 the report's token ids, so every augmented rendering is its own entry). Records not cached yet are computed with
 the model's frozen prefix and stored. `warm_image_cache` fills the image side for a whole dataset up front.
 """
@@ -15,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from bcvlm_model.features.cached_model import FROZEN_IMAGE_KEY, TEXT_HIDDEN_KEY, frozen_tap_key
 from bcvlm_model.features.frozen_cache import FrozenFeatureStore
@@ -28,6 +29,12 @@ from bcvlm_model.features.frozen_prefix import (
 
 TEXT_MEMORY_ENTRIES = 4096
 """Text entries also kept in memory (a few MB each thousand): reports repeat within a round more than across."""
+
+
+def image_entry_name(image_id: str, image: torch.Tensor) -> str:
+    """An image entry's name: the record's id and a digest of the pixels the prefix is computed from."""
+    pixels = image.detach().to(torch.float32).contiguous().cpu().numpy().tobytes()
+    return f"{image_id}-{hashlib.blake2b(pixels, digest_size=8).hexdigest()}"
 
 
 def text_entry_name(input_ids: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> str:
@@ -72,9 +79,10 @@ class FrozenFeatureCollator:
     def _swap_image(self, batch: dict[str, Any]) -> None:
         if "image_id" not in batch:
             raise KeyError("frozen-feature cache needs 'image_id' in every batch (the image entries' names)")
-        names = [str(name) for name in batch["image_id"]]
-        if any(not name for name in names):
+        ids = [str(name) for name in batch["image_id"]]
+        if any(not name for name in ids):
             raise ValueError("frozen-feature cache needs a non-empty image_id per record (the entry's name)")
+        names = [image_entry_name(name, image) for name, image in zip(ids, batch["image"])]
         records: list[list[torch.Tensor] | None] = [self.image_store.load(name) for name in names]
         missing = [row for row, record in enumerate(records) if record is None]
         if missing:
@@ -136,23 +144,17 @@ def _stack_images(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def warm_image_cache(
-    model: nn.Module,
-    dataset: Dataset,
-    store: FrozenFeatureStore,
-    image_ids: Sequence[str] | None = None,
-    batch_size: int = 8,
-) -> int:
+def warm_image_cache(model: nn.Module, dataset: Dataset, store: FrozenFeatureStore, batch_size: int = 8) -> int:
     """Compute and store the image prefix of every record of `dataset` not cached yet; returns how many were new.
 
-    `image_ids` (the dataset's ids in order) lets cached records be skipped without loading their pixels."""
-    if image_ids is None:
-        image_ids = [str(dataset[index]["image_id"]) for index in range(len(dataset))]
-    todo = [index for index, name in enumerate(image_ids) if not store.has(str(name))]
-    if not todo:
-        return 0
-    loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False, collate_fn=_stack_images)
+    Every record's pixels are read (cheap next to the prefix's forward pass): the entry names hold their digest."""
+    new = 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_stack_images)
     for batch in loader:
-        for name, record in zip(batch["image_id"], image_prefix_outputs(model, batch["image"])):
-            store.save(name, record)
-    return len(todo)
+        names = [image_entry_name(name, image) for name, image in zip(batch["image_id"], batch["image"])]
+        missing = [row for row, name in enumerate(names) if not store.has(name)]
+        if missing:
+            for row, record in zip(missing, image_prefix_outputs(model, batch["image"][missing])):
+                store.save(names[row], record)
+        new += len(missing)
+    return new

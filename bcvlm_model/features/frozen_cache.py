@@ -28,8 +28,8 @@ from bcvlm_model.config_io import to_enum
 from bcvlm_model.data.cache import safe_file_stem
 from bcvlm_model.features.storage_dtype import FeatureDtype
 
-CACHE_FORMAT_VERSION = 1
-"""Bump when the stored layout or the way prefixes are computed changes."""
+CACHE_FORMAT_VERSION = 2
+"""Bump when the stored layout or the way prefixes are computed changes (2: image entries named by id and pixel digest)."""
 
 STORAGE_DTYPES: dict[FeatureDtype, np.dtype] = {
     FeatureDtype.float32: np.dtype(np.float32),

@@ -75,9 +75,7 @@ def frozen_feature_training(
     if image_store is not None and warm:
         # Under patient-level DP the loader's items are patients (`PatientRecords`): warm from their images.
         images = getattr(loader.dataset, "images", loader.dataset)
-        manifest = getattr(images, "manifest", None)
-        ids = [str(name) for name in manifest["image_id"]] if manifest is not None else None
-        warmed = warm_image_cache(model, images, image_store, ids, batch_size=8)
+        warmed = warm_image_cache(model, images, image_store, batch_size=8)
         if warmed:
             LOGGER.info(
                 "frozen-feature cache: computed the image prefix of %d record(s) into %s", warmed, image_store.folder

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bcvlm_model.data.preprocess_config import PreprocessConfig
-from bcvlm_model.features.frozen_prefix import plan_frozen_prefix
+from bcvlm_model.features.cached_model import FROZEN_IMAGE_KEY
+from bcvlm_model.features.frozen_prefix import image_prefix_outputs, plan_frozen_prefix
 from bcvlm_model.features.training_hook import frozen_feature_training
 from bcvlm_model.parameters import get_trainable_state
 from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
@@ -167,3 +168,16 @@ def test_unchanged_model_reuses_the_cache_in_a_new_process_state(dp_model, tmp_p
     frozen_feature_training(copy.deepcopy(dp_model), _loader(Cases(3)), tmp_path / "cache", PREPROCESS)
     again = frozen_feature_training(copy.deepcopy(dp_model), _loader(Cases(3)), tmp_path / "cache", PREPROCESS)
     assert again.warmed == 0
+
+
+def test_an_image_changed_under_the_same_id_is_computed_afresh(dp_model, tmp_path) -> None:
+    """A cohort generated or a cache prepared again keeps its image ids: the old entries must not be served."""
+    model = copy.deepcopy(dp_model).eval()
+    frozen_feature_training(model, _loader(Cases(3)), tmp_path / "cache", PREPROCESS, storage_dtype="float32")
+    changed = Cases(3)
+    changed.items[1] = {**changed.items[1], "image": changed.items[1]["image"] + 0.5}
+    again = frozen_feature_training(model, _loader(changed), tmp_path / "cache", PREPROCESS, storage_dtype="float32")
+    assert again.warmed == 1
+    served = again.collator([changed.items[1]])[FROZEN_IMAGE_KEY][0]
+    expected = image_prefix_outputs(model, changed.items[1]["image"][None])[0][0]
+    assert torch.allclose(served, expected, atol=1e-5)
