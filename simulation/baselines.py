@@ -79,7 +79,9 @@ def recipe_from_config(cfg: SimulationConfig, cache_dir: str | None) -> Training
     )
 
 
-def _model(model_cfg: ModelConfig, recipe: TrainingRecipe) -> nn.Module:
+def starting_model(model_cfg: ModelConfig, recipe: TrainingRecipe) -> nn.Module:
+    """The model a baseline starts from: built, made DP-ready when the recipe trains under DP, and loaded with the
+    recipe's starting checkpoint (the public pretraining) for its kind."""
     model = build_model(model_cfg)
     if recipe.dp_ready is not None:
         make_dp_ready(model, recipe.dp_ready)
@@ -149,7 +151,7 @@ def _train_reference(
     """`train_reference`, also returning the privacy its accountant recorded (None without DP)."""
     if train_table.empty:
         raise ValueError(f"{label}: no training rows")
-    model = _model(model_cfg, recipe)
+    model = starting_model(model_cfg, recipe)
     private = recipe.privacy is not None and recipe.privacy.enabled
     loader = build_loader(
         train_table,

@@ -15,8 +15,8 @@ from bcvlm_model.parameters import get_trainable_state
 from bcvlm_model.privacy.dp_ready import DPReadyConfig
 from bcvlm_simulation.baselines import (
     TrainingRecipe,
-    _model,
     recipe_from_config,
+    starting_model,
     train_dp_centralized,
     train_reference,
 )
@@ -33,12 +33,12 @@ def test_baselines_train_the_federated_trainable_set() -> None:
     recipe = recipe_from_config(cfg, cache_dir=None)
     assert recipe.dp_ready == DPReadyConfig(image_trainable_stages=0, text_trainable_layers=0)
     federated = _trainable(build_federated_model(cfg.server.model, cfg.server.dp_trainable))
-    baseline = _trainable(_model(cfg.server.model, recipe))
+    baseline = _trainable(starting_model(cfg.server.model, recipe))
     assert baseline == federated
     assert not any(name.startswith("image_backbone.") for name in baseline)
     # A different DP trainable set reaches the baselines too (the default trains the last image stage).
     wider = recipe_from_config(load_simulation_config("tiny"), cache_dir=None)
-    assert any(name.startswith("image_backbone.") for name in _trainable(_model(cfg.server.model, wider)))
+    assert any(name.startswith("image_backbone.") for name in _trainable(starting_model(cfg.server.model, wider)))
 
 
 def test_baselines_are_private_only_when_asked() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.model import get_trainable_state
-from bcvlm_simulation.baselines import _model, recipe_from_config
+from bcvlm_simulation.baselines import recipe_from_config, starting_model
 from bcvlm_simulation.config import ConfigError, load_simulation_config
 from bcvlm_simulation.pretrain import pretrain_on_public, pretraining_recipe
 from bcvlm_simulation.runner import SimulationError, run_simulation_job
@@ -34,15 +34,15 @@ def test_pretrained_weights_reach_the_baselines(tmp_path: Path) -> None:
     assert (tmp_path / "public_cohort" / "prepared" / "manifest.csv").is_file()
     pretrained = get_trainable_state(load_checkpoint(checkpoints["vlm"]).model)
     torch.manual_seed(0)
-    fresh = get_trainable_state(_model(cfg.server.model, recipe_from_config(cfg, None)))
+    fresh = get_trainable_state(starting_model(cfg.server.model, recipe_from_config(cfg, None)))
     assert pretrained.keys() == fresh.keys()
     assert any(not torch.equal(pretrained[name], fresh[name]) for name in pretrained), "pretraining changed nothing"
 
     recipe = replace(recipe_from_config(cfg, None), init_checkpoints=checkpoints)
-    started = get_trainable_state(_model(cfg.server.model, recipe))
+    started = get_trainable_state(starting_model(cfg.server.model, recipe))
     assert all(torch.equal(started[name], pretrained[name]) for name in pretrained)
     image_cfg = replace(cfg.server.model, kind="image_only")
-    image_started = get_trainable_state(_model(image_cfg, recipe))
+    image_started = get_trainable_state(starting_model(image_cfg, recipe))
     image_pretrained = get_trainable_state(load_checkpoint(checkpoints["image_only"]).model)
     assert all(torch.equal(image_started[name], image_pretrained[name]) for name in image_pretrained)
 
