@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "demo_seeds.py"
+from bcvlm_testing.benchmark_scripts import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def demo_seeds() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("demo_seeds", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("demo_seeds")
 
 
 def _method(auc: float, minus_federated: list[float] | None) -> dict[str, Any]:

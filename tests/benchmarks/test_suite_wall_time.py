@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "suite_wall_time.py"
+from bcvlm_testing.benchmark_scripts import BENCHMARKS, load_benchmark_script
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("suite_wall_time", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("suite_wall_time")
 
 
 def test_slow_only_lists_the_files_with_slow_tests_and_no_others() -> None:
     files = _script().slow_files()
     assert "tests/server/test_cli_rehearsal_docs.py" in files
     assert "tests/model/test_atomic_io.py" not in files
-    assert all("mark.slow" in (SCRIPT.parents[1] / name).read_text() for name in files)
+    assert all("mark.slow" in (BENCHMARKS.parent / name).read_text() for name in files)
 
 
 def test_outcome_counts_reads_every_kind_in_the_summary_line() -> None:
