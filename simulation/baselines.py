@@ -226,13 +226,16 @@ def train_dp_centralized(
 ) -> tuple[nn.Module, PrivacySpent]:
     """One model on the union of every site's training rows under DP-SGD with one site's budget (epsilon, delta,
     clip, privacy unit): what federation would cost if one trusted place held all the data. Same trainable set and
-    start as the federated run (the recipe's `dp_ready` and `init_checkpoints`)."""
+    start as the federated run (the recipe's `dp_ready` and `init_checkpoints`).
+
+    The batch grows with the number of sites and the steps do not: the sampling rate and step count stay a site's,
+    so pooling divides each step's noise by the number of sites. Three times the steps at a site's batch instead
+    would add three times the noisy steps at the same learning rate."""
     if not budget.enabled:
         raise ValueError(f"{label}: needs a DP budget (site.privacy.enabled=true)")
     union = pd.concat(list(train_tables.values()), ignore_index=True)
-    model, spent = _train_reference(
-        model_cfg, union, replace(recipe, privacy=budget), steps_scale=len(train_tables), label=label
-    )
+    pooled = replace(recipe, privacy=budget, batch_size=recipe.batch_size * len(train_tables))
+    model, spent = _train_reference(model_cfg, union, pooled, steps_scale=1, label=label)
     if spent is None:
         raise RuntimeError(f"{label}: DP training recorded no privacy spent")
     return model, spent

@@ -93,6 +93,17 @@ def test_dp_centralized_spends_at_most_the_site_budget_on_patients(tmp_path) -> 
     assert spent.steps > 0 and spent.noise_multiplier > 0
 
 
+def test_dp_centralized_takes_a_sites_steps_with_the_sites_batches_pooled(tmp_path) -> None:
+    site = load_site_config(make_site(tmp_path, "site", n_train=16, images_per_patient=2))
+    table = read_manifest(site.data.manifest).query("split == 'train'").reset_index(drop=True)
+    first = table["patient_id"].isin(sorted(table["patient_id"].unique())[:4])
+    tables = {"a": table[first].reset_index(drop=True), "b": table[~first].reset_index(drop=True)}
+    recipe = _dp_recipe(site.data.cache_dir)
+    budget = replace(site.privacy, target_epsilon=2.0, delta=1e-3)
+    _, spent = train_dp_centralized(tiny_model_config(), tables, recipe, budget)
+    assert spent.steps == recipe.rounds * recipe.local_train.local_steps  # a site's steps, not one per site
+
+
 def test_dp_centralized_refuses_a_disabled_budget() -> None:
     cfg = load_simulation_config("tiny")
     with pytest.raises(ValueError, match="site.privacy.enabled"):
