@@ -201,7 +201,7 @@ class SharedModelFactory:
 
         import torch
 
-        from bcvlm_client.run_settings import build_federated_model
+        from bcvlm_model.privacy.federated_model import build_federated_model
 
         key = repr((model_cfg, dp_trainable))
         if key not in self._cache:
