@@ -9,16 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from flwr.app import Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.clientapp import ClientApp
 
 from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS
-from bcvlm_simulation.federation import server_config_path, site_config_path
 from bcvlm_simulation.ray_health import RayUnavailableError, RayWatchGrid, nodes_that_fit
 from bcvlm_simulation.round_metrics import read_round_metrics
-from bcvlm_testing.federation_sites import make_site, server_config_dict
+from bcvlm_testing.federation_sites import write_simulated_sites
 from bcvlm_testing.inprocess_grid import InProcessGrid
 
 NODES = (11, 12)
@@ -63,13 +61,7 @@ def test_a_simulation_whose_raylet_died_stops_before_round_one(tmp_path: Path) -
     """Ray starts, then its raylet dies (killed, as a crash would): the run fails with an error naming Ray and
     the raylet, and no round was attempted (Flower alone goes on, every round's sites failing until the timeout)."""
     run_dir = tmp_path / "run"
-    for index, name in enumerate(("site_a", "site_b")):
-        target = site_config_path(run_dir, index)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(make_site(tmp_path / "data", name, seed=index), target)
-    server_config_path(run_dir).write_text(
-        yaml.safe_dump(server_config_dict(run_dir / "federated", rounds=3, min_sites=2))
-    )
+    write_simulated_sites(run_dir, tmp_path / "data", ["site_a", "site_b"], rounds=3, min_sites=2)
     temp_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"rh{os.getpid()}"  # Ray's socket paths must stay short
     script = (
         "import ray\nfrom pathlib import Path\nfrom bcvlm_simulation.config import ResourcesConfig\n"
