@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from bcvlm_client.run_settings import build_federated_model  # noqa: E402
 from bcvlm_model.atomic_io import atomic_write_json  # noqa: E402
 from bcvlm_model.data.cache import cached_array_path, record_cache_config, save_cached_array  # noqa: E402
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS  # noqa: E402
@@ -36,6 +35,7 @@ from bcvlm_model.data.preprocess_config import PreprocessConfig  # noqa: E402
 from bcvlm_model.model_config import ModelConfig  # noqa: E402
 from bcvlm_model.privacy.dp_ready import DPReadyConfig  # noqa: E402
 from bcvlm_model.privacy.dp_training import DPTrainState  # noqa: E402
+from bcvlm_model.privacy.federated_model import build_federated_model  # noqa: E402
 from bcvlm_model.privacy.privacy_unit import PrivacyUnit  # noqa: E402
 from bcvlm_model.text import TextConfig  # noqa: E402
 from bcvlm_model.training import LocalTrainConfig, train_local  # noqa: E402

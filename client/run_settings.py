@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from torch import nn
-
 from bcvlm_model.config_io import config_from_dict, config_to_dict
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.metrics import DEFAULT_BINS
@@ -71,17 +69,6 @@ def _optional_positive(value: Any) -> float | None:
 def _optional_dp_trainable(payload: Any) -> DPReadyConfig | None:
     decoded = json.loads(str(payload))
     return None if decoded is None else config_from_dict(DPReadyConfig, decoded)
-
-
-def build_federated_model(model_cfg: ModelConfig, dp_trainable: DPReadyConfig | None) -> nn.Module:
-    """The federation's model: built from the config, made DP-ready (same trainable set at every site and server)."""
-    from bcvlm_model.model import build_model
-    from bcvlm_model.privacy.dp_ready import make_dp_ready
-
-    model = build_model(model_cfg)
-    if dp_trainable is not None:
-        model = make_dp_ready(model, dp_trainable)
-    return model
 
 
 def encode_round_settings(

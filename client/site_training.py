@@ -22,7 +22,7 @@ from bcvlm_client.evaluation_release import releasable_site_auc, release_histogr
 from bcvlm_client.privacy_ledger import LedgerTerms, SitePrivacyLedger
 from bcvlm_client.reply_schema import DeclineReason, encode_histogram, histograms_to_arrays
 from bcvlm_client.round_admission import Refusal, effective_target_epsilon, refuse_round
-from bcvlm_client.run_settings import RoundSettings, build_federated_model
+from bcvlm_client.run_settings import RoundSettings
 from bcvlm_client.site_config import SiteConfig
 from bcvlm_client.site_data import check_delta_bound, ledger_terms, read_site_manifest, split_rows, summarise_site_data
 from bcvlm_model import TASKS
@@ -33,6 +33,7 @@ from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
 from bcvlm_model.privacy.dp_ready import DPCompatibilityError, DPReadyConfig, find_dp_problems
 from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_remaining_budget
+from bcvlm_model.privacy.federated_model import build_federated_model
 from bcvlm_model.privacy.privacy_unit import IMAGE_UNIT_WARNING, PrivacyUnit, unit_description
 from bcvlm_model.training import evaluate, train_local
 from bcvlm_model.training.loaders import build_loader

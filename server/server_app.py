@@ -20,10 +20,10 @@ from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
-from bcvlm_client.run_settings import build_federated_model
 from bcvlm_model.checkpoint import load_checkpoint, save_checkpoint
 from bcvlm_model.file_logging import attach_log_file
 from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
+from bcvlm_model.privacy.federated_model import build_federated_model
 from bcvlm_server.federated_strategy import FederatedStrategy
 from bcvlm_server.metered_grid import MeteredGrid
 from bcvlm_server.polling_grid import with_fast_replies

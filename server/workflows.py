@@ -58,18 +58,27 @@ def _send_and_collect(
     return results, failures
 
 
-class TimedFitWorkflow:
-    """One fit round with a reply timeout (used when SecAgg+ is off)."""
+class _TimedStage:
+    """What the timed fit and evaluate stages share: the reply timeout and the round's instructions."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = float(timeout)
 
-    def __call__(self, grid: Grid, context: LegacyContext) -> None:
+    @staticmethod
+    def _instructions(context: LegacyContext, configure: Callable[..., list]) -> tuple[int, list]:
+        """(round, instructions): the strategy's configure_fit or configure_evaluate on the current global model."""
         current_round = round_in_progress(context)
         parameters = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
-        instructions = context.strategy.configure_fit(
+        return current_round, configure(
             server_round=current_round, parameters=parameters, client_manager=context.client_manager
         )
+
+
+class TimedFitWorkflow(_TimedStage):
+    """One fit round with a reply timeout (used when SecAgg+ is off)."""
+
+    def __call__(self, grid: Grid, context: LegacyContext) -> None:
+        current_round, instructions = self._instructions(context, context.strategy.configure_fit)
         if not instructions:
             LOGGER.info("configure_fit: no sites selected, round %s skipped", current_round)
             return
@@ -91,18 +100,11 @@ class TimedFitWorkflow:
             context.history.add_metrics_distributed_fit(server_round=current_round, metrics=metrics)
 
 
-class TimedEvaluateWorkflow:
+class TimedEvaluateWorkflow(_TimedStage):
     """One federated-evaluation round with a reply timeout."""
 
-    def __init__(self, timeout: float) -> None:
-        self.timeout = float(timeout)
-
     def __call__(self, grid: Grid, context: LegacyContext) -> None:
-        current_round = round_in_progress(context)
-        parameters = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
-        instructions = context.strategy.configure_evaluate(
-            server_round=current_round, parameters=parameters, client_manager=context.client_manager
-        )
+        current_round, instructions = self._instructions(context, context.strategy.configure_evaluate)
         if not instructions:
             return
         results, failures = _send_and_collect(

@@ -11,10 +11,12 @@ from typing import Any, Callable
 
 import numpy as np
 from flwr.app import Context, Message
+from flwr.serverapp import Grid, ServerApp
 
 from bcvlm_client.flower_process import apply_flower_env_defaults
 from bcvlm_model.atomic_io import atomic_write_json, read_json
 from bcvlm_simulation.config import ResourcesConfig
+from bcvlm_simulation.ray_health import RayWatchGrid, start_ray
 
 SIMULATION_DIR_ENV = "BCVLM_SIMULATION_DIR"
 """Environment variable naming the run dir; the apps' default resolvers read it (docs/architecture.md)."""
@@ -141,6 +143,17 @@ def backend_config(resources: ResourcesConfig) -> dict[str, Any]:
     }
 
 
+def _watching_ray(server_app: ServerApp, client_resources: dict[str, float]) -> ServerApp:
+    """`server_app` on a RayWatchGrid: the first exchange no site answers checks Ray, and a dead Ray ends the run."""
+    watched = ServerApp()
+
+    @watched.main()
+    def main(grid: Grid, context: Context) -> None:
+        server_app(RayWatchGrid(grid, client_resources), context)
+
+    return watched
+
+
 def run_federation(
     run_dir: Path, num_sites: int, resources: ResourcesConfig, seed: int = 0, reproducible: bool = False
 ) -> float:
@@ -159,10 +172,11 @@ def run_federation(
     apply_flower_env_defaults()
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")  # Ray starts workers at nice 15: sites would starve
+    backend = backend_config(resources)
     client_app = build_client_app(
         resolve_site=SimulatedSiteResolver(str(run_dir)), extra_mods=[SeedNumpyPerMessage(seed)] if reproducible else []
     )
-    server_app = build_server_app()  # reads $BCVLM_SIMULATION_DIR/server.yaml (bcvlm_server.server_app)
+    server_app = _watching_ray(build_server_app(), backend["client_resources"])  # reads server.yaml in the run dir
     if resources.ray_address:
         # workers on an existing cluster keep the environment their node was started with, not this process's
         print(
@@ -172,11 +186,12 @@ def run_federation(
         )
     started = time.perf_counter()
     try:
+        start_ray(backend)  # a Ray that cannot run a site stops the run here, before round 1
         run_simulation(
             server_app=server_app,
             client_app=client_app,
             num_supernodes=num_sites,
-            backend_config=backend_config(resources),
+            backend_config=backend,
         )
     finally:
         if ray.is_initialized():

@@ -46,6 +46,7 @@ from bcvlm_simulation.federation import (
     site_config_path,
 )
 from bcvlm_simulation.pretrain import pretrain_on_public
+from bcvlm_simulation.ray_health import RayUnavailableError
 from bcvlm_simulation.report import build_report
 from bcvlm_simulation.round_metrics import final_checkpoint_dir, read_round_metrics
 from bcvlm_simulation.site_field_ablation import (
@@ -185,9 +186,12 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
         f"(DP {'on' if cfg.site.privacy.enabled else 'off'}, SecAgg+ {'on' if cfg.server.secagg.enabled else 'off'})",
         flush=True,
     )
-    federated_seconds = run_federation(
-        run_dir, len(names), cfg.resources, cfg.seed, reproducible=cfg.site.privacy.insecure_reproducible_noise
-    )
+    try:
+        federated_seconds = run_federation(
+            run_dir, len(names), cfg.resources, cfg.seed, reproducible=cfg.site.privacy.insecure_reproducible_noise
+        )
+    except RayUnavailableError as exc:
+        raise SimulationError(f"federated run stopped: {exc}") from exc
     node_to_site = read_node_map(run_dir)
     ray_nodes = sorted({node for nodes in read_ray_placement(run_dir).values() for node in nodes})
     print(

@@ -84,48 +84,57 @@ class FieldPhrases:
     missing_phrases: tuple[str, ...]
 
 
+def _field(
+    section: str, format_value: Callable[[Any], str], phrases: tuple[str, ...], missing_subjects: tuple[str, ...]
+) -> FieldPhrases:
+    """FieldPhrases whose missing-value phrases are "<subject> not recorded", one per subject."""
+    return FieldPhrases(
+        section, format_value, phrases, tuple(f"{subject} {NOT_RECORDED}" for subject in missing_subjects)
+    )
+
+
 FIELD_PHRASES: dict[str, FieldPhrases] = {
-    "age": FieldPhrases(
+    "age": _field(
         "patient",
         _age,
         ("age {v}", "patient aged {v}", "{v} old"),
-        ("age " + NOT_RECORDED, "patient age " + NOT_RECORDED),
+        ("age", "patient age"),
     ),
-    "implant": FieldPhrases(
+    "implant": _field(
         "patient",
         _implant,
         ("breast implant {v}", "implant {v}", "implants: {v}"),
-        ("breast implant " + NOT_RECORDED, "implant status " + NOT_RECORDED),
+        ("breast implant", "implant status"),
     ),
-    "view": FieldPhrases(
+    "view": _field(
         "exam",
         _view,
         ("{v} view", "view {v}", "projection {v}"),
-        ("view " + NOT_RECORDED, "projection " + NOT_RECORDED),
+        ("view", "projection"),
     ),
-    "manufacturer": FieldPhrases(
+    "manufacturer": _field(
         "exam",
         _plain,
         ("manufacturer {v}", "unit made by {v}", "vendor {v}"),
-        ("manufacturer " + NOT_RECORDED, "vendor " + NOT_RECORDED),
+        ("manufacturer", "vendor"),
     ),
-    "machine_id": FieldPhrases(
+    "machine_id": _field(
         "exam",
         _plain,
         ("machine {v}", "machine id {v}", "acquired on machine {v}"),
-        ("machine " + NOT_RECORDED, "machine id " + NOT_RECORDED),
+        ("machine", "machine id"),
     ),
-    "laterality": FieldPhrases(
+    "laterality": _field(
         "breast",
         _laterality,
         ("{v} breast", "side {v}", "laterality {v}"),
-        ("laterality " + NOT_RECORDED, "side " + NOT_RECORDED),
+        ("laterality", "side"),
     ),
-    "density": FieldPhrases(
+    "density": _field(
         "breast",
         _density,
         ("density {v}", "breast density {v}", "tissue density {v}"),
-        ("density " + NOT_RECORDED, "breast density " + NOT_RECORDED),
+        ("density", "breast density"),
     ),
 }
 """Phrase table of template version TEMPLATE_VERSION; fields not listed render as "<field> <value>" in "exam"."""
@@ -135,7 +144,7 @@ SECTION_TITLES = {"patient": "Patient", "exam": "Exam", "breast": "Breast"}
 
 def _phrases_for(field_name: str) -> FieldPhrases:
     name = field_name.replace("_", " ")
-    return FIELD_PHRASES.get(field_name, FieldPhrases("exam", _plain, (name + " {v}",), (f"{name} {NOT_RECORDED}",)))
+    return FIELD_PHRASES.get(field_name, _field("exam", _plain, (name + " {v}",), (name,)))
 
 
 class ReportTemplate:

@@ -201,7 +201,7 @@ class SharedModelFactory:
 
         import torch
 
-        from bcvlm_client.run_settings import build_federated_model
+        from bcvlm_model.privacy.federated_model import build_federated_model
 
         key = repr((model_cfg, dp_trainable))
         if key not in self._cache:
@@ -291,3 +291,19 @@ def is_evaluation(message) -> bool:
     if message.metadata.message_type == "evaluate":
         return True
     return message.has_content() and asks_secure_evaluation(message.content.config_records)
+
+
+def write_simulated_sites(run_dir: Path, data_dir: Path, site_names: list[str], **server_overrides: Any) -> None:
+    """A run directory as `bcvlm simulate` writes it: sites/site_<k>.yaml for test sites made under `data_dir`, and
+    server.yaml (`server_config_dict` over `<run_dir>/federated` with the overrides)."""
+    import shutil
+
+    from bcvlm_simulation.federation import server_config_path, site_config_path
+
+    for index, name in enumerate(site_names):
+        target = site_config_path(run_dir, index)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(make_site(data_dir, name, seed=index), target)
+    server_config_path(run_dir).write_text(
+        yaml.safe_dump(server_config_dict(run_dir / "federated", **server_overrides))
+    )

@@ -17,7 +17,7 @@ from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY
-from bcvlm_simulation.report import format_number, lookup
+from bcvlm_simulation.report import METHOD_ORDER, format_number, lookup
 from bcvlm_simulation.round_metrics import final_checkpoint_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -70,16 +70,7 @@ def test_tiny_simulation_writes_sites_rounds_and_baselines(tiny_run: Path) -> No
     assert set(last["epsilon"]) == set(summary["site"]), "epsilon must be reported for every virtual site"
     assert all(value is not None and value > 0 for value in last["epsilon"].values())
     assert last["bytes_up"] > 0 and last["bytes_down"] > 0 and last["wall_time_s"] > 0
-    assert set(metrics["methods"]) == {
-        "federated",
-        "centralized",
-        "dp_centralized",
-        "local_only",
-        "image_only",
-        "centralized_no_site_fields",
-        "public_pretrained",
-        "oracle",
-    }
+    assert set(metrics["methods"]) == set(METHOD_ORDER)  # every method the report knows was run
     # Public pretraining: the federated run started from the public VLM checkpoint (trainable weights only).
     public_vlm = tiny_run / "pretrain" / "vlm"
     assert (public_vlm / "model.safetensors").is_file() and (tiny_run / "pretrain" / "image_only").is_dir()

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import yaml
 
 from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS, free_port
 from bcvlm_simulation.config import ResourcesConfig
-from bcvlm_simulation.federation import backend_config, read_ray_placement, server_config_path, site_config_path
+from bcvlm_simulation.federation import backend_config, read_ray_placement
 from bcvlm_simulation.round_metrics import read_round_metrics
-from bcvlm_testing.federation_sites import make_site, server_config_dict
+from bcvlm_testing.federation_sites import write_simulated_sites
 
 RAY = Path(sys.executable).with_name("ray")
 NODE_WAIT_S = 240.0
@@ -154,13 +153,7 @@ def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
 def test_sites_of_a_simulation_run_on_both_nodes_of_an_existing_cluster(tmp_path, two_node_cluster) -> None:
     address, cluster_nodes = two_node_cluster
     run_dir = tmp_path / "run"
-    for index, name in enumerate(("site_a", "site_b")):
-        target = site_config_path(run_dir, index)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(make_site(tmp_path / "data", name, seed=index), target)
-    server_config_path(run_dir).write_text(
-        yaml.safe_dump(server_config_dict(run_dir / "federated", rounds=1, min_sites=2))
-    )
+    write_simulated_sites(run_dir, tmp_path / "data", ["site_a", "site_b"], rounds=1, min_sites=2)
     script = (
         "import sys\nfrom pathlib import Path\nfrom bcvlm_simulation.config import ResourcesConfig\n"
         "from bcvlm_simulation.federation import run_federation\n"

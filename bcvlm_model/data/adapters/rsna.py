@@ -37,6 +37,8 @@ RSNA_OPTIONAL = (
     "machine_id",
     "difficult_negative_case",
 )
+RSNA_COLUMNS = RSNA_REQUIRED + RSNA_OPTIONAL
+"""The RSNA train.csv schema in its column order (`bcvlm synth` writes exactly these)."""
 ORACLE_REQUIRED = ("image_id", "calcification", "oracle_malignancy", "oracle_calcification")
 
 

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from bcvlm_model.atomic_io import atomic_write_json, atomic_write_text
 from bcvlm_model.config_io import config_to_dict
+from bcvlm_model.data.adapters.rsna import RSNA_COLUMNS  # the synthetic train.csv is exactly what the adapter reads
 from bcvlm_model.data.synth.cohort import DENSITY_LEVELS, sample_cohort
 from bcvlm_model.data.synth.config import SynthConfig
 from bcvlm_model.data.synth.dicom_writer import ImageTags, build_dataset, write_dataset
@@ -23,22 +24,6 @@ GENERATOR_VERSION = 2
 """Bumped whenever the same SynthConfig would give other pixels or labels (2: calcification specks and clusters with
 pixel floors, the public population), so that a cohort made by an older generator is never reused as current."""
 
-RSNA_COLUMNS = (
-    "site_id",
-    "patient_id",
-    "image_id",
-    "laterality",
-    "view",
-    "age",
-    "cancer",
-    "biopsy",
-    "invasive",
-    "BIRADS",
-    "implant",
-    "density",
-    "machine_id",
-    "difficult_negative_case",
-)
 ORACLE_COLUMNS = (
     "image_id",
     "patient_id",
