@@ -24,6 +24,12 @@ def federated_parameter_names(model: nn.Module) -> list[str]:
     return [name for name, parameter in _unwrap(model).named_parameters() if parameter.requires_grad]
 
 
+def federated_parameter_shapes(model: nn.Module) -> list[tuple[int, ...]]:
+    """Shapes of the trainable parameters, in `federated_parameter_names` order (what a packed model unpacks to)."""
+    parameters = dict(_unwrap(model).named_parameters())
+    return [tuple(parameters[name].shape) for name in federated_parameter_names(model)]
+
+
 def get_trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached CPU copies of the trainable parameters, keyed and ordered as `federated_parameter_names`."""
     parameters = dict(_unwrap(model).named_parameters())

@@ -15,6 +15,7 @@ from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
+from bcvlm_client.array_packing import PackedModelError, packed_form, packed_vector
 from bcvlm_client.reply_schema import (
     EVALUATE_METRICS,
     FIT_METRICS,
@@ -91,18 +92,19 @@ def _as_numpy(array: Any) -> np.ndarray:
 
 
 def _check_arrays(record: str, arrays: ArrayRecord, reference: ArrayRecord | None) -> None:
+    """A model reply: one packed float vector exactly as long as the packed global model the instruction carried."""
     if len(arrays) == 0:
         return
     if reference is None:
         raise EgressViolation(f"{record}: model arrays in a reply to a message that sent none")
-    if list(arrays.keys()) != list(reference.keys()):
-        raise EgressViolation(f"{record}: array names/order differ from the global model's")
-    for name in arrays.keys():
-        sent, expected = _as_numpy(arrays[name]), _as_numpy(reference[name])
-        if sent.shape != expected.shape:
-            raise EgressViolation(f"{record}[{_describe_key(name)}] has shape {sent.shape}, expected {expected.shape}")
-        if sent.dtype.kind != "f":
-            raise EgressViolation(f"{record}[{_describe_key(name)}] has dtype {sent.dtype}, expected a float dtype")
+    try:
+        expected = packed_form([_as_numpy(array) for array in reference.values()])
+    except PackedModelError as exc:
+        raise EgressViolation(f"{record}: the instruction's model is not packed: {exc}") from None
+    try:
+        packed_vector([_as_numpy(array) for array in arrays.values()], expected.size)
+    except PackedModelError as exc:
+        raise EgressViolation(f"{record}: {exc}, as sent by the server") from None
 
 
 def _check_histogram_arrays(record: str, arrays: ArrayRecord, n_bins: int | None) -> None:

@@ -1,7 +1,8 @@
 """SiteTrainer: one site's federated round (admission, privacy budget, DP training, update) and evaluation, no Flower.
 
-Inputs are the global trainable arrays (order of `federated_parameter_names`) and the round's `RoundSettings`;
-outputs are the update arrays (local - global) and whitelisted aggregate metrics (`reply_schema`).
+Inputs are the global trainable parameters as they travel (one packed vector in `federated_parameter_names` order,
+`array_packing`) and the round's `RoundSettings`; outputs are the update (local - global), packed the same way, and
+whitelisted aggregate metrics (`reply_schema`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from bcvlm_client.array_packing import PackedModelError, pack_model, unpack_model
 from bcvlm_client.evaluation_release import releasable_site_auc, release_histogram
 from bcvlm_client.privacy_ledger import LedgerTerms, SitePrivacyLedger
 from bcvlm_client.reply_schema import DeclineReason, encode_histogram, histograms_to_arrays
@@ -30,7 +32,12 @@ from bcvlm_model.cpu_memory import keep_freed_memory
 from bcvlm_model.features.training_hook import frozen_feature_training
 from bcvlm_model.metrics import ScoreHistogram, score_histogram
 from bcvlm_model.model_config import ModelConfig
-from bcvlm_model.parameters import federated_parameter_names, get_trainable_state, set_trainable_state
+from bcvlm_model.parameters import (
+    federated_parameter_names,
+    federated_parameter_shapes,
+    get_trainable_state,
+    set_trainable_state,
+)
 from bcvlm_model.privacy.dp_ready import DPCompatibilityError, DPReadyConfig, find_dp_problems
 from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_remaining_budget
 from bcvlm_model.privacy.federated_model import build_federated_model
@@ -45,16 +52,17 @@ EvaluateReply = tuple[float, int, dict[str, Any]]
 
 
 def arrays_to_state(model: nn.Module, arrays: list[np.ndarray]) -> dict[str, torch.Tensor]:
-    """Name the global arrays with the model's federated parameter names (count and order must match)."""
-    names = federated_parameter_names(model)
-    if len(names) != len(arrays):
-        raise ValueError(f"received {len(arrays)} arrays for {len(names)} trainable parameters: model configs differ")
-    return {name: torch.from_numpy(np.asarray(array)) for name, array in zip(names, arrays)}
+    """The received packed model, unpacked to the model's federated parameters (its length must match exactly)."""
+    try:
+        unpacked = unpack_model(arrays, federated_parameter_shapes(model))
+    except PackedModelError as exc:
+        raise PackedModelError(f"the server's model does not fit this site's ({exc}): model configs differ") from None
+    return {name: torch.from_numpy(array) for name, array in zip(federated_parameter_names(model), unpacked)}
 
 
 def state_to_arrays(model: nn.Module, state: dict[str, torch.Tensor]) -> list[np.ndarray]:
-    """float32 numpy arrays in `federated_parameter_names` order."""
-    return [state[name].detach().cpu().float().numpy() for name in federated_parameter_names(model)]
+    """The state's federated parameters as the message carries them: one float32 vector (`array_packing`)."""
+    return pack_model([state[name].detach().cpu().float().numpy() for name in federated_parameter_names(model)])
 
 
 class SiteTrainer:
@@ -157,7 +165,8 @@ class SiteTrainer:
             refusal.reason.name,
             refusal.detail,
         )
-        zeros = [np.zeros_like(np.asarray(array), dtype=np.float32) for array in arrays]
+        # the packed form of a zero update, as long as what the server sent (the site may not have built its model)
+        zeros = [np.zeros(sum(np.asarray(array).size for array in arrays), dtype=np.float32)]
         metrics = {"epsilon": float(epsilon), "declined": int(refusal.reason), "steps": 0}
         return zeros, 0, metrics
 
@@ -208,7 +217,8 @@ class SiteTrainer:
         """Train on the local train split from the global arrays; return the update and aggregate metrics.
 
         Order: the server's instructions are checked against the site's limits, the model the site built is checked
-        for DP safety, the data and the first batch load, and only then is the ledger charged (under its lock).
+        for DP safety, the server's packed model must fit it, the data and the first batch load, and only then is the
+        ledger charged (under its lock).
         """
         site, privacy = self.site, self.site.privacy
         rows = self._rows(site.data.train_split)
@@ -222,6 +232,8 @@ class SiteTrainer:
             refusal = Refusal(DeclineReason.DP_UNSAFE_MODEL, "; ".join(self._dp_problems_of(settings)[:3]))
         if refusal is not None:
             return self._declined(arrays, math.nan, refusal, settings)
+        model = self._model(settings)
+        global_state = arrays_to_state(model, arrays)  # a model that does not fit this site's costs no budget
         check_delta_bound(site, summarise_site_data(site, self._manifest_table()))
         next(iter(loader))  # the data must load before any budget is spent
 
@@ -234,8 +246,6 @@ class SiteTrainer:
             if refusal is not None:
                 return self._declined(arrays, epsilon_now, refusal, settings)
 
-        model = self._model(settings)
-        global_state = arrays_to_state(model, arrays)
         set_trainable_state(model, global_state)
         started = time.perf_counter()
         train_module, train_loader = self._frozen_feature_training(model, loader, settings)

@@ -1,5 +1,7 @@
 """FederatedStrategy: wraps a Flower strategy with the bcvlm round protocol and run-directory bookkeeping.
 
+- Models travel packed: every instruction carries the global model, every fit reply its update, as one float32
+  vector (`bcvlm_client.array_packing`); the inner strategy, checkpoints and `global_arrays` stay per-parameter.
 - Sites send UPDATES (local - global); this wrapper turns them into full weights for the inner strategy, drops
   declined sites, and (without SecAgg+) rejects non-finite or oversized updates. The global model only changes
   to a finite result.
@@ -30,6 +32,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from bcvlm_client.array_packing import PackedModelError, pack_model, unpack_model
 from bcvlm_client.round_record import (
     ByteCount,
     FitSiteEntry,
@@ -126,6 +129,10 @@ class FederatedStrategy(Strategy):
             dp_target_epsilon=cfg.dp_target_epsilon,
         )
 
+    def _packed_global(self) -> Parameters:
+        """The global model as instructions carry it: one packed vector."""
+        return ndarrays_to_parameters(pack_model(self.global_arrays))
+
     def _start_round(self, absolute: int) -> None:
         if self._round.get("round") != absolute:
             self._round = {"round": absolute, "started": time.perf_counter(), "fit": None, "evaluate": None}
@@ -155,7 +162,8 @@ class FederatedStrategy(Strategy):
             }
         settings = self._settings(absolute)
         LOGGER.info("round %d: training on %d sites", absolute, len(instructions))
-        return [(proxy, FitIns(fitins.parameters, {**fitins.config, **settings})) for proxy, fitins in instructions]
+        packed = self._packed_global()
+        return [(proxy, FitIns(packed, {**fitins.config, **settings})) for proxy, fitins in instructions]
 
     def aggregate_fit(
         self,
@@ -180,7 +188,12 @@ class FederatedStrategy(Strategy):
             sites[str(proxy.node_id)] = entry
             if entry["declined"] or fitres.num_examples <= 0:
                 continue
-            update = parameters_to_ndarrays(fitres.parameters)
+            try:  # a site's reply, or under SecAgg+ the unmasked aggregate, of another length is not this model's
+                update = unpack_model(parameters_to_ndarrays(fitres.parameters), [a.shape for a in self.global_arrays])
+            except PackedModelError as exc:
+                entry["rejected"] = str(exc)
+                LOGGER.warning("round %d: update of node %s rejected: %s", absolute, proxy.node_id, exc)
+                continue
             if not secagg:
                 reason = rejection_reason(update, self.global_arrays, self.cfg.update_guard.max_update_norm)
                 if reason is not None:
@@ -236,7 +249,8 @@ class FederatedStrategy(Strategy):
             self._finish_round(absolute, {}, None)
             return []
         settings = self._settings(absolute)
-        return [(proxy, EvaluateIns(ins.parameters, {**ins.config, **settings})) for proxy, ins in instructions]
+        packed = self._packed_global()
+        return [(proxy, EvaluateIns(packed, {**ins.config, **settings})) for proxy, ins in instructions]
 
     def aggregate_evaluate(
         self,

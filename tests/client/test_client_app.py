@@ -104,6 +104,7 @@ def test_secagg_key_stages_import_neither_torch_nor_the_model(tmp_path: Path) ->
     import numpy as np
     import yaml
 
+    from bcvlm_client.array_packing import pack_model
     from bcvlm_client.run_settings import encode_round_settings
     from bcvlm_server.server_app import trainable_arrays
     from bcvlm_server.server_config import load_server_config
@@ -112,7 +113,7 @@ def test_secagg_key_stages_import_neither_torch_nor_the_model(tmp_path: Path) ->
     sites = {100 + i: str(make_site(tmp_path, f"site{i}", seed=i)) for i in range(3)}
     (tmp_path / "server.yaml").write_text(yaml.safe_dump(server_config_dict(tmp_path / "run")))
     cfg = load_server_config(tmp_path / "server.yaml")
-    np.savez(tmp_path / "arrays.npz", *trainable_arrays(server_model_factory(cfg)))
+    np.savez(tmp_path / "arrays.npz", *pack_model(trainable_arrays(server_model_factory(cfg))))  # as sent
     config = encode_round_settings(
         server_round=1,
         planned_rounds=1,

@@ -9,6 +9,7 @@ from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.task_identity import TaskIdentity
 
+from bcvlm_client.array_packing import pack_model
 from bcvlm_client.egress_guard import EgressViolation, SiteFailure, check_reply, egress_guard_mod
 from bcvlm_client.reply_schema import (
     SECURE_EVALUATION_ARRAYS,
@@ -22,6 +23,7 @@ from bcvlm_model.privacy.mask_expansion import MASK_PRG_CONFIG_KEY, MASK_PRG_NAM
 
 N_BINS = 10
 GLOBAL = [np.zeros((3, 2), dtype=np.float32), np.zeros(4, dtype=np.float32)]
+PACKED_LENGTH = 10
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +31,9 @@ def task_identity() -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
 
 
-def _instruction() -> Message:
-    fitins = FitIns(ndarrays_to_parameters(GLOBAL), {"n-bins": N_BINS, "server-round": 1})
+def _instruction(model: list[np.ndarray] | None = None) -> Message:
+    model = pack_model(GLOBAL) if model is None else model
+    fitins = FitIns(ndarrays_to_parameters(model), {"n-bins": N_BINS, "server-round": 1})
     message = Message(compat.fitins_to_recorddict(fitins, True), dst_node_id=7, message_type="train", group_id="1")
     message.metadata.__dict__["_message_id"] = "m1"
     return message
@@ -39,7 +42,7 @@ def _instruction() -> Message:
 def _fit_reply(instruction: Message, arrays=None, metrics=None, message: str = "Success") -> Message:
     fitres = FitRes(
         Status(Code.OK, message),
-        ndarrays_to_parameters(arrays if arrays is not None else [a + 0.1 for a in GLOBAL]),
+        ndarrays_to_parameters(arrays if arrays is not None else pack_model([a + 0.1 for a in GLOBAL])),
         12,
         metrics if metrics is not None else {"epsilon": 1.2, "declined": 0, "steps": 3},
     )
@@ -59,9 +62,12 @@ def test_a_whitelisted_fit_reply_passes() -> None:
         (None, {"epsilon": 0.5, "scores": b"\x00" * 16}, "Success"),
         (None, {"epsilon": 0.5, "loss": 0.31}, "Success"),
         (None, {"epsilon": 0.5, "train_seconds": 12.5}, "Success"),
-        ([np.zeros((3, 2), np.float32)], None, "Success"),
-        ([np.zeros((3, 2), np.float32), np.zeros(5, np.float32)], None, "Success"),
-        ([np.zeros((3, 2), np.int64), np.zeros(4, np.float32)], None, "Success"),
+        ([a + 0.1 for a in GLOBAL], None, "Success"),
+        ([np.zeros(PACKED_LENGTH - 1, np.float32)], None, "Success"),
+        ([np.zeros(PACKED_LENGTH + 1, np.float32)], None, "Success"),
+        ([np.zeros((1, PACKED_LENGTH), np.float32)], None, "Success"),
+        ([np.zeros(PACKED_LENGTH, np.int64)], None, "Success"),
+        (pack_model(GLOBAL) * 2, None, "Success"),
         (None, None, "failed reading /data/site/patient-123/img.dcm"),
     ],
     ids=[
@@ -70,9 +76,12 @@ def test_a_whitelisted_fit_reply_passes() -> None:
         "per-image-bytes",
         "training-loss",
         "training-time",
-        "missing-array",
-        "wrong-shape",
-        "int-array",
+        "unpacked-arrays",
+        "short-packed",
+        "long-packed",
+        "2d-packed",
+        "int-packed",
+        "two-packed",
         "free-text-status",
     ],
 )
@@ -82,9 +91,21 @@ def test_anything_else_in_a_fit_reply_is_blocked(arrays, metrics, status) -> Non
         check_reply(_fit_reply(instruction, arrays, metrics, status), instruction)
 
 
+def test_a_packed_reply_of_the_wrong_length_is_refused_naming_both_lengths() -> None:
+    instruction = _instruction()
+    with pytest.raises(EgressViolation, match=f"{PACKED_LENGTH - 1} values.* {PACKED_LENGTH} "):
+        check_reply(_fit_reply(instruction, [np.zeros(PACKED_LENGTH - 1, np.float32)]), instruction)
+
+
+def test_a_reply_to_an_instruction_with_an_unpacked_model_is_refused() -> None:
+    instruction = _instruction(model=GLOBAL)
+    with pytest.raises(EgressViolation, match="not packed"):
+        check_reply(_fit_reply(instruction, GLOBAL), instruction)
+
+
 def _secure_evaluation_instruction() -> Message:
     config = {"n-bins": N_BINS, "server-round": 1, SECURE_EVALUATION_KEY: True}
-    fitins = FitIns(ndarrays_to_parameters(GLOBAL), config)
+    fitins = FitIns(ndarrays_to_parameters(pack_model(GLOBAL)), config)
     message = Message(compat.fitins_to_recorddict(fitins, True), dst_node_id=7, message_type="train", group_id="1")
     message.metadata.__dict__["_message_id"] = "m2"
     return message
@@ -109,9 +130,9 @@ def test_a_secure_evaluation_reply_of_scaled_histograms_passes() -> None:
         _histogram_arrays()[:-1],
         _histogram_arrays()[: 2 * len(TASKS)],
         _histogram_arrays() + [np.full(N_BINS, 0.25)],
-        [a + 0.1 for a in GLOBAL],
+        pack_model([a + 0.1 for a in GLOBAL]),
     ],
-    ids=["other-bins", "unscaled-counts", "missing-histogram", "no-validation-split", "extra-array", "model-arrays"],
+    ids=["other-bins", "unscaled-counts", "missing-histogram", "no-validation-split", "extra-array", "model-update"],
 )
 def test_a_secure_evaluation_reply_carries_exactly_the_scaled_histograms(arrays) -> None:
     instruction = _secure_evaluation_instruction()

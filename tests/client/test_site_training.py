@@ -1,4 +1,4 @@
-"""SiteTrainer.fit: secret DP noise, the delta bound, and no budget spent before the data loads."""
+"""SiteTrainer.fit: secret DP noise, the delta bound, no budget spent before the data loads, the packed update."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
+from bcvlm_client.array_packing import PackedModelError
 from bcvlm_client.privacy_ledger import SitePrivacyLedger
 from bcvlm_client.reply_schema import DeclineReason, decode_histogram
 from bcvlm_client.run_settings import RoundSettings, encode_round_settings
@@ -66,6 +67,28 @@ def test_the_insecure_setting_makes_identical_fits_identical(tmp_path, global_ar
     first = fit_update(make_site(tmp_path / "a", "site", seed=3, privacy=privacy), global_arrays)
     second = fit_update(make_site(tmp_path / "b", "site", seed=3, privacy=privacy), global_arrays)
     assert all(np.array_equal(x, y) for x, y in zip(first, second))
+
+
+def test_a_trained_round_uploads_one_packed_update_as_long_as_the_global_model(tmp_path, global_arrays) -> None:
+    update = fit_update(make_site(tmp_path, "site"), global_arrays)
+    assert [(array.shape, array.dtype) for array in update] == [(global_arrays[0].shape, np.float32)]
+    assert np.any(update[0])
+
+
+def test_a_declined_round_uploads_one_packed_zero_vector(tmp_path, global_arrays) -> None:
+    site = load_site_config(make_site(tmp_path, "site"))
+    no_dp = RoundSettings.from_config({**tiny_round_config(1), "dp": False})  # this site requires DP
+    update, num_examples, metrics = site_trainer_factory(site).fit(global_arrays, no_dp, RUN_ID)
+    assert metrics["declined"] == DeclineReason.DP_REQUIRED and num_examples == 0
+    assert [array.shape for array in update] == [global_arrays[0].shape] and not np.any(update[0])
+
+
+def test_a_global_model_of_the_wrong_length_is_refused_before_any_charge(tmp_path, global_arrays) -> None:
+    site_yaml = make_site(tmp_path, "site")
+    length = global_arrays[0].size
+    with pytest.raises(PackedModelError, match=f"has {length - 1} values, the model has {length} "):
+        site_trainer_factory(load_site_config(site_yaml)).fit([global_arrays[0][:-1]], settings(), RUN_ID)
+    assert charged(site_yaml) == []
 
 
 def test_a_delta_above_the_bound_is_refused_before_any_charge(tmp_path, global_arrays) -> None:

@@ -68,10 +68,11 @@ def tiny_round_config(
 
 
 def tiny_global_arrays() -> list[np.ndarray]:
-    """The tiny federation's starting global model as the server sends it (its trainable arrays)."""
+    """The tiny federation's starting global model as the server sends it (its trainable arrays, packed)."""
+    from bcvlm_client.array_packing import pack_model
     from bcvlm_server.server_app import trainable_arrays
 
-    return trainable_arrays(SHARED_MODELS(tiny_model_config(), TINY_DP_TRAINABLE))
+    return pack_model(trainable_arrays(SHARED_MODELS(tiny_model_config(), TINY_DP_TRAINABLE)))
 
 
 def make_site(

@@ -1,4 +1,5 @@
-"""Without SecAgg+: non-finite and oversized updates are rejected, declined sites skipped, the global stays finite."""
+"""Without SecAgg+: non-finite, oversized and wrongly packed updates are rejected, declined sites skipped, the global
+stays finite."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
+from bcvlm_client.array_packing import pack_model
 from bcvlm_server.federated_strategy import FederatedStrategy
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_config import ServerConfig
@@ -15,9 +17,11 @@ from bcvlm_testing.client_proxy import NodeProxy
 GLOBAL = [np.ones((4, 3), dtype=np.float32), np.zeros(5, dtype=np.float32)]
 
 
-def _result(node: int, update: list[np.ndarray], declined: int = 0, examples: int = 10):
+def _result(node: int, update: list[np.ndarray], declined: int = 0, examples: int = 10, packed: bool = True):
+    """A site's fit reply carrying `update` as it travels (one packed vector), or as given when not `packed`."""
     metrics = {"epsilon": 1.0, "declined": declined, "steps": 2}
-    return NodeProxy(node), FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(update), examples, metrics)
+    arrays = pack_model(update) if packed else update
+    return NodeProxy(node), FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(arrays), examples, metrics)
 
 
 def _update(value: float) -> list[np.ndarray]:
@@ -64,3 +68,30 @@ def test_no_acceptable_update_keeps_the_global_model(tmp_path) -> None:
     parameters, _ = wrapper.aggregate_fit(1, [_result(1, _update(np.inf))], [])
     for array, before in zip(parameters_to_ndarrays(parameters), GLOBAL):
         np.testing.assert_array_equal(array, before)
+
+
+def _plain_wrapper(tmp_path) -> FederatedStrategy:
+    cfg = ServerConfig(run_dir=str(tmp_path))
+    cfg.secagg.enabled = False
+    cfg.update_guard.max_update_norm = 10.0
+    return FederatedStrategy(
+        cfg, build_inner_strategy(cfg, GLOBAL), GLOBAL, records=RunRecords(tmp_path), save_checkpoint=lambda *args: None
+    )
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_a_packed_update_of_the_wrong_length_is_rejected_naming_both_lengths(tmp_path, delta: int) -> None:
+    wrapper = _plain_wrapper(tmp_path)
+    length = sum(array.size for array in GLOBAL)
+    results = [_result(1, _update(0.1)), _result(2, [np.full(length + delta, 0.1, dtype=np.float32)])]
+    parameters, _ = wrapper.aggregate_fit(1, results, [])
+    sites = wrapper._round["fit"]["sites"]
+    assert f"{length + delta} values" in sites["2"]["rejected"] and f"has {length} " in sites["2"]["rejected"]
+    assert sites["1"]["rejected"] is None and wrapper._round["fit"]["accepted"] == 1
+
+
+def test_an_unpacked_update_is_rejected(tmp_path) -> None:
+    wrapper = _plain_wrapper(tmp_path)
+    wrapper.aggregate_fit(1, [_result(1, _update(0.1), packed=False)], [])
+    assert "one packed array" in wrapper._round["fit"]["sites"]["1"]["rejected"]
+    assert wrapper._round["fit"]["accepted"] == 0
