@@ -285,6 +285,30 @@ class LoopbackFederation:
             niceness=CLIENT_NICENESS,
         )
 
+    def start_federation(
+        self, *client_args: str, timeout_s: float = 300.0
+    ) -> tuple[subprocess.Popen[bytes], dict[str, subprocess.Popen[bytes]]]:
+        """Start `bcvlm-server`, wait until it has registered every site's key, then start every site's `bcvlm-client`
+        (`--restart-delay 3`, then `client_args`); LoopbackError with the server's output if it ends first.
+
+        The sites start after the registration: a site started before it is refused and sits out its restart
+        delay (that path has its own tests in tests/client/test_cli_client.py)."""
+        server = self.start_server()
+        wait_until(
+            lambda: (
+                self.output("server.out").count("registered as node") == len(self.site_ids) or server.poll() is not None
+            ),
+            timeout_s,
+            "the server to register the sites' keys",
+        )
+        if server.poll() is not None:
+            raise LoopbackError(f"bcvlm-server ended before the sites started:\n{self.output('server.out')[-3000:]}")
+        clients = {
+            site: self.start_client(self.site_yamls[site], "--restart-delay", "3", *client_args)
+            for site in self.site_ids
+        }
+        return server, clients
+
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL a process and all its descendants at once (a crash, not a clean stop)."""
         for pid in process_tree(process.pid):

@@ -128,13 +128,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     fed = LoopbackFederation(tmp_path_factory.mktemp("loopback"), SITES, federation, n_patients=32)
     spent_before = spend_budget(fed, SPENT)
     try:
-        server = fed.start_server()
-        wait_until(
-            lambda: fed.output("server.out").count("registered as node") == len(SITES),
-            300,
-            "the server to register the sites' keys",
-        )
-        clients = {site: fed.start_client(fed.site_yamls[site], "--restart-delay", "3") for site in SITES}
+        server, clients = fed.start_federation()
         rogue = fed.start_client(fed.intruder_yaml("rogue", key_site="rogue"), "--max-restarts", "0")
         wrong_ca = fed.start_client(
             fed.intruder_yaml("wrong_ca", key_site="alpha", ca_cert=fed.other_ca.ca_cert),
