@@ -21,7 +21,6 @@ from flwr.supernode.runtime import run_clientapp as flower_clientapp
 
 from bcvlm_client import task_timing
 from bcvlm_client.fab_approval import FabRefused, require_approved
-from bcvlm_client.object_pull import use_prompt_pulls
 from bcvlm_client.site_log import SITE_LOG
 from bcvlm_model.file_logging import attach_log_file
 
@@ -83,7 +82,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             "refusing to run (Flower version mismatch)"
         )
     flower_clientapp.install_from_fab = checked_install(approved, flower_clientapp.install_from_fab)
-    use_prompt_pulls(flower_clientapp)  # the message's arrays as soon as the SuperNode has them (object_pull)
     flower_clientapp.run_clientapp(
         runtime_api_address=args.runtime_api_address,
         token=try_obtain_flwr_app_token(args),
