@@ -3,6 +3,7 @@ processes — for deployment rehearsals, the loopback tests and the round-overhe
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -17,6 +18,7 @@ import yaml
 
 from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS, free_port, process_tree, terminate_tree
 from bcvlm_client.round_record import RoundRecord
+from bcvlm_client.task_timing import MARKER as TASK_TIMING_MARKER
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.config_io import config_to_dict
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
@@ -333,6 +335,12 @@ class LoopbackFederation:
 
     def round_metrics(self, server_round: int) -> RoundRecord:
         return RunRecords(self.run_dir).load_metrics(server_round)
+
+    def task_timings(self, site: str) -> list[dict[str, Any]]:
+        """The `task-timing` lines of a site's ClientApp processes (`bcvlm_client.task_timing`), one per message."""
+        log = self.state_dir(site) / "logs" / "site.log"
+        lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+        return [json.loads(line.split(TASK_TIMING_MARKER, 1)[1]) for line in lines if TASK_TIMING_MARKER in line]
 
     def output(self, name: str) -> str:
         path = self.root / name

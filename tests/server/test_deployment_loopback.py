@@ -267,6 +267,17 @@ def test_killed_site_does_not_hang_the_round(observed: Observed) -> None:
     assert observed.finished_at - observed.killed_at < bound
 
 
+def test_only_the_training_and_evaluation_processes_load_torch(observed: Observed) -> None:
+    # A site's ClientApp imports torch while it pulls a message that carries arrays (bcvlm_client.warm_imports); the
+    # SecAgg+ key stages carry none and must stay light.
+    tasks = [task for site in TRAINING_SITES for task in observed.fed.task_timings(site)]
+    key_stages = [task for task in tasks if task["stage"] in ("setup", "share_keys", "unmask")]
+    with_arrays = [task for task in tasks if task["stage"] == "collect_masked_vectors"]
+    assert key_stages and with_arrays
+    assert not [task for task in key_stages if task["torch_after"]]
+    assert all(task["torch_after"] for task in with_arrays)
+
+
 def test_unregistered_site_key_is_refused(observed: Observed) -> None:
     assert observed.rogue_code not in (None, 0)
     assert "No SuperNode found with the given public key" in observed.superlink_log()
