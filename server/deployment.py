@@ -211,13 +211,7 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False, say: Calla
                     bar.update(done - bar.n)
 
             try:
-                status = follow_run(
-                    control,
-                    run_id,
-                    cfg.run_timeout_s,
-                    on_tick=on_tick,
-                    ending=lambda: run_dir.last_completed_round() >= cfg.federation.rounds,
-                )
+                status = follow_run(control, run_id, cfg.run_timeout_s, on_tick=on_tick)
             finally:
                 control.save_run_log(run_id, run_dir.logs / f"serverapp_run_{run_id}.log")
             on_tick()

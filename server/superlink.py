@@ -259,31 +259,22 @@ def follow_run(
     poll_s: float = 15.0,
     on_tick: Callable[[], None] | None = None,
     max_status_failures: int = 4,
-    ending: Callable[[], bool] | None = None,
-    ending_poll_s: float = 2.0,
-    tick_s: float = 1.0,
 ) -> RunStatus:
     """Poll the run's status until it finishes; stop it after `timeout_s`.
 
-    `flwr list` costs a CLI start, so it runs every `poll_s` seconds; `on_tick` is called every `tick_s` in
-    between (e.g. to move a progress bar from the run directory's state file). Once `ending` (asked every tick)
-    says the run is about to finish (its last round is on disk), the status is asked every `ending_poll_s`
-    instead, so the center notices the end within seconds rather than up to `poll_s` later. A status query that
-    fails is asked again at the next poll: on a busy center the SuperLink's SQLite answers "database is locked" for
-    a moment, and that must not end a run that is fine. `max_status_failures` failures in a row do end it, with the
-    last error.
+    `flwr list` costs a CLI start, so it runs every `poll_s` seconds; `on_tick` is called about once a second in
+    between (e.g. to move a progress bar from the run directory's state file). A status query that fails is asked
+    again at the next poll: on a busy center the SuperLink's SQLite answers "database is locked" for a moment, and
+    that must not end a run that is fine. `max_status_failures` failures in a row do end it, with the last error.
     """
     deadline = time.monotonic() + timeout_s
     failures = 0
     while True:
-        asked_at = time.monotonic()
-        next_poll = min(deadline, asked_at + poll_s)
+        next_poll = min(deadline, time.monotonic() + poll_s)
         while time.monotonic() < next_poll:
-            time.sleep(tick_s)
+            time.sleep(1.0)
             if on_tick is not None:
                 on_tick()
-            if ending is not None and time.monotonic() >= asked_at + ending_poll_s and ending():
-                break
         try:
             status = control.run_status(run_id)
         except FlowerProcessError:

@@ -1,9 +1,7 @@
 """follow_run: a status query that fails for a moment (SQLite busy on a loaded center) does not end a healthy run;
-failures in a row do, with the error; once the run's last round is recorded its end is asked for at once."""
+failures in a row do, with the error."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -42,35 +40,3 @@ def test_status_failures_in_a_row_end_it_with_the_error() -> None:
     control = ScriptedControl(["running", _busy(), _busy(), _busy(), "finished:completed"])
     with pytest.raises(FlowerProcessError, match="Internal server error"):
         follow_run(control, 7, timeout_s=60, poll_s=0, max_status_failures=3)  # type: ignore[arg-type]
-
-
-def test_the_end_of_a_run_is_asked_for_soon_once_its_last_round_is_recorded() -> None:
-    control = ScriptedControl(["running", "running", "finished:completed"])
-    ticks: list[int] = []
-    status = follow_run(
-        control,  # type: ignore[arg-type]
-        7,
-        timeout_s=60,
-        poll_s=3600,  # without `ending`, the first status query would come an hour later
-        on_tick=lambda: ticks.append(1),
-        ending=lambda: len(ticks) >= 3,
-        ending_poll_s=0.0,
-        tick_s=0.001,
-    )
-    assert status.completed and control.script == []
-    assert len(ticks) == 5  # three ticks until the last round is on disk, then one per status query
-
-
-def test_a_run_that_is_not_ending_waits_for_the_poll() -> None:
-    control = ScriptedControl(["finished:completed"])
-    started = time.monotonic()
-    follow_run(
-        control,  # type: ignore[arg-type]
-        7,
-        timeout_s=60,
-        poll_s=0.3,
-        ending=lambda: False,
-        ending_poll_s=0.0,
-        tick_s=0.001,
-    )
-    assert time.monotonic() - started >= 0.3
