@@ -39,7 +39,7 @@ from typing import Any
 from bcvlm_client.task_timing import MARKER as TASK_MARKER
 from bcvlm_model.atomic_io import atomic_write_json
 from bcvlm_server.polling_grid import GRID_TIMING_MARKER
-from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
+from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation
 
 DEFAULT_MODEL_FEDERATION: dict[str, Any] = {
     **TINY_FEDERATION,
@@ -138,10 +138,7 @@ def run_one(args: argparse.Namespace, secagg: bool, root: Path) -> dict[str, Any
     fed = LoopbackFederation(root, sites, federation_config(args, secagg), n_patients=args.patients, image_size=size)
     started = time.monotonic()
     try:
-        server = fed.start_server()
-        wait_until(lambda: fed.output("server.out").count("registered as node") == len(sites), 600, "registration")
-        for site in sites:
-            fed.start_client(fed.site_yamls[site], "--restart-delay", "3")
+        server, _ = fed.start_federation(timeout_s=600)
         code = server.wait(timeout=args.timeout * 4 * args.rounds + 900)
     finally:
         fed.stop_all()

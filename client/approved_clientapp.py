@@ -22,6 +22,7 @@ from flwr.supernode.runtime import run_clientapp as flower_clientapp
 from bcvlm_client import task_timing
 from bcvlm_client.fab_approval import FabRefused, require_approved
 from bcvlm_client.site_log import SITE_LOG
+from bcvlm_client.warm_imports import warm_model_imports_while_pulling
 from bcvlm_model.file_logging import attach_log_file
 
 LOGGER = logging.getLogger("bcvlm_client.fab_approval")
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "refusing to run (Flower version mismatch)"
         )
     flower_clientapp.install_from_fab = checked_install(approved, flower_clientapp.install_from_fab)
+    warm_model_imports_while_pulling(flower_clientapp)  # torch and the model code load while the arrays arrive
     flower_clientapp.run_clientapp(
         runtime_api_address=args.runtime_api_address,
         token=try_obtain_flwr_app_token(args),

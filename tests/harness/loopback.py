@@ -3,6 +3,7 @@ processes — for deployment rehearsals, the loopback tests and the round-overhe
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -17,6 +18,7 @@ import yaml
 
 from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS, free_port, process_tree, terminate_tree
 from bcvlm_client.round_record import RoundRecord
+from bcvlm_client.task_timing import MARKER as TASK_TIMING_MARKER
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.config_io import config_to_dict
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
@@ -285,6 +287,30 @@ class LoopbackFederation:
             niceness=CLIENT_NICENESS,
         )
 
+    def start_federation(
+        self, *client_args: str, timeout_s: float = 300.0
+    ) -> tuple[subprocess.Popen[bytes], dict[str, subprocess.Popen[bytes]]]:
+        """Start `bcvlm-server`, wait until it has registered every site's key, then start every site's `bcvlm-client`
+        (`--restart-delay 3`, then `client_args`); LoopbackError with the server's output if it ends first.
+
+        The sites start after the registration: a site started before it is refused and sits out its restart
+        delay (that path has its own tests in tests/client/test_cli_client.py)."""
+        server = self.start_server()
+        wait_until(
+            lambda: (
+                self.output("server.out").count("registered as node") == len(self.site_ids) or server.poll() is not None
+            ),
+            timeout_s,
+            "the server to register the sites' keys",
+        )
+        if server.poll() is not None:
+            raise LoopbackError(f"bcvlm-server ended before the sites started:\n{self.output('server.out')[-3000:]}")
+        clients = {
+            site: self.start_client(self.site_yamls[site], "--restart-delay", "3", *client_args)
+            for site in self.site_ids
+        }
+        return server, clients
+
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL a process and all its descendants at once (a crash, not a clean stop)."""
         for pid in process_tree(process.pid):
@@ -309,6 +335,12 @@ class LoopbackFederation:
 
     def round_metrics(self, server_round: int) -> RoundRecord:
         return RunRecords(self.run_dir).load_metrics(server_round)
+
+    def task_timings(self, site: str) -> list[dict[str, Any]]:
+        """The `task-timing` lines of a site's ClientApp processes (`bcvlm_client.task_timing`), one per message."""
+        log = self.state_dir(site) / "logs" / "site.log"
+        lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+        return [json.loads(line.split(TASK_TIMING_MARKER, 1)[1]) for line in lines if TASK_TIMING_MARKER in line]
 
     def output(self, name: str) -> str:
         path = self.root / name

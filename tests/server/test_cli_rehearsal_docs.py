@@ -1,8 +1,8 @@
 """The rehearsal of docs/deployment.md §9, run as documented: keys made at the three synthetic hospitals (only the
 .pub files reach the center, whose CA key is encrypted outside the folder it hands out), one center and the three
 hospitals on loopback, 2 rounds with DP-SGD and SecAgg+, the Control API refused through the public port, the
-hospitals' FAB check in their logs, a hospital killed after round 1, `bcvlm predict` on the result, then a new run
-that the running hospitals join.
+hospitals' FAB check in their logs, a hospital killed after round 1, then a new run that the running hospitals join,
+with `bcvlm-server status` and `bcvlm predict` on the first run's result while the new run starts.
 
 The commands are taken from the docs' text. Two deviations, both outside the commands: the rehearsal folder is a
 temporary one instead of /tmp/bcvlm-rehearsal, and the shipped configs' port 9443 is replaced by a free port (so
@@ -244,18 +244,19 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
             for pid in killed_tree
             if Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
         ]
-        status = _run(STATUS, cwd=folder).stdout
-        assert "round 2 trained" in status and "hospital_a trained" in status
-
-        _run(PREDICT, cwd=folder)
-        predictions = pd.read_csv(folder / "predictions.csv")
-        assert len(predictions) > 0
-
-        # A new run: hospital_c comes back, the running hospitals join by themselves.
+        # A new run: hospital_c comes back, the running hospitals join by themselves. Meanwhile the center's operator
+        # looks at the first run (status, predict) from another terminal: both only read runs/rehearsal-1.
         clients[KILLED] = _start(CLIENT.format(KILLED), folder, tmp_path / f"{KILLED}.out", niceness=10)
         processes.append(clients[KILLED])
         second = _start(NEW_RUN, folder, tmp_path / "server2.out")
         processes.append(second)
+
+        status = _run(STATUS, cwd=folder).stdout
+        assert "round 2 trained" in status and "hospital_a trained" in status
+        _run(PREDICT, cwd=folder)
+        predictions = pd.read_csv(folder / "predictions.csv")
+        assert len(predictions) > 0
+
         code = second.wait(timeout=1800)
         run_2 = folder / "runs" / "rehearsal-2"
         assert _completed(run_2) == 1, (tmp_path / "server2.out").read_text()[-3000:]

@@ -128,13 +128,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     fed = LoopbackFederation(tmp_path_factory.mktemp("loopback"), SITES, federation, n_patients=32)
     spent_before = spend_budget(fed, SPENT)
     try:
-        server = fed.start_server()
-        wait_until(
-            lambda: fed.output("server.out").count("registered as node") == len(SITES),
-            300,
-            "the server to register the sites' keys",
-        )
-        clients = {site: fed.start_client(fed.site_yamls[site], "--restart-delay", "3") for site in SITES}
+        server, clients = fed.start_federation()
         rogue = fed.start_client(fed.intruder_yaml("rogue", key_site="rogue"), "--max-restarts", "0")
         wrong_ca = fed.start_client(
             fed.intruder_yaml("wrong_ca", key_site="alpha", ca_cert=fed.other_ca.ca_cert),
@@ -271,6 +265,17 @@ def test_killed_site_does_not_hang_the_round(observed: Observed) -> None:
     assert set(fit.sites) <= {nodes[site] for site in SITES}
     bound = TINY_FEDERATION["secagg"]["timeout_s"] + TINY_FEDERATION["round_timeout_s"] + 300.0
     assert observed.finished_at - observed.killed_at < bound
+
+
+def test_only_the_training_and_evaluation_processes_load_torch(observed: Observed) -> None:
+    # A site's ClientApp imports torch while it pulls a message that carries arrays (bcvlm_client.warm_imports); the
+    # SecAgg+ key stages carry none and must stay light.
+    tasks = [task for site in TRAINING_SITES for task in observed.fed.task_timings(site)]
+    key_stages = [task for task in tasks if task["stage"] in ("setup", "share_keys", "unmask")]
+    with_arrays = [task for task in tasks if task["stage"] == "collect_masked_vectors"]
+    assert key_stages and with_arrays
+    assert not [task for task in key_stages if task["torch_after"]]
+    assert all(task["torch_after"] for task in with_arrays)
 
 
 def test_unregistered_site_key_is_refused(observed: Observed) -> None:
