@@ -1,11 +1,10 @@
 """A site's train or evaluate process imports torch and the model code while it waits for the message's arrays.
 
 Flower 1.42 starts a fresh ClientApp process for every message. A training or evaluation message carries the global
-model as one object per array and chunk, which the process pulls one request at a time from its SuperNode while the
-SuperNode is still fetching them from the center: 19-33 s of waiting per message on a loaded 2-core machine, after
-which handling the message spent most of its 32-56 s importing torch, timm, transformers and Opacus. Importing
-those in a second thread during the wait overlaps the two. The SecAgg+ key stages carry no arrays (a handful of
-objects) and still never import torch. The pull returns only once the imports are done, so no two threads import at
+model (one packed array, `bcvlm_client.array_packing`, in chunk objects), which the process pulls from its SuperNode
+while the SuperNode may still be fetching it from the center; handling the message then spent most of its 32-56 s
+(loaded 2-core machine) importing torch, timm, transformers and Opacus. Importing those in a second thread during
+the pull overlaps the two. The SecAgg+ key stages carry no arrays and still never import torch. The pull returns only once the imports are done, so no two threads import at
 the same time afterwards.
 """
 
@@ -26,14 +25,15 @@ MODEL_MODULES: tuple[str, ...] = (
     "transformers.models.bert.modeling_bert",
 )
 """What a train or evaluate message needs (`SiteTrainer`, the model and the encoders' libraries)."""
-MIN_OBJECTS_WITH_ARRAYS = 8
-"""A message tree with this many objects carries arrays: a key-stage message is the message, its record dict and a
-few config records."""
+DEPTH_WITH_ARRAYS = 5
+"""A message tree this deep carries arrays: message -> record dict -> array record -> array -> chunk. A key-stage
+message stops at its config records (depth 3), whatever the number of them; counting objects instead would miss a
+packed model, which is a handful of objects."""
 
 
-def count_objects(object_tree: Any) -> int:
-    """Objects in a Flower `ObjectTree` (protobuf: `object_id`, `children`), the root included."""
-    return 1 + sum(count_objects(child) for child in object_tree.children)
+def tree_depth(object_tree: Any) -> int:
+    """Levels of a Flower `ObjectTree` (protobuf: `object_id`, `children`), the root counted as 1."""
+    return 1 + max((tree_depth(child) for child in object_tree.children), default=0)
 
 
 def import_quietly(modules: Sequence[str]) -> None:
@@ -48,13 +48,13 @@ def import_quietly(modules: Sequence[str]) -> None:
 def warming_pull(
     pull_and_inflate: Callable[..., Any],
     warm: Callable[[], None],
-    min_objects: int = MIN_OBJECTS_WITH_ARRAYS,
+    min_depth: int = DEPTH_WITH_ARRAYS,
 ) -> Callable[..., Any]:
-    """`pull_and_inflate(object_tree, ...)` that runs `warm` in a thread meanwhile when the tree has at least
-    `min_objects` objects, and returns once both are done."""
+    """`pull_and_inflate(object_tree, ...)` that runs `warm` in a thread meanwhile when the tree is at least
+    `min_depth` levels deep (it carries arrays), and returns once both are done."""
 
     def pull(object_tree: Any, *args: Any, **kwargs: Any) -> Any:
-        if count_objects(object_tree) < min_objects:
+        if tree_depth(object_tree) < min_depth:
             return pull_and_inflate(object_tree, *args, **kwargs)
         warming = threading.Thread(target=warm, name="bcvlm-warm-imports", daemon=True)
         warming.start()

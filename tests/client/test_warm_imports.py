@@ -10,8 +10,8 @@ from flwr.proto.message_pb2 import ObjectTree  # pylint: disable=E0611
 from flwr.supernode.runtime import run_clientapp
 
 from bcvlm_client.warm_imports import (
-    count_objects,
     import_quietly,
+    tree_depth,
     warm_model_imports_while_pulling,
     warming_pull,
 )
@@ -24,9 +24,16 @@ def tree(n_arrays: int) -> ObjectTree:
     return ObjectTree(object_id="message", children=[ObjectTree(object_id="recorddict", children=records)])
 
 
-def test_objects_are_counted_through_the_whole_tree() -> None:
-    assert count_objects(tree(0)) == 4
-    assert count_objects(tree(3)) == 10
+def test_the_depth_counts_the_levels_down_to_the_chunks() -> None:
+    assert tree_depth(tree(0)) == 3
+    assert tree_depth(tree(1)) == 5
+
+
+def test_a_packed_model_message_warms() -> None:
+    calls: list[str] = []
+    pull = warming_pull(lambda object_tree: "message", lambda: calls.append("warm"))
+    assert pull(tree(1)) == "message"  # one packed array in one chunk: six objects
+    assert calls == ["warm"]
 
 
 def test_a_message_with_arrays_warms_while_it_is_pulled() -> None:
