@@ -31,21 +31,20 @@ def _wrapper(tmp_path) -> tuple[FederatedStrategy, SimpleClientManager]:
     return wrapper, manager
 
 
-def test_fit_instructions_carry_one_array_of_every_federated_value(tmp_path) -> None:
-    wrapper, manager = _wrapper(tmp_path)
-    instructions = wrapper.configure_fit(1, wrapper.initialize_parameters(manager), manager)
+def assert_packed(instructions: list) -> None:
+    """Every site's instruction holds exactly the packed global model."""
     assert len(instructions) == 2
-    for _, fitins in instructions:
-        arrays = parameters_to_ndarrays(fitins.parameters)
+    for _, ins in instructions:
+        arrays = parameters_to_ndarrays(ins.parameters)
         assert [array.shape for array in arrays] == [(FEDERATED_VALUES,)]
         np.testing.assert_array_equal(arrays[0], pack_model(GLOBAL)[0])
+
+
+def test_fit_instructions_carry_one_array_of_every_federated_value(tmp_path) -> None:
+    wrapper, manager = _wrapper(tmp_path)
+    assert_packed(wrapper.configure_fit(1, wrapper.initialize_parameters(manager), manager))
 
 
 def test_evaluate_instructions_carry_one_array_of_every_federated_value(tmp_path) -> None:
     wrapper, manager = _wrapper(tmp_path)
-    instructions = wrapper.configure_evaluate(1, wrapper.initialize_parameters(manager), manager)
-    assert len(instructions) == 2
-    for _, evaluateins in instructions:
-        arrays = parameters_to_ndarrays(evaluateins.parameters)
-        assert [array.shape for array in arrays] == [(FEDERATED_VALUES,)]
-        np.testing.assert_array_equal(arrays[0], pack_model(GLOBAL)[0])
+    assert_packed(wrapper.configure_evaluate(1, wrapper.initialize_parameters(manager), manager))
