@@ -150,7 +150,7 @@ class FederatedStrategy(Strategy):
         quorum = BoundedClientManager(
             client_manager, self.cfg.round_timeout_s, require_quorum=True, stage=f"round {absolute} training"
         )
-        instructions = self.inner.configure_fit(absolute, ndarrays_to_parameters(self.global_arrays), quorum)
+        instructions = self.inner.configure_fit(absolute, self._packed_global(), quorum)
         if quorum.shortfall:
             self._round["quorum_missing"] = True
             self._round["fit"] = {
@@ -162,8 +162,7 @@ class FederatedStrategy(Strategy):
             }
         settings = self._settings(absolute)
         LOGGER.info("round %d: training on %d sites", absolute, len(instructions))
-        packed = self._packed_global()
-        return [(proxy, FitIns(packed, {**fitins.config, **settings})) for proxy, fitins in instructions]
+        return [(proxy, FitIns(fitins.parameters, {**fitins.config, **settings})) for proxy, fitins in instructions]
 
     def aggregate_fit(
         self,
@@ -244,13 +243,12 @@ class FederatedStrategy(Strategy):
             require_quorum=False,
             stage=f"round {absolute} evaluation",
         )
-        instructions = self.inner.configure_evaluate(absolute, ndarrays_to_parameters(self.global_arrays), available)
+        instructions = self.inner.configure_evaluate(absolute, self._packed_global(), available)
         if not instructions:
             self._finish_round(absolute, {}, None)
             return []
         settings = self._settings(absolute)
-        packed = self._packed_global()
-        return [(proxy, EvaluateIns(packed, {**ins.config, **settings})) for proxy, ins in instructions]
+        return [(proxy, EvaluateIns(ins.parameters, {**ins.config, **settings})) for proxy, ins in instructions]
 
     def aggregate_evaluate(
         self,
