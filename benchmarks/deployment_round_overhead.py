@@ -36,10 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bcvlm_client.task_timing import MARKER as TASK_MARKER
 from bcvlm_model.atomic_io import atomic_write_json
 from bcvlm_server.polling_grid import GRID_TIMING_MARKER
-from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation
+from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation, marked_json_lines
 
 DEFAULT_MODEL_FEDERATION: dict[str, Any] = {
     **TINY_FEDERATION,
@@ -57,14 +56,6 @@ def federation_config(args: argparse.Namespace, secagg: bool) -> dict[str, Any]:
     base["secagg"] = {**base["secagg"], "enabled": secagg, "timeout_s": args.timeout}
     base["round_timeout_s"] = args.timeout
     return base
-
-
-def _marked_lines(path: Path, marker: str) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [
-        json.loads(line.split(marker, 1)[1]) for line in path.read_text(errors="replace").splitlines() if marker in line
-    ]
 
 
 def overhead_breakdown(
@@ -144,10 +135,10 @@ def run_one(args: argparse.Namespace, secagg: bool, root: Path) -> dict[str, Any
         fed.stop_all()
     if code != 0:
         raise SystemExit(f"server exited {code}; see {root}/server.out and {fed.run_dir}/logs")
-    exchanges = _marked_lines(fed.run_dir / "logs" / "server.log", GRID_TIMING_MARKER)
+    exchanges = marked_json_lines(fed.run_dir / "logs" / "server.log", GRID_TIMING_MARKER)
     tasks = {}
     for site in sites:
-        for task in _marked_lines(fed.state_dir(site) / "logs" / "site.log", TASK_MARKER):
+        for task in fed.task_timings(site):
             tasks[task["message_id"]] = {**task, "site": site}
     rounds = []
     for server_round in range(1, args.rounds + 1):

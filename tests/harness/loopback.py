@@ -142,6 +142,14 @@ def build_synthetic_sites(
     return manifests, root / "prepared" / "cache"
 
 
+def marked_json_lines(path: Path, marker: str) -> list[dict[str, Any]]:
+    """The JSON after `marker` on every log line of `path` that has it (the timing lines); none if no log yet."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    return [json.loads(line.split(marker, 1)[1]) for line in lines if marker in line]
+
+
 @dataclass
 class LoopbackFederation:
     """Certificates, site YAMLs and a server YAML on loopback; starts and always kills the processes it runs."""
@@ -338,9 +346,7 @@ class LoopbackFederation:
 
     def task_timings(self, site: str) -> list[dict[str, Any]]:
         """The `task-timing` lines of a site's ClientApp processes (`bcvlm_client.task_timing`), one per message."""
-        log = self.state_dir(site) / "logs" / "site.log"
-        lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-        return [json.loads(line.split(TASK_TIMING_MARKER, 1)[1]) for line in lines if TASK_TIMING_MARKER in line]
+        return marked_json_lines(self.state_dir(site) / "logs" / "site.log", TASK_TIMING_MARKER)
 
     def output(self, name: str) -> str:
         path = self.root / name
