@@ -1,8 +1,8 @@
 """A site's ClientApp process that runs a run's app only after the site approved its FAB: Flower's own
 `run_clientapp`, with the FAB check in front of the FAB's installation and import.
 
-Started by the site's SuperExec (`bcvlm_client.site_superexec`) in place of `flwr-clientapp`, with the same
-arguments plus `--site-config`. A refused FAB is never installed, put on `sys.path` or imported: the check raises
+Started by the site's SuperExec (`bcvlm_client.site_superexec`, forked from its forkserver) in place of
+`flwr-clientapp`, with the same arguments plus `--site-config`. A refused FAB is never installed, put on `sys.path` or imported: the check raises
 inside `run_clientapp`, whose own error path then answers the server's message with an error reply carrying the
 reason and marks the task failed, so the server learns why.
 """
@@ -22,7 +22,6 @@ from flwr.supernode.runtime import run_clientapp as flower_clientapp
 from bcvlm_client import task_timing
 from bcvlm_client.fab_approval import FabRefused, require_approved
 from bcvlm_client.site_log import SITE_LOG
-from bcvlm_client.warm_imports import warm_model_imports_while_pulling
 from bcvlm_model.file_logging import attach_log_file
 
 LOGGER = logging.getLogger("bcvlm_client.fab_approval")
@@ -71,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point; exits through Flower's `flwr_exit` like `flwr-clientapp`."""
     task_timing.mark("main")
+    task_timing.note_preloaded()
     args = build_parser().parse_args(argv)
     approved, site_log = site_approval_settings(args.site_config)
     attach_log_file(LOGGER, site_log)
@@ -83,7 +83,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             "refusing to run (Flower version mismatch)"
         )
     flower_clientapp.install_from_fab = checked_install(approved, flower_clientapp.install_from_fab)
-    warm_model_imports_while_pulling(flower_clientapp)  # torch and the model code load while the arrays arrive
     flower_clientapp.run_clientapp(
         runtime_api_address=args.runtime_api_address,
         token=try_obtain_flwr_app_token(args),

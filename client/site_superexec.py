@@ -3,13 +3,20 @@ each through `bcvlm_client.approved_clientapp` (the FAB check) instead of `flwr-
 
 `bcvlm-client` runs the SuperNode with `--isolation process` and starts this process next to it, so no process
 of Flower's own choosing ever runs a run's app at the site.
+
+Flower 1.42 runs every message (each SecAgg+ stage included) in a fresh ClientApp process, and a fresh interpreter
+spent most of a model message importing torch, timm, transformers and Opacus. Each task here is still a fresh
+process, but forked from a multiprocessing forkserver that imported all of that once, when the site started: a task
+starts with its modules loaded and shares their pages with the forkserver. The forkserver never runs torch code or
+starts threads, so forking it is safe; torch's thread pools start in the task.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
+import multiprocessing
 import sys
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,12 +24,39 @@ from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec import run_superexec as flower_superexec
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 
+from bcvlm_client import approved_clientapp
+
+PRELOADED_MODULES: tuple[str, ...] = (
+    "bcvlm_client.approved_clientapp",
+    "bcvlm_client.client_app",
+    "bcvlm_client.site_config",
+    "bcvlm_client.site_training",
+    "bcvlm_client.process_model",
+    "bcvlm_model.model",
+    "timm",
+    "transformers.models.bert.modeling_bert",
+)
+"""What any task needs, imported once by the forkserver (a module that fails to import is left for the task to
+import, and to report)."""
+
+
+def task_process_context() -> multiprocessing.context.ForkServerContext:
+    """The forkserver context tasks start from, with PRELOADED_MODULES set to load when the forkserver starts."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOADED_MODULES))
+    return context
+
 
 class ApprovingClientAppExecutor:
     """A Flower executor (the `Executor` protocol of flwr.supercore.superexec.executor) for ClientApp tasks only."""
 
     def __init__(self, site_config: Path) -> None:
         self.site_config = site_config
+        self.processes = task_process_context()
+
+    def start_forkserver(self) -> None:
+        """Start the forkserver (and its imports) now, while the site waits for its first message."""
+        forkserver.ensure_running()
 
     def get_eligible_capacity(self, supported_task_types: set[TaskType], **_: Any) -> tuple[set[TaskType], set[str]]:
         """Ask the SuperNode for ClientApp tasks only: a site runs nothing else."""
@@ -34,28 +68,28 @@ class ApprovingClientAppExecutor:
     def launch(self, spec: ExecutionSpec) -> LaunchResult:
         if spec.task_type != TaskType.CLIENT_APP:
             return LaunchResult.failed(f"this site runs only ClientApp tasks, not {spec.task_type}")
-        command = [
-            sys.executable,
-            "-m",
-            "bcvlm_client.approved_clientapp",
-            "--runtime-api-address",
-            spec.runtime_api_address,
-            "--token",
-            spec.token,
-            "--site-config",
-            str(self.site_config),
-        ]
-        command += ["--insecure"] if spec.insecure else ["--root-certificates", str(spec.root_certificates_path)]
-        if spec.parent_pid is not None:
-            command += ["--parent-pid", str(spec.parent_pid)]
-        subprocess.Popen(command)  # noqa: S603 - our own module; output goes to the SuperExec's log
+        multiprocessing.active_children()  # reap finished tasks (and release their sentinels)
+        self.processes.Process(
+            target=approved_clientapp.main, args=(task_arguments(spec, self.site_config),), name="bcvlm-clientapp"
+        ).start()
         return LaunchResult.accepted()
 
     def reconcile(self) -> None:
-        """Nothing pooled to maintain."""
+        """Reap finished task processes."""
+        multiprocessing.active_children()
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def task_arguments(spec: ExecutionSpec, site_config: Path) -> list[str]:
+    """`approved_clientapp`'s arguments for one task: those Flower gives `flwr-clientapp`, plus the site config."""
+    arguments = ["--runtime-api-address", spec.runtime_api_address, "--token", spec.token]
+    arguments += ["--site-config", str(site_config)]
+    arguments += ["--insecure"] if spec.insecure else ["--root-certificates", str(spec.root_certificates_path)]
+    if spec.parent_pid is not None:
+        arguments += ["--parent-pid", str(spec.parent_pid)]
+    return arguments
 
 
 def command(runtime_address: str, site_config: Path, secret_file: Path, supernode_pid: int) -> list[str]:
@@ -95,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit("flwr.supercore.superexec.run_superexec has no get_executor: Flower version mismatch")
     # run_superexec builds its executor through this module-level factory; hand it ours.
     flower_superexec.get_executor = lambda *_, **__: executor
+    executor.start_forkserver()
     flower_superexec.run_superexec(
         runtime_api_address=args.runtime_api_address,
         insecure=True,
