@@ -2,21 +2,15 @@
 each through `bcvlm_client.approved_clientapp` (the FAB check) instead of `flwr-clientapp`.
 
 `bcvlm-client` runs the SuperNode with `--isolation process` and starts this process next to it, so no process
-of Flower's own choosing ever runs a run's app at the site.
-
-Flower 1.42 runs every message (each SecAgg+ stage included) in a fresh ClientApp process, and a fresh interpreter
-spent most of a model message importing torch, timm, transformers and Opacus. Each task here is still a fresh
-process, but forked from a multiprocessing forkserver that imported all of that once, when the site started: a task
-starts with its modules loaded and shares their pages with the forkserver. The forkserver never runs torch code or
-starts threads, so forking it is safe; torch's thread pools start in the task.
+of Flower's own choosing ever runs a run's app at the site. Each task is a fresh process forked from a forkserver
+that imported torch and the model code when the site started (`bcvlm_client.task_forkserver`): a SecAgg+ round is
+eight tasks per site.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import sys
-from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +19,7 @@ from flwr.supercore.superexec import run_superexec as flower_superexec
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 
 from bcvlm_client import approved_clientapp
+from bcvlm_client.task_forkserver import ForkedTasks, use_in_flower_superexec
 
 PRELOADED_MODULES: tuple[str, ...] = (
     "bcvlm_client.approved_clientapp",
@@ -36,15 +31,7 @@ PRELOADED_MODULES: tuple[str, ...] = (
     "timm",
     "transformers.models.bert.modeling_bert",
 )
-"""What any task needs, imported once by the forkserver (a module that fails to import is left for the task to
-import, and to report)."""
-
-
-def task_process_context() -> multiprocessing.context.ForkServerContext:
-    """The forkserver context tasks start from, with PRELOADED_MODULES set to load when the forkserver starts."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(PRELOADED_MODULES))
-    return context
+"""What a ClientApp task needs: the FAB check, the ClientApp, `SiteTrainer`, the model and its encoders' libraries."""
 
 
 class ApprovingClientAppExecutor:
@@ -52,11 +39,7 @@ class ApprovingClientAppExecutor:
 
     def __init__(self, site_config: Path) -> None:
         self.site_config = site_config
-        self.processes = task_process_context()
-
-    def start_forkserver(self) -> None:
-        """Start the forkserver (and its imports) now, while the site waits for its first message."""
-        forkserver.ensure_running()
+        self.tasks = ForkedTasks(PRELOADED_MODULES)
 
     def get_eligible_capacity(self, supported_task_types: set[TaskType], **_: Any) -> tuple[set[TaskType], set[str]]:
         """Ask the SuperNode for ClientApp tasks only: a site runs nothing else."""
@@ -68,15 +51,12 @@ class ApprovingClientAppExecutor:
     def launch(self, spec: ExecutionSpec) -> LaunchResult:
         if spec.task_type != TaskType.CLIENT_APP:
             return LaunchResult.failed(f"this site runs only ClientApp tasks, not {spec.task_type}")
-        multiprocessing.active_children()  # reap finished tasks (and release their sentinels)
-        self.processes.Process(
-            target=approved_clientapp.main, args=(task_arguments(spec, self.site_config),), name="bcvlm-clientapp"
-        ).start()
+        self.tasks.start(approved_clientapp.main, task_arguments(spec, self.site_config), name="bcvlm-clientapp")
         return LaunchResult.accepted()
 
     def reconcile(self) -> None:
         """Reap finished task processes."""
-        multiprocessing.active_children()
+        self.tasks.reap()
 
     def close(self) -> None:
         """Nothing to release."""
@@ -125,11 +105,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run Flower's SuperExec loop with the approving executor (plain HTTP on loopback, like Flower's own)."""
     args = build_parser().parse_args(argv)
     executor = ApprovingClientAppExecutor(args.site_config.resolve())
-    if not hasattr(flower_superexec, "get_executor"):
-        raise SystemExit("flwr.supercore.superexec.run_superexec has no get_executor: Flower version mismatch")
-    # run_superexec builds its executor through this module-level factory; hand it ours.
-    flower_superexec.get_executor = lambda *_, **__: executor
-    executor.start_forkserver()
+    use_in_flower_superexec(executor)
+    executor.tasks.start_forkserver()  # its imports run while the site waits for its first message
     flower_superexec.run_superexec(
         runtime_api_address=args.runtime_api_address,
         insecure=True,

@@ -1,5 +1,5 @@
 """The center's SuperExec starts Flower's loop again after a server-side error (so its ServerApp child survives),
-and still stops on a client-side one."""
+and still stops on a client-side one; it forks the ServerApp from a preloaded forkserver with Flower's arguments."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from flwr.supercore.constant import TaskType
+from flwr.supercore.superexec.executor import ExecutionSpec, subprocess_executor
+from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
 
-from bcvlm_server.center_superexec import main
+from bcvlm_server.center_superexec import ForkedServerAppExecutor, main, serverapp_arguments
+from bcvlm_testing.flower_tasks import execution_spec
 
 
 def _status_error(code: int) -> httpx.HTTPStatusError:
@@ -49,3 +53,35 @@ def test_a_client_error_ends_it(tmp_path: Path) -> None:
 
     with pytest.raises(httpx.HTTPStatusError):
         main(_argv(tmp_path), run=run, pause_s=0)
+
+
+def _flower_command(spec: ExecutionSpec, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The command line Flower's own SubprocessExecutor would start for `spec`."""
+    started: list[list[str]] = []
+    monkeypatch.setattr(subprocess_executor.subprocess, "Popen", lambda args, **_: started.append(list(args)))
+    SubprocessExecutor().launch(spec)
+    return started[0]
+
+
+@pytest.mark.parametrize("insecure", [False, True])
+def test_a_serverapp_gets_the_arguments_flowers_executor_gives_it(
+    insecure: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = execution_spec(TaskType.SERVER_APP, insecure)
+    assert ["flwr-serverapp", *serverapp_arguments(spec)] == _flower_command(spec, monkeypatch)
+
+
+def test_other_task_types_go_to_flowers_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setattr(subprocess_executor.subprocess, "Popen", lambda args, **_: started.append(list(args)))
+    ForkedServerAppExecutor().launch(execution_spec(TaskType.SIMULATION))
+    assert started and started[0][0] == "flwr-simulation"
+
+
+@pytest.mark.timeout(300)
+def test_a_serverapp_process_starts_with_the_server_app_and_torch_loaded() -> None:
+    report = "import os, sys; os._exit(0 if {'torch', 'bcvlm_server.server_app'} <= set(sys.modules) else 3)"
+    task = ForkedServerAppExecutor().tasks.context.Process(target=exec, args=(report,))
+    task.start()
+    task.join(timeout=240)
+    assert task.exitcode == 0

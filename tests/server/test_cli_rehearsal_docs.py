@@ -141,6 +141,16 @@ def _wait(condition, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
         time.sleep(poll_s)
 
 
+def _wait_for_registration(server: subprocess.Popen[bytes], output: Path) -> None:
+    """Until `bcvlm-server` has printed that it registered every hospital's key; fail if it ended first."""
+    _wait(
+        lambda: output.read_text().count("registered as node") == len(HOSPITALS) or server.poll() is not None,
+        600,
+        f"the center ({output.name}) to register the hospitals' keys",
+    )
+    assert server.poll() is None, output.read_text()[-3000:]
+
+
 def _completed(run_dir: Path) -> int:
     state = run_dir / "state.json"
     return int(read_json(state)["last_completed_round"]) if state.is_file() else 0
@@ -202,15 +212,7 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
         server = _start(SERVER, folder, tmp_path / "server.out")
         processes.append(server)
         # Started before the center registers their keys, the hospitals are refused and sit out a 30 s restart delay.
-        _wait(
-            lambda: (
-                (tmp_path / "server.out").read_text().count("registered as node") == len(HOSPITALS)
-                or server.poll() is not None
-            ),
-            600,
-            "the center to register the hospitals' keys",
-        )
-        assert server.poll() is None, (tmp_path / "server.out").read_text()[-3000:]
+        _wait_for_registration(server, tmp_path / "server.out")
         clients = {h: _start(CLIENT.format(h), folder, tmp_path / f"{h}.out", niceness=10) for h in HOSPITALS}
         processes.extend(clients.values())
         run_1 = folder / "runs" / "rehearsal-1"
@@ -246,10 +248,12 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
         ]
         # A new run: hospital_c comes back, the running hospitals join by themselves. Meanwhile the center's operator
         # looks at the first run (status, predict) from another terminal: both only read runs/rehearsal-1.
-        clients[KILLED] = _start(CLIENT.format(KILLED), folder, tmp_path / f"{KILLED}.out", niceness=10)
-        processes.append(clients[KILLED])
         second = _start(NEW_RUN, folder, tmp_path / "server2.out")
         processes.append(second)
+        # hospital_c comes back once the new center registered the keys, as the hospitals did for the first run.
+        _wait_for_registration(second, tmp_path / "server2.out")
+        clients[KILLED] = _start(CLIENT.format(KILLED), folder, tmp_path / f"{KILLED}.out", niceness=10)
+        processes.append(clients[KILLED])
 
         status = _run(STATUS, cwd=folder).stdout
         assert "round 2 trained" in status and "hospital_a trained" in status
