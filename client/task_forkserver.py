@@ -20,7 +20,9 @@ from flwr.supercore.superexec import run_superexec as flower_superexec
 class ForkedTasks:
     """Starts `target(arguments)` in processes forked from a forkserver that preloaded `modules`.
 
-    A module that fails to import in the forkserver is left for the task to import, and to report."""
+    A module that fails to import in the forkserver is left for the task to import, and to report. multiprocessing
+    runs one forkserver per process: the first ForkedTasks to start it decides what it preloads (a SuperExec has
+    one)."""
 
     def __init__(self, modules: Sequence[str]) -> None:
         self.context: ForkServerContext = multiprocessing.get_context("forkserver")

@@ -10,11 +10,7 @@ from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor.types import LaunchResultStatus
 
 from bcvlm_client.site_superexec import ApprovingClientAppExecutor, task_arguments
-from bcvlm_testing.flower_tasks import execution_spec
-
-CHILD_REPORT = (
-    "import os, sys; os._exit(0 if {'torch', 'timm', 'bcvlm_client.site_training'} <= set(sys.modules) else 3)"
-)
+from bcvlm_testing.flower_tasks import execution_spec, modules_loaded_in_a_forked_task
 
 
 def test_a_task_gets_flowers_clientapp_arguments_and_the_site_config() -> None:
@@ -41,9 +37,8 @@ def test_only_clientapp_tasks_are_launched(tmp_path: Path) -> None:
     assert "only ClientApp tasks" in result.message
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 def test_a_task_process_starts_with_torch_and_the_model_code_loaded() -> None:
-    task = ApprovingClientAppExecutor(Path("site.yaml")).tasks.context.Process(target=exec, args=(CHILD_REPORT,))
-    task.start()
-    task.join(timeout=240)
-    assert task.exitcode == 0
+    setup = "from pathlib import Path\nfrom bcvlm_client.site_superexec import ApprovingClientAppExecutor\n"
+    setup += "executor = ApprovingClientAppExecutor(Path('site.yaml'))"
+    assert modules_loaded_in_a_forked_task(setup, ["torch", "timm", "bcvlm_client.site_training"])

@@ -12,7 +12,7 @@ from flwr.supercore.superexec.executor import ExecutionSpec, subprocess_executor
 from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
 
 from bcvlm_server.center_superexec import ForkedServerAppExecutor, main, serverapp_arguments
-from bcvlm_testing.flower_tasks import execution_spec
+from bcvlm_testing.flower_tasks import execution_spec, modules_loaded_in_a_forked_task
 
 
 def _status_error(code: int) -> httpx.HTTPStatusError:
@@ -78,10 +78,7 @@ def test_other_task_types_go_to_flowers_executor(monkeypatch: pytest.MonkeyPatch
     assert started and started[0][0] == "flwr-simulation"
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 def test_a_serverapp_process_starts_with_the_server_app_and_torch_loaded() -> None:
-    report = "import os, sys; os._exit(0 if {'torch', 'bcvlm_server.server_app'} <= set(sys.modules) else 3)"
-    task = ForkedServerAppExecutor().tasks.context.Process(target=exec, args=(report,))
-    task.start()
-    task.join(timeout=240)
-    assert task.exitcode == 0
+    setup = "from bcvlm_server.center_superexec import ForkedServerAppExecutor\nexecutor = ForkedServerAppExecutor()"
+    assert modules_loaded_in_a_forked_task(setup, ["torch", "bcvlm_server.server_app"])
