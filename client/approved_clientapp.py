@@ -2,9 +2,9 @@
 `run_clientapp`, with the FAB check in front of the FAB's installation and import.
 
 Started by the site's SuperExec (`bcvlm_client.site_superexec`, forked from its forkserver) in place of
-`flwr-clientapp`, with the same arguments plus `--site-config`. A refused FAB is never installed, put on `sys.path` or imported: the check raises
-inside `run_clientapp`, whose own error path then answers the server's message with an error reply carrying the
-reason and marks the task failed, so the server learns why.
+`flwr-clientapp`, with the same arguments plus `--site-config`. A refused FAB is never installed, put on `sys.path`
+or imported: the check raises inside `run_clientapp`, whose own error path then answers the server's message with an
+error reply carrying the reason and marks the task failed, so the server learns why.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from flwr.supercore.superexec import run_superexec as flower_superexec
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 
 from bcvlm_client import approved_clientapp
-from bcvlm_client.task_forkserver import ForkedTasks, use_in_flower_superexec
+from bcvlm_client.task_forkserver import ForkedTasks, flower_task_arguments, use_in_flower_superexec
 
 PRELOADED_MODULES: tuple[str, ...] = (
     "bcvlm_client.approved_clientapp",
@@ -64,12 +64,7 @@ class ApprovingClientAppExecutor:
 
 def task_arguments(spec: ExecutionSpec, site_config: Path) -> list[str]:
     """`approved_clientapp`'s arguments for one task: those Flower gives `flwr-clientapp`, plus the site config."""
-    arguments = ["--runtime-api-address", spec.runtime_api_address, "--token", spec.token]
-    arguments += ["--site-config", str(site_config)]
-    arguments += ["--insecure"] if spec.insecure else ["--root-certificates", str(spec.root_certificates_path)]
-    if spec.parent_pid is not None:
-        arguments += ["--parent-pid", str(spec.parent_pid)]
-    return arguments
+    return [*flower_task_arguments(spec), "--site-config", str(site_config)]
 
 
 def command(runtime_address: str, site_config: Path, secret_file: Path, supernode_pid: int) -> list[str]:

@@ -15,6 +15,7 @@ from multiprocessing.context import ForkServerContext
 from typing import Any, Callable, Sequence
 
 from flwr.supercore.superexec import run_superexec as flower_superexec
+from flwr.supercore.superexec.executor import ExecutionSpec
 
 
 class ForkedTasks:
@@ -41,6 +42,20 @@ class ForkedTasks:
     def reap() -> None:
         """Collect the tasks that have ended."""
         multiprocessing.active_children()
+
+
+def flower_task_arguments(spec: ExecutionSpec) -> list[str]:
+    """The arguments Flower's own SubprocessExecutor gives a task's entry point (`flwr-clientapp`, `flwr-serverapp`)."""
+    arguments = ["--runtime-api-address", spec.runtime_api_address, "--token", spec.token]
+    if spec.insecure:
+        arguments.append("--insecure")
+    elif spec.root_certificates_path is not None:
+        arguments += ["--root-certificates", spec.root_certificates_path]
+    if spec.parent_pid is not None:
+        arguments += ["--parent-pid", str(spec.parent_pid)]
+    if spec.runtime_dependency_install:
+        arguments.append("--allow-runtime-dependency-installation")
+    return arguments
 
 
 def use_in_flower_superexec(executor: Any) -> None:

@@ -29,7 +29,7 @@ from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
 from flwr.superlink.cli.flwr_serverapp import flwr_serverapp
 
-from bcvlm_client.task_forkserver import ForkedTasks, use_in_flower_superexec
+from bcvlm_client.task_forkserver import ForkedTasks, flower_task_arguments, use_in_flower_superexec
 
 LOGGER = logging.getLogger("bcvlm_server.center_superexec")
 RETRY_PAUSE_S = 3.0
@@ -42,20 +42,6 @@ PRELOADED_MODULES: tuple[str, ...] = (
     "transformers.models.bert.modeling_bert",
 )
 """What a ServerApp task imports: the ServerApp, its strategy and workflows, the model and its encoders' libraries."""
-
-
-def serverapp_arguments(spec: ExecutionSpec) -> list[str]:
-    """The arguments Flower's SubprocessExecutor gives `flwr-serverapp` for `spec`."""
-    arguments = ["--runtime-api-address", spec.runtime_api_address, "--token", spec.token]
-    if spec.insecure:
-        arguments.append("--insecure")
-    elif spec.root_certificates_path is not None:
-        arguments += ["--root-certificates", spec.root_certificates_path]
-    if spec.parent_pid is not None:
-        arguments += ["--parent-pid", str(spec.parent_pid)]
-    if spec.runtime_dependency_install:
-        arguments.append("--allow-runtime-dependency-installation")
-    return arguments
 
 
 def run_serverapp_task(arguments: list[str]) -> None:
@@ -82,7 +68,7 @@ class ForkedServerAppExecutor:
     def launch(self, spec: ExecutionSpec) -> LaunchResult:
         if spec.task_type != TaskType.SERVER_APP:
             return self.others.launch(spec)
-        self.tasks.start(run_serverapp_task, serverapp_arguments(spec), name="bcvlm-serverapp")
+        self.tasks.start(run_serverapp_task, flower_task_arguments(spec), name="bcvlm-serverapp")
         return LaunchResult.accepted()
 
     def reconcile(self) -> None:

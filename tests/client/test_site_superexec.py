@@ -19,12 +19,12 @@ def test_a_task_gets_flowers_clientapp_arguments_and_the_site_config() -> None:
         "127.0.0.1:9094",
         "--token",
         "secret-token",
-        "--site-config",
-        "/site/effective.yaml",
         "--root-certificates",
         "/certs/ca.crt",
         "--parent-pid",
         "1234",
+        "--site-config",
+        "/site/effective.yaml",
     ]
     assert "--insecure" in task_arguments(
         execution_spec(TaskType.CLIENT_APP, insecure=True), Path("/site/effective.yaml")

@@ -11,7 +11,8 @@ from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, subprocess_executor
 from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
 
-from bcvlm_server.center_superexec import ForkedServerAppExecutor, main, serverapp_arguments
+from bcvlm_client.task_forkserver import flower_task_arguments
+from bcvlm_server.center_superexec import ForkedServerAppExecutor, main
 from bcvlm_testing.flower_tasks import execution_spec, modules_loaded_in_a_forked_task
 
 
@@ -68,7 +69,7 @@ def test_a_serverapp_gets_the_arguments_flowers_executor_gives_it(
     insecure: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = execution_spec(TaskType.SERVER_APP, insecure)
-    assert ["flwr-serverapp", *serverapp_arguments(spec)] == _flower_command(spec, monkeypatch)
+    assert ["flwr-serverapp", *flower_task_arguments(spec)] == _flower_command(spec, monkeypatch)
 
 
 def test_other_task_types_go_to_flowers_executor(monkeypatch: pytest.MonkeyPatch) -> None:
