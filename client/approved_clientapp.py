@@ -70,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point; exits through Flower's `flwr_exit` like `flwr-clientapp`."""
     task_timing.mark("main")
-    task_timing.note_preloaded()
     args = build_parser().parse_args(argv)
     approved, site_log = site_approval_settings(args.site_config)
     attach_log_file(LOGGER, site_log)

@@ -1,5 +1,5 @@
 """Where a ClientApp process's time goes: one `task-timing {json}` line per message in the site log (process start,
-entry of `approved_clientapp`, start and end of handling, whether torch was loaded at entry and at handling), for
+entry of `approved_clientapp`, start and end of handling, whether torch was loaded before and after handling), for
 the round overhead breakdown in benchmarks/deployment_round_overhead.py and for a site that wants to see it."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ LOGGER = logging.getLogger("bcvlm_client.task_timing")
 LOGGER.propagate = False  # `bcvlm_client` may write to the same site log: no line twice
 MARKER = "task-timing "
 _MARKS: dict[str, float] = {}
-_FLAGS: dict[str, bool] = {}
 
 
 def process_started_at() -> float | None:
@@ -38,12 +37,6 @@ def process_started_at() -> float | None:
 def mark(name: str) -> None:
     """Note the wall time of a named point in this process (e.g. `main`: our entry point started)."""
     _MARKS[name] = time.time()
-
-
-def note_preloaded() -> None:
-    """Note whether torch was loaded when our entry point started: a task forked from the site's forkserver
-    (`bcvlm_client.site_superexec`) starts with it, a fresh interpreter without."""
-    _FLAGS["preloaded"] = "torch" in sys.modules
 
 
 def _stage(msg: Message) -> str | None:
@@ -73,7 +66,6 @@ def task_timing_mod(msg: Message, context: Context, call_next: Callable[[Message
                     "stage": stage,
                     "process_start": process_started_at(),
                     **_MARKS,
-                    **_FLAGS,
                     "handle_start": started,
                     "handle_end": time.time(),
                     "torch_before": torch_before,
