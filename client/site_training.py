@@ -38,7 +38,7 @@ from bcvlm_model.parameters import (
     get_trainable_state,
     set_trainable_state,
 )
-from bcvlm_model.privacy.dp_ready import DPCompatibilityError, DPReadyConfig, find_dp_problems
+from bcvlm_model.privacy.dp_ready import DPCompatibilityError, DPReadyConfig, DPUpdates, find_dp_problems
 from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_remaining_budget
 from bcvlm_model.privacy.federated_model import build_federated_model
 from bcvlm_model.privacy.privacy_unit import IMAGE_UNIT_WARNING, PrivacyUnit, unit_description
@@ -208,7 +208,13 @@ class SiteTrainer:
             epsilon_after = ledger.charge_round(run_id, settings.server_round, noise, sample_rate, steps)
         insecure_seed = self.site.seed + settings.server_round if privacy.insecure_reproducible_noise else None
         state = DPTrainState(
-            noise, privacy.max_grad_norm, privacy.delta, privacy.accountant, history, insecure_seed=insecure_seed
+            noise,
+            privacy.max_grad_norm,
+            privacy.delta,
+            privacy.accountant,
+            history,
+            insecure_seed=insecure_seed,
+            updates=settings.dp_trainable.updates if settings.dp_trainable is not None else DPUpdates.all,
         )
         return state, None, epsilon_after
 

@@ -19,7 +19,7 @@ from bcvlm_model.checkpoint import WEIGHTS_FILE, load_checkpoint
 from bcvlm_model.features.training_hook import frozen_feature_training
 from bcvlm_model.model import build_model, get_trainable_state, set_trainable_state
 from bcvlm_model.model_config import ModelConfig
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
+from bcvlm_model.privacy.dp_ready import DPReadyConfig, DPUpdates, make_dp_ready
 from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_budget
 from bcvlm_model.training import LocalTrainConfig, train_local
 from bcvlm_model.training.loaders import build_loader
@@ -114,7 +114,11 @@ def _dp_state(recipe: TrainingRecipe, loader: DataLoader, steps_per_round: int) 
         budget.target_epsilon, budget.delta, rate, steps_per_round * recipe.rounds, budget.accountant
     )
     return DPTrainState(
-        noise_multiplier=sigma, max_grad_norm=budget.max_grad_norm, delta=budget.delta, accountant=budget.accountant
+        noise_multiplier=sigma,
+        max_grad_norm=budget.max_grad_norm,
+        delta=budget.delta,
+        accountant=budget.accountant,
+        updates=recipe.dp_ready.updates if recipe.dp_ready is not None else DPUpdates.all,
     )
 
 

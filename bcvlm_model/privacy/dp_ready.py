@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
+from bcvlm_model.config_io import to_enum
 from bcvlm_model.encoders.norms import disable_inplace
 from bcvlm_model.encoders.text_encoder import set_text_trainable_layers
 from bcvlm_model.losses import masked_multitask_bce
@@ -19,6 +21,16 @@ class DPCompatibilityError(ValueError):
     """The model (or its trainable part) cannot be trained correctly with Opacus; the message lists why."""
 
 
+class DPUpdates(StrEnum):
+    """Values of `dp_trainable.updates`: which of the federated parameters DP-SGD changes."""
+
+    all = "all"
+    norms_biases_head = "norms_biases_head"
+    """Every 1-D parameter (biases, LayerNorm scales) and the head, as in DP-BiTFiT (Bu et al., 2022)."""
+    head = "head"
+    """The head only: a linear probe on the start checkpoint's fused features."""
+
+
 @dataclass
 class DPReadyConfig:
     """What trains under DP (the main speed lever: per-sample conv gradients dominate the cost)."""
@@ -27,6 +39,32 @@ class DPReadyConfig:
     """Last image-backbone stages that train under DP (EfficientNet-Lite0: 1 = the 320-channel stride-32 stage)."""
     text_trainable_layers: int = 0
     """Last text-encoder layers that train under DP (0 = frozen text encoder)."""
+    updates: DPUpdates = DPUpdates.all
+    """Which projection, co-attention and head parameters a DP-SGD step changes (trainable encoder stages always
+    do). The rest still travel with the model, unchanged, so every site holds the start checkpoint's fusion; with
+    frozen encoders DP noise then falls on ~2,000 coordinates (norms, biases, head) instead of ~60,000."""
+
+    def __post_init__(self) -> None:
+        self.updates = to_enum(DPUpdates, self.updates, "dp_trainable.updates")
+
+
+ENCODER_PREFIXES = ("image_backbone.", "text_encoder.")
+"""Parameters `updates` never freezes: encoder stages train by their own counts (and the frozen-feature cache finds
+the frozen prefix from requires_grad, so freezing a stage for one call would move it)."""
+
+
+def parameters_kept_by_dp(model: nn.Module, updates: DPUpdates) -> list[nn.Parameter]:
+    """The trainable parameters of `model` that DP-SGD must leave unchanged under `updates` (frozen for the call)."""
+    kept = []
+    for name, parameter in model.named_parameters():
+        changed = (
+            updates == DPUpdates.all
+            or name.startswith(("head.", *ENCODER_PREFIXES))
+            or (updates == DPUpdates.norms_biases_head and parameter.ndim == 1)
+        )
+        if parameter.requires_grad and not changed:
+            kept.append(parameter)
+    return kept
 
 
 def _contiguous_strides(shape: torch.Size) -> tuple[int, ...]:

@@ -39,6 +39,7 @@ from bcvlm_model.config_io import to_enum
 from bcvlm_model.data.patient_records import RECORD_INDEX, PatientRecords
 from bcvlm_model.privacy.accountants import Accountant
 from bcvlm_model.privacy.dp_randomness import dp_generators
+from bcvlm_model.privacy.dp_ready import DPUpdates
 
 RDP_ALPHAS: tuple[float, ...] = (1.05, 1.1, 1.25, 1.5, 1.75, *range(2, 65), 80, 96, 128, 256)
 """RDP orders used everywhere (budget search, ledger, training). Opacus' default list has 99 fractional orders whose
@@ -61,9 +62,12 @@ class DPTrainState:
     insecure_seed: int | None = None
     """Derive sampling and noise from this seed (simulation only: anyone who knows it can strip the noise).
     None = secret seeds from the OS CSPRNG for every call."""
+    updates: DPUpdates = DPUpdates.all
+    """Which trainable parameters the DP-SGD steps change (`DPReadyConfig.updates`)."""
 
     def __post_init__(self) -> None:
         self.accountant = to_enum(Accountant, self.accountant, "accountant")
+        self.updates = to_enum(DPUpdates, self.updates, "dp_trainable.updates")
         if not self.noise_multiplier > 0:
             raise ValueError(f"noise_multiplier must be > 0, got {self.noise_multiplier}")
         if not self.max_grad_norm > 0:

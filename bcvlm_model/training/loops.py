@@ -23,6 +23,7 @@ from bcvlm_model import TASKS
 from bcvlm_model.data.patient_records import RECORD_INDEX
 from bcvlm_model.losses import masked_multitask_bce
 from bcvlm_model.model_inputs import MODEL_INPUT_KEYS
+from bcvlm_model.privacy.dp_ready import parameters_kept_by_dp
 from bcvlm_model.privacy.dp_training import DPTrainState, make_private
 from bcvlm_model.training.local_train_config import LocalTrainConfig, Optimizer
 
@@ -157,7 +158,8 @@ def train_local(
     progress_label: str = "train",
 ) -> LocalTrainResult:
     """Train `model` in place for `cfg.local_steps` optimizer steps (0 = one pass); DP-SGD when `dp` is given, over
-    the loader's records (patients when its dataset is `PatientRecords`, see `make_private`).
+    the loader's records (patients when its dataset is `PatientRecords`, see `make_private`), changing only the
+    parameters `dp.updates` names (the others are frozen for the call).
 
     `bf16` autocasts forward and loss (parameters and gradients stay float32). `seed` re-seeds torch's global stream
     (dropout) for reproducible non-private runs; DP sampling and noise never use that stream (`dp_randomness`).
@@ -166,6 +168,38 @@ def train_local(
         raise ValueError(f"proximal_mu must be >= 0, got {proximal_mu}")
     if proximal_mu > 0 and global_state is None:
         raise ValueError("proximal_mu > 0 needs global_state (the round's global parameters)")
+    with _frozen(parameters_kept_by_dp(model, dp.updates) if dp is not None else []):
+        return _train_steps(
+            model, loader, cfg, dp, proximal_mu, global_state, device, bf16, seed, progress, progress_label
+        )
+
+
+@contextlib.contextmanager
+def _frozen(parameters: list[nn.Parameter]) -> Iterator[None]:
+    """`parameters` take no gradient inside the block (they stay federated parameters: names do not change)."""
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in parameters:
+            parameter.requires_grad_(True)
+
+
+def _train_steps(
+    model: nn.Module,
+    loader: DataLoader,
+    cfg: LocalTrainConfig,
+    dp: DPTrainState | None,
+    proximal_mu: float,
+    global_state: Mapping[str, torch.Tensor] | None,
+    device: str | torch.device,
+    bf16: bool,
+    seed: int | None,
+    progress: bool,
+    progress_label: str,
+) -> LocalTrainResult:
+    """`train_local`'s loop over the parameters that take gradients now."""
     device = torch.device(device)
     if seed is not None:
         torch.manual_seed(seed)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bcvlm_client.array_packing import PackedModelError
+from bcvlm_client.array_packing import PackedModelError, pack_model
 from bcvlm_client.privacy_ledger import SitePrivacyLedger
 from bcvlm_client.reply_schema import DeclineReason, decode_histogram
 from bcvlm_client.run_settings import RoundSettings, encode_round_settings
@@ -16,8 +16,12 @@ from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.cache import cached_array_path
 from bcvlm_model.data.manifest import read_manifest
+from bcvlm_model.parameters import federated_parameter_names, federated_parameter_shapes
+from bcvlm_model.privacy.dp_ready import DPReadyConfig, DPUpdates
+from bcvlm_model.privacy.federated_model import build_federated_model
 from bcvlm_model.text import TextConfig
 from bcvlm_model.training import LocalTrainConfig
+from bcvlm_server.server_app import trainable_arrays
 from bcvlm_testing.federation_sites import (
     TINY_DP_TRAINABLE,
     make_site,
@@ -197,3 +201,29 @@ def test_the_evaluation_reply_carries_the_validation_histogram(tmp_path, global_
     validation = decode_histogram(metrics["val_hist_malignancy"], 100)
     assert validation.n_positive + validation.n_negative == released  # half of 12 training patients, or none
     assert metrics["cases_malignancy"] == 4  # the test split's own histogram is unchanged
+
+
+def test_the_servers_dp_update_set_is_what_the_site_trains(tmp_path) -> None:
+    """Asked to update the head only, the site's packed update is zero outside the head's parameters."""
+    head_only = RoundSettings.from_config(
+        encode_round_settings(
+            server_round=1,
+            planned_rounds=2,
+            proximal_mu=0.0,
+            n_bins=100,
+            model=tiny_model_config(),
+            preprocess=tiny_preprocess(),
+            text=TextConfig(),
+            local_train=LocalTrainConfig(local_steps=2),
+            dp_trainable=DPReadyConfig(image_trainable_stages=0, updates=DPUpdates.head),
+            dp=True,
+        )
+    )
+    model = build_federated_model(tiny_model_config(), head_only.dp_trainable)
+    trainer = site_trainer_factory(load_site_config(make_site(tmp_path, "site")))
+    update, _, metrics = trainer.fit(pack_model(trainable_arrays(model)), head_only, RUN_ID)
+    assert metrics["declined"] == DeclineReason.TRAINED
+    sizes = [int(np.prod(shape)) for shape in federated_parameter_shapes(model)]
+    is_head = np.repeat([name.startswith("head.") for name in federated_parameter_names(model)], sizes)
+    assert len(is_head) == len(update[0])
+    assert np.any(update[0][is_head]) and not np.any(update[0][~is_head])

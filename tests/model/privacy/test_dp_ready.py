@@ -6,6 +6,7 @@ import pytest
 import timm
 import torch
 
+from bcvlm_model.config_io import ConfigError
 from bcvlm_model.privacy.dp_ready import (
     DPCompatibilityError,
     DPReadyConfig,
@@ -62,3 +63,8 @@ def test_gradient_checkpointing_is_refused_under_dp(model_factory) -> None:
     model.set_gradient_checkpointing(True)
     with pytest.raises(DPCompatibilityError, match="gradient_checkpointing"):
         make_dp_ready(model)
+
+
+def test_an_unknown_dp_update_set_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError, match="dp_trainable.updates"):
+        DPReadyConfig(updates="fusion")

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
+from bcvlm_model.parameters import federated_parameter_names
+from bcvlm_model.privacy.dp_ready import ENCODER_PREFIXES, DPReadyConfig, DPUpdates, make_dp_ready
 from bcvlm_model.privacy.dp_training import DPTrainState
 from bcvlm_model.training import LocalTrainConfig, evaluate, train_local
 
@@ -120,3 +121,25 @@ def test_dp_accountant_continues_across_calls_and_hooks_are_removed(dp_model, lo
 def test_fedprox_needs_the_global_state(model_factory, loader) -> None:
     with pytest.raises(ValueError, match="global_state"):
         train_local(model_factory("vlm"), loader, LocalTrainConfig(local_steps=1), proximal_mu=0.1)
+
+
+@pytest.mark.parametrize("updates", [DPUpdates.head, DPUpdates.norms_biases_head])
+def test_dp_steps_change_only_the_parameters_updates_names(dp_model, loader, updates: DPUpdates) -> None:
+    model = copy.deepcopy(dp_model)
+    names_before = federated_parameter_names(model)
+    start = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    cfg = LocalTrainConfig(local_steps=2, optimizer="sgd", learning_rate=0.1)
+    train_local(model, loader, cfg, dp=DPTrainState(1.0, 1.0, 1e-5, updates=updates))
+    assert federated_parameter_names(model) == names_before  # the kept parameters still travel
+    changed = {
+        name
+        for name, p in model.named_parameters()
+        if name in start and not name.startswith(ENCODER_PREFIXES) and not torch.equal(p, start[name])
+    }  # the fusion and head (the trainable image stage always changes)
+    allowed = {
+        name
+        for name, p in model.named_parameters()
+        if name.startswith("head.") or (updates == DPUpdates.norms_biases_head and p.ndim == 1)
+    }
+    assert changed and changed <= allowed
+    assert any(not name.startswith("head.") for name in changed) == (updates == DPUpdates.norms_biases_head)
