@@ -42,7 +42,7 @@ class DPReadyConfig:
     updates: DPUpdates = DPUpdates.all
     """Which projection, co-attention and head parameters a DP-SGD step changes (trainable encoder stages always
     do). The rest still travel with the model, unchanged, so every site holds the start checkpoint's fusion; with
-    frozen encoders DP noise then falls on ~2,000 coordinates (norms, biases, head) instead of ~60,000."""
+    frozen encoders DP noise then falls on ~2,000 coordinates (norms, biases, head) instead of ~60,000 in the demo."""
 
     def __post_init__(self) -> None:
         self.updates = to_enum(DPUpdates, self.updates, "dp_trainable.updates")
