@@ -7,15 +7,14 @@ mean validation AUC over seeds and both tasks."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 from demo_seeds import run_seed
+from result_json import emit, machine_facts
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "dp_updates_validation.json"
 CANDIDATES = ("all", "norms_biases_head", "head")
@@ -58,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = [int(value) for value in args.seeds.split(",") if value.strip()]
     candidates = [value.strip() for value in args.candidates.split(",") if value.strip()]
+    load_before = os.getloadavg()
     rows: dict[str, dict[str, Any]] = {}
     walls: dict[str, dict[str, float]] = {}
     for candidate in candidates:
@@ -76,16 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/dp_updates_validation.py "
         + " ".join([f"--seeds={args.seeds}", f"--candidates={','.join(candidates)}", *args.overrides]),
         "note": "pooled validation AUCs only; the test split is scored by each run but never read here",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine_facts(load_before),
         "validation_pooled_auc": rows,
         "wall_time_s": walls,
         "mean_federated_validation_auc": scores,
         "chosen": max(scores, key=scores.get),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(table, indent=2) + "\n")
-    print(json.dumps(table, indent=2))
+    emit(table, args.out)
     return 0
 
 
