@@ -26,10 +26,10 @@ from flwr.supercore.runtime.runtime_http_client import RuntimeHttpClient
 
 from bcvlm_client.flower_process import free_port, terminate_tree
 from bcvlm_server.center_services import CenterServices, SuperExecLaunch
-from bcvlm_server.certs import create_certificates
 from bcvlm_server.deployment import FAB_TEMPLATE
 from bcvlm_server.fleet_gateway import GatewaySettings
 from bcvlm_server.superlink import FlowerControl, SuperLinkLaunch, wait_for_nodes, write_run_config_toml
+from bcvlm_testing.certificates import loopback_certificates
 from bcvlm_testing.federation_sites import ready_site_fields
 from bcvlm_testing.loopback import wait_until
 
@@ -112,9 +112,7 @@ class Observed:
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     root = tmp_path_factory.mktemp("fab_refusal")
-    certs = create_certificates(
-        root / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase", generate_site_keys=["alpha"]
-    )
+    certs = loopback_certificates(root / "certs", generate_site_keys=["alpha"])
     marker_dir, report_dir, probes = root / "markers", root / "reports", root / "probes"
     for folder in (marker_dir, report_dir, probes):
         folder.mkdir()

@@ -23,7 +23,8 @@ from bcvlm_client.flower_process import FlowerProcess, flower_environment
 from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.offline_env import OFFLINE_ENV_DEFAULTS
-from bcvlm_server.certs import create_certificates, create_site_key
+from bcvlm_server.certs import create_site_key
+from bcvlm_testing.certificates import loopback_certificates
 from bcvlm_testing.federation_sites import make_site, ready_site_fields
 
 
@@ -32,13 +33,7 @@ def site_yaml(tmp_path: Path) -> Path:
     """A complete site folder: its own key pair, the CA certificate from `bcvlm certs`, a manifest, a cache dir, a YAML
     with relative paths."""
     keys = create_site_key(tmp_path / "site" / "certs", "hosp_a")
-    bundle = create_certificates(
-        tmp_path / "center" / "certs",
-        ["localhost"],
-        ["127.0.0.1"],
-        {"hosp_a": keys.public_key},
-        ca_passphrase=b"test CA passphrase",
-    )
+    bundle = loopback_certificates(tmp_path / "center" / "certs", {"hosp_a": keys.public_key})
     make_site(tmp_path / "site", "prepared", n_train=12, n_test=6)  # prepared/manifest.csv + prepared/cache
     path = tmp_path / "site" / "site.yaml"
     path.write_text(
@@ -235,9 +230,7 @@ class RealCenter:
         from bcvlm_client.flower_process import free_port
 
         self.root = root
-        self.certs = create_certificates(
-            root / "certs", ["localhost"], ["127.0.0.1"], ca_passphrase=b"test CA passphrase", generate_site_keys=sites
-        )
+        self.certs = loopback_certificates(root / "certs", generate_site_keys=sites)
         self.port = free_port()
         self.generation = 0
         self.superlink = None
@@ -376,6 +369,9 @@ def _listening(port: int) -> bool:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: connections the killed process had accepted linger in TIME_WAIT for a minute; they do not
+        # hold the port for a new server (gRPC binds the same way), a listening socket still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -21,8 +21,9 @@ from bcvlm_client.flower_process import (
     free_port,
     wait_for_port,
 )
-from bcvlm_server.certs import create_certificates, create_site_key
+from bcvlm_server.certs import create_site_key
 from bcvlm_server.superlink import CONNECTION_NAME, FlowerControl, SuperLinkLaunch
+from bcvlm_testing.certificates import loopback_certificates
 from bcvlm_testing.federation_sites import ready_site_fields
 
 STRACE = shutil.which("strace")
@@ -83,13 +84,7 @@ def _flwr(args: list[str], flwr_home: Path, trace: Path) -> dict[str, object]:
 def test_flower_processes_connect_only_to_loopback(tmp_path: Path) -> None:
     """SuperLink, `bcvlm-client` with its SuperNode and SuperExec, and the `flwr` CLI, as bcvlm starts them."""
     site_key = create_site_key(tmp_path / "site" / "keys", "hosp_a")
-    certs = create_certificates(
-        tmp_path / "certs",
-        ["localhost"],
-        ["127.0.0.1"],
-        {"hosp_a": site_key.public_key},
-        ca_passphrase=b"test CA passphrase",
-    )
+    certs = loopback_certificates(tmp_path / "certs", {"hosp_a": site_key.public_key})
     traces = tmp_path / "traces"
     traces.mkdir()
     port = free_port()

@@ -14,7 +14,7 @@ from bcvlm_client.supernode_supervisor import (
     refusal_message,
     thread_environment,
 )
-from bcvlm_server.certs import create_certificates
+from bcvlm_testing.certificates import loopback_certificates
 
 
 def test_backoff_doubles_after_quick_exits_up_to_the_cap() -> None:
@@ -29,26 +29,14 @@ def test_backoff_starts_over_after_a_supernode_that_ran_well() -> None:
 
 
 def test_fingerprint_matches_the_public_key_file(tmp_path: Path) -> None:
-    certs = create_certificates(
-        tmp_path / "certs",
-        ["localhost"],
-        ["127.0.0.1"],
-        ca_passphrase=b"test CA passphrase",
-        generate_site_keys=["hosp"],
-    )
+    certs = loopback_certificates(tmp_path / "certs", generate_site_keys=["hosp"])
     blob = base64.b64decode(certs.site_public_key("hosp").read_text().split()[1])
     expected = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     assert public_key_fingerprint(certs.site_private_key("hosp")) == expected
 
 
 def test_refusal_message_names_the_public_key_file(tmp_path: Path) -> None:
-    certs = create_certificates(
-        tmp_path / "certs",
-        ["localhost"],
-        ["127.0.0.1"],
-        ca_passphrase=b"test CA passphrase",
-        generate_site_keys=["hosp"],
-    )
+    certs = loopback_certificates(tmp_path / "certs", generate_site_keys=["hosp"])
     site = SiteConfig(site_id="hosp", private_key=str(certs.site_private_key("hosp")), state_dir=str(tmp_path))
     message = refusal_message(site)
     assert message.startswith("this site's key (SHA-256 fingerprint SHA256:")

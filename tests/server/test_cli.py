@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from bcvlm_server import cli
-from bcvlm_server.certs import create_certificates
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.superlink import RunStatus
+from bcvlm_testing.certificates import loopback_certificates
 from bcvlm_testing.federation_sites import FailingTrainer, make_site, run_inprocess
 
 
@@ -62,13 +62,7 @@ def test_status_refuses_a_round_record_it_cannot_read_naming_file_and_field(
 def test_a_run_in_which_every_site_fails_exits_non_zero_with_the_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    create_certificates(
-        tmp_path / "certs",
-        ["localhost"],
-        ["127.0.0.1"],
-        ca_passphrase=b"test CA passphrase",
-        generate_site_keys=["alpha", "beta"],
-    )
+    loopback_certificates(tmp_path / "certs", generate_site_keys=["alpha", "beta"])
     server_yaml = tmp_path / "server.yaml"
     server_yaml.write_text(
         yaml.safe_dump(

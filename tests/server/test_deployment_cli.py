@@ -11,18 +11,17 @@ from flwr.cli.config_utils import load_and_validate
 from flwr.common.config import parse_config_args
 
 from bcvlm_model.config_io import ConfigError
-from bcvlm_server.certs import create_certificates, create_site_key
+from bcvlm_server.certs import create_site_key
 from bcvlm_server.cli import main
 from bcvlm_server.deployment import FAB_TEMPLATE, RunDirectory, load_for_resume, prepare_run_directory, superlink_launch
 from bcvlm_server.deployment_config import load_deployment_config
+from bcvlm_testing.certificates import loopback_certificates
 
 
 @pytest.fixture()
 def server_yaml(tmp_path: Path) -> Path:
     public_keys = {s: create_site_key(tmp_path / f"site_{s}", s).public_key for s in ("a", "b")}
-    create_certificates(
-        tmp_path / "certs", ["localhost"], ["127.0.0.1"], public_keys, ca_passphrase=b"test CA passphrase"
-    )
+    loopback_certificates(tmp_path / "certs", public_keys)
     path = tmp_path / "server.yaml"
     path.write_text(
         yaml.safe_dump(
