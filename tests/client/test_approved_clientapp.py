@@ -29,7 +29,7 @@ from bcvlm_server.center_services import CenterServices, SuperExecLaunch
 from bcvlm_server.deployment import FAB_TEMPLATE
 from bcvlm_server.fleet_gateway import GatewaySettings
 from bcvlm_server.superlink import FlowerControl, SuperLinkLaunch, wait_for_nodes, write_run_config_toml
-from bcvlm_testing.certificates import loopback_certificates
+from bcvlm_testing.deployment_files import loopback_certificates
 from bcvlm_testing.federation_sites import ready_site_fields
 from bcvlm_testing.loopback import wait_until
 

@@ -24,7 +24,7 @@ from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.offline_env import OFFLINE_ENV_DEFAULTS
 from bcvlm_server.certs import create_site_key
-from bcvlm_testing.certificates import loopback_certificates
+from bcvlm_testing.deployment_files import loopback_certificates
 from bcvlm_testing.federation_sites import make_site, ready_site_fields
 
 

@@ -23,7 +23,7 @@ from bcvlm_client.flower_process import (
 )
 from bcvlm_server.certs import create_site_key
 from bcvlm_server.superlink import CONNECTION_NAME, FlowerControl, SuperLinkLaunch
-from bcvlm_testing.certificates import loopback_certificates
+from bcvlm_testing.deployment_files import loopback_certificates
 from bcvlm_testing.federation_sites import ready_site_fields
 
 STRACE = shutil.which("strace")

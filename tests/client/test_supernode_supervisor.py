@@ -14,7 +14,7 @@ from bcvlm_client.supernode_supervisor import (
     refusal_message,
     thread_environment,
 )
-from bcvlm_testing.certificates import loopback_certificates
+from bcvlm_testing.deployment_files import loopback_certificates
 
 
 def test_backoff_doubles_after_quick_exits_up_to_the_cap() -> None:

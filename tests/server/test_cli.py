@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bcvlm_server import cli
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.superlink import RunStatus
-from bcvlm_testing.certificates import loopback_certificates
+from bcvlm_testing.deployment_files import loopback_certificates, write_server_yaml
 from bcvlm_testing.federation_sites import FailingTrainer, make_site, run_inprocess
 
 
@@ -63,24 +62,7 @@ def test_a_run_in_which_every_site_fails_exits_non_zero_with_the_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     loopback_certificates(tmp_path / "certs", generate_site_keys=["alpha", "beta"])
-    server_yaml = tmp_path / "server.yaml"
-    server_yaml.write_text(
-        yaml.safe_dump(
-            {
-                "superlink": {
-                    "host": "127.0.0.1",
-                    "port": 9555,
-                    "ca_cert": "certs/ca.crt",
-                    "server_cert": "certs/server.crt",
-                    "server_key": "certs/server.key",
-                },
-                "sites": [
-                    {"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in ("alpha", "beta")
-                ],
-                "federation": {"run_dir": "run", "rounds": 1, "min_sites": 2},
-            }
-        )
-    )
+    server_yaml = write_server_yaml(tmp_path, ("alpha", "beta"), {"run_dir": "run", "rounds": 1, "min_sites": 2})
     sites = {
         100: make_site(tmp_path, "site0", n_train=4, n_test=4),
         101: make_site(tmp_path, "site1", n_train=4, n_test=4, seed=1),

@@ -15,30 +15,14 @@ from bcvlm_server.certs import create_site_key
 from bcvlm_server.cli import main
 from bcvlm_server.deployment import FAB_TEMPLATE, RunDirectory, load_for_resume, prepare_run_directory, superlink_launch
 from bcvlm_server.deployment_config import load_deployment_config
-from bcvlm_testing.certificates import loopback_certificates
+from bcvlm_testing.deployment_files import loopback_certificates, write_server_yaml
 
 
 @pytest.fixture()
 def server_yaml(tmp_path: Path) -> Path:
     public_keys = {s: create_site_key(tmp_path / f"site_{s}", s).public_key for s in ("a", "b")}
     loopback_certificates(tmp_path / "certs", public_keys)
-    path = tmp_path / "server.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "superlink": {
-                    "host": "127.0.0.1",
-                    "port": 9555,
-                    "ca_cert": "certs/ca.crt",
-                    "server_cert": "certs/server.crt",
-                    "server_key": "certs/server.key",
-                },
-                "sites": [{"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in ("a", "b")],
-                "federation": {"run_dir": "runs/r1", "rounds": 3, "secagg": {"enabled": True}},
-            }
-        )
-    )
-    return path
+    return write_server_yaml(tmp_path, ("a", "b"), {"run_dir": "runs/r1", "rounds": 3, "secagg": {"enabled": True}})
 
 
 def _edit(path: Path, section: str, key: str, value: object) -> None:

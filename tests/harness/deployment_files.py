@@ -1,0 +1,53 @@
+"""A coordinating center's files for tests: certificates for localhost / 127.0.0.1 under a fixed passphrase, and a
+`server.yaml` that points at them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from bcvlm_server.certs import CertificatePaths, create_certificates
+
+TEST_CA_PASSPHRASE = b"test CA passphrase"
+
+
+def loopback_certificates(
+    folder: Path,
+    public_keys: Mapping[str, str | Path] | None = None,
+    *,
+    generate_site_keys: Sequence[str] = (),
+) -> CertificatePaths:
+    """`create_certificates` for a SuperLink on this machine: the sites' `public_keys`, or key pairs the center
+    makes for `generate_site_keys` (tests only: the center then holds their private keys)."""
+    return create_certificates(
+        folder,
+        ["localhost"],
+        ["127.0.0.1"],
+        public_keys,
+        ca_passphrase=TEST_CA_PASSPHRASE,
+        generate_site_keys=generate_site_keys,
+    )
+
+
+def write_server_yaml(folder: Path, site_names: Sequence[str], federation: Mapping[str, Any], port: int = 9555) -> Path:
+    """`folder/server.yaml` for a SuperLink on 127.0.0.1:`port` with the certificates in `folder/certs` (as
+    `loopback_certificates` writes them), the named sites' public keys there, and the `federation` section."""
+    path = folder / "server.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "superlink": {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "ca_cert": "certs/ca.crt",
+                    "server_cert": "certs/server.crt",
+                    "server_key": "certs/server.key",
+                },
+                "sites": [{"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in site_names],
+                "federation": dict(federation),
+            }
+        )
+    )
+    return path
