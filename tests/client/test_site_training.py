@@ -206,18 +206,7 @@ def test_the_evaluation_reply_carries_the_validation_histogram(tmp_path, global_
 def test_the_servers_dp_update_set_is_what_the_site_trains(tmp_path) -> None:
     """Asked to update the head only, the site's packed update is zero outside the head's parameters."""
     head_only = RoundSettings.from_config(
-        encode_round_settings(
-            server_round=1,
-            planned_rounds=2,
-            proximal_mu=0.0,
-            n_bins=100,
-            model=tiny_model_config(),
-            preprocess=tiny_preprocess(),
-            text=TextConfig(),
-            local_train=LocalTrainConfig(local_steps=2),
-            dp_trainable=DPReadyConfig(image_trainable_stages=0, updates=DPUpdates.head),
-            dp=True,
-        )
+        tiny_round_config(1, dp_trainable=DPReadyConfig(image_trainable_stages=0, updates=DPUpdates.head))
     )
     model = build_federated_model(tiny_model_config(), head_only.dp_trainable)
     trainer = site_trainer_factory(load_site_config(make_site(tmp_path, "site")))

@@ -48,6 +48,7 @@ def tiny_round_config(
     planned_rounds: int = 2,
     local_steps: int = 2,
     preprocess: PreprocessConfig | None = None,
+    dp_trainable: DPReadyConfig = TINY_DP_TRAINABLE,
 ) -> dict[str, Any]:
     """The round settings an honest bcvlm server sends for the tiny federation, encoded as on the wire."""
     from bcvlm_client.run_settings import encode_round_settings
@@ -62,7 +63,7 @@ def tiny_round_config(
         preprocess=preprocess or tiny_preprocess(),
         text=TextConfig(),
         local_train=LocalTrainConfig(local_steps=local_steps),
-        dp_trainable=TINY_DP_TRAINABLE,
+        dp_trainable=dp_trainable,
         dp=True,
     )
 
