@@ -2,35 +2,36 @@
 
     python benchmarks/suite_wall_time.py tests/server/test_cli_rehearsal_docs.py tests/server/test_fleet_gateway.py
     python benchmarks/suite_wall_time.py --slow-only --out benchmarks/results/suite_wall_time.json
+    python benchmarks/suite_wall_time.py --make-test --out benchmarks/results/make_test_wall_time.json
 
-Each file runs in its own `python -m pytest -q` process, one after the other (files never share the CPU with each
-other), so a file's seconds include its imports and its module fixtures. The 1-minute load average is recorded
-before and after every file: on a shared machine a figure means little without it.
+With --make-test it runs `make test` once, as a user or CI does (ruff, then the whole suite on the Makefile's
+pytest-xdist workers), and records its wall seconds and the CPU seconds of everything it ran. Otherwise each file runs
+in its own `python -m pytest -q` process, one after the other (files never share the CPU with each other), so a
+file's seconds include its imports and its module fixtures. The 1-minute load average is recorded before and after:
+on a shared machine a figure means little without it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bcvlm_model.atomic_io import atomic_write_json
+from result_json import emit, machine_facts
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)")
 
 
-def load_average() -> float | None:
-    """The 1-minute load average (None where /proc/loadavg does not exist)."""
-    path = Path("/proc/loadavg")
-    return float(path.read_text().split()[0]) if path.is_file() else None
+def load_average() -> float:
+    """The 1-minute load average."""
+    return round(os.getloadavg()[0], 2)
 
 
 def slow_files() -> list[str]:
@@ -72,13 +73,45 @@ def time_file(test_file: str, timeout_s: float) -> dict[str, Any]:
     }
 
 
+def time_make_test(timeout_s: float) -> dict[str, Any]:
+    """Run `make test` in the repository; its wall seconds, the CPU seconds of everything it ran, counts and load."""
+    before = load_average()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = subprocess.run(["make", "test"], cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+    seconds = time.monotonic() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    summary = [line for line in done.stdout.splitlines() if SUMMARY.search(line) and " in " in line]
+    cpu_seconds = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    return {
+        "command": "make test",
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "cores_busy_on_average": round(cpu_seconds / seconds, 2),
+        "exit_code": done.returncode,
+        "outcomes": outcome_counts(summary[-1]) if summary else {},
+        "pytest_summary": summary[-1].strip("= ") if summary else "",
+        "load_1min_before": before,
+        "load_1min_after": load_average(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", help="test files, relative to the repository")
     parser.add_argument("--slow-only", action="store_true", help="every test file with tests marked slow")
-    parser.add_argument("--timeout-s", type=float, default=3600.0, help="per file (default 3600)")
+    parser.add_argument("--make-test", action="store_true", help="time `make test` once instead of single files")
+    parser.add_argument("--timeout-s", type=float, default=3600.0, help="per file or make test (default 3600)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
+    if args.make_test:
+        if args.files or args.slow_only:
+            parser.error("--make-test times the whole suite: name no files and no --slow-only")
+        print("timing make test ...", file=sys.stderr, flush=True)
+        timed = time_make_test(args.timeout_s)
+        emit({**timed, "machine": machine_facts(load_before)}, args.out)
+        return 0 if timed["exit_code"] == 0 else 1
     files = list(args.files) + (slow_files() if args.slow_only else [])
     if not files:
         parser.error("name test files or pass --slow-only")
@@ -91,15 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         results.append(time_file(test_file, args.timeout_s))
         print(f"  {results[-1]['seconds']} s, exit {results[-1]['exit_code']}", file=sys.stderr, flush=True)
     report = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine_facts(load_before),
         "files": results,
         "total_seconds": round(sum(entry["seconds"] for entry in results), 1),
         "all_passed": all(entry["exit_code"] == 0 for entry in results),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_json(args.out, report)
+    emit(report, args.out)
     return 0 if report["all_passed"] else 1
 
 

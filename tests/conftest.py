@@ -1,14 +1,80 @@
-"""Test-wide settings: offline model hubs, Flower telemetry and update check off, nothing written outside tmp dirs."""
+"""Test-wide settings: offline model hubs, Flower telemetry and update check off, nothing written outside tmp dirs;
+how `make test` shares the modules among its pytest-xdist workers."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 from bcvlm_client.flower_process import apply_flower_env_defaults
 
 apply_flower_env_defaults()  # the same settings every Flower process bcvlm starts gets
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Workers share the cores with each other and with the Flower processes they start: one OpenMP thread each (and
+    # in every process they start). Two threads per worker on two cores made small torch tests up to 10x slower.
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 from bcvlm_model.cpu_memory import keep_freed_memory  # noqa: E402  (after the environment above)
 
 keep_freed_memory()  # as the CLIs do: tests run the same code paths at the same speed
+
+REPO = Path(__file__).resolve().parents[1]
+LONGEST_FIRST = (
+    "tests/server/test_cli_rehearsal_docs.py",
+    "tests/server/test_deployment_loopback.py",
+    "tests/benchmarks/test_gpu_check.py",
+    "tests/server/test_fleet_gateway.py",
+    "tests/simulation/test_cli_end_to_end.py",
+    "tests/server/test_federated_strategy.py",
+    "tests/client/test_cli_client.py",
+    "tests/client/test_flower_process.py",
+    "tests/client/test_approved_clientapp.py",
+)
+"""The modules that take longest (`python benchmarks/suite_wall_time.py`), run first: the two Flower deployments
+start side by side on the two workers and the short modules fill in after them, instead of one deployment starting
+last and running alone."""
+RAY_MODULES = frozenset(
+    {
+        "tests/benchmarks/test_gpu_check.py",
+        "tests/simulation/test_cli_end_to_end.py",
+        "tests/simulation/test_federation.py",
+        "tests/simulation/test_ray_health.py",
+    }
+)
+"""Modules that start Ray. They run one after another on one worker: a Ray started without an address joins the
+newest cluster it finds on the machine, which could be another module's."""
+
+
+def work_unit(nodeid: str) -> str:
+    """What one worker runs as a whole: a test's module (so its module fixtures, such as a whole loopback
+    federation, are built once), or `ray` for every module that starts Ray."""
+    module = nodeid.split("::", 1)[0]
+    return "ray" if module in RAY_MODULES else module
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest modules first, the others in collection order."""
+    stale = [path for path in (*LONGEST_FIRST, *RAY_MODULES) if not (REPO / path).is_file()]
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py names test files that do not exist: {stale}")
+    rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """pytest-xdist's loadscope scheduling with `work_unit` as the scope. (Its `xdist_group` marks do not group
+    under pytest 9.2: pytest-dev/pytest-xdist#1386.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)

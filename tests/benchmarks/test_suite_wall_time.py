@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import pytest
+
 from bcvlm_testing.benchmark_scripts import BENCHMARKS, load_benchmark_script
 
 
@@ -21,3 +23,9 @@ def test_slow_only_lists_the_files_with_slow_tests_and_no_others() -> None:
 def test_outcome_counts_reads_every_kind_in_the_summary_line() -> None:
     counts = _script().outcome_counts("1 failed, 3 passed, 1 skipped, 2 errors in 9.12s (0:00:09)")
     assert counts == {"failed": 1, "passed": 3, "skipped": 1, "error": 2}
+
+
+def test_make_test_times_the_whole_suite_and_refuses_file_names() -> None:
+    with pytest.raises(SystemExit) as refused:
+        _script().main(["--make-test", "tests/model/test_atomic_io.py"])
+    assert refused.value.code == 2
