@@ -28,8 +28,8 @@ from bcvlm_client.flower_process import free_port, terminate_tree
 from bcvlm_server.center_services import CenterServices, SuperExecLaunch
 from bcvlm_server.deployment import FAB_TEMPLATE
 from bcvlm_server.fleet_gateway import GatewaySettings
-from bcvlm_server.superlink import FlowerControl, SuperLinkLaunch, wait_for_nodes, write_run_config_toml
-from bcvlm_testing.deployment_files import loopback_certificates
+from bcvlm_server.superlink import FlowerControl, wait_for_nodes, write_run_config_toml
+from bcvlm_testing.deployment_files import loopback_certificates, loopback_superlink_launch
 from bcvlm_testing.federation_sites import ready_site_fields
 from bcvlm_testing.loopback import wait_until
 
@@ -121,17 +121,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPATH", os.pathsep.join([str(probes), os.environ.get("PYTHONPATH", "")]))
     center_home = root / "center"
-    launch = SuperLinkLaunch(
-        host="127.0.0.1",
-        port=free_port(),
-        ca_cert=certs.ca_cert,
-        server_cert=certs.server_cert,
-        server_key=certs.server_key,
-        database=center_home / "state.db",
-        flwr_home=center_home,
-        log_path=center_home / "superlink.log",
-        superexec_secret=center_home / "superexec.secret",
-    )
+    launch = loopback_superlink_launch(certs, center_home, free_port(), center_home / "superexec.secret")
     internal = f"127.0.0.1:{launch.port}"
     public_port = free_port()
     center = CenterServices(

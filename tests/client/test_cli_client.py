@@ -24,8 +24,9 @@ from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.offline_env import OFFLINE_ENV_DEFAULTS
 from bcvlm_server.certs import create_site_key
-from bcvlm_testing.deployment_files import loopback_certificates
+from bcvlm_testing.deployment_files import loopback_certificates, loopback_superlink_launch
 from bcvlm_testing.federation_sites import make_site, ready_site_fields
+from bcvlm_testing.loopback import wait_until
 
 
 @pytest.fixture()
@@ -238,20 +239,11 @@ class RealCenter:
 
     def start(self) -> None:
         """Start a new SuperLink with an empty database on the same port (what a new run at the center does)."""
-        from bcvlm_server.superlink import FlowerControl, SuperLink, SuperLinkLaunch, client_address
+        from bcvlm_server.superlink import FlowerControl, SuperLink, client_address
 
         self.generation += 1
         home = self.root / f"superlink{self.generation}"
-        launch = SuperLinkLaunch(
-            host="127.0.0.1",
-            port=self.port,
-            ca_cert=self.certs.ca_cert,
-            server_cert=self.certs.server_cert,
-            server_key=self.certs.server_key,
-            database=home / "state.db",
-            flwr_home=home,
-            log_path=home / "superlink.log",
-        )
+        launch = loopback_superlink_launch(self.certs, home, self.port)
         self.superlink = SuperLink(launch).start(120.0)
         self.control = FlowerControl(home / "cli", client_address("127.0.0.1", self.port), self.certs.ca_cert)
 
@@ -301,14 +293,6 @@ def _start_client(site_yaml: Path, out: Path, *args: str):
     )
 
 
-def _wait(condition, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_site_reconnects_when_the_center_replaces_its_superlink(tmp_path: Path) -> None:
@@ -320,11 +304,11 @@ def test_site_reconnects_when_the_center_replaces_its_superlink(tmp_path: Path) 
         center.start()
         center.register("hosp_a")
         client = _start_client(site_yaml, out, "--restart-delay", "1")
-        _wait(lambda: center.online() == 1, 180, "the site to come online at the first SuperLink", poll_s=2)
+        wait_until(lambda: center.online() == 1, 180, "the site to come online at the first SuperLink", poll_s=2)
         center.stop()
         center.start()  # a new run: empty database, the key registered anew, the old node id unknown
         center.register("hosp_a")
-        _wait(lambda: center.online() == 1, 240, "the site to come online at the new SuperLink", poll_s=2)
+        wait_until(lambda: center.online() == 1, 240, "the site to come online at the new SuperLink", poll_s=2)
         assert client.poll() is None, out.read_text()
         assert "restarting the SuperNode" in out.read_text()
     finally:
@@ -401,7 +385,7 @@ def test_sigkill_of_the_client_leaves_no_process_and_frees_the_runtime_port(tmp_
                 pass
         return found
 
-    _wait(
+    wait_until(
         lambda: any("bcvlm_client.site_superexec" in c for c in commands()) and _listening(port),
         120,
         "the SuperNode, its SuperExec and the runtime port",
@@ -418,7 +402,7 @@ def test_sigkill_of_the_client_leaves_no_process_and_frees_the_runtime_port(tmp_
             return True
         return state[state.rfind(")") + 2 :].split()[0] == "Z"
 
-    _wait(lambda: all(gone(pid) for pid in tree[1:]), 30, "the site's processes to end", poll_s=0.2)
+    wait_until(lambda: all(gone(pid) for pid in tree[1:]), 30, "the site's processes to end", poll_s=0.2)
     assert not _listening(port)
 
 

@@ -22,8 +22,8 @@ from bcvlm_client.flower_process import (
     wait_for_port,
 )
 from bcvlm_server.certs import create_site_key
-from bcvlm_server.superlink import CONNECTION_NAME, FlowerControl, SuperLinkLaunch
-from bcvlm_testing.deployment_files import loopback_certificates
+from bcvlm_server.superlink import CONNECTION_NAME, FlowerControl
+from bcvlm_testing.deployment_files import loopback_certificates, loopback_superlink_launch
 from bcvlm_testing.federation_sites import ready_site_fields
 
 STRACE = shutil.which("strace")
@@ -89,16 +89,7 @@ def test_flower_processes_connect_only_to_loopback(tmp_path: Path) -> None:
     traces.mkdir()
     port = free_port()
     server_home = tmp_path / "center"
-    launch = SuperLinkLaunch(
-        host="127.0.0.1",
-        port=port,
-        ca_cert=certs.ca_cert,
-        server_cert=certs.server_cert,
-        server_key=certs.server_key,
-        database=server_home / "state.db",
-        flwr_home=server_home,
-        log_path=server_home / "superlink.log",
-    )
+    launch = loopback_superlink_launch(certs, server_home, port)
     superlink = FlowerProcess(
         _traced(launch.command(), traces / "superlink"),
         flower_environment(server_home),

@@ -1,5 +1,5 @@
-"""A coordinating center's files for tests: certificates for localhost / 127.0.0.1 under a fixed passphrase, and a
-`server.yaml` that points at them."""
+"""A coordinating center's files for tests: certificates for localhost / 127.0.0.1 under a fixed passphrase, a
+`server.yaml` that points at them, and a SuperLink launch with them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from bcvlm_server.certs import CertificatePaths, create_certificates
+from bcvlm_server.superlink import SuperLinkLaunch
 
 TEST_CA_PASSPHRASE = b"test CA passphrase"
 
@@ -51,3 +52,20 @@ def write_server_yaml(folder: Path, site_names: Sequence[str], federation: Mappi
         )
     )
     return path
+
+
+def loopback_superlink_launch(
+    certs: CertificatePaths, home: Path, port: int, superexec_secret: Path | None = None
+) -> SuperLinkLaunch:
+    """A SuperLink on 127.0.0.1:`port` with `certs`; its database, Flower home and log under `home`."""
+    return SuperLinkLaunch(
+        host="127.0.0.1",
+        port=port,
+        ca_cert=certs.ca_cert,
+        server_cert=certs.server_cert,
+        server_key=certs.server_key,
+        database=home / "state.db",
+        flwr_home=home,
+        log_path=home / "superlink.log",
+        superexec_secret=superexec_secret,
+    )

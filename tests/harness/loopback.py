@@ -212,7 +212,7 @@ class LoopbackFederation:
                     "sites": [
                         {"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in self.site_ids
                     ],
-                    "wait_for_sites_s": 120.0,
+                    "wait_for_sites_s": 300.0,
                     "run_timeout_s": 900.0,
                     "federation": {**self.federation, "run_dir": "run"},
                 }
@@ -295,14 +295,10 @@ class LoopbackFederation:
             niceness=CLIENT_NICENESS,
         )
 
-    def start_federation(
-        self, *client_args: str, timeout_s: float = 300.0
-    ) -> tuple[subprocess.Popen[bytes], dict[str, subprocess.Popen[bytes]]]:
-        """Start `bcvlm-server`, wait until it has registered every site's key, then start every site's `bcvlm-client`
-        (`--restart-delay 3`, then `client_args`); LoopbackError with the server's output if it ends first.
-
-        The sites start after the registration: a site started before it is refused and sits out its restart
-        delay (that path has its own tests in tests/client/test_cli_client.py)."""
+    def start_center(self, timeout_s: float = 300.0) -> subprocess.Popen[bytes]:
+        """Start `bcvlm-server` and wait until it has registered every site's key; LoopbackError with the server's
+        output if it ends first. (A site started before the registration is refused and sits out its restart delay;
+        that path has its own tests in tests/client/test_cli_client.py.)"""
         server = self.start_server()
         wait_until(
             lambda: (
@@ -313,11 +309,21 @@ class LoopbackFederation:
         )
         if server.poll() is not None:
             raise LoopbackError(f"bcvlm-server ended before the sites started:\n{self.output('server.out')[-3000:]}")
-        clients = {
+        return server
+
+    def start_sites(self, *client_args: str) -> dict[str, subprocess.Popen[bytes]]:
+        """Every site's `bcvlm-client` (`--restart-delay 3`, then `client_args`)."""
+        return {
             site: self.start_client(self.site_yamls[site], "--restart-delay", "3", *client_args)
             for site in self.site_ids
         }
-        return server, clients
+
+    def start_federation(
+        self, *client_args: str, timeout_s: float = 300.0
+    ) -> tuple[subprocess.Popen[bytes], dict[str, subprocess.Popen[bytes]]]:
+        """`start_center`, then `start_sites`."""
+        server = self.start_center(timeout_s)
+        return server, self.start_sites(*client_args)
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL a process and all its descendants at once (a crash, not a clean stop)."""

@@ -30,6 +30,7 @@ import pytest
 
 from bcvlm_client.flower_process import free_port, process_tree
 from bcvlm_model.atomic_io import read_json
+from bcvlm_testing.loopback import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -133,17 +134,9 @@ def _start(command: str, cwd: Path, log: Path, niceness: int = 0) -> subprocess.
     )
 
 
-def _wait(condition, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
-
-
 def _wait_for_registration(server: subprocess.Popen[bytes], output: Path) -> None:
     """Until `bcvlm-server` has printed that it registered every hospital's key; fail if it ended first."""
-    _wait(
+    wait_until(
         lambda: output.read_text().count("registered as node") == len(HOSPITALS) or server.poll() is not None,
         600,
         f"the center ({output.name}) to register the hospitals' keys",
@@ -216,7 +209,7 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
         clients = {h: _start(CLIENT.format(h), folder, tmp_path / f"{h}.out", niceness=10) for h in HOSPITALS}
         processes.extend(clients.values())
         run_1 = folder / "runs" / "rehearsal-1"
-        _wait(lambda: _completed(run_1) >= 1 or server.poll() is not None, 1200, "round 1")
+        wait_until(lambda: _completed(run_1) >= 1 or server.poll() is not None, 1200, "round 1")
         assert server.poll() is None, (tmp_path / "server.out").read_text()[-3000:]
         assert _run(CONTROL_THROUGH_GATEWAY.replace("9443", port), cwd=folder).stdout.strip() == "404"
         assert (

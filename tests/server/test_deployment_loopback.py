@@ -128,7 +128,9 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     fed = LoopbackFederation(tmp_path_factory.mktemp("loopback"), SITES, federation, n_patients=32)
     spent_before = spend_budget(fed, SPENT)
     try:
-        server, clients = fed.start_federation()
+        # The intruders go first and must be refused by the running center before the sites join: started beside
+        # the sites, a starved intruder could reach the public port only after the crash below (connection refused).
+        server = fed.start_center()
         rogue = fed.start_client(fed.intruder_yaml("rogue", key_site="rogue"), "--max-restarts", "0")
         wrong_ca = fed.start_client(
             fed.intruder_yaml("wrong_ca", key_site="alpha", ca_cert=fed.other_ca.ca_cert),
@@ -139,6 +141,9 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
             "--max-wait-time",
             "60",
         )
+        wait_until(lambda: rogue.poll() is not None and wrong_ca.poll() is not None, 240, "the intruders to give up")
+        assert server.poll() is None, f"server ended early:\n{fed.output('server.out')[-3000:]}"
+        clients = fed.start_sites()
 
         # Round 1, then a crash of the whole coordinating center (SuperLink, SuperExec, ServerApp, our CLI).
         wait_until(lambda: fed.completed_rounds() >= 1 or server.poll() is not None, 900, "round 1")
@@ -165,7 +170,6 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
         killed_at = time.monotonic()
         resumed_code = resumed.wait(timeout=900)
         finished_at = time.monotonic()
-        wait_until(lambda: rogue.poll() is not None and wrong_ca.poll() is not None, 120, "the intruders to give up")
         return Observed(
             fed=fed,
             crashed_code=server.returncode,
