@@ -74,8 +74,7 @@ def time_file(test_file: str, timeout_s: float) -> dict[str, Any]:
 
 
 def time_make_test(timeout_s: float) -> dict[str, Any]:
-    """Run `make test` in the repository; its wall seconds, the CPU seconds of everything it ran, counts and load."""
-    before = load_average()
+    """Run `make test` in the repository; its wall seconds, the CPU seconds of everything it ran and the counts."""
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     done = subprocess.run(["make", "test"], cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
@@ -91,8 +90,6 @@ def time_make_test(timeout_s: float) -> dict[str, Any]:
         "exit_code": done.returncode,
         "outcomes": outcome_counts(summary[-1]) if summary else {},
         "pytest_summary": summary[-1].strip("= ") if summary else "",
-        "load_1min_before": before,
-        "load_1min_after": load_average(),
     }
 
 

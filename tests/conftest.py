@@ -52,10 +52,15 @@ RAY_MODULES = frozenset(
 newest cluster it finds on the machine, which could be another module's."""
 
 
+def module_of(nodeid: str) -> str:
+    """A test's module, as the repository-relative path in its node id."""
+    return nodeid.split("::", 1)[0]
+
+
 def work_unit(nodeid: str) -> str:
     """What one worker runs as a whole: a test's module (so its module fixtures, such as a whole loopback
     federation, are built once), or `ray` for every module that starts Ray."""
-    module = nodeid.split("::", 1)[0]
+    module = module_of(nodeid)
     return "ray" if module in RAY_MODULES else module
 
 
@@ -65,7 +70,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if stale:
         raise pytest.UsageError(f"tests/conftest.py names test files that do not exist: {stale}")
     rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable
+    items.sort(key=lambda item: rank.get(module_of(item.nodeid), len(rank)))  # stable
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:

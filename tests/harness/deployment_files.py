@@ -32,9 +32,16 @@ def loopback_certificates(
     )
 
 
-def write_server_yaml(folder: Path, site_names: Sequence[str], federation: Mapping[str, Any], port: int = 9555) -> Path:
+def write_server_yaml(
+    folder: Path,
+    site_names: Sequence[str],
+    federation: Mapping[str, Any],
+    port: int = 9555,
+    settings: Mapping[str, Any] | None = None,
+) -> Path:
     """`folder/server.yaml` for a SuperLink on 127.0.0.1:`port` with the certificates in `folder/certs` (as
-    `loopback_certificates` writes them), the named sites' public keys there, and the `federation` section."""
+    `loopback_certificates` writes them), the named sites' public keys there, the `federation` section and any other
+    top-level `settings` (e.g. `wait_for_sites_s`)."""
     path = folder / "server.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -48,6 +55,7 @@ def write_server_yaml(folder: Path, site_names: Sequence[str], federation: Mappi
                 },
                 "sites": [{"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in site_names],
                 "federation": dict(federation),
+                **(settings or {}),
             }
         )
     )

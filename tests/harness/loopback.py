@@ -25,6 +25,7 @@ from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_man
 from bcvlm_server.certs import CertificatePaths, SiteKeyPaths, create_certificates, create_site_key
 from bcvlm_server.run_records import RunRecords
 from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, site_names, split_sites
+from bcvlm_testing.deployment_files import write_server_yaml
 from bcvlm_testing.federation_sites import tiny_model_config, tiny_preprocess
 
 PYTHON = sys.executable
@@ -198,25 +199,12 @@ class LoopbackFederation:
         if self.site_privacy.get("enabled", True):
             init_site_ledgers(list(self.site_yamls.values()), self.root)
         self.run_dir = self.root / "run"
-        self.server_yaml = self.root / "server.yaml"
-        self.server_yaml.write_text(
-            yaml.safe_dump(
-                {
-                    "superlink": {
-                        "host": "127.0.0.1",
-                        "port": self.port,
-                        "ca_cert": "certs/ca.crt",
-                        "server_cert": "certs/server.crt",
-                        "server_key": "certs/server.key",
-                    },
-                    "sites": [
-                        {"name": s, "public_key": f"certs/sites/{s}/supernode_auth_key.pub"} for s in self.site_ids
-                    ],
-                    "wait_for_sites_s": 300.0,
-                    "run_timeout_s": 900.0,
-                    "federation": {**self.federation, "run_dir": "run"},
-                }
-            )
+        self.server_yaml = write_server_yaml(
+            self.root,
+            self.site_ids,
+            {**self.federation, "run_dir": "run"},
+            port=self.port,
+            settings={"wait_for_sites_s": 300.0, "run_timeout_s": 900.0},
         )
         self._cache = cache
         self._manifests = manifests
