@@ -41,10 +41,13 @@ from bcvlm_model.features.storage_dtype import FeatureDtype  # noqa: E402
 from bcvlm_model.features.training_hook import frozen_feature_training  # noqa: E402
 from bcvlm_model.model import build_model  # noqa: E402
 from bcvlm_model.model_config import ModelConfig  # noqa: E402
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready  # noqa: E402
+from bcvlm_model.privacy.dp_ready import make_dp_ready  # noqa: E402
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig  # noqa: E402
 from bcvlm_model.privacy.dp_training import DPTrainState  # noqa: E402
-from bcvlm_model.text import ReportCollator, TextConfig  # noqa: E402
-from bcvlm_model.training import LocalTrainConfig, evaluate, train_local  # noqa: E402
+from bcvlm_model.text import TextConfig  # noqa: E402
+from bcvlm_model.text.collator import ReportCollator  # noqa: E402
+from bcvlm_model.training.local_train_config import LocalTrainConfig  # noqa: E402
+from bcvlm_model.training.loops import evaluate, train_local  # noqa: E402
 from bcvlm_testing.federation_sites import tiny_model_config  # noqa: E402
 
 

@@ -15,7 +15,8 @@ from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.inference.device import resolve_device
 from bcvlm_model.model import build_model
 from bcvlm_model.model_config import ModelConfig, baseline_config
-from bcvlm_model.text import ReportCollator, TextConfig
+from bcvlm_model.text import TextConfig
+from bcvlm_model.text.collator import ReportCollator
 
 EXAM_VIEWS = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
 

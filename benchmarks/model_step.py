@@ -35,8 +35,10 @@ from bcvlm_model.losses import masked_multitask_bce  # noqa: E402
 from bcvlm_model.model import build_model  # noqa: E402
 from bcvlm_model.model_config import ModelConfig, baseline_config  # noqa: E402
 from bcvlm_model.model_inputs import MODEL_INPUT_KEYS  # noqa: E402
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready  # noqa: E402
-from bcvlm_model.text import ReportCollator, TextConfig  # noqa: E402
+from bcvlm_model.privacy.dp_ready import make_dp_ready  # noqa: E402
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig  # noqa: E402
+from bcvlm_model.text import TextConfig  # noqa: E402
+from bcvlm_model.text.collator import ReportCollator  # noqa: E402
 
 MODELS = ("vlm", "image_only", "text_only", "late_concat", "vit")
 DP_MODES = ("dp_off", "dp_on")

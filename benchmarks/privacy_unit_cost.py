@@ -33,13 +33,14 @@ from bcvlm_model.data.cache import cached_array_path, record_cache_config, save_
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS  # noqa: E402
 from bcvlm_model.data.preprocess_config import PreprocessConfig  # noqa: E402
 from bcvlm_model.model_config import ModelConfig  # noqa: E402
-from bcvlm_model.privacy.dp_ready import DPReadyConfig  # noqa: E402
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig  # noqa: E402
 from bcvlm_model.privacy.dp_training import DPTrainState  # noqa: E402
 from bcvlm_model.privacy.federated_model import build_federated_model  # noqa: E402
 from bcvlm_model.privacy.privacy_unit import PrivacyUnit  # noqa: E402
 from bcvlm_model.text import TextConfig  # noqa: E402
-from bcvlm_model.training import LocalTrainConfig, train_local  # noqa: E402
 from bcvlm_model.training.loaders import build_loader  # noqa: E402
+from bcvlm_model.training.local_train_config import LocalTrainConfig  # noqa: E402
+from bcvlm_model.training.loops import train_local  # noqa: E402
 
 
 def synthetic_rows(cache: Path, preprocess: PreprocessConfig, patients: int, views: int) -> pd.DataFrame:

@@ -211,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--restart-delay",
         type=float,
-        default=30.0,
-        help="seconds before a restart (default 30); doubled after each quick exit",
+        default=5.0,
+        help="seconds before a restart (default 5); doubled after each quick exit",
     )
     parser.add_argument(
         "--max-restart-delay", type=float, default=600.0, help="the longest wait between restarts (default 600)"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from bcvlm_model.atomic_io import atomic_write_json, read_json
-from bcvlm_model.privacy.dp_training import epsilon_of_history, projected_epsilon
+from bcvlm_model.privacy.accounting import epsilon_of_history, projected_epsilon
 from bcvlm_model.privacy.privacy_unit import IMAGE_UNIT_WARNING, PrivacyUnit
 
 LEDGER_FILENAME = "privacy_ledger.json"

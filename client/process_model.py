@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from bcvlm_model.model_config import ModelConfig
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
 from bcvlm_model.privacy.federated_model import build_federated_model
 
 _MODELS: dict[str, nn.Module] = {}

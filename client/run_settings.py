@@ -14,9 +14,9 @@ from bcvlm_model.config_io import config_from_dict, config_to_dict
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.metrics import DEFAULT_BINS
 from bcvlm_model.model_config import ModelConfig
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
 from bcvlm_model.text import TextConfig
-from bcvlm_model.training import LocalTrainConfig
+from bcvlm_model.training.local_train_config import LocalTrainConfig
 
 CONFIG_KEYS = ("model-config", "preprocess-config", "text-config", "local-train")
 

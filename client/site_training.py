@@ -38,12 +38,14 @@ from bcvlm_model.parameters import (
     get_trainable_state,
     set_trainable_state,
 )
-from bcvlm_model.privacy.dp_ready import DPCompatibilityError, DPReadyConfig, DPUpdates, find_dp_problems
-from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_remaining_budget
+from bcvlm_model.privacy.accounting import noise_multiplier_for_remaining_budget
+from bcvlm_model.privacy.dp_ready import DPCompatibilityError, find_dp_problems
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig, DPUpdates
+from bcvlm_model.privacy.dp_training import DPTrainState
 from bcvlm_model.privacy.federated_model import build_federated_model
 from bcvlm_model.privacy.privacy_unit import IMAGE_UNIT_WARNING, PrivacyUnit, unit_description
-from bcvlm_model.training import evaluate, train_local
 from bcvlm_model.training.loaders import build_loader
+from bcvlm_model.training.loops import evaluate, train_local
 
 LOGGER = logging.getLogger("bcvlm_client.site")
 

@@ -201,7 +201,8 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False, say: Calla
         note(f"submitted Flower run {run_id}" + (f" (resuming after round {start_round})" if resume else ""))
         with tqdm(total=cfg.federation.rounds, initial=start_round, desc="rounds", unit="round") as bar:
 
-            def on_tick() -> None:
+            def on_tick() -> bool:
+                """Report newly completed rounds; whether the last one is done (the run is about to end)."""
                 superlink.track_descendants()
                 done = run_dir.last_completed_round()
                 if done > bar.n:
@@ -209,6 +210,7 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False, say: Calla
                         if records.metrics_path(server_round).is_file():
                             note(round_line(records.load_metrics(server_round), records.site_names()))
                     bar.update(done - bar.n)
+                return done >= cfg.federation.rounds
 
             try:
                 status = follow_run(control, run_id, cfg.run_timeout_s, on_tick=on_tick)

@@ -257,24 +257,29 @@ def follow_run(
     run_id: int,
     timeout_s: float,
     poll_s: float = 15.0,
-    on_tick: Callable[[], None] | None = None,
+    on_tick: Callable[[], bool] | None = None,
     max_status_failures: int = 4,
+    ending_poll_s: float = 2.0,
 ) -> RunStatus:
     """Poll the run's status until it finishes; stop it after `timeout_s`.
 
     `flwr list` costs a CLI start, so it runs every `poll_s` seconds; `on_tick` is called about once a second in
-    between (e.g. to move a progress bar from the run directory's state file). A status query that fails is asked
-    again at the next poll: on a busy center the SuperLink's SQLite answers "database is locked" for a moment, and
-    that must not end a run that is fine. `max_status_failures` failures in a row do end it, with the last error.
+    between (e.g. to move a progress bar from the run directory's state file) and returns whether the run looks
+    finished from there (its last round written): then the status is asked every `ending_poll_s` seconds, so a
+    finished run is not kept waiting for the next slow poll. A status query that fails is asked again at the next
+    poll: on a busy center the SuperLink's SQLite answers "database is locked" for a moment, and that must not end a
+    run that is fine. `max_status_failures` failures in a row do end it, with the last error.
     """
     deadline = time.monotonic() + timeout_s
     failures = 0
+    ending = False
     while True:
-        next_poll = min(deadline, time.monotonic() + poll_s)
+        next_poll = min(deadline, time.monotonic() + (ending_poll_s if ending else poll_s))
         while time.monotonic() < next_poll:
             time.sleep(1.0)
-            if on_tick is not None:
-                on_tick()
+            if on_tick is not None and on_tick() and not ending:
+                ending = True
+                break
         try:
             status = control.run_status(run_id)
         except FlowerProcessError:

@@ -19,10 +19,13 @@ from bcvlm_model.checkpoint import WEIGHTS_FILE, load_checkpoint
 from bcvlm_model.features.training_hook import frozen_feature_training
 from bcvlm_model.model import build_model, get_trainable_state, set_trainable_state
 from bcvlm_model.model_config import ModelConfig
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, DPUpdates, make_dp_ready
-from bcvlm_model.privacy.dp_training import DPTrainState, noise_multiplier_for_budget
-from bcvlm_model.training import LocalTrainConfig, train_local
+from bcvlm_model.privacy.accounting import noise_multiplier_for_budget
+from bcvlm_model.privacy.dp_ready import make_dp_ready
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig, DPUpdates
+from bcvlm_model.privacy.dp_training import DPTrainState
 from bcvlm_model.training.loaders import build_loader
+from bcvlm_model.training.local_train_config import LocalTrainConfig
+from bcvlm_model.training.loops import train_local
 from bcvlm_simulation.config import SimulationConfig
 
 

@@ -14,8 +14,8 @@ from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.metrics import DEFAULT_BINS, ScoreHistogram, pool_histograms, score_histogram
 from bcvlm_model.model_config import ModelConfig
 from bcvlm_model.text.report_config import TextConfig
-from bcvlm_model.training import evaluate
 from bcvlm_model.training.loaders import build_loader
+from bcvlm_model.training.loops import evaluate
 
 
 @dataclass

@@ -16,7 +16,7 @@ from bcvlm_model.features.cached_batches import FrozenFeatureCollator, warm_imag
 from bcvlm_model.features.cached_model import FrozenFeatureModel
 from bcvlm_model.features.frozen_cache import FrozenFeatureStore
 from bcvlm_model.features.frozen_prefix import image_key_payload, plan_frozen_prefix, text_key_payload
-from bcvlm_model.text import ReportCollator
+from bcvlm_model.text.collator import ReportCollator
 
 LOGGER = logging.getLogger("bcvlm_model.features")
 

@@ -6,7 +6,8 @@ from torch import nn
 
 from bcvlm_model.model import build_model
 from bcvlm_model.model_config import ModelConfig
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
+from bcvlm_model.privacy.dp_ready import make_dp_ready
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
 
 
 def build_federated_model(model_cfg: ModelConfig, dp_trainable: DPReadyConfig | None) -> nn.Module:

@@ -1,6 +1,6 @@
-"""Metadata rendered as text: versioned report template, leakage guard and the tokenizing batch collator."""
+"""Metadata rendered as text: versioned report template and leakage guard. The tokenizing batch collator loads torch
+and the tokenizer, so it is imported from its own module, `bcvlm_model.text.collator`."""
 
-from bcvlm_model.text.collator import ReportCollator
 from bcvlm_model.text.leakage_guard import LeakageError, check_report_fields, leakage_reason
 from bcvlm_model.text.report_config import (
     DEFAULT_REPORT_FIELDS,
@@ -15,7 +15,6 @@ __all__ = [
     "DEFAULT_REPORT_FIELDS",
     "LeakageError",
     "NOT_RECORDED",
-    "ReportCollator",
     "ReportTemplate",
     "ReportTemplateConfig",
     "SITE_IDENTIFYING_FIELDS",

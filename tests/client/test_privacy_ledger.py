@@ -20,7 +20,7 @@ from bcvlm_client.privacy_ledger import (
     init_ledger,
     training_set_fingerprint,
 )
-from bcvlm_model.privacy.dp_training import epsilon_of_history, noise_multiplier_for_budget
+from bcvlm_model.privacy.accounting import epsilon_of_history, noise_multiplier_for_budget
 
 DELTA = 1e-5
 DATA = training_set_fingerprint(["p1", "p2", "p3"])

@@ -17,10 +17,10 @@ from bcvlm_model.config_io import ConfigError
 from bcvlm_model.data.cache import cached_array_path
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.parameters import federated_parameter_names, federated_parameter_shapes
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, DPUpdates
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig, DPUpdates
 from bcvlm_model.privacy.federated_model import build_federated_model
 from bcvlm_model.text import TextConfig
-from bcvlm_model.training import LocalTrainConfig
+from bcvlm_model.training.local_train_config import LocalTrainConfig
 from bcvlm_server.server_app import trainable_arrays
 from bcvlm_testing.federation_sites import (
     TINY_DP_TRAINABLE,

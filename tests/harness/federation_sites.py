@@ -16,8 +16,8 @@ from bcvlm_model.data.cache import cached_array_path, record_cache_config, save_
 from bcvlm_model.data.manifest import MANIFEST_COLUMNS, write_manifest
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.model_config import FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
-from bcvlm_model.training import LocalTrainConfig
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
+from bcvlm_model.training.local_train_config import LocalTrainConfig
 
 HEIGHT, WIDTH = 64, 32
 

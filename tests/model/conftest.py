@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bcvlm_model.model_config import ImageEncoderConfig
-from bcvlm_model.text import ReportCollator, TextConfig
+from bcvlm_model.text import TextConfig
+from bcvlm_model.text.collator import ReportCollator
 from bcvlm_testing.federation_sites import tiny_model_config
 
 TINY_HEIGHT, TINY_WIDTH = 128, 64

@@ -11,6 +11,7 @@ from bcvlm_server.run_records import RunRecords
 from bcvlm_server.superlink import RunStatus
 from bcvlm_testing.deployment_files import loopback_certificates, write_server_yaml
 from bcvlm_testing.federation_sites import FailingTrainer, make_site, run_inprocess
+from bcvlm_testing.module_imports import heavy_modules_loaded_by
 
 
 @pytest.fixture()
@@ -30,6 +31,12 @@ def failed_run(tmp_path: Path) -> Path:
     )
     (tmp_path / "run" / "deployment.yaml").write_text("{}\n")
     return tmp_path / "run"
+
+
+def test_the_server_cli_starts_without_torch() -> None:
+    """`--check`, `status` and the supervisor of the center's Flower processes need no model: each start stays
+    cheap (the ServerApp process loads it)."""
+    assert heavy_modules_loaded_by("bcvlm_server.cli") == []
 
 
 def test_status_names_each_site_and_its_outcome(failed_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

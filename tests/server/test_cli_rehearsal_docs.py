@@ -204,7 +204,7 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
     try:
         server = _start(SERVER, folder, tmp_path / "server.out")
         processes.append(server)
-        # Started before the center registers their keys, the hospitals are refused and sit out a 30 s restart delay.
+        # Started before the center registers their keys, the hospitals are refused and sit out a restart delay.
         _wait_for_registration(server, tmp_path / "server.out")
         clients = {h: _start(CLIENT.format(h), folder, tmp_path / f"{h}.out", niceness=10) for h in HOSPITALS}
         processes.extend(clients.values())

@@ -29,7 +29,7 @@ from bcvlm_client.privacy_ledger import SitePrivacyLedger
 from bcvlm_client.reply_schema import DeclineReason
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.checkpoint import load_checkpoint
-from bcvlm_model.privacy.dp_training import noise_multiplier_for_remaining_budget
+from bcvlm_model.privacy.accounting import noise_multiplier_for_remaining_budget
 from bcvlm_server.server_app import default_model_factory, trainable_arrays
 from bcvlm_server.server_config import load_server_config
 from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation, wait_until

@@ -26,7 +26,7 @@ from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.cli import main as bcvlm_main
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY
-from bcvlm_model.privacy.dp_training import noise_multiplier_for_remaining_budget
+from bcvlm_model.privacy.accounting import noise_multiplier_for_remaining_budget
 from bcvlm_server.run_records import RunRecords
 from bcvlm_server.server_app import run_federation, trainable_arrays
 from bcvlm_server.server_config import load_server_config

@@ -1,5 +1,5 @@
 """follow_run: a status query that fails for a moment (SQLite busy on a loaded center) does not end a healthy run;
-failures in a row do, with the error."""
+failures in a row do, with the error; once the last round is written the status is asked at once."""
 
 from __future__ import annotations
 
@@ -40,3 +40,16 @@ def test_status_failures_in_a_row_end_it_with_the_error() -> None:
     control = ScriptedControl(["running", _busy(), _busy(), _busy(), "finished:completed"])
     with pytest.raises(FlowerProcessError, match="Internal server error"):
         follow_run(control, 7, timeout_s=60, poll_s=0, max_status_failures=3)  # type: ignore[arg-type]
+
+
+def test_a_run_whose_last_round_is_written_is_asked_at_once_not_at_the_next_slow_poll() -> None:
+    control = ScriptedControl(["running", "finished:completed"])
+    ticks: list[int] = []
+
+    def last_round_written() -> bool:
+        ticks.append(1)
+        return True
+
+    status = follow_run(control, 7, timeout_s=60, poll_s=5, on_tick=last_round_written, ending_poll_s=0)  # type: ignore[arg-type]
+    assert status.completed
+    assert len(ticks) == 1  # one second of waiting, not the five of `poll_s`

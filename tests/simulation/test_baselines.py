@@ -11,7 +11,7 @@ from torch import nn
 from bcvlm_client.site_config import load_site_config
 from bcvlm_model.data.manifest import read_manifest
 from bcvlm_model.parameters import get_trainable_state
-from bcvlm_model.privacy.dp_ready import DPReadyConfig
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
 from bcvlm_model.privacy.federated_model import build_federated_model
 from bcvlm_simulation.baselines import (
     TrainingRecipe,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bcvlm_model.features.cached_batches import text_entry_name
-from bcvlm_model.text import ReportCollator, TextConfig
+from bcvlm_model.text import TextConfig
+from bcvlm_model.text.collator import ReportCollator
 
 
 def _entry_names(items: list[dict], cfg: TextConfig) -> list[str]:

@@ -13,8 +13,10 @@ from bcvlm_model.features.frozen_prefix import plan_frozen_prefix
 from bcvlm_model.losses import masked_multitask_bce
 from bcvlm_model.model_inputs import MODEL_INPUT_KEYS
 from bcvlm_model.parameters import federated_parameter_names
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
-from bcvlm_model.text import ReportCollator, TextConfig
+from bcvlm_model.privacy.dp_ready import make_dp_ready
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
+from bcvlm_model.text import TextConfig
+from bcvlm_model.text.collator import ReportCollator
 
 HEIGHT, WIDTH = 128, 64  # the model tests' tiny image size (conftest.case_items)
 

@@ -8,7 +8,8 @@ import torch
 
 from bcvlm_model.data.preprocess_config import PreprocessConfig
 from bcvlm_model.features.frozen_prefix import image_key_payload, plan_frozen_prefix, text_key_payload
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
+from bcvlm_model.privacy.dp_ready import make_dp_ready
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
 
 PREPROCESS = PreprocessConfig(image_height=64, image_width=32)
 

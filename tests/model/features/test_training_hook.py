@@ -13,10 +13,13 @@ from bcvlm_model.features.cached_model import FROZEN_IMAGE_KEY
 from bcvlm_model.features.frozen_prefix import image_prefix_outputs, plan_frozen_prefix
 from bcvlm_model.features.training_hook import frozen_feature_training
 from bcvlm_model.parameters import get_trainable_state
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
+from bcvlm_model.privacy.dp_ready import make_dp_ready
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
 from bcvlm_model.privacy.dp_training import DPTrainState
-from bcvlm_model.text import ReportCollator, TextConfig
-from bcvlm_model.training import LocalTrainConfig, train_local
+from bcvlm_model.text import TextConfig
+from bcvlm_model.text.collator import ReportCollator
+from bcvlm_model.training.local_train_config import LocalTrainConfig
+from bcvlm_model.training.loops import train_local
 
 HEIGHT, WIDTH = 64, 32
 PREPROCESS = PreprocessConfig(image_height=HEIGHT, image_width=WIDTH)

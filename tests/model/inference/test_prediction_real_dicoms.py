@@ -19,7 +19,7 @@ from bcvlm_model.data.dataset import row_metadata
 from bcvlm_model.data.manifest import write_manifest
 from bcvlm_model.inference.operating_point import read_thresholds
 from bcvlm_model.inference.writers import skipped_csv_path
-from bcvlm_model.text import ReportCollator
+from bcvlm_model.text.collator import ReportCollator
 
 PATIENTS = {"P_00173", "P_00820"}
 

@@ -9,11 +9,11 @@ import torch
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.privacy.dp_ready import (
     DPCompatibilityError,
-    DPReadyConfig,
     find_dp_problems,
     make_dp_ready,
     per_sample_gradient_error,
 )
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
 
 TOLERANCE = 1e-3
 

@@ -10,7 +10,8 @@ from opacus.grad_sample import GradSampleModule
 
 from bcvlm_model.losses import masked_multitask_bce
 from bcvlm_model.model_inputs import MODEL_INPUT_KEYS
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, make_dp_ready
+from bcvlm_model.privacy.dp_ready import make_dp_ready
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
 from bcvlm_model.privacy.dp_training import RecordDPOptimizer
 
 TOLERANCE = 1e-3

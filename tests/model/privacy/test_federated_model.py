@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from bcvlm_model.model import build_model
-from bcvlm_model.privacy.dp_ready import DPReadyConfig, find_dp_problems
+from bcvlm_model.privacy.dp_ready import find_dp_problems
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig
 from bcvlm_model.privacy.federated_model import build_federated_model
 from bcvlm_testing.federation_sites import tiny_model_config
 

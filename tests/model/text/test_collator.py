@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from bcvlm_model.text import ReportCollator, TextConfig
+from bcvlm_model.text import TextConfig
+from bcvlm_model.text.collator import ReportCollator
 
 
 def test_batch_has_explicit_ids_and_contiguous_images(tiny_batch: dict) -> None:

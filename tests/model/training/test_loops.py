@@ -10,9 +10,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bcvlm_model.parameters import federated_parameter_names
-from bcvlm_model.privacy.dp_ready import ENCODER_PREFIXES, DPReadyConfig, DPUpdates, make_dp_ready
+from bcvlm_model.privacy.dp_ready import ENCODER_PREFIXES, make_dp_ready
+from bcvlm_model.privacy.dp_ready_config import DPReadyConfig, DPUpdates
 from bcvlm_model.privacy.dp_training import DPTrainState
-from bcvlm_model.training import LocalTrainConfig, evaluate, train_local
+from bcvlm_model.training.local_train_config import LocalTrainConfig
+from bcvlm_model.training.loops import evaluate, train_local
 
 HEIGHT, WIDTH = 64, 32
 
