@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bcvlm-installed
 # Test worker processes (pytest-xdist); tests/conftest.py keeps each module, and the Ray modules together, on one worker.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1

@@ -26,20 +26,21 @@ from bcvlm_model.cpu_memory import keep_freed_memory  # noqa: E402  (after the e
 keep_freed_memory()  # as the CLIs do: tests run the same code paths at the same speed
 
 REPO = Path(__file__).resolve().parents[1]
-LONGEST_FIRST = (
+HANDED_OUT_FIRST = (
     "tests/server/test_cli_rehearsal_docs.py",
     "tests/server/test_deployment_loopback.py",
-    "tests/benchmarks/test_gpu_check.py",
-    "tests/server/test_fleet_gateway.py",
-    "tests/simulation/test_cli_end_to_end.py",
     "tests/server/test_federated_strategy.py",
+    "tests/server/test_fleet_gateway.py",
     "tests/client/test_cli_client.py",
     "tests/client/test_flower_process.py",
     "tests/client/test_approved_clientapp.py",
+    "tests/benchmarks/test_gpu_check.py",
 )
-"""The modules that take longest (`python benchmarks/suite_wall_time.py`), run first: the two Flower deployments
-start side by side on the two workers and the short modules fill in after them, instead of one deployment starting
-last and running alone."""
+"""The order in which the long modules (`python benchmarks/suite_wall_time.py`) go to the workers, before all others.
+The two Flower deployments start side by side, and a third worker runs the modules that mostly wait (timeouts,
+reconnects) next to them. The Ray modules (one unit, see RAY_MODULES) start when the first of those is done: next to
+both deployments they take three times as long. pytest-xdist hands a worker whose unit has at most two tests the
+next unit at once, so the rehearsal's worker takes the fleet gateway's module after it."""
 RAY_MODULES = frozenset(
     {
         "tests/benchmarks/test_gpu_check.py",
@@ -65,11 +66,11 @@ def work_unit(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Longest modules first, the others in collection order."""
-    stale = [path for path in (*LONGEST_FIRST, *RAY_MODULES) if not (REPO / path).is_file()]
+    """The modules of HANDED_OUT_FIRST first, in that order, the others in collection order."""
+    stale = [path for path in (*HANDED_OUT_FIRST, *RAY_MODULES) if not (REPO / path).is_file()]
     if stale:
         raise pytest.UsageError(f"tests/conftest.py names test files that do not exist: {stale}")
-    rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
+    rank = {path: index for index, path in enumerate(HANDED_OUT_FIRST)}
     items.sort(key=lambda item: rank.get(module_of(item.nodeid), len(rank)))  # stable
 
 
