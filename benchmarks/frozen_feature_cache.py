@@ -48,43 +48,8 @@ from bcvlm_model.text import TextConfig  # noqa: E402
 from bcvlm_model.text.collator import ReportCollator  # noqa: E402
 from bcvlm_model.training.local_train_config import LocalTrainConfig  # noqa: E402
 from bcvlm_model.training.loops import evaluate, train_local  # noqa: E402
+from bcvlm_testing.blob_records import BlobRecords  # noqa: E402
 from bcvlm_testing.federation_sites import tiny_model_config  # noqa: E402
-
-
-class BlobRecords(Dataset):
-    """Synthetic records as MammographyDataset yields them: malignant images carry a bright blob (learnable)."""
-
-    def __init__(self, count: int, height: int, width: int, seed: int, contrast: float = 1.5) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.items = []
-        for index in range(count):
-            malignant = float(index % 2)
-            image = torch.randn(1, height, width, generator=generator) * 0.5
-            if malignant:
-                top, left = height // 3, width // 4
-                image[:, top : top + height // 6, left : left + width // 3] += contrast
-            self.items.append(
-                {
-                    "image": image,
-                    "metadata": {
-                        "age": 40.0 + index % 40,
-                        "view": ("CC", "MLO")[index % 2],
-                        "laterality": "LR"[index % 3 % 2],
-                        "implant": 0.0,
-                        "density": "ABCD"[index % 4],
-                        "manufacturer": "Hologic",
-                        "machine_id": str(index % 5),
-                    },
-                    "labels": torch.tensor([malignant, float("nan")]),
-                    "image_id": f"{seed}-rec-{index}",
-                }
-            )
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.items[index]
 
 
 def model_config(tiny: bool) -> ModelConfig:

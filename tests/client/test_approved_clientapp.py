@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from bcvlm_server.center_services import CenterServices, SuperExecLaunch
 from bcvlm_server.deployment import FAB_TEMPLATE
 from bcvlm_server.fleet_gateway import GatewaySettings
 from bcvlm_server.superlink import FlowerControl, wait_for_nodes, write_run_config_toml
-from bcvlm_testing.deployment_files import loopback_certificates, loopback_superlink_launch
+from bcvlm_testing.deployment_files import client_command, loopback_certificates, loopback_superlink_launch
 from bcvlm_testing.federation_sites import ready_site_fields
 from bcvlm_testing.loopback import wait_until
 
@@ -154,15 +153,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
         control.register_site(certs.site_public_key("alpha"), "alpha")
         with open(root / "client.out", "wb") as log:
             site = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bcvlm_client.cli",
-                    "--site",
-                    str(site_yaml),
-                    "--runtime-port",
-                    str(runtime_port),
-                ],
+                client_command(site_yaml, "--runtime-port", str(runtime_port)),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

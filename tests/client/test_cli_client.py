@@ -24,7 +24,7 @@ from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.offline_env import OFFLINE_ENV_DEFAULTS
 from bcvlm_server.certs import create_site_key
-from bcvlm_testing.deployment_files import loopback_certificates, loopback_superlink_launch
+from bcvlm_testing.deployment_files import client_command, loopback_certificates, loopback_superlink_launch
 from bcvlm_testing.federation_sites import make_site, ready_site_fields
 from bcvlm_testing.loopback import wait_until
 
@@ -284,7 +284,7 @@ def _start_client(site_yaml: Path, out: Path, *args: str):
 
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "bcvlm_client.cli", "--site", str(site_yaml), *args],
+        client_command(site_yaml, *args),
         stdout=open(out, "ab"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

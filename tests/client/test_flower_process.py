@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from bcvlm_client.flower_process import (
 )
 from bcvlm_server.certs import create_site_key
 from bcvlm_server.superlink import CONNECTION_NAME, FlowerControl
-from bcvlm_testing.deployment_files import loopback_certificates, loopback_superlink_launch
+from bcvlm_testing.deployment_files import client_command, loopback_certificates, loopback_superlink_launch
 from bcvlm_testing.federation_sites import ready_site_fields
 
 STRACE = shutil.which("strace")
@@ -112,17 +111,7 @@ def test_flower_processes_connect_only_to_loopback(tmp_path: Path) -> None:
     )
     client = FlowerProcess(
         _traced(
-            [
-                sys.executable,
-                "-m",
-                "bcvlm_client.cli",
-                "--site",
-                str(site_yaml),
-                "--runtime-port",
-                str(free_port()),
-                "--max-restarts",
-                "0",
-            ],
+            client_command(site_yaml, "--runtime-port", str(free_port()), "--max-restarts", "0"),
             traces / "client",
         ),
         flower_environment(site_dir / "client_home"),

@@ -1,8 +1,9 @@
-"""A coordinating center's files for tests: certificates for localhost / 127.0.0.1 under a fixed passphrase, a
-`server.yaml` that points at them, and a SuperLink launch with them."""
+"""A deployment's files for tests: certificates for localhost / 127.0.0.1 under a fixed passphrase, a `server.yaml`
+that points at them, a SuperLink launch with them, and the `bcvlm-client` command of a site YAML."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -77,3 +78,8 @@ def loopback_superlink_launch(
         log_path=home / "superlink.log",
         superexec_secret=superexec_secret,
     )
+
+
+def client_command(site_yaml: Path, *args: str) -> list[str]:
+    """`bcvlm-client --site SITE_YAML ARGS...` as this interpreter runs it (`python -m bcvlm_client.cli`)."""
+    return [sys.executable, "-m", "bcvlm_client.cli", "--site", str(site_yaml), *args]

@@ -25,7 +25,7 @@ from bcvlm_model.data.manifest import MANIFEST_COLUMNS, read_manifest, write_man
 from bcvlm_server.certs import CertificatePaths, SiteKeyPaths, create_certificates, create_site_key
 from bcvlm_server.run_records import RunRecords
 from bcvlm_simulation.splits import SITE_COLUMN, SplitConfig, site_names, split_sites
-from bcvlm_testing.deployment_files import write_server_yaml
+from bcvlm_testing.deployment_files import client_command, write_server_yaml
 from bcvlm_testing.federation_sites import tiny_model_config, tiny_preprocess
 
 PYTHON = sys.executable
@@ -67,12 +67,12 @@ def init_site_ledger(site_yaml: Path, cwd: Path) -> None:
 
 def init_site_ledgers(site_yamls: Sequence[Path], cwd: Path, timeout_s: float = 300.0) -> None:
     """`bcvlm-client --site SITE --init-ledger` for every site at once, as the sites would do on their own machines
-    (one after the other leaves a core idle: the command is mostly a single-threaded interpreter importing torch)."""
+    (one after the other leaves a core idle: each command is a single-threaded interpreter)."""
     started = [
         (
             site_yaml,
             subprocess.Popen(
-                [PYTHON, "-m", "bcvlm_client.cli", "--site", str(site_yaml), "--init-ledger"],
+                client_command(site_yaml, "--init-ledger"),
                 cwd=cwd,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -250,7 +250,7 @@ class LoopbackFederation:
     def ledger(self, site: str) -> dict[str, Any]:
         return read_json(self.state_dir(site) / "privacy_ledger.json")
 
-    def _spawn(self, args: Sequence[str], log_name: str, niceness: int = 0) -> subprocess.Popen[bytes]:
+    def _spawn(self, command: Sequence[str], log_name: str, niceness: int = 0) -> subprocess.Popen[bytes]:
         log = open(self.root / log_name, "ab")  # noqa: SIM115 - the child holds it
         env = {
             **os.environ,
@@ -260,7 +260,7 @@ class LoopbackFederation:
             "MKL_NUM_THREADS": "1",
         }
         process = subprocess.Popen(
-            [PYTHON, *args],
+            list(command),
             cwd=self.root,
             env=env,
             stdout=log,
@@ -274,11 +274,11 @@ class LoopbackFederation:
 
     def start_server(self, *args: str) -> subprocess.Popen[bytes]:
         source = list(args) or ["--config", str(self.server_yaml)]
-        return self._spawn(["-m", "bcvlm_server.cli", *source], "server.out")
+        return self._spawn([PYTHON, "-m", "bcvlm_server.cli", *source], "server.out")
 
     def start_client(self, site_yaml: Path, *args: str) -> subprocess.Popen[bytes]:
         return self._spawn(
-            ["-m", "bcvlm_client.cli", "--site", str(site_yaml), "--runtime-port", str(free_port()), *args],
+            client_command(site_yaml, "--runtime-port", str(free_port()), *args),
             f"client_{site_yaml.stem}.out",
             niceness=CLIENT_NICENESS,
         )

@@ -14,9 +14,9 @@ from bcvlm_testing.federation_sites import FailingTrainer, make_site, run_inproc
 from bcvlm_testing.module_imports import heavy_modules_loaded_by
 
 
-@pytest.fixture()
-def failed_run(tmp_path: Path) -> Path:
-    """A run directory whose only round failed at both sites (their data is unreadable)."""
+def run_with_failing_sites(tmp_path: Path, secagg: bool) -> None:
+    """One round of the real ServerApp with two in-process sites, alpha and beta, whose training fails, into
+    `tmp_path/run`."""
     sites = {
         100: make_site(tmp_path, "site0", n_train=4, n_test=4),
         101: make_site(tmp_path, "site1", n_train=4, n_test=4, seed=1),
@@ -27,8 +27,14 @@ def failed_run(tmp_path: Path) -> Path:
         sites,
         "server",
         trainer_factory=FailingTrainer,
-        **{"secagg.enabled": False, "rounds": 1, "min_sites": 2},
+        **{"secagg.enabled": secagg, "rounds": 1, "min_sites": 2},
     )
+
+
+@pytest.fixture()
+def failed_run(tmp_path: Path) -> Path:
+    """A run directory whose only round failed at both sites (their data is unreadable)."""
+    run_with_failing_sites(tmp_path, secagg=False)
     (tmp_path / "run" / "deployment.yaml").write_text("{}\n")
     return tmp_path / "run"
 
@@ -70,21 +76,10 @@ def test_a_run_in_which_every_site_fails_exits_non_zero_with_the_reasons(
 ) -> None:
     loopback_certificates(tmp_path / "certs", generate_site_keys=["alpha", "beta"])
     server_yaml = write_server_yaml(tmp_path, ("alpha", "beta"), {"run_dir": "run", "rounds": 1, "min_sites": 2})
-    sites = {
-        100: make_site(tmp_path, "site0", n_train=4, n_test=4),
-        101: make_site(tmp_path, "site1", n_train=4, n_test=4, seed=1),
-    }
 
     def deployment_with_failing_sites(cfg, resume=False):
         # The real ServerApp and ClientApps (in process) stand in for the SuperLink, SuperNodes and processes.
-        RunRecords(tmp_path / "run").save_site_names({"100": "alpha", "101": "beta"})
-        run_inprocess(
-            tmp_path,
-            sites,
-            "server",
-            trainer_factory=FailingTrainer,
-            **{"secagg.enabled": True, "rounds": 1, "min_sites": 2},
-        )
+        run_with_failing_sites(tmp_path, secagg=True)
         return RunStatus(run_id=1, status="finished:completed", details={})
 
     monkeypatch.setattr(cli, "run_deployment", deployment_with_failing_sites)

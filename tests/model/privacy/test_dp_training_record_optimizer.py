@@ -35,15 +35,17 @@ def _inputs(batch: dict, rows: list[int] | slice = slice(None)) -> list[torch.Te
     return [batch[key][rows] for key in MODEL_INPUT_KEYS]
 
 
-def _record_optimizer(model: torch.nn.Module, clip: float) -> RecordDPOptimizer:
+def _record_optimizer(
+    model: torch.nn.Module, clip: float, expected_batch_size: int = 3, grouped: bool = True
+) -> RecordDPOptimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     return RecordDPOptimizer(
         torch.optim.SGD(params, lr=0.1),
         noise_multiplier=0.0,
         max_grad_norm=clip,
-        expected_batch_size=3,
+        expected_batch_size=expected_batch_size,
         loss_reduction="mean",
-        grouped=True,
+        grouped=grouped,
     )
 
 
@@ -109,15 +111,7 @@ def test_clipping_per_image_instead_differs_from_the_per_patient_reference(dp_vl
     """The comparison can fail: the image-level computation of the same batch is not the per-patient one."""
     clip = 1e-3
     wrapped = GradSampleModule(dp_vlm, batch_first=True, loss_reduction="mean")
-    params = [p for p in dp_vlm.parameters() if p.requires_grad]
-    optimizer = RecordDPOptimizer(
-        torch.optim.SGD(params, lr=0.1),
-        noise_multiplier=0.0,
-        max_grad_norm=clip,
-        expected_batch_size=6,
-        loss_reduction="mean",
-        grouped=False,
-    )
+    optimizer = _record_optimizer(dp_vlm, clip, expected_batch_size=6, grouped=False)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")

