@@ -38,9 +38,9 @@ HANDED_OUT_FIRST = (
 )
 """The order in which the long modules (`python benchmarks/suite_wall_time.py`) go to the workers, before all others.
 The two Flower deployments start side by side, and a third worker runs the modules that mostly wait (timeouts,
-reconnects) next to them. The Ray modules (one unit, see RAY_MODULES) start when the first of those is done: next to
-both deployments they take three times as long. pytest-xdist hands a worker whose unit has at most two tests the
-next unit at once, so the rehearsal's worker takes the fleet gateway's module after it."""
+reconnects) next to them, then the Ray modules (one unit, see RAY_MODULES): started beside both deployments they
+took up to three times as long. pytest-xdist hands a worker whose unit has at most two tests the next unit at once,
+so the rehearsal's worker takes the fleet gateway's module after it."""
 RAY_MODULES = frozenset(
     {
         "tests/benchmarks/test_gpu_check.py",
