@@ -60,7 +60,7 @@ class ResourcesConfig:
     """Join this existing Ray cluster instead of starting a local Ray: "auto" (the cluster `ray start` made on this
     machine) or "<head ip>:<port>" (the GCS address `ray start --head` prints). Its nodes declare their own CPUs and GPUs; the sites are
     spread over them with the per-site shares above (`ray_num_cpus`/`ray_num_gpus` are then unused). None = start
-    a local Ray."""
+    a local Ray of this run's own, even where another cluster runs on this machine."""
 
     def __post_init__(self) -> None:
         if not self.num_cpus_per_site > 0:

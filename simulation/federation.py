@@ -127,11 +127,14 @@ def backend_config(resources: ResourcesConfig) -> dict[str, Any]:
     """Flower's Ray backend config: every virtual site's ClientApp gets the same CPU/GPU share.
 
     Flower passes `init_args` to `ray.init`; with `resources.ray_address` that joins the existing cluster (whose
-    nodes declare their own CPUs and GPUs, so none are given here: Ray refuses them when connecting)."""
+    nodes declare their own CPUs and GPUs, so none are given here: Ray refuses them when connecting). Without it the
+    address is "local": a Ray of its own, even where `ray start` or RAY_ADDRESS names a cluster that `ray.init`
+    would otherwise join (and then refuse the CPU count)."""
     init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if resources.ray_address:
         init_args["address"] = str(resources.ray_address)
     else:
+        init_args["address"] = "local"
         init_args["num_cpus"] = int(resources.ray_num_cpus or (os.cpu_count() or 1))
         init_args["num_gpus"] = int(resources.ray_num_gpus)
     return {

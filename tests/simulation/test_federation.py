@@ -27,7 +27,7 @@ NODE_WAIT_S = 240.0
 def test_a_local_ray_is_sized_by_ray_num_cpus_and_gpus() -> None:
     config = backend_config(ResourcesConfig(num_cpus_per_site=0.5, ray_num_cpus=3, ray_num_gpus=1))
     assert config["init_args"]["num_cpus"] == 3 and config["init_args"]["num_gpus"] == 1
-    assert "address" not in config["init_args"]
+    assert config["init_args"]["address"] == "local"  # not a cluster `ray start` or RAY_ADDRESS names
     assert config["client_resources"] == {"num_cpus": 0.5, "num_gpus": 0.0}
 
 
