@@ -159,7 +159,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        assert wait_for_nodes(control, 1, 180, poll_s=2) == 1, (root / "client.out").read_text()
+        assert wait_for_nodes(control, 1, 180) == 1, (root / "client.out").read_text()
         apps = {
             "carries_code": crafted_app(
                 root,

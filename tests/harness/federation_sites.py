@@ -252,7 +252,7 @@ def run_inprocess(
     resume: bool = False,
     silent=None,
     trainer_factory=None,
-    wait_for_silent: bool = False,
+    count_timeouts: bool = False,
     departed: set[int] | None = None,
     **overrides: Any,
 ):
@@ -278,7 +278,7 @@ def run_inprocess(
         app,
         {node: {"site-config": str(path)} for node, path in sites.items()},
         silent_nodes=silent,
-        wait_for_silent=wait_for_silent,
+        count_timeouts=count_timeouts,
         departed=departed,
     )
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})

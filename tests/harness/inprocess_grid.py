@@ -2,8 +2,9 @@
 
 The real ServerApp and ClientApp objects run unchanged; only the transport is a function call. Errors raised by a
 ClientApp become error replies as in Flower's runtime; nodes listed in `silent_nodes` never reply (a dead site).
-With `wait_for_silent`, `send_and_receive` then waits its full timeout as the real grid does, and nodes added to
-`departed` are no longer listed (as the SuperLink stops listing a site whose heartbeats stopped).
+With `count_timeouts`, `send_and_receive` then charges its full timeout to `waited_s` (the real grid would wait it
+out; this one does not sleep, so a test can count the timeouts a round costs without spending them), and nodes added
+to `departed` are no longer listed (as the SuperLink stops listing a site whose heartbeats stopped).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class InProcessGrid(Grid):
         run_config: dict | None = None,
         run_id: int = 1,
         silent_nodes: Callable[[Message], bool] | None = None,
-        wait_for_silent: bool = False,
+        count_timeouts: bool = False,
         departed: set[int] | None = None,
     ) -> None:
         self.client_app = client_app
@@ -49,10 +50,10 @@ class InProcessGrid(Grid):
             for node_id, config in node_configs.items()
         }
         self.silent_nodes = silent_nodes or (lambda message: False)
-        self.wait_for_silent = wait_for_silent
+        self.count_timeouts = count_timeouts
         self.departed = departed if departed is not None else set()
         self.waited_s = 0.0
-        """Seconds `send_and_receive` spent waiting for replies that never came."""
+        """Timeouts `send_and_receive` charged for replies that never came, in seconds (the real grid's waits)."""
         self.client_seconds = 0.0
         """Seconds spent inside the ClientApps (the sites' work)."""
         TaskIdentity.run_id = run_id  # what Flower's runtime sets in a ServerApp process
@@ -112,9 +113,8 @@ class InProcessGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
         replies = list(self.pull_messages(self.push_messages(messages)))
-        if self.wait_for_silent and len(replies) < len(messages):
+        if self.count_timeouts and len(replies) < len(messages):
             if timeout is None:
                 raise RuntimeError("a node never replies and send_and_receive has no timeout: it would wait forever")
-            time.sleep(timeout)
             self.waited_s += timeout
         return replies

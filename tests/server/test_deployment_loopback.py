@@ -35,7 +35,7 @@ from bcvlm_server.server_config import load_server_config
 from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackFederation, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-# The timeout is a hang guard for a loaded machine; on 2 idle cores the federation takes about 8 minutes.
+# The timeout is a hang guard for a loaded machine; on 2 idle cores the federation takes about 3 to 4 minutes.
 
 SITES = ("alpha", "beta", "gamma", "spent")
 TRAINING_SITES = ("alpha", "beta", "gamma")

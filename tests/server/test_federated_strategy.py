@@ -65,7 +65,7 @@ def test_a_site_lost_before_evaluation_costs_one_timeout_and_the_round_is_checkp
         sites,
         "server",
         silent=killed_at_evaluation,
-        wait_for_silent=True,
+        count_timeouts=True,
         departed=departed,
         **{
             "secagg.enabled": True,
@@ -83,14 +83,14 @@ def test_a_site_lost_before_evaluation_costs_one_timeout_and_the_round_is_checkp
     assert first.status == "trained" and first.site_outcomes[str(victim)].outcome == "trained"
     assert str(first.site_outcomes[str(victim)].evaluate).startswith("failed (TimeoutError")
     assert second.status == "trained" and str(victim) not in second.site_outcomes
-    assert grid.waited_s == timeout  # the transport waited for the dead site exactly once
-    # Nothing else waited: a second wait would add a whole timeout; the rest is the sites' work plus the server's own
+    assert grid.waited_s == timeout  # the transport timed out on the dead site exactly once
+    # Nothing else waited: a wait would add a whole timeout; the rest is the sites' work plus the server's own
     # (models, checkpoints, two SecAgg+ passes per round: training and secure evaluation).
-    assert elapsed - grid.client_seconds - grid.waited_s < timeout
+    assert elapsed - grid.client_seconds < timeout
 
 
 def test_a_missing_quorum_fails_the_round_after_one_timeout(tmp_path: Path) -> None:
-    timeout = 20.0
+    timeout = 12.0
     sites = {100 + k: make_site(tmp_path, f"site{k}", n_train=4, n_test=4, seed=k) for k in range(3)}
     departed = {102}  # never online: 2 of the 3 sites the quorum asks for
     started = time.monotonic()
@@ -98,7 +98,7 @@ def test_a_missing_quorum_fails_the_round_after_one_timeout(tmp_path: Path) -> N
         tmp_path,
         sites,
         "server",
-        wait_for_silent=True,
+        count_timeouts=True,
         departed=departed,
         **{"secagg.enabled": False, "rounds": 1, "min_sites": 3, "round_timeout_s": timeout},
     )
@@ -107,7 +107,9 @@ def test_a_missing_quorum_fails_the_round_after_one_timeout(tmp_path: Path) -> N
     assert record.status == "failed"
     assert "2 of min 3 sites connected" in str(record.failure)
     assert all(outcome.evaluate == "ok" for outcome in record.site_outcomes.values())  # evaluated anyway
-    assert timeout <= elapsed - grid.client_seconds < 1.5 * timeout  # one wait for the quorum, not a day
+    # One wait for the quorum (Flower's client manager waits in real time), not two and not a day; a timeout the
+    # grid charged for a silent site counts as the time it would have waited.
+    assert timeout <= elapsed + grid.waited_s - grid.client_seconds < 2 * timeout
 
 
 def _site_histograms(negatives_at: int, positives_at: int, n: int = 20) -> ScoreHistogram:
