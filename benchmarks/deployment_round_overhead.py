@@ -6,7 +6,7 @@ The overhead is broken down per round from the ServerApp's `grid-timing` lines (
 each reply seen) and the sites' `task-timing` lines (when each ClientApp process started, entered our code, and
 handled its message), following the site that answered last in every exchange (the critical path):
 - push_and_dispatch_wait: the ServerApp pushing the messages and their arrays, the SuperNode's idle poll (up to 3 s
-  in Flower 1.42), the SuperExec's 0.1 s poll and the process launch;
+  in Flower 1.42), the SuperExec's 0.5 s poll and the process launch;
 - interpreter_and_imports: Python start and imports up to our entry point (bcvlm_client.approved_clientapp);
 - message_and_fab_pull: Flower's runtime pulling the message, its arrays and the FAB from the SuperNode;
 - fab_install_and_app_import: the FAB check, unpacking the FAB, importing the ClientApp;

@@ -14,7 +14,7 @@ from typing import IO, Mapping, MutableMapping, Sequence
 
 from bcvlm_model.offline_env import OFFLINE_ENV_DEFAULTS
 
-SITE_SUPEREXEC_POLL_S = "0.1"
+SITE_SUPEREXEC_POLL_S = "0.5"
 """Seconds between a site SuperExec's task requests (see FLOWER_ENV_DEFAULTS)."""
 
 FLOWER_ENV_DEFAULTS: dict[str, str] = {
@@ -25,8 +25,10 @@ FLOWER_ENV_DEFAULTS: dict[str, str] = {
     "FLWR_DISABLE_UPDATE_CHECK": "1",
     "PYTHONUNBUFFERED": "1",
     # SuperExec's wait between task requests (Flower's default 1 s; 1.42 accepts 0.01-60, run_superexec.py). At a
-    # site every SecAgg+ stage and every train/evaluate message waits for it once. 0.1 s, not the 0.01 s floor: each
-    # poll is an authenticated HTTP request to the SuperNode, and 100 of them a second cost a site CPU it trains with.
+    # site every SecAgg+ stage and every train/evaluate message waits for it once (half of it on average), next to
+    # the SuperNode's own 3 s idle poll. Each request is an authenticated HTTP call, so polling costs an idle site CPU
+    # all the time: 5.6 % of a core at 0.1 s, 2.1 % at 0.5 s, 1.7 % at 1 s (benchmarks/superexec_poll_cost.py; the
+    # SuperLink's share, about 3 %, did not depend on it). 0.5 s adds a quarter second per message on average.
     # The center's SuperExec overrides it (bcvlm_server.center_services): it starts one ServerApp per run.
     "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SITE_SUPEREXEC_POLL_S,
 }
