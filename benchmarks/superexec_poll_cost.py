@@ -25,7 +25,7 @@ from result_json import emit, machine_facts
 
 from bcvlm_client.flower_process import SITE_SUPEREXEC_POLL_S, free_port, process_tree, terminate_tree
 from bcvlm_server.superlink import FlowerControl, SuperLink, client_address, wait_for_nodes
-from bcvlm_testing.deployment_files import loopback_certificates, loopback_superlink_launch
+from bcvlm_testing.deployment_files import loopback_certificates, loopback_site_connection, loopback_superlink_launch
 from bcvlm_testing.federation_sites import ready_site_fields
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -62,10 +62,7 @@ def idle_cost(interval_s: str, window_s: float, settle_s: float) -> dict[str, An
         site_yaml.write_text(
             yaml.safe_dump(
                 {
-                    "site_id": "alpha",
-                    "superlink_address": f"127.0.0.1:{port}",
-                    "ca_cert": str(certs.site_ca_cert("alpha")),
-                    "private_key": str(certs.site_private_key("alpha")),
+                    **loopback_site_connection(certs, "alpha", port),
                     **ready_site_fields(root, state_dir=root / "state"),
                 }
             )

@@ -28,7 +28,12 @@ from bcvlm_server.center_services import CenterServices, SuperExecLaunch
 from bcvlm_server.deployment import FAB_TEMPLATE
 from bcvlm_server.fleet_gateway import GatewaySettings
 from bcvlm_server.superlink import FlowerControl, wait_for_nodes, write_run_config_toml
-from bcvlm_testing.deployment_files import client_command, loopback_certificates, loopback_superlink_launch
+from bcvlm_testing.deployment_files import (
+    client_command,
+    loopback_certificates,
+    loopback_site_connection,
+    loopback_superlink_launch,
+)
 from bcvlm_testing.federation_sites import ready_site_fields
 from bcvlm_testing.loopback import wait_until
 
@@ -137,10 +142,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     site_yaml.write_text(
         yaml.safe_dump(
             {  # real data and ledger: bcvlm-client checks both before it starts
-                "site_id": "alpha",
-                "superlink_address": f"127.0.0.1:{public_port}",
-                "ca_cert": str(certs.site_ca_cert("alpha")),
-                "private_key": str(certs.site_private_key("alpha")),
+                **loopback_site_connection(certs, "alpha", public_port),
                 **ready_site_fields(root, state_dir=root / "state"),
             }
         )

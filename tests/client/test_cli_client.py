@@ -24,7 +24,12 @@ from bcvlm_client.site_config import load_site_config
 from bcvlm_model.config_io import ConfigError
 from bcvlm_model.offline_env import OFFLINE_ENV_DEFAULTS
 from bcvlm_server.certs import create_site_key
-from bcvlm_testing.deployment_files import client_command, loopback_certificates, loopback_superlink_launch
+from bcvlm_testing.deployment_files import (
+    client_command,
+    loopback_certificates,
+    loopback_site_connection,
+    loopback_superlink_launch,
+)
 from bcvlm_testing.federation_sites import make_site, ready_site_fields
 from bcvlm_testing.loopback import wait_until
 
@@ -269,10 +274,7 @@ def _site_yaml_for(center: RealCenter, root: Path, site: str) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
-                "site_id": site,
-                "superlink_address": f"127.0.0.1:{center.port}",
-                "ca_cert": str(center.certs.site_ca_cert(site)),
-                "private_key": str(center.certs.site_private_key(site)),
+                **loopback_site_connection(center.certs, site, center.port),
                 "compute": {"num_threads": 1},
                 **ready_site_fields(root / site),
             }

@@ -1,5 +1,6 @@
 """A deployment's files for tests: certificates for localhost / 127.0.0.1 under a fixed passphrase, a `server.yaml`
-that points at them, a SuperLink launch with them, and the `bcvlm-client` command of a site YAML."""
+that points at them, a SuperLink launch with them, a site's connection settings, and the `bcvlm-client` command of a
+site YAML."""
 
 from __future__ import annotations
 
@@ -78,6 +79,16 @@ def loopback_superlink_launch(
         log_path=home / "superlink.log",
         superexec_secret=superexec_secret,
     )
+
+
+def loopback_site_connection(certs: CertificatePaths, site: str, port: int) -> dict[str, Any]:
+    """Site YAML keys that connect `site` (its key made by `loopback_certificates`) to a SuperLink on 127.0.0.1:`port`."""
+    return {
+        "site_id": site,
+        "superlink_address": f"127.0.0.1:{port}",
+        "ca_cert": str(certs.site_ca_cert(site)),
+        "private_key": str(certs.site_private_key(site)),
+    }
 
 
 def client_command(site_yaml: Path, *args: str) -> list[str]:
