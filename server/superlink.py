@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
+import httpx
 import tomli_w
 
 from bcvlm_client.flower_process import (
@@ -21,6 +23,9 @@ from bcvlm_client.flower_process import (
 )
 from bcvlm_model.atomic_io import atomic_write_text
 
+if TYPE_CHECKING:
+    from flwr.supercore.control import ControlHttpClient
+
 CONNECTION_NAME = "bcvlm"
 """Name of the SuperLink connection in the run directory's own `config.toml` (FLWR_HOME)."""
 
@@ -28,6 +33,10 @@ FINISHED_PREFIX = "finished"
 COMPLETED_STATUS = "finished:completed"
 ALREADY_REGISTERED_CODE = "[code: 23]"
 """`flwr supernode register` answers this when the public key is registered already (idempotent re-registration)."""
+REGISTRATION_WORKERS = 4
+"""`flwr supernode register` calls at once: each is mostly a CLI start (about 1 CPU-s), the SuperLink's part one short
+SQLite write."""
+Answer = TypeVar("Answer")
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,10 @@ class RunStatus:
 
 
 class FlowerControl:
-    """The `flwr` CLI pointed at one SuperLink through a private FLWR_HOME/config.toml (nothing touches ~/.flwr)."""
+    """The `flwr` CLI pointed at one SuperLink through a private FLWR_HOME/config.toml (nothing touches ~/.flwr).
+
+    The queries polled while a run starts and runs (node and run status) go through Flower's own Control API client
+    in this process instead: each `flwr` call is a fresh interpreter, about 1 CPU-s on the center."""
 
     def __init__(
         self,
@@ -144,6 +156,7 @@ class FlowerControl:
         self.address = address
         self.root_certificates = Path(root_certificates).resolve()
         self.command_timeout_s = command_timeout_s
+        self._control_client: ControlHttpClient | None = None
         self.write_connection_config()
 
     def write_connection_config(self) -> Path:
@@ -194,15 +207,37 @@ class FlowerControl:
             return None
         raise FlowerProcessError(f"registering site '{name}' ({public_key}) failed: {message}")
 
-    def list_nodes(self) -> list[dict[str, Any]]:
-        """The SuperNodes the SuperLink knows, with their status (registered / online / offline)."""
-        answer = self._flwr(["supernode", "list", CONNECTION_NAME])
-        if not answer.get("success"):
-            raise FlowerProcessError(f"listing SuperNodes failed: {answer.get('error-message', answer)}")
-        return list(answer.get("nodes", []))
+    def _control_api(self) -> ControlHttpClient:
+        """The Control API client the `flwr` CLI builds for this connection (TLS to our CA; no account auth)."""
+        if self._control_client is None:
+            from flwr.cli.cli_client_interceptor import CliClientHttpInterceptor
+            from flwr.supercore.control import ControlHttpClient
+            from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
+
+            self._control_client = ControlHttpClient.from_server_address(
+                server_address=self.address,
+                insecure=False,
+                root_certificates=self.root_certificates.read_bytes(),
+                interceptors=[CliClientHttpInterceptor(), RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
+            )
+        return self._control_client
+
+    def _ask(self, what: str, call: Callable[[ControlHttpClient], Answer]) -> Answer:
+        """One Control API call; an unreachable or failing SuperLink raises FlowerProcessError naming `what`."""
+        try:
+            return call(self._control_api())
+        except (httpx.HTTPError, ValueError) as exc:
+            raise FlowerProcessError(f"{what} unavailable: {type(exc).__name__}: {exc}") from exc
+
+    def node_statuses(self) -> dict[int, str]:
+        """Each SuperNode the SuperLink knows, by node id, with its status (registered / online / offline / ...)."""
+        from flwr.proto.control_pb2 import ListNodesRequest
+
+        answer = self._ask("the SuperNode list", lambda api: api.ListNodes(ListNodesRequest()))
+        return {int(node.node_id): str(node.status) for node in answer.nodes_info}
 
     def online_nodes(self) -> int:
-        return sum(1 for node in self.list_nodes() if node.get("status") == "online")
+        return sum(1 for status in self.node_statuses().values() if status == "online")
 
     def submit_run(self, app_dir: str | os.PathLike[str], run_config_toml: str | os.PathLike[str]) -> int:
         """`flwr run APP_DIR bcvlm -c RUN_CONFIG.toml`; returns the run id."""
@@ -221,12 +256,16 @@ class FlowerControl:
         return int(answer["run-id"])
 
     def run_status(self, run_id: int) -> RunStatus:
-        answer = self._flwr(["list", CONNECTION_NAME, "--run-id", str(run_id)])
-        runs = answer.get("runs") or []
-        if not answer.get("success") or not runs:
-            raise FlowerProcessError(f"status of run {run_id} unavailable: {answer.get('error-message', answer)}")
-        run = runs[0]
-        return RunStatus(run_id=run_id, status=str(run.get("status", "unknown")), details=run)
+        """The run's status as `flwr list` shows it: `status` or `status:sub_status` (e.g. finished:completed)."""
+        from flwr.proto.control_pb2 import ListRunsRequest
+
+        what = f"status of run {run_id}"
+        answer = self._ask(what, lambda api: api.ListRuns(ListRunsRequest(run_id=run_id)))
+        if run_id not in answer.run_dict:
+            raise FlowerProcessError(f"{what} unavailable: the SuperLink does not know the run")
+        state = answer.run_dict[run_id].status
+        status = f"{state.status}:{state.sub_status}" if state.sub_status else state.status
+        return RunStatus(run_id=run_id, status=status, details={"status-details": state.details})
 
     def stop_run(self, run_id: int) -> bool:
         answer = self._flwr(["stop", str(run_id), CONNECTION_NAME])
@@ -242,7 +281,28 @@ class FlowerControl:
         return atomic_write_text(log_path, text)
 
 
-def wait_for_nodes(control: FlowerControl, expected: int, timeout_s: float, poll_s: float = 5.0) -> int:
+class SiteRegistrar(Protocol):
+    def register_site(self, public_key: str | os.PathLike[str], name: str) -> int | None: ...
+
+
+def register_sites(
+    control: SiteRegistrar,
+    sites: Sequence[tuple[str, str | os.PathLike[str]]],
+    workers: int = REGISTRATION_WORKERS,
+) -> Iterator[tuple[str, int | None]]:
+    """Register each (name, public key); yield (name, node id, None when registered already) in the given order.
+
+    The `flwr` calls run `workers` at a time. A failed registration is raised at its site's turn, after the sites
+    before it were yielded (the ones after it still finish registering)."""
+    if not sites:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sites)))) as pool:
+        answers = [pool.submit(control.register_site, public_key, name) for name, public_key in sites]
+        for (name, _), answer in zip(sites, answers):
+            yield name, answer.result()
+
+
+def wait_for_nodes(control: FlowerControl, expected: int, timeout_s: float, poll_s: float = 2.0) -> int:
     """Wait until `expected` SuperNodes are online (or the timeout passes); return how many are online."""
     deadline = time.monotonic() + timeout_s
     online = control.online_nodes()
@@ -263,7 +323,7 @@ def follow_run(
 ) -> RunStatus:
     """Poll the run's status until it finishes; stop it after `timeout_s`.
 
-    `flwr list` costs a CLI start, so it runs every `poll_s` seconds; `on_tick` is called about once a second in
+    The status is asked every `poll_s` seconds; `on_tick` is called about once a second in
     between (e.g. to move a progress bar from the run directory's state file) and returns whether the run looks
     finished from there (its last round written): then the status is asked every `ending_poll_s` seconds, so a
     finished run is not kept waiting for the next slow poll. A status query that fails is asked again at the next
