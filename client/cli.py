@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Sequence
+from typing import Callable, Sequence
 
 import tomli_w
 
@@ -27,7 +27,13 @@ from bcvlm_client.site_data import (
     summarise_site_data,
 )
 from bcvlm_client.site_processes import SiteProcesses
-from bcvlm_client.supernode_supervisor import KEY_REFUSED, RestartBackoff, refusal_message, thread_environment
+from bcvlm_client.supernode_supervisor import (
+    ADMITTED,
+    KEY_REFUSED,
+    RestartBackoff,
+    refusal_message,
+    thread_environment,
+)
 from bcvlm_model.atomic_io import atomic_write_text
 from bcvlm_model.config_io import ConfigError, load_config, resolve_relative_paths, save_effective_config
 from bcvlm_model.cpu_memory import keep_freed_memory
@@ -296,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 launch.superexec_secret or Path(cfg.state_dir) / SUPEREXEC_SECRET_NAME,
                 keeper=True,
             ).start()
-            code = watch_supernode(supernode, launch.log_path, log_offset)
+            code = watch_supernode(supernode, launch.log_path, log_offset, on_admitted=supernode.admitted)
             supernode.stop()
             ran_s = time.monotonic() - started
             reason = last_error_lines(launch.log_path, log_offset)
@@ -338,11 +344,17 @@ HUNG_EXIT_CODE = 70
 
 
 def watch_supernode(
-    supernode: FlowerProcess | SiteProcesses, log_path: Path, log_offset: int, poll_s: float = 1.0
+    supernode: FlowerProcess | SiteProcesses,
+    log_path: Path,
+    log_offset: int,
+    poll_s: float = 1.0,
+    on_admitted: Callable[[], None] | None = None,
 ) -> int:
-    """Wait for the SuperNode to exit, remembering its app processes; stop it when its message loop has died."""
+    """Wait for the SuperNode to exit, remembering its app processes; stop it when its message loop has died. Call
+    `on_admitted` once, when its log says the SuperLink admitted it."""
     assert supernode.process is not None
     checked = log_offset
+    partial_line = ""  # a line the SuperNode was still writing at the last look
     while True:
         try:
             return supernode.process.wait(timeout=poll_s)
@@ -353,11 +365,16 @@ def watch_supernode(
         if size > checked:
             with open(log_path, "rb") as handle:
                 handle.seek(checked)
-                text = _ANSI_ESCAPE.sub("", handle.read(size - checked).decode("utf-8", errors="replace"))
+                text = partial_line + handle.read(size - checked).decode("utf-8", errors="replace")
             checked = size
+            text, _, partial_line = text.rpartition("\n")
+            text = _ANSI_ESCAPE.sub("", text)
             if _LOOP_DIED.search(text):
                 supernode.stop(grace_s=5.0)
                 return HUNG_EXIT_CODE
+            if on_admitted is not None and ADMITTED.search(text):
+                on_admitted()
+                on_admitted = None
 
 
 def new_log_text(log_path: Path, since_byte: int = 0) -> str:

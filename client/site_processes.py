@@ -1,5 +1,6 @@
 """A site's two long-running Flower processes as one: the SuperNode (`--isolation process`) and the site's own
-SuperExec (`bcvlm_client.site_superexec`), started and stopped together."""
+SuperExec (`bcvlm_client.site_superexec`), stopped together; the SuperExec starts once the SuperLink admitted the
+SuperNode."""
 
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ class SiteProcesses:
     def start(self) -> SiteProcesses:
         ensure_superexec_secret(self.secret_file)
         self.supernode.start()
+        return self
+
+    def admitted(self) -> None:
+        """Start the SuperExec, whose task forkserver imports torch and the model code (about 9 CPU-s, 0.9 GB), now
+        that the SuperLink admitted the SuperNode: a site refused or unable to reach the center pays it at no retry."""
+        if self.superexec is not None or not self.supernode.running():
+            return
         self.superexec = FlowerProcess(
             site_superexec.command(self.runtime_address, self.site_config, self.secret_file, self.supernode.pid),
             self.env,
@@ -52,7 +60,6 @@ class SiteProcesses:
             cwd=self.cwd,
             keeper=self.keeper,
         ).start()
-        return self
 
     def track_descendants(self) -> None:
         """Remember app processes of both; a dead SuperExec stops the SuperNode, so the caller restarts both."""

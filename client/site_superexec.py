@@ -1,10 +1,10 @@
 """The site's own SuperExec: Flower's task loop (`run_superexec`) with an executor that starts only ClientApp tasks,
 each through `bcvlm_client.approved_clientapp` (the FAB check) instead of `flwr-clientapp`.
 
-`bcvlm-client` runs the SuperNode with `--isolation process` and starts this process next to it, so no process
-of Flower's own choosing ever runs a run's app at the site. Each task is a fresh process forked from a forkserver
-that imported torch and the model code when the site started (`bcvlm_client.task_forkserver`): a SecAgg+ round is
-eight tasks per site.
+`bcvlm-client` runs the SuperNode with `--isolation process` and starts this process next to it once the SuperLink
+admitted the SuperNode, so no process of Flower's own choosing ever runs a run's app at the site. Each task is a fresh
+process forked from a forkserver that imported torch and the model code when this process started
+(`bcvlm_client.task_forkserver`): a SecAgg+ round is eight tasks per site.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ from bcvlm_client.site_config import SiteConfig
 
 KEY_REFUSED = re.compile(r"\[code: 2004\]|Failed to activate SuperNode")
 """How Flower 1.42's SuperNode logs the SuperLink's refusal to activate a node whose public key is not registered."""
+ADMITTED = re.compile(r"SuperNode ID: \d+")
+"""How Flower 1.42's SuperNode logs that the SuperLink activated it (`start_client_internal`, once connected)."""
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 

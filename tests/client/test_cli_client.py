@@ -216,6 +216,32 @@ def test_watchdog_restarts_a_supernode_whose_message_loop_died(tmp_path: Path) -
     assert "Server error '500" in last_error_lines(log)
 
 
+def test_watchdog_reports_the_admission_once_even_when_the_line_arrives_in_pieces(tmp_path: Path) -> None:
+    # Flower 1.42's SuperNode line once the SuperLink activated it, written here in two pieces, then again.
+    script = (
+        "import sys, time\n"
+        "sys.stdout.write('\\x1b[92mINFO \\x1b[0m:      SuperNode'); sys.stdout.flush(); time.sleep(0.6)\n"
+        "print(' ID: 15619650606440220141', flush=True); time.sleep(0.6)\n"
+        "print('INFO :      SuperNode ID: 15619650606440220141', flush=True); time.sleep(0.6)\n"
+    )
+    log = tmp_path / "supernode.log"
+    admitted: list[float] = []
+    node = FlowerProcess([sys.executable, "-c", script], flower_environment(tmp_path / "home"), log).start()
+    assert watch_supernode(node, log, 0, poll_s=0.2, on_admitted=lambda: admitted.append(time.monotonic())) == 0
+    assert len(admitted) == 1
+
+
+def test_watchdog_reports_no_admission_for_a_refused_supernode(tmp_path: Path) -> None:
+    refused = "ERROR :   Failed to activate SuperNode [code: 2004]"
+    log = tmp_path / "supernode.log"
+    node = FlowerProcess(
+        [sys.executable, "-c", f"print({refused!r}); raise SystemExit(1)"], flower_environment(tmp_path / "home"), log
+    ).start()
+    admitted: list[int] = []
+    assert watch_supernode(node, log, 0, poll_s=0.2, on_admitted=lambda: admitted.append(1)) == 1
+    assert admitted == []
+
+
 def test_watchdog_returns_the_exit_code_of_a_supernode_that_exits(tmp_path: Path) -> None:
     log = tmp_path / "supernode.log"
     failing = FlowerProcess(
@@ -226,11 +252,12 @@ def test_watchdog_returns_the_exit_code_of_a_supernode_that_exits(tmp_path: Path
     assert watch_supernode(failing, log, 0, poll_s=0.2) == 3
 
 
-# --- real Flower processes: a SuperLink that is replaced, a refused key, a killed bcvlm-client ----------------------
+# --- real Flower processes: a refused key, a killed bcvlm-client, a SuperNode that cannot reach its SuperLink ------------------------
 
 
 class RealCenter:
-    """A TLS + SuperNode-auth SuperLink on loopback (what `bcvlm-server` starts), replaceable by a fresh one."""
+    """A TLS + SuperNode-auth SuperLink on loopback (what `bcvlm-server` starts). A site rejoining a new center is
+    part of the rehearsal (tests/server/test_cli_rehearsal_docs.py)."""
 
     def __init__(self, root: Path, sites: list[str]) -> None:
         from bcvlm_client.flower_process import free_port
@@ -238,29 +265,22 @@ class RealCenter:
         self.root = root
         self.certs = loopback_certificates(root / "certs", generate_site_keys=sites)
         self.port = free_port()
-        self.generation = 0
         self.superlink = None
         self.control = None
 
     def start(self) -> None:
-        """Start a new SuperLink with an empty database on the same port (what a new run at the center does)."""
+        """Start the SuperLink with an empty database; no site key is registered yet."""
         from bcvlm_server.superlink import FlowerControl, SuperLink, client_address
 
-        self.generation += 1
-        home = self.root / f"superlink{self.generation}"
-        launch = loopback_superlink_launch(self.certs, home, self.port)
+        launch = loopback_superlink_launch(self.certs, self.root / "superlink", self.port)
         self.superlink = SuperLink(launch).start(120.0)
-        self.control = FlowerControl(home / "cli", client_address("127.0.0.1", self.port), self.certs.ca_cert)
+        self.control = FlowerControl(
+            launch.flwr_home / "cli", client_address("127.0.0.1", self.port), self.certs.ca_cert
+        )
 
     def register(self, site: str) -> None:
         assert self.control is not None
         self.control.register_site(self.certs.site_public_key(site), site)
-
-    def online(self) -> int:
-        """SuperNodes online, asked through the `flwr` CLI: a fresh interpreter and about 1 CPU-s each, so callers
-        poll it every few seconds, not every second (on 2 cores that would slow the sites being waited for)."""
-        assert self.control is not None
-        return self.control.online_nodes()
 
     def stop(self) -> None:
         if self.superlink is not None:
@@ -297,31 +317,6 @@ def _start_client(site_yaml: Path, out: Path, *args: str):
     )
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_site_reconnects_when_the_center_replaces_its_superlink(tmp_path: Path) -> None:
-    center = RealCenter(tmp_path, ["hosp_a"])
-    site_yaml = _site_yaml_for(center, tmp_path, "hosp_a")
-    out = tmp_path / "client.out"
-    client = None
-    try:
-        center.start()
-        center.register("hosp_a")
-        client = _start_client(site_yaml, out, "--restart-delay", "1")
-        wait_until(lambda: center.online() == 1, 180, "the site to come online at the first SuperLink", poll_s=5)
-        center.stop()
-        center.start()  # a new run: empty database, the key registered anew, the old node id unknown
-        center.register("hosp_a")
-        wait_until(lambda: center.online() == 1, 240, "the site to come online at the new SuperLink", poll_s=5)
-        assert client.poll() is None, out.read_text()
-        assert "restarting the SuperNode" in out.read_text()
-    finally:
-        if client is not None and client.poll() is None:
-            client.terminate()
-            client.wait(timeout=60)
-        center.stop()
-
-
 def _fingerprint_of_pub_file(path: Path) -> str:
     """What `ssh-keygen -lf KEY.pub` prints as the SHA-256 fingerprint (computed from the .pub file's blob)."""
     import base64
@@ -351,6 +346,7 @@ def test_refused_site_is_told_its_key_fingerprint_and_retries(tmp_path: Path) ->
     assert text.count(expected) == 2, text  # the first start and the one retry
     assert "restarting the SuperNode in 1 s" in text
     assert client.returncode != 0
+    assert list(tmp_path.rglob("superexec.log")) == []  # never admitted: no SuperExec, no torch import, at no start
 
 
 def _listening(port: int) -> bool:
@@ -375,29 +371,18 @@ def test_sigkill_of_the_client_leaves_no_process_and_frees_the_runtime_port(tmp_
 
     from bcvlm_client.flower_process import free_port, process_tree
 
-    center = RealCenter(tmp_path, ["hosp_a"])  # never started: the SuperNode keeps retrying, SuperExec is up
+    center = RealCenter(tmp_path, ["hosp_a"])  # the site is admitted, so its SuperExec and forkserver run too
     site_yaml = _site_yaml_for(center, tmp_path, "hosp_a")
     port = free_port()
-    client = _start_client(site_yaml, tmp_path / "client.out", "--runtime-port", str(port))
 
-    def commands() -> list[str]:
+    def commands(client_pid: int) -> list[str]:
         found = []
-        for pid in process_tree(client.pid):
+        for pid in process_tree(client_pid):
             try:
                 found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
             except OSError:
                 pass
         return found
-
-    wait_until(
-        lambda: any("bcvlm_client.site_superexec" in c for c in commands()) and _listening(port),
-        120,
-        "the SuperNode, its SuperExec and the runtime port",
-    )
-    tree = process_tree(client.pid)
-    assert len(tree) >= 4  # bcvlm-client, keeper, SuperNode, SuperExec
-    os.kill(client.pid, signal.SIGKILL)
-    client.wait(timeout=10)
 
     def gone(pid: int) -> bool:
         try:
@@ -406,8 +391,27 @@ def test_sigkill_of_the_client_leaves_no_process_and_frees_the_runtime_port(tmp_
             return True
         return state[state.rfind(")") + 2 :].split()[0] == "Z"
 
-    wait_until(lambda: all(gone(pid) for pid in tree[1:]), 30, "the site's processes to end", poll_s=0.2)
-    assert not _listening(port)
+    client = None
+    try:
+        center.start()
+        center.register("hosp_a")
+        client = _start_client(site_yaml, tmp_path / "client.out", "--runtime-port", str(port))
+        wait_until(
+            lambda: any("bcvlm_client.site_superexec" in c for c in commands(client.pid)) and _listening(port),
+            120,
+            "the SuperNode, its SuperExec and the runtime port",
+        )
+        tree = process_tree(client.pid)
+        assert len(tree) >= 4  # bcvlm-client, keeper, SuperNode, SuperExec
+        os.kill(client.pid, signal.SIGKILL)
+        client.wait(timeout=10)
+        wait_until(lambda: all(gone(pid) for pid in tree[1:]), 30, "the site's processes to end", poll_s=0.2)
+        assert not _listening(port)
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()  # the keeper takes the site's processes down with it
+            client.wait(timeout=10)
+        center.stop()
 
 
 def test_a_supernode_that_exits_0_is_restarted(

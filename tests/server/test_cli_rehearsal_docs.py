@@ -261,6 +261,8 @@ def test_the_documented_rehearsal_works_as_written(tmp_path: Path) -> None:
         metrics = read_json(run_2 / "rounds" / "round-0001" / "metrics.json")
         joined = {names_2[node]: outcome["outcome"] for node, outcome in metrics["site_outcomes"].items()}
         assert set(joined) == set(HOSPITALS), joined
+        for hospital in set(HOSPITALS) - {KILLED}:  # still running: their own SuperNode came back at the new center
+            assert "restarting the SuperNode" in (tmp_path / f"{hospital}.out").read_text()
         assert set(joined.values()) <= {"trained", "declined"}, joined
         assert code == (3 if metrics["status"] == "failed" else 0), (tmp_path / "server2.out").read_text()[-3000:]
         assert all(client.poll() is None for client in clients.values())
