@@ -70,7 +70,7 @@ class EvaluationAsSecureSum:
             pooled, validation = arrays_to_histograms([array * len(results) for array in mean], self.count_scale)
         LOGGER.info(
             "round %s: evaluation summed securely over %d site(s), %d failure(s)",
-            server_round,
+            self.strategy.absolute_round(server_round),  # Flower counts the rounds of a resumed run from 1
             len(results),
             len(failures),
         )
@@ -103,5 +103,8 @@ class SecureEvaluateWorkflow:
             context.strategy = strategy
         if not view.finished:  # the pass halted (too few sites for the protocol): the round still gets its record
             round_number = round_in_progress(context)
-            LOGGER.warning("round %d: secure evaluation halted; the pooled metrics are withheld", round_number)
+            LOGGER.warning(
+                "round %d: secure evaluation halted; the pooled metrics are withheld",
+                strategy.absolute_round(round_number),
+            )
             strategy.aggregate_secure_evaluation(round_number, {}, {}, failures=1)
