@@ -103,6 +103,39 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+CHILDREN_FILES = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").is_file()
+"""Whether the kernel lists each thread's children (`/proc/PID/task/TID/children`, CONFIG_PROC_CHILDREN)."""
+
+
+def _direct_children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found  # ended
+    for thread in threads:
+        try:
+            found.extend(int(child) for child in Path(f"/proc/{pid}/task/{thread}/children").read_text().split())
+        except OSError:
+            continue  # the thread ended
+    return found
+
+
+def process_subtree(pid: int) -> list[int]:
+    """`pid` and its descendants, walked down from `pid` through each thread's children list: the cost grows with the
+    subtree, not with every process on the machine as `process_tree`'s scan of all of /proc does (hundreds of reads
+    on a busy host, every second for each supervised process). A snapshot for periodic bookkeeping; stopping a tree
+    uses `process_tree`. Falls back to it where the kernel has no children lists."""
+    if not CHILDREN_FILES:
+        return process_tree(pid)
+    tree, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        tree.append(current)
+        stack.extend(_direct_children(current))
+    return tree
+
+
 def _signal_all(pids: Sequence[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -229,7 +262,7 @@ class FlowerProcess:
         before them; orphans leave our process tree, so `stop()` also ends the remembered ones still alive."""
         if self.process is None or self.process.poll() is not None:
             return
-        for pid in process_tree(self.process.pid)[1:]:
+        for pid in process_subtree(self.process.pid)[1:]:
             started = process_start_time(pid)
             if started is not None:
                 self._descendants.setdefault(pid, started)

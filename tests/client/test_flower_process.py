@@ -1,4 +1,5 @@
-"""Flower processes started the way bcvlm starts them make no connection beyond loopback (strace of real processes)."""
+"""Flower processes started the way bcvlm starts them make no connection beyond loopback (strace of real processes);
+the cheap walk of a supervised process's subtree finds what the scan of all of /proc finds."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,10 +16,13 @@ import pytest
 import yaml
 
 from bcvlm_client.flower_process import (
+    CHILDREN_FILES,
     FlowerProcess,
     flower_environment,
     flower_executable,
     free_port,
+    process_subtree,
+    process_tree,
     wait_for_port,
 )
 from bcvlm_server.certs import create_site_key
@@ -151,3 +156,26 @@ def test_flower_processes_connect_only_to_loopback(tmp_path: Path) -> None:
         if not _stays_local(address, to_port)
     ]
     assert not outside, "connection attempts beyond loopback:\n" + "\n".join(outside)
+
+
+@pytest.mark.skipif(
+    not CHILDREN_FILES, reason="the kernel lists no children per thread: process_subtree is process_tree"
+)
+def test_the_subtree_walk_finds_children_started_from_any_thread_and_grandchildren() -> None:
+    script = (
+        "import subprocess, threading, time\n"
+        "subprocess.Popen(['sh', '-c', 'sleep 60 & sleep 60; true'])\n"
+        "threading.Thread(target=lambda: (subprocess.Popen(['sleep', '60']), time.sleep(60))).start()\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 30
+        while len(process_tree(parent.pid)) < 5 and time.monotonic() < deadline:  # parent, sh, 2 sleeps, 1 sleep
+            time.sleep(0.1)
+        assert len(process_tree(parent.pid)) == 5
+        assert sorted(process_subtree(parent.pid)) == sorted(process_tree(parent.pid))
+    finally:
+        for pid in reversed(process_tree(parent.pid)):
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+        parent.wait(timeout=10)
