@@ -25,7 +25,6 @@ from bcvlm_server.superlink import (
     SuperLinkLaunch,
     client_address,
     follow_run,
-    register_sites,
     wait_for_nodes,
     write_run_config_toml,
 )
@@ -186,10 +185,11 @@ def run_deployment(cfg: ServerDeploymentConfig, resume: bool = False, say: Calla
         address = client_address(launch.host, launch.port)
         control = FlowerControl(run_dir.cli_home, address, launch.ca_cert)
         records = RunRecords(run_dir.root)
-        for name, node_id in register_sites(control, [(site.name, site.public_key) for site in cfg.sites]):
-            note(f"site '{name}': " + (f"registered as node {node_id}" if node_id else "already registered"))
+        for site in cfg.sites:
+            node_id = control.register_site(site.public_key, site.name)
+            note(f"site '{site.name}': " + (f"registered as node {node_id}" if node_id else "already registered"))
             if node_id:  # the ServerApp and `bcvlm-server status` name sites by this map
-                records.save_site_names({str(node_id): name})
+                records.save_site_names({str(node_id): site.name})
         online = wait_for_nodes(control, len(cfg.sites), cfg.wait_for_sites_s)
         note(f"{online}/{len(cfg.sites)} sites online")
         start_round = run_dir.last_completed_round()

@@ -6,10 +6,9 @@ import json
 import os
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 import httpx
 import tomli_w
@@ -31,11 +30,6 @@ CONNECTION_NAME = "bcvlm"
 
 FINISHED_PREFIX = "finished"
 COMPLETED_STATUS = "finished:completed"
-ALREADY_REGISTERED_CODE = "[code: 23]"
-"""`flwr supernode register` answers this when the public key is registered already (idempotent re-registration)."""
-REGISTRATION_WORKERS = 4
-"""`flwr supernode register` calls at once: each is mostly a CLI start (about 1 CPU-s), the SuperLink's part one short
-SQLite write."""
 Answer = TypeVar("Answer")
 
 
@@ -140,10 +134,10 @@ class RunStatus:
 
 
 class FlowerControl:
-    """The `flwr` CLI pointed at one SuperLink through a private FLWR_HOME/config.toml (nothing touches ~/.flwr).
-
-    The queries polled while a run starts and runs (node and run status) go through Flower's own Control API client
-    in this process instead: each `flwr` call is a fresh interpreter, about 1 CPU-s on the center."""
+    """One SuperLink's Control API: Flower's own client in this process for registering sites and asking for node
+    and run status (asked every few seconds), the `flwr` CLI through a private FLWR_HOME/config.toml (nothing touches
+    ~/.flwr) for submitting a run, stopping it and fetching its log. Each `flwr` call is a fresh interpreter, about
+    1 CPU-s on the center."""
 
     def __init__(
         self,
@@ -198,14 +192,31 @@ class FlowerControl:
         return answer
 
     def register_site(self, public_key: str | os.PathLike[str], name: str) -> int | None:
-        """Register a site's SSH-format EC public key; returns its node id (None when registered already)."""
-        answer = self._flwr(["supernode", "register", str(Path(public_key).resolve()), CONNECTION_NAME, "--name", name])
-        if answer.get("success"):
-            return int(answer["node-id"])
-        message = str(answer.get("error-message", answer))
-        if ALREADY_REGISTERED_CODE in message:
-            return None
-        raise FlowerProcessError(f"registering site '{name}' ({public_key}) failed: {message}")
+        """Register a site's SSH-format EC public key (what `flwr supernode register` sends); returns its node id, None
+        when the key is registered already."""
+        from flwr.proto.control_pb2 import RegisterNodeRequest
+        from flwr.supercore.error import ApiErrorCode, FlowerError
+        from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
+        from bcvlm_server.certs import CertificateError, load_site_public_key
+
+        what = f"registering site '{name}' ({public_key})"
+        try:
+            request = RegisterNodeRequest(public_key=public_key_to_bytes(load_site_public_key(public_key)), name=name)
+        except CertificateError as exc:
+            raise FlowerProcessError(f"{what} failed: {exc}") from exc
+        try:
+            answer = self._control_api().RegisterNode(request)
+        except httpx.HTTPStatusError as exc:
+            error = FlowerError.from_json(exc.response.text)
+            if error is not None and error.code == ApiErrorCode.PUBLIC_KEY_ALREADY_IN_USE:
+                return None
+            raise FlowerProcessError(f"{what} failed: {error or exc}") from exc
+        except (httpx.HTTPError, ValueError) as exc:
+            raise FlowerProcessError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+        if not answer.node_id:
+            raise FlowerProcessError(f"{what} failed: the SuperLink returned no node id")
+        return int(answer.node_id)
 
     def _control_api(self) -> ControlHttpClient:
         """The Control API client the `flwr` CLI builds for this connection (TLS to our CA; no account auth)."""
@@ -279,27 +290,6 @@ class FlowerControl:
         except subprocess.TimeoutExpired:
             text = f"[flwr log {run_id} --show timed out after 60 s]\n"
         return atomic_write_text(log_path, text)
-
-
-class SiteRegistrar(Protocol):
-    def register_site(self, public_key: str | os.PathLike[str], name: str) -> int | None: ...
-
-
-def register_sites(
-    control: SiteRegistrar,
-    sites: Sequence[tuple[str, str | os.PathLike[str]]],
-    workers: int = REGISTRATION_WORKERS,
-) -> Iterator[tuple[str, int | None]]:
-    """Register each (name, public key); yield (name, node id, None when registered already) in the given order.
-
-    The `flwr` calls run `workers` at a time. A failed registration is raised at its site's turn, after the sites
-    before it were yielded (the ones after it still finish registering)."""
-    if not sites:
-        return
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sites)))) as pool:
-        answers = [pool.submit(control.register_site, public_key, name) for name, public_key in sites]
-        for (name, _), answer in zip(sites, answers):
-            yield name, answer.result()
 
 
 def wait_for_nodes(control: FlowerControl, expected: int, timeout_s: float, poll_s: float = 2.0) -> int:

@@ -196,6 +196,7 @@ def test_run_completes_all_rounds_after_the_resume(observed: Observed) -> None:
     submitted = [entry for entry in runs if "submitted_at" in entry]
     assert [entry["resume"] for entry in submitted] == [False, True]
     assert submitted[1]["last_completed_round_at_submit"] == 1
+    assert observed.fed.output("server.out").count("already registered") == len(SITES)  # the resume kept the keys
     assert "finished:completed" in (observed.fed.run_dir / "logs" / "deployment.log").read_text()
 
 

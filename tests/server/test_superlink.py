@@ -1,16 +1,16 @@
 """follow_run: a status query that fails for a moment (SQLite busy on a loaded center) does not end a healthy run;
-failures in a row do, with the error; once the last round is written the status is asked at once. register_sites:
-a few registrations at a time, reported in the config's order."""
+failures in a row do, with the error; once the last round is written the status is asked at once. FlowerControl:
+a bad site key or an unreachable SuperLink is a FlowerProcessError that names what failed."""
 
 from __future__ import annotations
 
-import threading
-import time
+from pathlib import Path
 
 import pytest
 
-from bcvlm_client.flower_process import FlowerProcessError
-from bcvlm_server.superlink import RunStatus, follow_run, register_sites
+from bcvlm_client.flower_process import FlowerProcessError, free_port
+from bcvlm_server.superlink import FlowerControl, RunStatus, follow_run
+from bcvlm_testing.deployment_files import loopback_certificates
 
 
 class ScriptedControl:
@@ -59,44 +59,17 @@ def test_a_run_whose_last_round_is_written_is_asked_at_once_not_at_the_next_slow
     assert len(ticks) == 1  # one second of waiting, not the five of `poll_s`
 
 
-class RegisteringControl:
-    """`register_site` that takes `delay_s`, records how many calls overlapped, and fails for the sites in `refused`."""
-
-    def __init__(self, delay_s: float, refused: frozenset[str] = frozenset()) -> None:
-        self.delay_s = delay_s
-        self.refused = refused
-        self.lock = threading.Lock()
-        self.running = 0
-        self.most_at_once = 0
-
-    def register_site(self, public_key: str, name: str) -> int | None:
-        with self.lock:
-            self.running += 1
-            self.most_at_once = max(self.most_at_once, self.running)
-        try:
-            time.sleep(self.delay_s)
-            if name in self.refused:
-                raise FlowerProcessError(f"registering site '{name}' ({public_key}) failed: bad key")
-            return None if name == "known" else 100 + int(name[-1])
-        finally:
-            with self.lock:
-                self.running -= 1
+def test_a_site_key_that_is_not_an_ec_public_key_is_refused_before_the_superlink_is_asked(tmp_path: Path) -> None:
+    certs = loopback_certificates(tmp_path / "certs", generate_site_keys=["alpha"])
+    control = FlowerControl(tmp_path / "cli", f"127.0.0.1:{free_port()}", certs.ca_cert)  # nothing listens there
+    with pytest.raises(FlowerProcessError, match="holds a PRIVATE key"):
+        control.register_site(certs.site_private_key("alpha"), "alpha")
 
 
-SITES = [("site1", "k1.pub"), ("known", "k.pub"), ("site3", "k3.pub"), ("site4", "k4.pub"), ("site5", "k5.pub")]
-
-
-def test_sites_are_registered_a_few_at_a_time_and_reported_in_config_order() -> None:
-    control = RegisteringControl(delay_s=0.5)
-    registered = list(register_sites(control, SITES, workers=3))  # type: ignore[arg-type]
-    assert registered == [("site1", 101), ("known", None), ("site3", 103), ("site4", 104), ("site5", 105)]
-    assert control.most_at_once == 3
-
-
-def test_a_refused_key_is_raised_after_the_sites_before_it_are_reported() -> None:
-    control = RegisteringControl(delay_s=0.0, refused=frozenset({"site3"}))
-    reported: list[str] = []
-    with pytest.raises(FlowerProcessError, match="site3"):
-        for name, _ in register_sites(control, SITES, workers=2):  # type: ignore[arg-type]
-            reported.append(name)
-    assert reported == ["site1", "known"]
+def test_an_unreachable_superlink_is_a_flower_process_error_naming_the_site(tmp_path: Path) -> None:
+    certs = loopback_certificates(tmp_path / "certs", generate_site_keys=["alpha"])
+    control = FlowerControl(tmp_path / "cli", f"127.0.0.1:{free_port()}", certs.ca_cert)  # nothing listens there
+    with pytest.raises(FlowerProcessError, match="registering site 'alpha'.*ConnectError"):
+        control.register_site(certs.site_public_key("alpha"), "alpha")
+    with pytest.raises(FlowerProcessError, match="SuperNode list unavailable"):
+        control.online_nodes()
