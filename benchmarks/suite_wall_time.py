@@ -5,7 +5,9 @@
     python benchmarks/suite_wall_time.py --make-test --out benchmarks/results/make_test_wall_time.json
 
 With --make-test it runs `make test` once, as a user or CI does (ruff, then the whole suite on the Makefile's
-pytest-xdist workers), and records its wall seconds and the CPU seconds of everything it ran. Otherwise each file runs
+pytest-xdist workers), and records its wall seconds, the CPU seconds of the processes `make test` reaped and the CPU
+seconds the whole machine was busy (from /proc/stat: it also counts what outlived its parent, such as Ray workers and
+forked Flower tasks, and anything else running on the machine). Otherwise each file runs
 in its own `python -m pytest -q` process, one after the other (files never share the CPU with each other), so a
 file's seconds include its imports and its module fixtures. The 1-minute load average is recorded before and after:
 on a shared machine a figure means little without it.
@@ -73,12 +75,25 @@ def time_file(test_file: str, timeout_s: float) -> dict[str, Any]:
     }
 
 
+def machine_busy_cpu_seconds() -> float | None:
+    """CPU seconds every core of the machine spent not idle since boot (/proc/stat); None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def time_make_test(timeout_s: float) -> dict[str, Any]:
-    """Run `make test` in the repository; its wall seconds, the CPU seconds of everything it ran and the counts."""
+    """Run `make test` in the repository; its wall seconds, CPU seconds (reaped children, whole machine), counts."""
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_before = machine_busy_cpu_seconds()
     started = time.monotonic()
     done = subprocess.run(["make", "test"], cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
     seconds = time.monotonic() - started
+    busy_after = machine_busy_cpu_seconds()
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = [line for line in done.stdout.splitlines() if SUMMARY.search(line) and " in " in line]
     cpu_seconds = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
@@ -87,6 +102,9 @@ def time_make_test(timeout_s: float) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         "cpu_seconds": round(cpu_seconds, 1),
         "cores_busy_on_average": round(cpu_seconds / seconds, 2),
+        "machine_busy_cpu_seconds": (
+            round(busy_after - busy_before, 1) if busy_before is not None and busy_after is not None else None
+        ),
         "exit_code": done.returncode,
         "outcomes": outcome_counts(summary[-1]) if summary else {},
         "pytest_summary": summary[-1].strip("= ") if summary else "",

@@ -1,7 +1,9 @@
-"""benchmarks/suite_wall_time.py: which files it times and how it reads pytest's summary line."""
+"""benchmarks/suite_wall_time.py: which files it times, how it reads pytest's summary line, how it counts machine CPU."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -29,3 +31,13 @@ def test_make_test_times_the_whole_suite_and_refuses_file_names() -> None:
     with pytest.raises(SystemExit) as refused:
         _script().main(["--make-test", "tests/model/test_atomic_io.py"])
     assert refused.value.code == 2
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs Linux /proc/stat")
+def test_machine_busy_cpu_seconds_grow_at_least_by_what_this_process_spends() -> None:
+    script = _script()
+    busy_before, own_before = script.machine_busy_cpu_seconds(), time.process_time()
+    while time.process_time() - own_before < 0.5:
+        pass
+    spent = time.process_time() - own_before
+    assert script.machine_busy_cpu_seconds() - busy_before >= 0.8 * spent  # clock ticks: 10 ms resolution
