@@ -21,6 +21,7 @@ from bcvlm_client.flower_process import (
     wait_for_port,
 )
 from bcvlm_model.atomic_io import atomic_write_text
+from bcvlm_server.certs import CertificateError, load_site_public_key
 
 if TYPE_CHECKING:
     from flwr.supercore.control import ControlHttpClient
@@ -197,8 +198,6 @@ class FlowerControl:
         from flwr.proto.control_pb2 import RegisterNodeRequest
         from flwr.supercore.error import ApiErrorCode, FlowerError
         from flwr.supercore.primitives.asymmetric import public_key_to_bytes
-
-        from bcvlm_server.certs import CertificateError, load_site_public_key
 
         what = f"registering site '{name}' ({public_key})"
         try:
