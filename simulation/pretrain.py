@@ -37,9 +37,11 @@ def pretraining_recipe(cfg: SimulationConfig, cache_dir: str | None) -> Training
     )
 
 
-def pretrain_on_public(cfg: SimulationConfig, run_dir: Path, kinds: Iterable[str]) -> dict[str, str]:
+def pretrain_on_public(cfg: SimulationConfig, kinds: Iterable[str]) -> dict[str, str]:
     """Train every model kind in `kinds` on all rows of the public cohort (`pretraining_recipe`: no DP, the private
-    training's trainable set and batch size) for `pretrain.epochs` passes; return {kind: checkpoint folder}."""
+    training's trainable set and batch size) for `pretrain.epochs` passes; return {kind: checkpoint folder}. All it
+    writes (cohort, frozen features, checkpoints) goes under `cfg.run_dir`."""
+    run_dir = Path(cfg.run_dir).resolve()
     manifest, cache_dir = load_cohort(
         cfg.pretrain.cohort, cfg.server.preprocess, run_dir / "public_cohort", cfg.progress
     )

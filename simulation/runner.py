@@ -175,7 +175,7 @@ def run_simulation_job(cfg: SimulationConfig) -> Path:
     init_checkpoints: dict[str, str] = {}
     if cfg.pretrain.enabled:
         kinds = [cfg.server.model.kind] + (["image_only"] if cfg.baselines.image_only else [])
-        init_checkpoints = pretrain_on_public(cfg, run_dir, kinds)
+        init_checkpoints = pretrain_on_public(cfg, kinds)
         cfg = replace(cfg, server=replace(cfg.server, init_checkpoint=init_checkpoints[cfg.server.model.kind]))
     names = write_sites(cfg, run_dir, table, cache_dir)
     if len(names) < 1:

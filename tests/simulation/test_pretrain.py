@@ -20,6 +20,7 @@ def test_pretrained_weights_reach_the_baselines(tmp_path: Path) -> None:
     cfg = load_simulation_config(
         "tiny",
         [
+            f"run_dir={tmp_path}",
             "pretrain.enabled=true",
             "pretrain.epochs=1",
             "pretrain.cohort.synth.n_patients=4",
@@ -29,9 +30,10 @@ def test_pretrained_weights_reach_the_baselines(tmp_path: Path) -> None:
             "server.local_train.learning_rate=0.05",
         ],
     )
-    checkpoints = pretrain_on_public(cfg, tmp_path, ["vlm", "image_only", "vlm"])
+    checkpoints = pretrain_on_public(cfg, ["vlm", "image_only", "vlm"])
     assert sorted(checkpoints) == ["image_only", "vlm"]
     assert (tmp_path / "public_cohort" / "prepared" / "manifest.csv").is_file()
+    assert any((tmp_path / "frozen_features").rglob("*.npz"))  # in the run folder, not in one relative to the cwd
     pretrained = get_trainable_state(load_checkpoint(checkpoints["vlm"]).model)
     torch.manual_seed(0)
     fresh = get_trainable_state(starting_model(cfg.server.model, recipe_from_config(cfg, None)))
