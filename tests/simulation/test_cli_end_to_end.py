@@ -15,20 +15,22 @@ import pandas as pd
 import pytest
 
 from bcvlm_client.flower_process import FLOWER_ENV_DEFAULTS
+from bcvlm_client.round_record import HistogramCounts
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.checkpoint import load_checkpoint
 from bcvlm_model.inference.operating_point import OPERATING_POINTS_KEY
+from bcvlm_server.run_records import RunRecords
 from bcvlm_simulation.report import METHOD_ORDER, format_number, lookup
 from bcvlm_simulation.round_metrics import final_checkpoint_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
-def binning_tolerance(histogram: dict[str, list[int]]) -> float:
+def binning_tolerance(histogram: HistogramCounts) -> float:
     """The most an AUC read from these bins can differ from the exact AUC of the same scores: a positive and a
     negative in the same bin count as half an ordered pair, whatever their exact scores (each such pair moves the AUC
     by up to 0.5 / (positives x negatives); with 4 positives and 24 negatives one pair is 0.0052)."""
-    positives, negatives = np.asarray(histogram["positives"]), np.asarray(histogram["negatives"])
+    positives, negatives = np.asarray(histogram.positives), np.asarray(histogram.negatives)
     return 0.5 * float(positives @ negatives) / float(positives.sum() * negatives.sum())
 
 
@@ -88,11 +90,11 @@ def test_tiny_simulation_writes_sites_rounds_and_baselines(tiny_run: Path) -> No
         auc = method["pooled_auc"]["malignancy"]
         assert auc is None or 0.0 <= auc <= 1.0
     # The final re-scoring of the last global checkpoint matches the sites' own federated evaluation, up to the bins.
-    record = read_json(tiny_run / "federated" / "rounds" / "round-0001" / "metrics.json")
+    record = RunRecords(tiny_run / "federated").load_metrics(1)
     for task in ("malignancy", "calcification"):
         server, rescored = last["pooled_auc"][task], metrics["methods"]["federated"]["pooled_auc"][task]
         if server is not None and rescored is not None:
-            tolerance = binning_tolerance(record["evaluate"]["pooled"][task]["histogram"])
+            tolerance = binning_tolerance(record.evaluate.pooled[task].histogram)
             assert abs(server - rescored) <= tolerance + 1e-9, (task, server, rescored, tolerance)
     effective = (tiny_run / "effective_config.yaml").read_text()
     assert "rounds: 1" in effective and "natural_key: site_id" in effective
@@ -109,8 +111,10 @@ def test_tiny_simulation_report_agrees_with_metrics(tiny_run: Path) -> None:
 
 
 def test_secure_evaluation_gives_the_server_only_the_pooled_histogram(tiny_run: Path) -> None:
-    """SecAgg+ on: the round record has no per-site histogram, and its pooled AUC is the exact pooled AUC."""
-    record = read_json(tiny_run / "federated" / "rounds" / "round-0001" / "metrics.json")
+    """SecAgg+ on: the round record has no per-site histogram, and its pooled AUC is the exact pooled AUC as far as
+    its bins tell."""
+    records = RunRecords(tiny_run / "federated")
+    record = read_json(records.metrics_path(1))  # as written: the keys themselves are checked
     assert record["secagg"] is True
     for site_entry in record["evaluate"]["sites"].values():
         for task_entry in site_entry.values():
@@ -118,11 +122,12 @@ def test_secure_evaluation_gives_the_server_only_the_pooled_histogram(tiny_run: 
     assert "hist_" not in json.dumps(record)
     metrics = read_json(tiny_run / "metrics.json")
     federated = metrics["methods"]["federated"]
+    released_record = records.load_metrics(1)
     for task in ("malignancy", "calcification"):
-        pooled = record["evaluate"]["pooled"][task]
-        assert pooled["secure_sum"] is True
+        pooled = released_record.evaluate.pooled[task]
+        assert pooled.secure_sum is True
         released, exact = federated["released_pooled_auc"][task], federated["pooled_auc"][task]
-        assert abs(released - exact) <= binning_tolerance(pooled["histogram"]) + 1e-9, (task, released, exact)
+        assert abs(released - exact) <= binning_tolerance(pooled.histogram) + 1e-9, (task, released, exact)
 
 
 def test_the_run_records_patient_level_privacy(tiny_run: Path) -> None:
