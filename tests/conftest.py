@@ -29,18 +29,21 @@ REPO = Path(__file__).resolve().parents[1]
 HANDED_OUT_FIRST = (
     "tests/server/test_cli_rehearsal_docs.py",
     "tests/server/test_deployment_loopback.py",
-    "tests/server/test_federated_strategy.py",
     "tests/server/test_fleet_gateway.py",
+    "tests/server/test_federated_strategy.py",
     "tests/client/test_cli_client.py",
     "tests/client/test_flower_process.py",
     "tests/client/test_approved_clientapp.py",
     "tests/benchmarks/test_gpu_check.py",
 )
 """The order in which the long modules (`python benchmarks/suite_wall_time.py`) go to the workers, before all others.
-The two Flower deployments start side by side, and a third worker runs the modules that mostly wait (timeouts,
-refused keys) next to them, then the Ray modules (one unit, see RAY_MODULES): started beside both deployments they
-took up to three times as long. pytest-xdist hands a worker whose unit has at most two tests the next unit at once,
-so the rehearsal's worker takes the fleet gateway's module after it."""
+The two Flower deployments (the rehearsal; the loopback deployment with both modules that observe it) start side by
+side, and a third worker runs the modules that mostly wait (timeouts, refused keys) next to them, then the Ray modules
+(one unit, see RAY_MODULES): started beside both deployments they took up to three times as long."""
+LOOPBACK_DEPLOYMENT_MODULES = frozenset(
+    {"tests/server/test_deployment_loopback.py", "tests/server/test_fleet_gateway.py"}
+)
+"""Modules that observe the one loopback deployment (tests/server/conftest.py): on one worker, it is built once."""
 RAY_MODULES = frozenset(
     {
         "tests/benchmarks/test_gpu_check.py",
@@ -59,15 +62,19 @@ def module_of(nodeid: str) -> str:
 
 
 def work_unit(nodeid: str) -> str:
-    """What one worker runs as a whole: a test's module (so its module fixtures, such as a whole loopback
-    federation, are built once), or `ray` for every module that starts Ray."""
+    """What one worker runs as a whole: a test's module (so its module fixtures are built once), `loopback` for the
+    modules that observe the loopback deployment, or `ray` for every module that starts Ray."""
     module = module_of(nodeid)
+    if module in LOOPBACK_DEPLOYMENT_MODULES:
+        return "loopback"
     return "ray" if module in RAY_MODULES else module
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The modules of HANDED_OUT_FIRST first, in that order, the others in collection order."""
-    stale = [path for path in (*HANDED_OUT_FIRST, *RAY_MODULES) if not (REPO / path).is_file()]
+    stale = [
+        path for path in (*HANDED_OUT_FIRST, *RAY_MODULES, *LOOPBACK_DEPLOYMENT_MODULES) if not (REPO / path).is_file()
+    ]
     if stale:
         raise pytest.UsageError(f"tests/conftest.py names test files that do not exist: {stale}")
     rank = {path: index for index, path in enumerate(HANDED_OUT_FIRST)}
