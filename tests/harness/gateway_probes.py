@@ -30,8 +30,6 @@ SMUGGLED_PATHS = (
 class GatewayProbes:
     """What the public and the internal address answered while a run was in progress."""
 
-    public_port: int
-    internal_port: int
     status: dict[tuple[str, str], int]
     """(where, path) -> HTTP status of an empty POST; ("public", "GET " + FLEET_PATH) for a GET."""
     public_flwr_errors: dict[str, str]
@@ -135,8 +133,6 @@ def probe_gateway(
         public_errors = {name: answer.result() for name, answer in answers.items()}
     internal = FlowerControl(work / "internal_cli", f"127.0.0.1:{internal_port}", ca_cert)
     return GatewayProbes(
-        public_port=public_port,
-        internal_port=internal_port,
         status=status,
         public_flwr_errors=public_errors,
         internal_runs_listed=internal.run_status(run_id).run_id == run_id,

@@ -28,7 +28,6 @@ def test_sites_train_through_the_gateway(deployment: ObservedDeployment) -> None
         assert 1 in [entry["round"] for entry in entries if entry["kind"] == "trained"], site
     gateway_log = (deployment.fed.run_dir / "logs" / "fleet_gateway.log").read_text()
     assert "POST /v1/fleet/pull-messages" in gateway_log and "POST /v1/fleet/push-messages" in gateway_log
-    assert deployment.gateway.public_port == deployment.fed.port  # the address in every site's config
 
 
 def test_fleet_calls_are_forwarded(probes: GatewayProbes) -> None:
