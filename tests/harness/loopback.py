@@ -295,9 +295,13 @@ class LoopbackFederation:
             timeout_s,
             "the server to register the sites' keys",
         )
-        if server.poll() is not None:
-            raise LoopbackError(f"bcvlm-server ended before the sites started:\n{self.output('server.out')[-3000:]}")
+        self.ensure_running(server, "bcvlm-server (before the sites started)")
         return server
+
+    def ensure_running(self, process: subprocess.Popen[bytes], what: str) -> None:
+        """LoopbackError with the center's output if `process` has ended."""
+        if process.poll() is not None:
+            raise LoopbackError(f"{what} ended early:\n{self.output('server.out')[-3000:]}")
 
     def start_sites(self, *client_args: str) -> dict[str, subprocess.Popen[bytes]]:
         """Every site's `bcvlm-client` (`--restart-delay 3`, then `client_args`)."""

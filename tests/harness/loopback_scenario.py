@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ from bcvlm_client.flower_process import free_port
 from bcvlm_client.privacy_ledger import SitePrivacyLedger
 from bcvlm_model.atomic_io import read_json
 from bcvlm_model.privacy.accounting import noise_multiplier_for_remaining_budget
+from bcvlm_server.deployment import RunDirectory
+from bcvlm_server.run_records import RunRecords
 from bcvlm_testing.gateway_probes import GatewayProbes, probe_gateway
 from bcvlm_testing.loopback import TINY_FEDERATION, LoopbackError, LoopbackFederation, wait_until
 
@@ -53,12 +54,6 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _still_running(fed: LoopbackFederation, process: subprocess.Popen[bytes], what: str) -> None:
-    """LoopbackError with the center's output if `process` has ended."""
-    if process.poll() is not None:
-        raise LoopbackError(f"{what} ended early:\n{fed.output('server.out')[-3000:]}")
-
-
 @dataclass
 class ObservedDeployment:
     """What the scenario saw; the federation's files (run, ledgers, logs) stay in `fed.root`."""
@@ -76,8 +71,13 @@ class ObservedDeployment:
     checkpoint_1_sha: str
     gateway: GatewayProbes
 
+    @property
+    def run_directory(self) -> RunDirectory:
+        """The center's deployment files (`bcvlm_server.deployment`)."""
+        return RunDirectory(self.fed.run_dir)
+
     def superlink_log(self) -> str:
-        return (self.fed.run_dir / "logs" / "superlink.log").read_text(errors="replace")
+        return (self.run_directory.logs / "superlink.log").read_text(errors="replace")
 
     def ledger_epsilon(self, site: str) -> float:
         return float(self.fed.ledger(site)["epsilon_spent"])
@@ -113,7 +113,7 @@ def _train_messages_of_new_runs(fed: LoopbackFederation, site: str, old_runs: se
 
 
 def _round_2_started_after_resume(fed: LoopbackFederation) -> bool:
-    log = (fed.run_dir / "logs" / "server.log").read_text(errors="replace")
+    log = (RunDirectory(fed.run_dir).logs / "server.log").read_text(errors="replace")
     return "resuming after round 1" in log and "round 2: training on" in log.split("resuming after round 1")[-1]
 
 
@@ -122,6 +122,7 @@ def observe_loopback_deployment(root: Path) -> ObservedDeployment:
     # Threshold 2 of 4 shares: the round survives the killed site plus one site that misses a stage.
     federation = {**TINY_FEDERATION, "secagg": {**TINY_FEDERATION["secagg"], "reconstruction_threshold": 0.5}}
     fed = LoopbackFederation(root, SITES, federation, n_patients=32)
+    layout = RunDirectory(fed.run_dir)
     internal_port = free_port()
     raw = yaml.safe_load(fed.server_yaml.read_text())
     raw["superlink"]["internal_port"] = internal_port  # a known port for the probes (the resume keeps it)
@@ -142,33 +143,32 @@ def observe_loopback_deployment(root: Path) -> ObservedDeployment:
             "60",
         )
         wait_until(lambda: rogue.poll() is not None and wrong_ca.poll() is not None, 240, "the intruders to give up")
-        _still_running(fed, server, "bcvlm-server")
+        fed.ensure_running(server, "bcvlm-server")
         clients = fed.start_sites()
         wait_until(
-            lambda: (fed.run_dir / "flower_runs.json").is_file() or server.poll() is not None,
+            lambda: layout.flower_runs.is_file() or server.poll() is not None,
             600,
             "the run to be submitted",
         )
-        _still_running(fed, server, "bcvlm-server")
+        fed.ensure_running(server, "bcvlm-server")
         gateway = probe_gateway(
             fed.root,
             fed.port,
             internal_port,
             fed.certs.ca_cert,
-            int(read_json(fed.run_dir / "flower_runs.json")[0]["run_id"]),
-            fed.run_dir / "app",
-            fed.run_dir / "run_config.toml",
+            int(read_json(layout.flower_runs)[0]["run_id"]),
+            layout.app_dir,
+            layout.run_config,
             fed.site_keys["rogue"].public_key,
         )
 
         # Round 1, then a crash of the whole coordinating center (SuperLink, SuperExec, ServerApp, our CLI).
         wait_until(lambda: fed.completed_rounds() >= 1 or server.poll() is not None, 900, "round 1")
-        _still_running(fed, server, "bcvlm-server")
+        fed.ensure_running(server, "bcvlm-server")
         after_round_1 = {site: fed.ledger(site)["epsilon_spent"] for site in SITES}
         fed.kill(server)
         after_crash = {site: fed.ledger(site)["epsilon_spent"] for site in SITES}
-        checkpoint = fed.run_dir / "rounds" / "round-0001" / "checkpoint"
-        checkpoint_sha = file_sha256(checkpoint / "model.safetensors")
+        checkpoint_sha = file_sha256(RunRecords(fed.run_dir).checkpoint_dir(1) / "model.safetensors")
 
         # Resume; once the killed site has received round 2's SecAgg+ stage-2 (train) message, it dies.
         old_runs = set(_run_ids(fed.output(f"state/{KILLED}/logs/supernode.log")))
@@ -179,7 +179,7 @@ def observe_loopback_deployment(root: Path) -> ObservedDeployment:
             f"site {KILLED} to receive its round-2 training message after the resume",
             poll_s=0.1,
         )
-        _still_running(fed, resumed, "the resumed bcvlm-server")
+        fed.ensure_running(resumed, "the resumed bcvlm-server")
         if not _round_2_started_after_resume(fed):
             raise LoopbackError("round 2 did not start after the resume:\n" + fed.output("server.out")[-3000:])
         fed.kill(clients[KILLED])

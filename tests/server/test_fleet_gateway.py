@@ -26,7 +26,7 @@ def test_sites_train_through_the_gateway(deployment: ObservedDeployment) -> None
     for site in TRAINING_SITES:
         entries = deployment.fed.ledger(site)["entries"]
         assert 1 in [entry["round"] for entry in entries if entry["kind"] == "trained"], site
-    gateway_log = (deployment.fed.run_dir / "logs" / "fleet_gateway.log").read_text()
+    gateway_log = (deployment.run_directory.logs / "fleet_gateway.log").read_text()
     assert "POST /v1/fleet/pull-messages" in gateway_log and "POST /v1/fleet/push-messages" in gateway_log
 
 
@@ -59,7 +59,7 @@ def test_flwr_commands_fail_through_the_public_address(probes: GatewayProbes) ->
 
 
 def test_the_superexec_secret_is_private_to_the_center(deployment: ObservedDeployment) -> None:
-    secret = deployment.fed.run_dir / "superlink" / "superexec_auth.secret"
+    secret = deployment.run_directory.superexec_secret
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.stat().st_size >= 32
 
 
